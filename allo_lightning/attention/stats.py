@@ -1,0 +1,97 @@
+"""Per-head, per-residue attention statistics.
+
+Everything downstream (head scores, probe features) needs only column statistics of each head's
+attention map: how much (confident) attention each residue *receives*. They are computed layer by
+layer from the attention probabilities and the L x L maps are dropped at once.
+
+Conventions (shared by every function here and by the reference implementation in the tests):
+- queries i and keys j that count are *residues*: BOS, EOS and padding are excluded on both sides,
+  except for ``total``, whose keys are all real tokens (BOS/EOS included);
+- ``theta`` is the confidence threshold: attention alpha_ij is confident when alpha_ij > theta.
+
+Per protein of length L (residues), with layers x heads = Ly x H:
+- ``received`` [Ly, H, L]: sum_i alpha_ij
+- ``count``    [Ly, H, L]: sum_i 1[alpha_ij > theta]
+- ``mass``     [Ly, H, L]: sum_i alpha_ij 1[alpha_ij > theta]
+- ``total``    [Ly, H]:    sum_i sum_{j real token} 1[alpha_ij > theta]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+STAT_NAMES = ("received", "count", "mass")
+
+
+@dataclass
+class ProteinStats:
+    """Attention statistics of one protein (CPU tensors, float32)."""
+
+    received: torch.Tensor  # [Ly, H, L]
+    count: torch.Tensor  # [Ly, H, L]
+    mass: torch.Tensor  # [Ly, H, L]
+    total: torch.Tensor  # [Ly, H]
+    maps: torch.Tensor | None = None  # [K, L, L] for ``map_heads``
+    map_heads: list[tuple[int, int]] = field(default_factory=list)
+    embedding: torch.Tensor | None = None  # [L, D] final-layer hidden states
+
+    @property
+    def length(self) -> int:
+        return int(self.received.shape[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.received.shape[0]), int(self.received.shape[1])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"received": self.received, "count": self.count, "mass": self.mass, "total": self.total}
+        return out
+
+
+def column_stats(
+    probs_BHLL: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, theta: float
+) -> dict[str, torch.Tensor]:
+    """Column statistics of one layer's attention probabilities for a padded batch.
+
+    ``probs_BHLL``: softmax attention [B, H, L, L] (query, key); ``residue_BL``: True at residue
+    tokens; ``real_BL``: True at every real token (residues, BOS, EOS). Returns float32 tensors
+    ``received``/``count``/``mass`` of shape [B, H, L] (zero at non-residue keys) and ``total`` [B, H].
+    """
+    probs = probs_BHLL.float()
+    query_B1L1 = residue_BL[:, None, :, None].to(probs.dtype)
+    key_B11L = residue_BL[:, None, None, :].to(probs.dtype)
+    p = probs * query_B1L1  # only residue queries count
+    confident = p > theta
+    conf_p = torch.where(confident, p, torch.zeros((), dtype=p.dtype, device=p.device))
+    count_all_BHL = confident.sum(dim=-2, dtype=torch.float32)
+    real_B1L = real_BL[:, None, :].to(probs.dtype)
+    return {
+        "received": p.sum(dim=-2) * key_B11L[:, :, 0, :],
+        "count": count_all_BHL * key_B11L[:, :, 0, :],
+        "mass": conf_p.sum(dim=-2) * key_B11L[:, :, 0, :],
+        "total": (count_all_BHL * real_B1L).sum(dim=-1),
+    }
+
+
+def reference_stats(maps_LyHLL: torch.Tensor, theta: float) -> dict[str, torch.Tensor]:
+    """Plain reference: statistics from one protein's full maps over ALL tokens (BOS + L residues +
+    EOS), shape [Ly, H, L+2, L+2]. Written as loops over layers/heads/queries on purpose: it is the
+    slow, obvious computation the streaming version is tested against."""
+    n_layers, n_heads, n_tok, _ = maps_LyHLL.shape
+    L = n_tok - 2
+    received = torch.zeros(n_layers, n_heads, L)
+    count = torch.zeros(n_layers, n_heads, L)
+    mass = torch.zeros(n_layers, n_heads, L)
+    total = torch.zeros(n_layers, n_heads)
+    for ly in range(n_layers):
+        for h in range(n_heads):
+            for i in range(1, L + 1):
+                row = maps_LyHLL[ly, h, i].double()
+                total[ly, h] += float((row > theta).sum())
+                res = row[1 : L + 1]
+                received[ly, h] += res.float()
+                count[ly, h] += (res > theta).float()
+                mass[ly, h] += (res * (res > theta)).float()
+    return {"received": received, "count": count, "mass": mass, "total": total}

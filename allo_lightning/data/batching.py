@@ -1,0 +1,92 @@
+"""Token-budget batching with length bucketing, sharded across ranks for multi-device predict."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import lightning as L
+
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..backbone import tokenize
+from .io import Protein
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True) -> list[list[int]]:
+    """Group indices so that batch_size x (longest + 2) <= max_tokens (a longer protein goes alone).
+    With ``bucket`` the proteins are sorted by length first, so batches hold similar lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if bucket else list(range(len(lengths)))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n_tok = lengths[i] + 2
+        if current and (len(current) + 1) * max(longest, n_tok) > max_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, n_tok)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padding_fraction(lengths: Sequence[int], batches: list[list[int]]) -> float:
+    """Share of padded token slots over all slots."""
+    slots = sum(len(b) * (max(lengths[i] for i in b) + 2) for b in batches)
+    real = sum(lengths[i] + 2 for b in batches for i in b)
+    return 1.0 - real / slots if slots else 0.0
+
+
+class RankBatchSampler(Sampler[list[int]]):
+    """Every rank takes batches rank, rank + world, ...: each protein is run exactly once overall."""
+
+    def __init__(self, batches: list[list[int]], rank: int = 0, world_size: int = 1) -> None:
+        self.batches = batches[rank::world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class ProteinDataset(Dataset):
+    def __init__(self, proteins: Sequence[Protein]) -> None:
+        self.proteins = list(proteins)
+
+    def __len__(self) -> int:
+        return len(self.proteins)
+
+    def __getitem__(self, i: int) -> Protein:
+        return self.proteins[i]
+
+
+def collate(proteins: list[Protein]) -> dict:
+    tokens, real = tokenize([p.sequence for p in proteins])
+    return {"tokens": tokens, "real": real, "ids": [p.id for p in proteins],
+            "sequences": [p.sequence for p in proteins]}
+
+
+class ExtractionDataModule(L.LightningDataModule):
+    """Predict-only data module over the proteins that still need extraction."""
+
+    def __init__(self, proteins: Sequence[Protein], max_tokens: int = 4096, bucket: bool = True,
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        self.dataset = ProteinDataset(proteins)
+        self.max_tokens = max_tokens
+        self.bucket = bucket
+        self.num_workers = num_workers
+
+    def batches(self) -> list[list[int]]:
+        return token_budget_batches([p.length for p in self.dataset.proteins], self.max_tokens, self.bucket)
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = RankBatchSampler(self.batches(), rank, world)
+        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+
+

@@ -1,0 +1,61 @@
+"""Writing outputs safely: atomic files (temporary name, then rename) and output folders that are
+not overwritten without ``--overwrite``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **{"dpi": 150, "bbox_inches": "tight", **kwargs})
+    plt.close(fig)
+    return Path(path)
+
+
+class OutputExistsError(RuntimeError):
+    pass
+
+
+def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
+    """Create the output folder. If ``marker`` (a file this command writes) already exists there,
+    refuse unless ``overwrite``: a finished result is never replaced by accident."""
+    path = Path(path)
+    if (path / marker).exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path / marker} already exists. Pass --overwrite to replace it, or choose another folder "
+            "with --trainer.default_root_dir DIR."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
