@@ -1,15 +1,20 @@
 """``python -m allo_lightning.extract --config configs/smoke.yaml``: attention statistics of a
-protein set, computed in batches with ``trainer.predict`` and cached on disk."""
+protein set, computed in batches with ``trainer.predict`` and cached on disk.
+
+Safe to interrupt: each protein is cached as soon as its batch is done, and running the same command
+again resumes (finished proteins come from the cache, damaged entries are recomputed). The summary
+``extraction.json`` describes the cache and is rewritten (atomically) by every run: it holds no
+finished work, so no ``--overwrite`` is needed to run again into the same folder."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
 
 from .backbone import TINY_MEANINGLESS
 from .cli import parse, quiet_lightning
+from .outputs import write_json
 from .pipeline import load_inputs, run_extraction, user_errors
 
 
@@ -35,8 +40,7 @@ def main(args: list[str] | None = None) -> dict:
         "confident_pairs_per_residue": round(float(total.sum()) / max(n_res, 1), 3),
         "meaningless": backbone.meaningless,
     }
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.out_dir / "extraction.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(cfg.out_dir / "extraction.json", summary)
     print(f"extracted {len(proteins)} proteins ({n_res} residues) with {backbone.name} "
           f"[{backbone.n_layers} layers x {backbone.n_heads} heads] in {seconds:.1f} s: "
           f"{summary['computed']} computed, {summary['from_cache']} from cache")

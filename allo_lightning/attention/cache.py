@@ -2,20 +2,25 @@
 
 Layout: ``<root>/<backbone identity>/<sha[:2]>/<sha>.<part>.safetensors`` where ``sha`` is the
 SHA-256 of the sequence and ``part`` is ``stats-t<theta>``, ``maps-<heads hash>`` or ``emb``.
-Files are written to a temporary name and renamed (atomic), and read with safetensors (no code is
-executed); an unreadable or truncated entry counts as missing and is recomputed.
+Files are written to a temporary name, flushed to disk and renamed (atomic): a run killed mid-write
+leaves at most a ``.<name>.<random>.tmp`` file, which is never read. Entries are read with
+safetensors (no code is executed) and checked: format version, a SHA-256 of the tensor bytes, the
+expected tensors and shapes, theta and sequence length. An entry that fails any check (truncated,
+corrupted, from an older format) counts as missing and is recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
 from .stats import ProteinStats
 
@@ -32,12 +37,36 @@ def heads_key(heads: list[tuple[int, int]]) -> str:
     return hashlib.sha256(repr(sorted(heads)).encode()).hexdigest()[:12]
 
 
+FORMAT = "1"  # bump when the layout of an entry changes: older entries are then recomputed
+_REQUIRED = {"stats": ("received", "count", "mass", "total"), "maps": ("maps", "map_heads"), "emb": ("embedding",)}
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the tensors (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.dim() else t.reshape(1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (with a format version and checksum in the metadata) to a temporary file in the
+    same folder, flush it to disk, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {**(metadata or {}), "format": FORMAT, "sha256": tensors_digest(tensors)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        save_file(tensors, tmp, metadata=meta)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the rename makes the entry visible
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -71,19 +100,50 @@ class StatsCache:
             out.append(self.emb_path(sequence))
         return out
 
-    @staticmethod
-    def _read(path: Path, length: int) -> dict[str, torch.Tensor] | None:
-        """Tensors of a cache file, or None when missing, truncated or not for this length."""
+    def _read(self, path: Path, length: int, kind: str, map_heads=None) -> dict[str, torch.Tensor] | None:
+        """Tensors of a cache file, or None when it is missing, truncated, corrupted, of another format,
+        or not for this sequence length / theta / list of heads."""
         try:
-            tensors = load_file(str(path))
-        except (FileNotFoundError, SafetensorError, OSError, ValueError, RuntimeError):
+            # Read the whole file into memory (not memory-mapped: tensors stay valid whatever later happens
+            # to the file, and a file cut short cannot crash the process when a tensor is used).
+            data = path.read_bytes()
+            n = int.from_bytes(data[:8], "little")
+            if len(data) < 8 + n:
+                return None
+            meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+            if not isinstance(meta, dict):
+                return None
+            tensors = load_bytes(data)
+        except (OSError, SafetensorError, ValueError, RuntimeError, MemoryError, AttributeError, TypeError):
             return None
-        if any(t.shape[-1] != length for k, t in tensors.items() if k not in ("total", "map_heads")):
+        if meta.get("format") != FORMAT or meta.get("length") != str(length):
+            return None
+        if sorted(tensors) != sorted(_REQUIRED[kind]) or (kind == "stats" and meta.get("theta") != f"{self.theta:g}"):
+            return None
+        if meta.get("sha256") != tensors_digest(tensors):
+            return None
+        if kind == "stats":
+            shape = tensors["received"].shape
+            if (len(shape) != 3 or shape[-1] != length or tensors["count"].shape != shape
+                    or tensors["mass"].shape != shape or tensors["total"].shape != shape[:-1]):
+                return None
+        elif kind == "maps":
+            heads = sorted(tuple(map(int, h)) for h in map_heads or ())
+            if (tensors["maps"].shape[1:] != (length, length)
+                    or sorted(tuple(x) for x in tensors["map_heads"].tolist()) != heads):
+                return None
+        elif tensors["embedding"].dim() != 2 or tensors["embedding"].shape[-1] != length:
             return None
         return tensors
 
     def complete(self, sequence: str, map_heads=None, embedding: bool = False) -> bool:
-        return all(self._read(p, len(sequence)) is not None for p in self.paths(sequence, map_heads, embedding))
+        """True when every requested part of this sequence's entry is in the cache and passes the checks."""
+        L = len(sequence)
+        if self._read(self.stats_path(sequence), L, "stats") is None:
+            return False
+        if map_heads and self._read(self.maps_path(sequence, map_heads), L, "maps", map_heads) is None:
+            return False
+        return not embedding or self._read(self.emb_path(sequence), L, "emb") is not None
 
     def save(self, sequence: str, stats: ProteinStats) -> None:
         meta = {"length": str(len(sequence)), "theta": f"{self.theta:g}"}
@@ -96,17 +156,17 @@ class StatsCache:
 
     def load(self, sequence: str, map_heads=None, embedding: bool = False) -> ProteinStats:
         L = len(sequence)
-        t = self._read(self.stats_path(sequence), L)
+        t = self._read(self.stats_path(sequence), L, "stats")
         if t is None:
             raise KeyError(f"no complete cache entry for a sequence of length {L} in {self.dir}")
         stats = ProteinStats(received=t["received"], count=t["count"], mass=t["mass"], total=t["total"])
         if map_heads:
-            m = self._read(self.maps_path(sequence, map_heads), L)
+            m = self._read(self.maps_path(sequence, map_heads), L, "maps", map_heads)
             if m is None:
                 raise KeyError("attention maps not in cache")
             stats.maps, stats.map_heads = m["maps"], [tuple(x) for x in m["map_heads"].tolist()]
         if embedding:
-            e = self._read(self.emb_path(sequence), L)
+            e = self._read(self.emb_path(sequence), L, "emb")
             if e is None:
                 raise KeyError("embedding not in cache")
             stats.embedding = e["embedding"].T.contiguous()

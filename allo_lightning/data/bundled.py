@@ -12,29 +12,57 @@ BUNDLED = {"asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
 
 def bundled_path(name: str = "asd") -> Path:
     if name not in BUNDLED:
-        raise InputError(f"unknown bundled data set {name!r}; choose one of {', '.join(BUNDLED)}.")
+        raise InputError(
+            f"--data.bundled: unknown bundled data set {name!r}. Choose one of {', '.join(BUNDLED)}, or give "
+            "your own file with --data.path FILE.",
+            todo=f"Choose one of {', '.join(BUNDLED)}.",
+        )
     return Path(str(resources.files("allo_lightning") / "resources" / BUNDLED[name]))
+
+
+def _positive(value, flag: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{flag} must be a whole number of at least 1 (got {value!r}). Fix the flag or the "
+                         "config file, or leave it out.", todo="Give a whole number of at least 1.")
+    return value
 
 
 def load_proteins(cfg, max_length: int | None = None) -> list[Protein]:
     """Proteins for a DataConfig: ``cfg.path`` whole, or the bundled set with its subset options.
 
-    ``max_length`` is the backbone's limit: a user's file with a longer protein is an error (named),
-    the bundled set's longer proteins are skipped with a message."""
+    ``max_length`` is the backbone's limit: a user's file with a longer protein is an error (named, with
+    the limit and what to do, before any work starts); the bundled set's longer proteins are skipped
+    with a message."""
     if cfg.path:
         return read_proteins(cfg.path, max_length=max_length)
+    limit = _positive(cfg.limit, "--data.limit")
+    cfg_max = _positive(cfg.max_length, "--data.max_length")
     proteins = read_table(bundled_path(cfg.bundled))
     if cfg.family:
         proteins = [p for p in proteins if (p.family or "").lower() == cfg.family.lower()]
-    limit_len = min(x for x in (max_length, cfg.max_length) if x) if (max_length or cfg.max_length) else None
-    if limit_len:
+        if not proteins:
+            families = sorted({p.family for p in read_table(bundled_path(cfg.bundled)) if p.family})
+            raise InputError(
+                f"the bundled {cfg.bundled!r} set has no protein of family {cfg.family!r} (--data.family). "
+                f"Choose one of: {', '.join(families[:20])}{' ...' if len(families) > 20 else ''}.",
+                todo="Choose an existing family.",
+            )
+    limits = [x for x in (max_length, cfg_max) if x]
+    if limits:
+        limit_len = min(limits)
         long = [p for p in proteins if p.length > limit_len]
         if long:
             print(f"bundled data: skipping {len(long)} protein(s) longer than {limit_len} residues: "
                   + ", ".join(f"{p.id} ({p.length})" for p in long[:8]) + (" ..." if len(long) > 8 else ""))
         proteins = [p for p in proteins if p.length <= limit_len]
-    if cfg.limit:
-        proteins = proteins[: cfg.limit]
+    if limit:
+        proteins = proteins[:limit]
     if not proteins:
-        raise InputError(f"the bundled {cfg.bundled!r} set has no protein matching family={cfg.family!r}.")
+        raise InputError(
+            f"no bundled {cfg.bundled!r} protein is left after the length limit (--data.max_length / the "
+            "backbone's context). Raise --data.max_length or choose another backbone.",
+            todo="Raise --data.max_length or choose another backbone.",
+        )
     return proteins
