@@ -36,9 +36,6 @@ def load_inputs(cfg: Config) -> tuple[Backbone, list[Protein]]:
 
 def run_extraction(cfg: Config, backbone: Backbone, proteins: Sequence[Protein],
                    map_heads: Sequence[tuple[int, int]] = (), embeddings: bool = False) -> Extraction:
-    try:
-        return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
-                       trainer_kwargs=cfg.trainer, max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
-                       map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
+                   trainer_kwargs=cfg.trainer, max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
+                   map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype)

@@ -9,7 +9,7 @@ import lightning as L
 
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule
-from ..data.io import Protein
+from ..data.io import InputError, Protein
 from .cache import StatsCache
 from .extractor import AttentionExtractor, CacheWriter
 from .stats import ProteinStats
@@ -62,15 +62,18 @@ def extract(
     bucket: bool = True,
     map_heads: Sequence[tuple[int, int]] = (),
     embeddings: bool = False,
-    dtype: str = "auto",
+    dtype: str = "fp32",
 ) -> Extraction:
     """Compute (or reuse from the cache) the attention statistics of ``proteins``."""
-    cache = StatsCache(cache_dir, backbone.identity, theta)
+    if dtype not in ("fp32", "bf16"):
+        raise InputError(f"--model.dtype {dtype!r}: choose fp32 or bf16 (bf16 on CUDA only).")
+    # bf16 statistics differ from fp32 ones: they get their own cache entries
+    cache = StatsCache(cache_dir, backbone.identity + ("-bf16" if dtype == "bf16" else ""), theta)
     map_heads = [tuple(map(int, h)) for h in map_heads]
     too_long = [p for p in proteins if p.length > backbone.max_length]
     if too_long:
         p = too_long[0]
-        raise ValueError(
+        raise InputError(
             f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone.name}'s limit "
             f"of {backbone.max_length}. Split it into domains or remove it; nothing was computed."
         )

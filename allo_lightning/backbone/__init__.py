@@ -67,12 +67,7 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
     path = Path(weights).expanduser() if weights else None
     if name in ESMC_SHAPES:
         d_model, n_heads, n_layers, _, _ = ESMC_SHAPES[name]
-        if path is None and name == "tiny":
-            torch.manual_seed(seed)
-        model = build_esmc(d_model, n_heads, n_layers)
-        if path is None and name == "tiny":
-            _sharpen_tiny(model)
-        if path is None and name != "tiny":
+        if path is None and name != "tiny":  # find the weights before building a large model
             try:
                 path = hub_weights_path(name)
             except Exception as e:  # noqa: BLE001 - hub errors vary (offline, proxy, auth)
@@ -81,8 +76,14 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
                     f"({type(e).__name__}). Offline? Download the state dict on a machine with internet "
                     f"(README, 'Real weights') and pass it with --model.weights FILE."
                 ) from None
-        if path is not None:
-            _load_into(model, _load_state_dict(path, name), path, name)
+        state = _load_state_dict(path, name) if path is not None else None
+        if state is None:
+            torch.manual_seed(seed)
+        model = build_esmc(d_model, n_heads, n_layers)
+        if state is None:
+            _sharpen_tiny(model)
+        else:
+            _load_into(model, state, path, name)
         backbone: Backbone = ESMCBackbone(model, name)
     else:
         from transformers import EsmModel
