@@ -163,3 +163,20 @@ def test_extract_refuses_protein_longer_than_context(tiny, tmp_path):
     long = Protein(id="LONG1", sequence="A" * (tiny.max_length + 1), source="x.tsv:7")
     with pytest.raises(ValueError, match=r"x\.tsv:7.*LONG1.*limit of 2048"):
         extract([long], tiny, cache_dir=tmp_path, trainer_kwargs=CPU)
+
+
+def test_resume_after_losing_entries_is_bit_identical(tiny, tmp_path):
+    """Several proteins per batch: a resumed run re-forms the original batches, so padding (and every
+    float) is the same as in the uninterrupted run."""
+    proteins = random_proteins(9, lo=15, hi=70, seed=11)
+    kw = {**CPU, "default_root_dir": str(tmp_path / "out")}
+    first = extract(proteins, tiny, theta=0.1, cache_dir=tmp_path / "c", trainer_kwargs=kw, max_tokens=250)
+    before = {p.id: s for p, s in first}
+    lost = [proteins[1], proteins[4], proteins[7]]
+    for p in lost:
+        first.cache.stats_path(p.sequence).unlink()
+    again = extract(proteins, tiny, theta=0.1, cache_dir=tmp_path / "c", trainer_kwargs=kw, max_tokens=250)
+    assert sorted(again.computed) == sorted(p.id for p in lost)
+    for p, s in again:
+        for name in ("received", "count", "mass", "total"):
+            assert torch.equal(getattr(s, name), getattr(before[p.id], name)), (p.id, name)

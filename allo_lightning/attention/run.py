@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import lightning as L
 
 from ..backbone import Backbone
-from ..data.batching import ExtractionDataModule
+from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.io import InputError, Protein
 from .cache import StatsCache
 from .extractor import AttentionExtractor, CacheWriter
@@ -77,17 +77,23 @@ def extract(
             f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone.name}'s limit "
             f"of {backbone.max_length}. Split it into domains or remove it; nothing was computed."
         )
-    todo, seen = [], set()
+    unique, seen = [], set()  # one entry per distinct sequence (the first id naming it)
     for p in proteins:
-        if p.sequence not in seen and not cache.complete(p.sequence, map_heads, embeddings):
-            todo.append(p)
-        seen.add(p.sequence)
+        if p.sequence not in seen:
+            unique.append(p)
+            seen.add(p.sequence)
+    missing = {i for i, p in enumerate(unique) if not cache.complete(p.sequence, map_heads, embeddings)}
+    # Batches are formed over ALL proteins and every batch holding a missing one is run whole: a resumed
+    # run pads each protein exactly as an uninterrupted run does, so its statistics are bit-identical.
+    batches = [b for b in token_budget_batches([p.length for p in unique], max_tokens, bucket)
+               if any(i in missing for i in b)]
     result = Extraction(list(proteins), cache, backbone.identity, backbone.n_layers, backbone.n_heads, theta,
                         map_heads=map_heads, embeddings=embeddings)
-    if todo:
+    if batches:
         module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype)
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
-        trainer.predict(module, datamodule=ExtractionDataModule(todo, max_tokens, bucket), return_predictions=False)
-        result.computed = [p.id for p in todo]
+        data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)
+        trainer.predict(module, datamodule=data, return_predictions=False)
+        result.computed = [unique[i].id for i in sorted(missing)]
     return result

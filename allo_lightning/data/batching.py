@@ -72,14 +72,17 @@ class ExtractionDataModule(L.LightningDataModule):
     """Predict-only data module over the proteins that still need extraction."""
 
     def __init__(self, proteins: Sequence[Protein], max_tokens: int = 4096, bucket: bool = True,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, batches: list[list[int]] | None = None) -> None:
         super().__init__()
         self.dataset = ProteinDataset(proteins)
         self.max_tokens = max_tokens
         self.bucket = bucket
         self.num_workers = num_workers
+        self._batches = batches  # fixed batches (indices into proteins), e.g. to resume a run exactly
 
     def batches(self) -> list[list[int]]:
+        if self._batches is not None:
+            return self._batches
         return token_budget_batches([p.length for p in self.dataset.proteins], self.max_tokens, self.bucket)
 
     def predict_dataloader(self) -> DataLoader:
