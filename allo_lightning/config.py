@@ -21,7 +21,7 @@ class ModelConfig:
             Without it, esmc_* and esm2_* are downloaded from the Hugging Face hub on first use.
         seed: seed of the random init of the tiny backbones.
         theta: confidence threshold: attention alpha_ij counts as confident when alpha_ij > theta.
-        dtype: auto (bf16 on CUDA, fp32 elsewhere), fp32 or bf16 (CUDA only).
+        dtype: fp32 (default) or bf16 (CUDA only; faster, statistics cached separately).
         cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
         max_tokens: token budget of one batch (batch size x padded length).
         bucket: group proteins of similar length into batches (less padding).
@@ -31,7 +31,7 @@ class ModelConfig:
     weights: str | None = None
     seed: int = 0
     theta: float = 0.3
-    dtype: str = "auto"
+    dtype: str = "fp32"
     cache_dir: str | None = None
     max_tokens: int = 4096
     bucket: bool = True
@@ -59,7 +59,25 @@ class DataConfig:
 
 @dataclass
 class HeadsConfig:
-    """Head analysis and selection (see allo_lightning.analysis)."""
+    """Head analysis and selection (see allo_lightning.analysis).
+
+    Args:
+        score: statistic that ranks heads and whose p/q/SNR the rules use: p_alpha (Vig et al.:
+            share of confident attention that lands on sites) or mass (confident attention mass sent
+            to sites per confident pair, as the original Allo-Allo scripts).
+        strategy: top_k (the top_k heads by pooled score), significance (q < q_max and SNR > snr_min),
+            original (p < p_max and SNR > snr_min) or consistency (significant in at least
+            min_fraction of the proteins). A rule that selects no head falls back to top_k, and says so.
+        top_k: heads kept by top_k, and by the fallback.
+        q_max: Benjamini-Hochberg q-value threshold of the significance rule.
+        p_max: p-value threshold of the original rule and of the per-protein significance.
+        snr_min: SNR (observed - random mean) / random sd that a selected head must exceed.
+        min_fraction: consistency rule: fraction of proteins in which a head must be significant.
+        n_permutations: random site sets drawn per protein for the permutation p-values.
+        proteins: ids of the proteins to analyse (e.g. the training split); default: all labelled ones.
+        plot_proteins: number of proteins that get a mean attention map PNG.
+        orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
+    """
 
     score: str = "p_alpha"
     strategy: str = "significance"
@@ -69,19 +87,75 @@ class HeadsConfig:
     snr_min: float = 2.0
     min_fraction: float = 0.5
     n_permutations: int = 2000
+    proteins: list[str] | None = None
     plot_proteins: int = 4
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
 class ProbeConfig:
-    """Probe training (see allo_lightning.probe)."""
+    """Probe training (see allo_lightning.probe): features from the selected heads, a small classifier.
+
+    Args:
+        kind: logreg (logistic regression) or mlp (one hidden layer).
+        hidden: width of the MLP's hidden layer (kind=mlp).
+        dropout: dropout before the MLP's output layer (kind=mlp).
+        window: residues on each side whose features are appended to a residue's own (0: none).
+        stats: per-head statistics used as features: received, count, mass (see attention.stats).
+        log1p: use log(1 + x) of the statistics (they are heavy-tailed counts).
+        split: how proteins are split: cluster (no cluster in two splits; proteins without a cluster
+            are their own cluster) or protein.
+        val_fraction: fraction of proteins (clusters) for validation (early stopping, threshold).
+        test_fraction: fraction of proteins (clusters) held out for the test metrics.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        batch_size: residues per training batch.
+        max_epochs: epochs at most (used when --trainer.max_epochs is not given).
+        patience: early stopping: epochs without a better validation AUPRC.
+        pos_weight: weight of positive residues in the loss; null: negatives / positives of the
+            training residues (class imbalance, about 3 % positives).
+        top_k: precision among each protein's k best-scored residues (metric precision_at_k).
+        checkpoint_dir: folder of the checkpoint saved by fit.
+    """
 
     kind: str = "logreg"
+    hidden: int = 32
+    dropout: float = 0.1
+    window: int = 0
+    stats: list[str] = field(default_factory=lambda: ["received", "count", "mass"])
+    log1p: bool = True
+    split: str = "cluster"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    lr: float = 0.01
+    weight_decay: float = 0.0001
+    batch_size: int = 512
+    max_epochs: int = 200
+    patience: int = 15
+    pos_weight: float | None = None
+    top_k: int = 10
+    checkpoint_dir: str = "checkpoints"
 
 
 @dataclass
 class ReportConfig:
-    """Reports per head subset (see allo_lightning.report)."""
+    """Reports per head subset (see allo_lightning.report): every subset under the same folds.
 
+    Args:
+        scheme: kfold (cluster k-fold) or logo (leave one cluster, e.g. one GPCR, out).
+        folds: number of folds (scheme=kfold).
+        ks: top-k head subsets (capped at the number of heads).
+        random_seeds: random k-head subsets drawn per k (mean and sd over them; at least 5).
+        train_sizes: training-set sizes of the data-efficiency curve (the whole training fold is
+            always added).
+        max_epochs: epochs at most per probe in the report (null: the probe's max_epochs).
+        embeddings: include the final-layer embedding probe (needs embeddings in the cache).
+    """
+
+    scheme: str = "kfold"
     folds: int = 5
+    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 50])
+    random_seeds: int = 5
+    train_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    max_epochs: int | None = None
+    embeddings: bool = True

@@ -1,0 +1,70 @@
+"""Files of the head analysis: heads.csv, heads.json and attention_to_sites.csv (atomic writes)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ..attention.stats import ProteinStats
+from ..data.io import Protein
+from ..outputs import atomic_path, write_json
+from .select import HeadAnalysis
+
+ATTENTION_TO_SITES_COLUMNS = ("protein", "layer", "head", "query_position", "query_residue", "site_position",
+                              "site_residue", "attention")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_heads_csv(path: str | Path, analysis: HeadAnalysis) -> Path:
+    """heads.csv: one row per head in rank order (columns: see HeadAnalysis.rows)."""
+    rows = analysis.rows()
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(list(rows[0]))
+        for r in rows:
+            w.writerow([_fmt(v) for v in r.values()])
+    return Path(path)
+
+
+def write_heads_json(path: str | Path, analysis: HeadAnalysis, **extra) -> Path:
+    """heads.json: the selection with its provenance (plus ``extra`` keys)."""
+    return write_json(path, {**analysis.provenance(), **extra})
+
+
+def attention_to_sites_rows(protein: Protein, stats: ProteinStats) -> Iterable[tuple]:
+    """Rows (protein, layer, head, query_position, query_residue, site_position, site_residue,
+    attention) for every query residue and every site of ``protein``, for each head of ``stats.maps``
+    ([K, L, L], query x key, residues only). Positions are 1-based."""
+    if stats.maps is None:
+        raise ValueError("statistics were extracted without maps; extract with map_heads=selected heads")
+    sites = [s for s in (protein.sites or ())]
+    if not sites:
+        return
+    seq = protein.sequence
+    cols = torch.as_tensor([s - 1 for s in sites])
+    for (ly, h), amap in zip(stats.map_heads, stats.maps):
+        sub = amap[:, cols].tolist()  # [L, n_sites]
+        for i, row in enumerate(sub):
+            for s, a in zip(sites, row):
+                yield (protein.id, ly, h, i + 1, seq[i], s, seq[s - 1], f"{a:.6g}")
+
+
+def write_attention_to_sites(path: str | Path, pairs: Iterable[tuple[Protein, ProteinStats]]) -> Path:
+    """attention_to_sites.csv (long format, one row per protein x head x query residue x site)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(ATTENTION_TO_SITES_COLUMNS)
+        for protein, stats in pairs:
+            w.writerows(attention_to_sites_rows(protein, stats))
+    return Path(path)

@@ -1,0 +1,267 @@
+"""Head selection: rank heads by the chosen pooled score, apply a selection strategy, keep provenance.
+
+Strategies (``HeadsConfig.strategy``), all on the statistic ``HeadsConfig.score`` (p_alpha or mass):
+
+- ``top_k``: the ``top_k`` best heads by pooled score;
+- ``significance``: BH q-value < ``q_max`` and SNR > ``snr_min``;
+- ``original``: the original Allo-Allo rule, p-value < ``p_max`` and SNR > ``snr_min``;
+- ``consistency``: significant on its own (p < ``p_max`` and SNR > ``snr_min``) in at least
+  ``min_fraction`` of the proteins.
+
+A rule that selects no head falls back to ``top_k`` (a probe needs heads); ``HeadAnalysis.fallback``
+says why, and it is written to heads.json and printed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+
+from ..attention.run import Extraction
+from ..attention.stats import ProteinStats
+from ..config import HeadsConfig
+from ..data.io import InputError, Protein
+from .scores import STATISTICS, score_heads, usable
+
+STRATEGIES = ("top_k", "significance", "original", "consistency")
+
+
+@dataclass
+class HeadAnalysis:
+    """Scores of every head, the ranking and the selected heads (0-based (layer, head) pairs)."""
+
+    scores: dict[str, torch.Tensor]
+    ranking: list[tuple[int, int]]
+    selected: list[tuple[int, int]]
+    score: str
+    strategy: str
+    fallback: str | None
+    protein_ids: list[str]
+    excluded: dict[str, str]
+    n_layers: int
+    n_heads: int
+    settings: dict
+    seed: int = 0
+    theta: float | None = None
+    backbone_identity: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def get(self, name: str) -> torch.Tensor:
+        """A score by full name (``p_alpha_qvalue``) or by suffix for the chosen statistic
+        (``qvalue``, ``snr``, ``pvalue``, ``impact``... -> ``{score}_{name}``)."""
+        if not name:
+            return self.scores[self.score]
+        if name in self.scores:
+            return self.scores[name]
+        return self.scores[f"{self.score}_{name}"]
+
+    def rank_of(self) -> dict[tuple[int, int], int]:
+        return {h: i + 1 for i, h in enumerate(self.ranking)}
+
+    def rows(self) -> list[dict]:
+        """One row per head for heads.csv, in rank order: layer, head (0-based), rank, selected, then
+        every score (see allo_lightning.analysis.scores)."""
+        chosen = set(self.selected)
+        rows = []
+        for rank, (ly, h) in enumerate(self.ranking, start=1):
+            row: dict = {"layer": ly, "head": h, "rank": rank, "selected": (ly, h) in chosen}
+            for name, t in self.scores.items():
+                v = float(t[ly, h])
+                row[name] = int(v) if name.endswith("n_significant") or name in ("n_proteins",) else v
+            rows.append(row)
+        return rows
+
+    def provenance(self) -> dict:
+        """Everything heads.json records: the selection and how it was made."""
+        return {
+            "selected": [[ly, h] for ly, h in self.selected],
+            "selected_labels": [head_label(ly, h) for ly, h in self.selected],
+            "indexing": "layer and head are 0-based",
+            "score": self.score,
+            "strategy": self.strategy,
+            "fallback": self.fallback,
+            "settings": self.settings,
+            "backbone_identity": self.backbone_identity,
+            "theta": self.theta,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "seed": self.seed,
+            "proteins": list(self.protein_ids),
+            "excluded_proteins": dict(self.excluded),
+            "top": [
+                {"layer": ly, "head": h, self.score: _num(self.get("")[ly, h]),
+                 "snr": _num(self.get("snr")[ly, h]), "pvalue": _num(self.get("pvalue")[ly, h]),
+                 "qvalue": _num(self.get("qvalue")[ly, h])}
+                for ly, h in self.ranking[: max(10, len(self.selected))]
+            ],
+            **self.extra,
+        }
+
+    def summary(self, n: int = 10) -> str:
+        """A few lines for the terminal: the top heads with their scores."""
+        s = self.score
+        lines = [f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
+                 f"score {s}, strategy {self.strategy}): {len(self.selected)} selected"]
+        if self.fallback:
+            lines.append(f"FALLBACK: {self.fallback}")
+        lines.append(f"  {'rank':>4} {'layer':>5} {'head':>4} {s:>9} {'random':>9} {'impact':>7} {'SNR':>7} "
+                     f"{'p':>9} {'q':>9} {'prot.sig':>8} sel")
+        chosen = set(self.selected)
+        for rank, (ly, h) in enumerate(self.ranking[:n], start=1):
+            g = lambda k: float(self.get(k)[ly, h])  # noqa: E731
+            lines.append(
+                f"  {rank:>4} {ly:>5} {h:>4} {g(''):>9.4f} {g('null_mean'):>9.4f} {g('impact'):>7.2f} "
+                f"{g('snr'):>7.2f} {g('pvalue'):>9.2e} {g('qvalue'):>9.2e} "
+                f"{int(g('n_significant')):>4}/{int(g('n_proteins')):<3} {'*' if (ly, h) in chosen else ''}"
+            )
+        return "\n".join(lines)
+
+
+def head_label(layer: int, head: int) -> str:
+    """'L3H7' style label, 0-based."""
+    return f"L{layer}H{head}"
+
+
+def _num(x) -> float | str | None:
+    """A JSON-safe number: NaN -> None, +-inf -> "inf"/"-inf"."""
+    v = float(x)
+    if math.isnan(v):
+        return None
+    return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+
+
+def rank_heads(scores: dict[str, torch.Tensor], score: str) -> list[tuple[int, int]]:
+    """All heads, best first: by pooled ``score``, ties by its SNR, then by (layer, head)."""
+    value, snr = scores[score], scores[f"{score}_snr"]
+    n_layers, n_heads = value.shape
+    heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
+    return sorted(heads, key=lambda lh: (-_key(value[lh]), -_key(snr[lh]), lh))
+
+
+def _key(x) -> float:
+    v = float(x)
+    return -math.inf if math.isnan(v) else v
+
+
+def select_heads(scores: dict[str, torch.Tensor], cfg: HeadsConfig,
+                 ranking: list[tuple[int, int]] | None = None) -> tuple[list[tuple[int, int]], str | None]:
+    """Apply ``cfg.strategy``; returns (selected heads in rank order, fallback message or None)."""
+    check_config(cfg)
+    s = cfg.score
+    ranking = ranking if ranking is not None else rank_heads(scores, s)
+    top = ranking[: max(1, cfg.top_k)]
+    if cfg.strategy == "top_k":
+        return top, None
+    snr = scores[f"{s}_snr"]
+    if cfg.strategy == "significance":
+        mask = (scores[f"{s}_qvalue"] < cfg.q_max) & (snr > cfg.snr_min)
+        rule = f"q < {cfg.q_max} and SNR > {cfg.snr_min}"
+    elif cfg.strategy == "original":
+        mask = (scores[f"{s}_pvalue"] < cfg.p_max) & (snr > cfg.snr_min)
+        rule = f"p < {cfg.p_max} and SNR > {cfg.snr_min}"
+    else:  # consistency
+        n = scores["n_proteins"]
+        frac = torch.where(n > 0, scores[f"{s}_n_significant"] / n.clamp_min(1), torch.zeros_like(n))
+        mask = frac >= cfg.min_fraction
+        mask &= n > 0
+        rule = (f"significant (p < {cfg.p_max} and SNR > {cfg.snr_min}) in at least {cfg.min_fraction:.0%} "
+                "of the proteins")
+    selected = [lh for lh in ranking if bool(mask[lh])]
+    if selected:
+        return selected, None
+    msg = (f"strategy {cfg.strategy!r} selected no head ({rule}); fell back to the top {len(top)} heads by "
+           f"{s}. Treat them as unconfirmed.")
+    return top, msg
+
+
+def check_config(cfg: HeadsConfig) -> None:
+    if cfg.score not in STATISTICS:
+        raise InputError(f"heads.score is {cfg.score!r}; choose one of: {', '.join(STATISTICS)} "
+                         "(--heads.score or the heads: section of the config).")
+    if cfg.strategy not in STRATEGIES:
+        raise InputError(f"heads.strategy is {cfg.strategy!r}; choose one of: {', '.join(STRATEGIES)} "
+                         "(--heads.strategy or the heads: section of the config).")
+    if cfg.top_k < 1:
+        raise InputError(f"heads.top_k is {cfg.top_k}; it must be at least 1 (it is also the fallback).")
+    if cfg.n_permutations < 1:
+        raise InputError(f"heads.n_permutations is {cfg.n_permutations}; it must be at least 1.")
+
+
+def _pairs(source, proteins: Sequence[Protein] | None) -> tuple[list[tuple[Protein | None, ProteinStats]], dict]:
+    """Normalise the accepted inputs to (protein, stats) pairs, restricted to ``proteins``."""
+    info: dict = {}
+    if isinstance(source, Extraction):
+        info = {"theta": source.theta, "backbone_identity": source.backbone_identity}
+        if proteins is None:
+            return list(source), info
+        by_id = {p.id: p for p in source.proteins}
+        missing = [p.id for p in proteins if p.id not in by_id]
+        if missing:
+            raise InputError(f"proteins {missing[:5]} are not in the extraction; extract them first.")
+        return [(p, source.stats(p)) for p in proteins], info
+    items = list(source)
+    if items and isinstance(items[0][0], Protein):
+        pairs = [(p, s) for p, s in items]
+        if proteins is not None:
+            keep = {p.id for p in proteins}
+            pairs = [(p, s) for p, s in pairs if p.id in keep]
+        return pairs, info
+    # (ProteinStats, labels) pairs, parallel to ``proteins`` when given
+    if proteins is not None and len(proteins) != len(items):
+        raise ValueError(f"{len(items)} (stats, labels) items but {len(proteins)} proteins; give one per item")
+    return [(proteins[i] if proteins is not None else None, (s, y)) for i, (s, y) in enumerate(items)], info
+
+
+def analyse_heads(
+    extraction_or_items: Extraction | Iterable,
+    proteins: Sequence[Protein] | None,
+    cfg: HeadsConfig,
+    seed: int = 0,
+    theta: float | None = None,
+    backbone_identity: str | None = None,
+) -> HeadAnalysis:
+    """Score and select heads from the given proteins only (e.g. the training split).
+
+    ``extraction_or_items``: an :class:`Extraction` (then ``proteins`` picks the subset; None = all),
+    an iterable of ``(Protein, ProteinStats)`` pairs (what iterating an Extraction yields), or of
+    ``(ProteinStats, labels)`` pairs (then ``proteins``, if given, is parallel to it, for the ids).
+    Proteins without labels, without sites or with more sites than non-sites are left out and listed
+    in ``HeadAnalysis.excluded``.
+    """
+    check_config(cfg)
+    pairs, info = _pairs(extraction_or_items, proteins)
+    items, ids, excluded = [], [], {}
+    for i, (p, s) in enumerate(pairs):
+        if isinstance(s, tuple):
+            stats, labels = s
+            pid = p.id if p is not None else f"#{i}"
+        else:
+            stats, pid = s, p.id
+            if p.sites is None:
+                excluded[pid] = "no site labels"
+                continue
+            labels = p.labels()
+        if not usable(labels):
+            k = int(sum(int(v) for v in labels))
+            excluded[pid] = "no sites" if k == 0 else f"{k} sites, more than its non-site residues"
+            continue
+        items.append((stats, labels))
+        ids.append(pid)
+    if not items:
+        raise InputError("no protein with site labels to analyse heads on: give proteins with a 'sites' (or "
+                         f"'labels') column. Left out: {excluded or 'none given'}.")
+    n_layers, n_heads = items[0][0].shape
+    scores = score_heads(items, n_layers, n_heads, n_permutations=cfg.n_permutations, seed=seed,
+                         p_max=cfg.p_max, snr_min=cfg.snr_min)
+    ranking = rank_heads(scores, cfg.score)
+    selected, fallback = select_heads(scores, cfg, ranking)
+    return HeadAnalysis(
+        scores=scores, ranking=ranking, selected=selected, score=cfg.score, strategy=cfg.strategy,
+        fallback=fallback, protein_ids=ids, excluded=excluded, n_layers=n_layers, n_heads=n_heads,
+        settings={k: v for k, v in asdict(cfg).items() if k not in ("plot_proteins", "orthosteric")},
+        seed=seed, theta=theta if theta is not None else info.get("theta"),
+        backbone_identity=backbone_identity or info.get("backbone_identity"),
+    )

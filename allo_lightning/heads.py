@@ -1,0 +1,100 @@
+"""``python -m allo_lightning.heads --config configs/gpcr.yaml``: which attention heads put their
+confident attention on allosteric sites (Allo-Allo head selection).
+
+Scores every head over the labelled proteins (``--heads.proteins`` picks a subset, e.g. the training
+split), selects heads with ``--heads.strategy`` and writes to ``--trainer.default_root_dir``:
+heads.csv, heads.json, heads_heatmap.png, maps/<protein>.png and attention_to_sites.csv.
+An existing heads.csv is not replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
+from .backbone import TINY_MEANINGLESS
+from .cli import fail, parse, quiet_lightning
+from .data import InputError
+from .outputs import OutputExistsError, prepare_out_dir
+from .pipeline import load_inputs, run_extraction, user_errors
+
+HEATMAP = "heads_heatmap.png"
+MAPS_DIR = "maps"
+
+
+def _extra(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing heads.csv and its siblings")
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "protein"
+
+
+def main(args: list[str] | None = None) -> dict:
+    quiet_lightning()
+    cfg = parse("python -m allo_lightning.heads", __doc__, args, extra=_extra)
+    try:
+        out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
+    except OutputExistsError as e:
+        fail(str(e))
+    with user_errors():
+        from .plots.heads import plot_head_heatmap, plot_protein_map
+
+        backbone, proteins = load_inputs(cfg)
+        if cfg.heads.proteins:
+            by_id = {p.id: p for p in proteins}
+            unknown = [pid for pid in cfg.heads.proteins if pid not in by_id]
+            if unknown:
+                raise InputError(f"--heads.proteins: ids {unknown[:5]} are not among the {len(proteins)} loaded "
+                                 "proteins (check --data.* and the ids).")
+            proteins = [by_id[pid] for pid in cfg.heads.proteins]
+        t0 = time.perf_counter()
+        extraction = run_extraction(cfg, backbone, proteins)
+        t_extract = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        analysis = analyse_heads(extraction, proteins, cfg.heads, seed=cfg.seed)
+        t_score = time.perf_counter() - t0
+        used = [p for p in proteins if p.id in set(analysis.protein_ids)]
+
+        write_heads_csv(out / "heads.csv", analysis)
+        s = cfg.heads.score
+        plot_head_heatmap(
+            analysis.get(""), analysis.selected, out / HEATMAP, label=f"pooled {s}",
+            title=f"{backbone.name}: pooled {s} over {len(used)} proteins (theta={cfg.model.theta}); "
+                  f"strategy {analysis.strategy}" + (" [FALLBACK]" if analysis.fallback else ""),
+        )
+        with_maps = run_extraction(cfg, backbone, used, map_heads=analysis.selected)
+        write_attention_to_sites(out / "attention_to_sites.csv", with_maps)
+        heads_text = ", ".join(head_label(ly, h) for ly, h in analysis.selected[:8])
+        if len(analysis.selected) > 8:
+            heads_text += ", ..."
+        plotted = []
+        for protein in used[: max(0, cfg.heads.plot_proteins)]:
+            stats = with_maps.stats(protein)
+            path = out / MAPS_DIR / f"{_safe_name(protein.id)}.png"
+            plot_protein_map(stats.maps.mean(0), protein.sites or (), path, sequence=protein.sequence,
+                             orthosteric=cfg.heads.orthosteric.get(protein.id, ()),
+                             title=f"{protein.id} ({protein.length} aa): mean attention of {len(analysis.selected)} "
+                                   f"selected heads\n{heads_text}")
+            plotted.append(str(path))
+        files = {"heads_csv": str(out / "heads.csv"), "heads_json": str(out / "heads.json"),
+                 "heatmap": str(out / HEATMAP), "maps": plotted,
+                 "attention_to_sites": str(out / "attention_to_sites.csv")}
+        # heads.json last: its presence means the run finished
+        write_heads_json(out / "heads.json", analysis, backbone=backbone.name, meaningless=backbone.meaningless,
+                         files=files, seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
+
+    print(analysis.summary())
+    if analysis.excluded:
+        print(f"left out {len(analysis.excluded)} proteins: "
+              + "; ".join(f"{k} ({v})" for k, v in list(analysis.excluded.items())[:5]))
+    print(f"scored {analysis.n_layers * analysis.n_heads} heads in {t_score:.2f} s; outputs in {out}/ "
+          f"(heads.csv, heads.json, {HEATMAP}, {MAPS_DIR}/, attention_to_sites.csv)")
+    if backbone.meaningless:
+        print(TINY_MEANINGLESS)
+    return {"analysis": analysis, "files": files, "out_dir": str(out)}
+
+
+if __name__ == "__main__":
+    main()

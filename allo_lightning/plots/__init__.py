@@ -1,0 +1,5 @@
+"""Figures (matplotlib, Agg backend: no display needed). Files are written atomically."""
+
+import matplotlib
+
+matplotlib.use("Agg")
