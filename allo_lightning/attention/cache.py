@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
+from ..outputs import publish
 from .stats import ProteinStats
 
 
@@ -67,7 +68,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
             os.fsync(fd)  # the data is on disk before the rename makes the entry visible
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
