@@ -1,0 +1,53 @@
+"""Probe figures: precision-recall curves and the data-efficiency curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..outputs import save_figure  # noqa: E402
+
+
+def pr_curves(curves: Mapping[str, tuple], path: str | Path, title: str = "precision-recall") -> Path:
+    """One PR curve per entry ``name -> (labels, scores)`` (pooled residues), with the base rate."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    base = None
+    for name, (labels, scores) in curves.items():
+        y, s = np.asarray(labels).astype(int), np.asarray(scores, dtype=float)
+        if y.sum() == 0:
+            continue
+        precision, recall, _ = precision_recall_curve(y, s)
+        ax.plot(recall, precision, label=f"{name} (AP {average_precision_score(y, s):.3f})", lw=1.5)
+        base = y.mean()
+    if base is not None:
+        ax.axhline(base, color="grey", ls="--", lw=1, label=f"base rate {base:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=7, loc="upper right")
+    return save_figure(fig, path)
+
+
+def data_efficiency(rows: Sequence[dict], path: str | Path, base_rate: float | None = None,
+                    title: str = "data efficiency") -> Path:
+    """AUPRC against the number of training proteins; ``rows``: dicts with features, n_train, auprc,
+    auprc_sd (one line per features kind)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for name in dict.fromkeys(r["features"] for r in rows):
+        sub = sorted((r for r in rows if r["features"] == name), key=lambda r: r["n_train"])
+        x = np.array([r["n_train"] for r in sub], dtype=float)
+        y = np.array([r["auprc"] for r in sub], dtype=float)
+        sd = np.array([r.get("auprc_sd") or 0.0 for r in sub], dtype=float)
+        ax.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=name)
+    if base_rate is not None:
+        ax.axhline(base_rate, color="grey", ls="--", lw=1, label=f"base rate {base_rate:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="training proteins", ylabel="test AUPRC (mean over folds)", ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -1,0 +1,147 @@
+"""Probe checkpoints: a safetensors file (no code is executed when it is read) with a format version,
+the probe weights, the feature settings and standardisation statistics, the selected heads, the
+decision threshold, the backbone's name and identity, theta, and a SHA-256 checksum over all of it
+(so a corrupted file is refused, never used for a wrong prediction)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..outputs import atomic_path
+from .features import FeatureSpec
+from .module import build_net
+
+FORMAT = "allo_lightning.probe"
+FORMAT_VERSION = 1
+_REMAKE = "Make a new one with python -m allo_lightning.fit --config CONFIG."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and says what to do."""
+
+
+@dataclass
+class ProbeCheckpoint:
+    path: Path
+    net: nn.Module
+    spec: FeatureSpec
+    threshold: float
+    backbone_name: str
+    backbone_identity: str
+    backbone_seed: int
+    n_layers: int
+    n_heads: int
+    theta: float
+    config: dict
+
+    @torch.no_grad()
+    def score(self, x_NF: torch.Tensor) -> torch.Tensor:
+        self.net.eval()
+        return torch.sigmoid(self.net(x_NF)).float()
+
+    def check_backbone(self, backbone) -> None:
+        """Refuse a backbone other than the one the probe was trained on, or heads it does not have."""
+        if backbone.name != self.backbone_name:
+            raise CheckpointError(
+                f"{self.path}: this probe was trained on backbone {self.backbone_name!r}, not {backbone.name!r}. "
+                f"Use --model.backbone {self.backbone_name} (and its weights), or train a probe for "
+                f"{backbone.name} with python -m allo_lightning.fit.")
+        bad = [(ly, h) for ly, h in self.spec.heads if not (0 <= ly < backbone.n_layers and 0 <= h < backbone.n_heads)]
+        if bad:
+            shown = ", ".join(f"layer {ly + 1} head {h + 1}" for ly, h in bad[:5])
+            raise CheckpointError(
+                f"{self.path}: the checkpoint's heads {shown} do not exist in {backbone.name} "
+                f"({backbone.n_layers} layers x {backbone.n_heads} heads). The file does not belong to this "
+                f"backbone. {_REMAKE}")
+        if backbone.identity != self.backbone_identity:
+            raise CheckpointError(
+                f"{self.path}: this probe was trained on {self.backbone_identity}, but the loaded "
+                f"{backbone.name} weights are {backbone.identity} (other weights or another seed). Load the "
+                f"weights it was trained with (--model.weights), or retrain. {_REMAKE}")
+
+
+def _digest(tensors: dict[str, torch.Tensor], config_json: str) -> str:
+    h = hashlib.sha256(config_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, threshold: float, backbone,
+                    theta: float, probe_cfg: dict, extra: dict | None = None, backbone_seed: int = 0) -> Path:
+    """Write the checkpoint atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors["features.mean"] = spec.mean.detach().cpu().contiguous()
+    tensors["features.std"] = spec.std.detach().cpu().contiguous()
+    config = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "probe": {"kind": probe_cfg["kind"], "hidden": probe_cfg.get("hidden", 32),
+                  "dropout": probe_cfg.get("dropout", 0.0), "n_features": spec.n_features},
+        "features": spec.settings(), "threshold": float(threshold),
+        "backbone": {"name": backbone.name, "identity": backbone.identity, "seed": int(backbone_seed),
+                     "n_layers": backbone.n_layers, "n_heads": backbone.n_heads},
+        "theta": float(theta), **(extra or {}),
+    }
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config_json,
+            "sha256": _digest(tensors, config_json)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
+    """Read and verify a checkpoint; any problem is a :class:`CheckpointError` naming the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found. Give the file printed by fit as 'checkpoint: PATH'.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - truncated/garbled files raise various errors
+        raise CheckpointError(f"{path}: not a readable probe checkpoint (truncated or corrupted: "
+                              f"{type(e).__name__}). {_REMAKE}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an allo_lightning probe checkpoint (format "
+                              f"{meta.get('format')!r}). Give a checkpoint written by python -m allo_lightning.fit.")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        version = -1
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')!r}, this allo_lightning "
+                              f"reads version {FORMAT_VERSION}. Use the allo_lightning version that wrote it, or "
+                              f"retrain. {_REMAKE}")
+    config_json = meta.get("config", "")
+    if _digest(tensors, config_json) != meta.get("sha256"):
+        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted. {_REMAKE}")
+    try:
+        config = json.loads(config_json)
+        feats = config["features"]
+        spec = FeatureSpec.from_settings(feats, tensors["features.mean"], tensors["features.std"])
+        pc = config["probe"]
+        net = build_net(pc["kind"], int(pc["n_features"]), int(pc.get("hidden", 32)), float(pc.get("dropout", 0.0)))
+        net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
+        net.eval()
+        if spec.n_features != int(pc["n_features"]):
+            raise ValueError("feature count does not match the probe")
+        bb = config["backbone"]
+        return ProbeCheckpoint(path, net, spec, float(config["threshold"]), str(bb["name"]), str(bb["identity"]),
+                               int(bb.get("seed", 0)), int(bb["n_layers"]), int(bb["n_heads"]), float(config["theta"]),
+                               config)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
+                              f"{_REMAKE}") from None

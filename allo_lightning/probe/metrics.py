@@ -1,0 +1,73 @@
+"""Probe metrics: one torchmetrics MetricCollection per stage, always computed on the CPU.
+
+Pooled over all residues: ``auprc`` (average precision), ``auroc``, ``f1`` and ``mcc`` (at the decision
+threshold). Per protein (``indexes`` = protein number, mean over proteins with at least one site):
+``precision_at_k`` (precision among each protein's k best-scored residues), ``r_precision``
+(precision among its top-R residues, R = its number of sites), ``protein_auprc``, ``protein_auroc``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    BinaryF1Score,
+    BinaryMatthewsCorrCoef,
+)
+from torchmetrics.retrieval import RetrievalAUROC, RetrievalMAP, RetrievalPrecision, RetrievalRPrecision
+
+METRIC_NAMES = ("auprc", "auroc", "f1", "mcc", "precision_at_k", "r_precision", "protein_auprc", "protein_auroc")
+
+
+def probe_metrics(top_k: int = 10, threshold: float = 0.5, per_protein: bool = True) -> MetricCollection:
+    """The metric collection of one stage; ``per_protein=False``: the pooled metrics only (used for
+    the per-epoch validation that drives early stopping, where speed matters)."""
+    metrics = {
+        "auprc": BinaryAveragePrecision(),
+        "auroc": BinaryAUROC(),
+        "f1": BinaryF1Score(threshold=threshold),
+        "mcc": BinaryMatthewsCorrCoef(threshold=threshold),
+    }
+    if per_protein:
+        metrics.update({
+            "precision_at_k": RetrievalPrecision(top_k=top_k, empty_target_action="skip", adaptive_k=True),
+            "r_precision": RetrievalRPrecision(empty_target_action="skip"),
+            "protein_auprc": RetrievalMAP(empty_target_action="skip"),
+            "protein_auroc": RetrievalAUROC(empty_target_action="skip"),
+        })
+    return MetricCollection(metrics, compute_groups=False)
+
+
+def set_threshold(metrics: MetricCollection, threshold: float) -> None:
+    """Decision threshold of the thresholded metrics (F1, MCC)."""
+    for name in ("f1", "mcc"):
+        metrics[name].threshold = float(threshold)
+
+
+def compute_metrics(scores: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, threshold: float = 0.5,
+                    top_k: int = 10) -> dict[str, float]:
+    """All metrics of one set of scores (probabilities), on the CPU."""
+    m = probe_metrics(top_k, threshold)
+    m.update(scores.detach().float().cpu(), labels.detach().long().cpu(), indexes=index.detach().long().cpu())
+    return {k: float(v) for k, v in m.compute().items()}
+
+
+def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Score threshold with the best F1 on these (validation) scores; 0.5 when there is no positive."""
+    s, y = scores.double().cpu(), labels.long().cpu()
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        return 0.5
+    order = torch.argsort(s, descending=True)
+    s, y = s[order], y[order]
+    tp = torch.cumsum(y, 0).double()
+    k = torch.arange(1, len(y) + 1, dtype=torch.double)
+    f1 = 2 * tp / (k + n_pos)
+    last = torch.ones(len(s), dtype=torch.bool)  # only cut between distinct scores
+    last[:-1] = s[1:] != s[:-1]
+    f1 = torch.where(last, f1, torch.full_like(f1, -1.0))
+    i = int(torch.argmax(f1))
+    nxt = float(s[i + 1]) if i + 1 < len(s) else float(s[i]) - 1e-6
+    return float((float(s[i]) + nxt) / 2)  # predicted = score >= threshold selects exactly the top i+1

@@ -1,0 +1,129 @@
+"""The probe: plain nn.Modules (logistic regression, small MLP) and the LightningModule that trains
+them on precomputed residue features. The backbone is not part of it: nothing frozen can reach the
+optimizer, which gets the probe's parameters only."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from .metrics import probe_metrics, set_threshold
+
+PROBE_KINDS = ("logreg", "mlp")
+
+
+class LogisticProbe(nn.Module):
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, 1)
+
+    def forward(self, x_NF: torch.Tensor) -> torch.Tensor:
+        return self.linear(x_NF).squeeze(-1)
+
+
+class MLPProbe(nn.Module):
+    def __init__(self, n_features: int, hidden: int = 32, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, x_NF: torch.Tensor) -> torch.Tensor:
+        return self.layers(x_NF).squeeze(-1)
+
+
+def build_net(kind: str, n_features: int, hidden: int = 32, dropout: float = 0.1) -> nn.Module:
+    if kind == "logreg":
+        return LogisticProbe(n_features)
+    if kind == "mlp":
+        return MLPProbe(n_features, hidden, dropout)
+    raise ValueError(f"unknown probe kind {kind!r}; choose one of {', '.join(PROBE_KINDS)} (--probe.kind).")
+
+
+class ProbeModule(L.LightningModule):
+    """Trains ``net`` (injected) on batches ``(x [N, F], y [N], protein index [N])`` with a
+    class-weighted BCE loss. One MetricCollection per stage, on the CPU (kept in a plain dict so that
+    Lightning does not move them to the accelerator): validation (every epoch, early stopping on
+    ``val/auprc``) has the pooled metrics, test adds the per-protein ones."""
+
+    def __init__(self, net: nn.Module, pos_weight: float = 1.0, lr: float = 0.01, weight_decay: float = 1e-4,
+                 top_k: int = 10, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+        self.threshold = float(threshold)
+        self.stage_metrics = {"val": probe_metrics(top_k, per_protein=False), "test": probe_metrics(top_k)}
+
+    def forward(self, x_NF: torch.Tensor) -> torch.Tensor:
+        return self.net(x_NF)
+
+    @torch.no_grad()
+    def score(self, x_NF: torch.Tensor) -> torch.Tensor:
+        """Probabilities [N] (eval mode)."""
+        was = self.training
+        self.eval()
+        out = torch.sigmoid(self(x_NF.to(self.device))).float().cpu()
+        self.train(was)
+        return out
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        loss = nn.functional.binary_cross_entropy_with_logits(self(x), y.float(), pos_weight=self.pos_weight)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _update(self, stage: str, batch) -> None:
+        x, y, idx = batch
+        probs = torch.sigmoid(self(x)).detach().float().cpu()
+        self.stage_metrics[stage].update(probs, y.long().cpu(), indexes=idx.long().cpu())
+
+    def validation_step(self, batch, batch_idx):
+        self._update("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._update("test", batch)
+
+    def _log_stage(self, stage: str) -> None:
+        values = self.stage_metrics[stage].compute()
+        self.stage_metrics[stage].reset()
+        # validation: an undefined metric (no site in the batch) counts as 0 for early stopping
+        clean = {f"{stage}/{k}": (0.0 if stage == "val" and math.isnan(float(v)) else float(v))
+                 for k, v in values.items()}
+        self.log_dict(clean, batch_size=1)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stage("val")
+
+    def on_test_epoch_start(self) -> None:
+        set_threshold(self.stage_metrics["test"], self.threshold)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stage("test")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class KeepBest(Callback):
+    """Keeps the probe weights of the best validation epoch in memory and restores them after fit
+    (early stopping alone would leave the last epoch's weights)."""
+
+    def __init__(self, monitor: str = "val/auprc") -> None:
+        self.monitor = monitor
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.state: dict | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best, self.best_epoch = float(value), trainer.current_epoch
+            self.state = copy.deepcopy(pl_module.net.state_dict())
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.state is not None:
+            pl_module.net.load_state_dict(self.state)

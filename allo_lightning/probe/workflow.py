@@ -1,0 +1,72 @@
+"""One honest fit on one split: heads selected on the training proteins only, then the probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from ..attention.stats import ProteinStats
+from ..data.io import Protein
+from .features import FeatureSpec, head_spec
+from .splits import Split
+from .train import ProbeRun, train_probe
+
+Analyse = Callable[..., Any]
+
+
+def _analyse() -> Analyse:
+    from ..analysis import analyse_heads  # noqa: PLC0415 - the analysis package is optional at import time
+
+    return analyse_heads
+
+
+@dataclass
+class HeadChoice:
+    heads: list[tuple[int, int]]
+    analysis: Any
+    fallback: str | None  # why the best-ranked heads were used (no head passed the selection), or None
+
+
+def select_heads(items: Sequence[tuple[Protein, ProteinStats]], heads_cfg, seed: int,
+                 analyse: Analyse | None = None) -> HeadChoice:
+    """Head analysis on ``items`` (the TRAINING proteins only) and its selected heads. When no head
+    passes the selection, the ``top_k`` best-ranked heads are used (``fallback`` says so)."""
+    analyse = analyse or _analyse()
+    analysis = analyse(list(items), [p for p, _ in items], heads_cfg, seed)
+    heads = [(int(ly), int(h)) for ly, h in analysis.selected]
+    fallback = getattr(analysis, "fallback", None)
+    if not heads:
+        heads = [(int(ly), int(h)) for ly, h in list(analysis.ranking)[: max(1, heads_cfg.top_k)]]
+        fallback = fallback or f"no head selected; using the top {len(heads)} ranked heads"
+    return HeadChoice(heads, analysis, fallback)
+
+
+def ranking_of(analysis: Any) -> list[tuple[int, int]]:
+    return [(int(ly), int(h)) for ly, h in analysis.ranking]
+
+
+@dataclass
+class FitResult:
+    split: Split
+    choice: HeadChoice
+    run: ProbeRun
+
+
+def items_of(proteins: Sequence[Protein], stats: Mapping[str, ProteinStats]) -> list[tuple[Protein, ProteinStats]]:
+    return [(p, stats[p.id]) for p in proteins]
+
+
+def fit_split(split: Split, stats: Mapping[str, ProteinStats], probe_cfg, heads_cfg, seed: int = 0,
+              trainer_kwargs: dict | None = None, analyse: Analyse | None = None,
+              max_epochs: int | None = None, spec: FeatureSpec | None = None) -> FitResult:
+    """Select heads on ``split.train`` (unless ``spec`` is given), train on train, stop early and pick
+    the threshold on val, test on test."""
+    train = items_of(split.train, stats)
+    if spec is None:
+        choice = select_heads(train, heads_cfg, seed, analyse)
+        spec = head_spec(choice.heads, probe_cfg)
+    else:
+        choice = HeadChoice(list(spec.heads), None, None)
+    run = train_probe(spec, train, items_of(split.val, stats), items_of(split.test, stats), probe_cfg, seed,
+                      trainer_kwargs, max_epochs)
+    return FitResult(split, choice, run)

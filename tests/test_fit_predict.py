@@ -1,0 +1,106 @@
+"""fit and predict commands end to end, in-process, on the tiny backbone (CPU, offline)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from allo_lightning import fit, predict
+
+from .conftest import random_proteins
+
+
+def write_table(path, proteins):
+    lines = ["id\tsequence\tsites\tcluster"]
+    lines += [f"{p.id}\t{p.sequence}\t{','.join(map(str, p.sites))}\t{p.cluster}" for p in proteins]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def common(tmp_path, table):
+    return ["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"), "--data.path", str(table),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+            "--heads.n_permutations", "100", "--probe.max_epochs", "5", "--probe.batch_size", "128"]
+
+
+@pytest.fixture
+def fitted(tmp_path, capsys):
+    table = write_table(tmp_path / "train.tsv", random_proteins(12, lo=30, hi=60, seed=2))
+    args = common(tmp_path, table) + ["--trainer.default_root_dir", str(tmp_path / "run"),
+                                      "--probe.checkpoint_dir", str(tmp_path / "ckpts")]
+    metrics = fit.main(args)
+    out = capsys.readouterr().out
+    return tmp_path, args, metrics, out
+
+
+def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
+    tmp_path, args, metrics, out = fitted
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("checkpoint: ")
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    assert last == f"checkpoint: {ckpt}" and ckpt.is_file()
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("auprc", "auroc", "base_rate", "f1", "mcc", "precision_at_k", "threshold", "heads"):
+        assert key in saved
+    assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
+    assert "NOTHING" in out
+    assert (tmp_path / "run" / "pr_curve.png").stat().st_size > 0
+    ids = saved["split"]
+    assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
+
+
+def test_fit_refuses_to_overwrite(fitted, capsys):
+    tmp_path, args, *_ = fitted
+    with pytest.raises(SystemExit) as e:
+        fit.main(args)
+    assert e.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_predict_round_trip_matches_fit_scores(fitted, capsys):
+    tmp_path, args, metrics, _ = fitted
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    test_ids = set(metrics["split"]["test"])
+    rows = list(csv.DictReader((tmp_path / "run" / "test_scores.csv").open()))
+    seqs = {}
+    for r in rows:
+        seqs.setdefault(r["id"], []).append(r["residue"])
+    fasta = tmp_path / "new.fasta"
+    fasta.write_text("".join(f">{i} some description\n{''.join(s).lower()}\n" for i, s in seqs.items()))
+    pargs = ["--checkpoint", str(ckpt), "--fasta", str(fasta), "--out", str(tmp_path / "pred"),
+             "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+             "--trainer.enable_progress_bar", "false"]
+    predict.main(pargs)
+    out = capsys.readouterr().out
+    pred = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    assert list(pred[0]) == ["id", "position", "residue", "score", "rank", "predicted"]
+    assert {r["id"] for r in pred} == test_ids
+    want = {(r["id"], int(r["position"])): float(r["score"]) for r in rows}
+    for r in pred:
+        assert float(r["score"]) == pytest.approx(want[(r["id"], int(r["position"]))], abs=1e-5)
+    first = [r for r in pred if r["id"] == pred[0]["id"]]
+    assert [int(r["position"]) for r in first] == list(range(1, len(first) + 1))  # 1-based
+    assert sorted(int(r["rank"]) for r in first) == list(range(1, len(first) + 1))
+    top = max(first, key=lambda r: float(r["score"]))
+    assert top["rank"] == "1" and f"{top['residue']}{top['position']}" in out
+    pid = pred[0]["id"]
+    assert "alter resi 1, b=" in (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
+    assert "attribute: allo_score" in (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").read_text()
+
+
+def test_predict_refuses_other_backbone(fitted, capsys):
+    tmp_path, *_ = fitted
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nACDEFGHIKLMNPQRSTVWY\n")
+    base = ["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"), "--fasta", str(fasta),
+            "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu"]
+    with pytest.raises(SystemExit) as e:
+        predict.main(base + ["--out", str(tmp_path / "p1"), "--model.backbone", "esm2_tiny"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "run.tiny.safetensors" in err and "'tiny'" in err and "esm2_tiny" in err
+    with pytest.raises(SystemExit):
+        predict.main(base + ["--out", str(tmp_path / "p2"), "--model.seed", "1"])  # other weights
+    assert "other weights" in capsys.readouterr().err
+    assert not (tmp_path / "p2" / "predictions.csv").exists()

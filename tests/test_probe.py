@@ -1,0 +1,202 @@
+"""The probe: metrics against scikit-learn, splits, features, optimizer, and the planted-signal proof."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, f1_score, matthews_corrcoef, roc_auc_score
+
+from allo_lightning.config import HeadsConfig, ProbeConfig
+from allo_lightning.data import Protein
+from allo_lightning.probe import (FeatureSpec, ProbeModule, best_f1_threshold, build_net, check, compute_metrics,
+                                  fit_split, head_spec, items_of, kfold, leave_one_out, train_probe, train_val_test,
+                                  window_features)
+
+from .conftest import CPU, random_proteins
+
+
+def _scores(seed=0, n_prot=5, length=60):
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n_prot * length, generator=g) < 0.1).long()
+    y[::length] = 1  # every protein has a site
+    s = (torch.rand(n_prot * length, generator=g) + 0.4 * y).clamp(0, 1)
+    idx = torch.arange(n_prot).repeat_interleave(length)
+    return s, y, idx
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_sklearn(seed):
+    s, y, idx = _scores(seed)
+    t = 0.6
+    m = compute_metrics(s, y, idx, threshold=t, top_k=5)
+    sn, yn, ix = s.numpy().astype(np.float64), y.numpy(), idx.numpy()
+    assert m["auprc"] == pytest.approx(average_precision_score(yn, sn), abs=1e-5)
+    assert m["auroc"] == pytest.approx(roc_auc_score(yn, sn), abs=1e-5)
+    pred = (sn >= t).astype(int)
+    assert m["f1"] == pytest.approx(f1_score(yn, pred), abs=1e-5)
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(yn, pred), abs=1e-5)
+    per = {"precision_at_k": [], "r_precision": [], "protein_auprc": [], "protein_auroc": []}
+    for p in np.unique(ix):
+        yp, sp = yn[ix == p], sn[ix == p]
+        order = np.argsort(-sp, kind="stable")
+        per["precision_at_k"].append(yp[order[:5]].mean())
+        per["r_precision"].append(yp[order[: yp.sum()]].mean())
+        per["protein_auprc"].append(average_precision_score(yp, sp))
+        per["protein_auroc"].append(roc_auc_score(yp, sp))
+    for k, v in per.items():
+        assert m[k] == pytest.approx(float(np.mean(v)), abs=1e-5), k
+
+
+def test_best_f1_threshold_is_best():
+    s, y, _ = _scores(3)
+    t = best_f1_threshold(s, y)
+    best = max(f1_score(y.numpy(), (s.numpy() >= c).astype(int)) for c in np.unique(s.numpy()))
+    assert f1_score(y.numpy(), (s.numpy() >= t).astype(int)) == pytest.approx(best, abs=1e-9)
+
+
+def _clustered(n=20, seed=0):
+    ps = random_proteins(n, seed=seed)
+    rng = random.Random(seed)
+    out = []
+    for p in ps:  # clusters of uneven size; a few proteins without cluster
+        c = None if rng.random() < 0.2 else f"C{rng.randint(0, 5)}"
+        out.append(Protein(p.id, p.sequence, p.sites, cluster=c))
+    return out
+
+
+def _clusters(ps):
+    return {p.cluster or f"id:{p.id}" for p in ps}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_splits_never_share_a_cluster(seed):
+    ps = _clustered(seed=seed)
+    splits = [train_val_test(ps, "cluster", 0.2, 0.2, seed)] + kfold(ps, 4, "cluster", 0.2, seed)
+    splits += leave_one_out(ps, "cluster", 0.2, seed)
+    for sp in splits:
+        a, b, c = _clusters(sp.train), _clusters(sp.val), _clusters(sp.test)
+        assert not (a & b) and not (a & c) and not (b & c), sp.name
+        assert len(sp.train) + len(sp.val) + len(sp.test) == len(ps)
+    folds = kfold(ps, 4, "cluster", 0.2, seed)
+    tested = [p.id for f in folds for p in f.test]
+    assert sorted(tested) == sorted(p.id for p in ps)  # every protein tested exactly once
+
+
+def test_check_catches_a_shared_cluster():
+    ps = _clustered()
+    sp = train_val_test(ps, "cluster", 0.2, 0.2, 0)
+    leaked = type(sp)(sp.train + sp.test[:1], sp.val, sp.test)
+    with pytest.raises(AssertionError):
+        check(leaked, "cluster")
+
+
+def _fake_stats(p: Protein, n_layers=2, n_heads=3, seed=0):
+    from allo_lightning.attention import ProteinStats
+
+    g = torch.Generator().manual_seed(seed + hash(p.id) % 1000)
+    shape = (n_layers, n_heads, p.length)
+    return ProteinStats(torch.rand(shape, generator=g), torch.rand(shape, generator=g) * 3,
+                        torch.rand(shape, generator=g), torch.rand(n_layers, n_heads, generator=g))
+
+
+def test_features_standardised_on_training_proteins_only():
+    ps = random_proteins(6)
+    items = [(p, _fake_stats(p)) for p in ps]
+    spec = FeatureSpec("heads", [(0, 1), (1, 2)], ("received", "mass"), log1p=True, window=1).fit(items[:3])
+    raw = torch.cat([spec.raw(p, s) for p, s in items[:3]])
+    assert torch.allclose(spec.mean, raw.mean(0), atol=1e-5)
+    assert torch.allclose(spec.std, raw.std(0, unbiased=False), atol=1e-5)
+    x = spec(*items[4])
+    assert x.shape == (ps[4].length, 4 * 3) and spec.n_features == 12
+    assert torch.allclose(x[1:-1, 4:8], ((raw[:0].new_tensor(spec.raw(*items[4])) - spec.mean) / spec.std)[1:-1])
+    w = window_features(torch.arange(6.0).reshape(3, 2), 1)
+    assert w.tolist() == [[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 0, 0]]
+
+
+def test_only_probe_parameters_in_the_optimizer():
+    for kind in ("logreg", "mlp"):
+        net = build_net(kind, 7, hidden=8)
+        module = ProbeModule(net, pos_weight=9.0)
+        opt = module.configure_optimizers()
+        got = {id(p) for g in opt.param_groups for p in g["params"]}
+        assert got == {id(p) for p in net.parameters()}
+        assert not any(isinstance(m, torch.nn.Module) and "backbone" in n for n, m in module.named_modules())
+
+
+def test_probe_seeded_and_learns_a_simple_signal():
+    ps = random_proteins(12, lo=40, hi=80, seed=1)
+    stats = {}
+    for p in ps:
+        s = _fake_stats(p)
+        s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 2.0  # head (0, 1) sees sites
+        stats[p.id] = s
+    sp = train_val_test(ps, "protein", 0.25, 0.25, 0)
+    cfg = ProbeConfig(kind="mlp", hidden=8, window=1, batch_size=128, max_epochs=15, patience=5)
+    runs = [train_probe(head_spec([(0, 1), (1, 0)], cfg), items_of(sp.train, stats), items_of(sp.val, stats),
+                        items_of(sp.test, stats), cfg, seed=3, trainer_kwargs=CPU) for _ in range(2)]
+    assert runs[0].test["auprc"] > 0.8 > runs[0].test["base_rate"] * 3
+    assert torch.equal(runs[0].test_scores, runs[1].test_scores)  # seeded: identical
+
+
+# -- the planted-signal proof -------------------------------------------------------------------------------
+
+PLANTED = (0, 1)
+
+
+def planted_backbone():
+    """Tiny ESM-C whose head PLANTED attends to W. Every other head is made identity-blind (its k_ln
+    gains set to 0: uniform attention): in a random tiny model each head's received attention depends on
+    the key's residue type (layer-0 keys are token embeddings), so random heads would decode W too and
+    could not serve as the no-signal control."""
+    from allo_lightning.backbone import load_backbone
+    from allo_lightning.backbone.planted import plant_residue_head
+
+    bb = load_backbone("tiny", seed=0)
+    dh = bb.model.transformer.blocks[0].attn.d_head
+    with torch.no_grad():
+        for layer, block in enumerate(bb.model.transformer.blocks):
+            for h in range(bb.n_heads):
+                if (layer, h) != PLANTED:
+                    block.attn.k_ln.weight[h * dh:(h + 1) * dh] = 0.0
+    return plant_residue_head(bb, *PLANTED, residue="W")
+
+
+def w_proteins(n=24, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        seq = [rng.choice("ACDEFGHIKLMNPQRSTVY") for _ in range(rng.randint(40, 90))]
+        for j in rng.sample(range(len(seq)), rng.randint(2, 5)):
+            seq[j] = "W"
+        seq = "".join(seq)
+        out.append(Protein(f"P{i}", seq, tuple(j + 1 for j, c in enumerate(seq) if c == "W"), cluster=f"C{i // 2}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    from allo_lightning.attention import extract
+
+    bb = planted_backbone()
+    ps = w_proteins()
+    ex = extract(ps, bb, theta=0.3, cache_dir=tmp_path_factory.mktemp("cache"), trainer_kwargs=CPU)
+    return bb, ps, {p.id: s for p, s in ex}
+
+
+def test_planted_head_is_found_and_probe_beats_random_heads(planted):
+    bb, ps, stats = planted
+    split = train_val_test(ps, "cluster", 0.2, 0.3, 0)
+    pcfg = ProbeConfig(batch_size=256, max_epochs=30, patience=5)
+    result = fit_split(split, stats, pcfg, HeadsConfig(strategy="top_k", top_k=1, n_permutations=200), 0, CPU)
+    assert result.choice.heads == [PLANTED]
+    test = result.run.test
+    assert test["auprc"] >= 0.9, test
+    others = [(ly, h) for ly in range(bb.n_layers) for h in range(bb.n_heads) if (ly, h) != PLANTED]
+    for seed in range(2):
+        heads = random.Random(seed).sample(others, 3)
+        run = train_probe(head_spec(heads, pcfg), items_of(split.train, stats), items_of(split.val, stats),
+                          items_of(split.test, stats), pcfg, 0, CPU)
+        assert run.test["auprc"] < max(0.2, 2 * run.test["base_rate"]), (heads, run.test)
