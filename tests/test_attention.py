@@ -14,7 +14,10 @@ SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIKLMNPQRSTVWYXBZUO", "MVLSPADKTNVKAAW"
 
 
 def _capture_everything(backbone, tokens, real):
-    """Per layer: our probabilities, plus the model's own V and attention output (out_proj input)."""
+    """Per layer: our probabilities (capture run), and from a SEPARATE plain forward pass without any
+    capture the model's own V and attention output (out_proj input, computed by ESM-C's
+    scaled_dot_product_attention): the capture may replace the attention forward, so the reference
+    must come from a run that does not use it."""
     probs, values, contexts = {}, {}, {}
     handles = []
     for i, block in enumerate(backbone.model.transformer.blocks):
@@ -24,10 +27,13 @@ def _capture_everything(backbone, tokens, real):
         handles.append(attn.out_proj.register_forward_pre_hook(
             lambda m, inp, i=i: contexts.__setitem__(i, inp[0].detach().clone())))
     try:
-        backbone(tokens, real, lambda layer, p: probs.__setitem__(layer, p.detach().clone()))
+        plain = backbone(tokens, real)
     finally:
         for h in handles:
             h.remove()
+    captured = backbone(tokens, real, lambda layer, p: probs.__setitem__(layer, p.detach().clone()))
+    # capturing must not change what the model computes for real tokens
+    torch.testing.assert_close(captured[real], plain[real], rtol=1e-5, atol=1e-5)
     return probs, values, contexts
 
 
@@ -180,3 +186,25 @@ def test_resume_after_losing_entries_is_bit_identical(tiny, tmp_path):
     for p, s in again:
         for name in ("received", "count", "mass", "total"):
             assert torch.equal(getattr(s, name), getattr(before[p.id], name)), (p.id, name)
+
+
+def test_chunked_column_stats_equal_dense(monkeypatch):
+    """Small chunks (several per map) give the same statistics as the whole-map computation."""
+    from allo_lightning.attention import stats as stats_mod
+
+    torch.manual_seed(0)
+    B, H, T = 3, 4, 37
+    real = torch.ones(B, T, dtype=torch.bool)
+    real[1, 30:] = False
+    real[2, 12:] = False
+    residue = real.clone()
+    residue[:, 0] = False
+    residue[torch.arange(B), real.sum(1) - 1] = False
+    logits = torch.randn(B, H, T, T) * 4
+    probs = torch.softmax(logits.masked_fill(~real[:, None, None, :], -1e9), dim=-1)
+    monkeypatch.setattr(stats_mod, "CHUNK_ELEMENTS", B * H * T * 5)  # 5 query rows per chunk
+    for theta in (0.0, 0.1, 0.3):
+        got = stats_mod.column_stats(probs, residue, real, theta)
+        ref = stats_mod._column_stats_dense(probs, residue, real, theta)
+        for name in ("received", "count", "mass", "total"):
+            torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-5)

@@ -22,7 +22,7 @@ class AttentionExtractor(L.LightningModule):
     """
 
     def __init__(self, backbone: Backbone, theta: float = 0.3, map_heads: Sequence[tuple[int, int]] = (),
-                 embeddings: bool = False, dtype: str = "auto") -> None:
+                 embeddings: bool = False, dtype: str = "fp32") -> None:
         super().__init__()
         self.backbone = backbone.freeze()
         self.theta = float(theta)
@@ -37,11 +37,11 @@ class AttentionExtractor(L.LightningModule):
                 )
 
     def on_predict_start(self) -> None:
-        want_bf16 = self.dtype_choice == "bf16" or (self.dtype_choice == "auto" and self.device.type == "cuda")
-        if want_bf16 and self.device.type == "cuda":
+        if self.dtype_choice == "bf16":
+            if self.device.type != "cuda":
+                raise RuntimeError(f"--model.dtype bf16 is for CUDA only; this run is on {self.device.type}. "
+                                   "Use --model.dtype fp32.")
             self.backbone.to(torch.bfloat16)
-        elif self.dtype_choice == "bf16":
-            print(f"dtype bf16 is for CUDA only; running fp32 on {self.device.type}.")
 
     def train(self, mode: bool = True):  # the backbone never leaves eval mode
         super().train(mode)
@@ -62,10 +62,10 @@ class AttentionExtractor(L.LightningModule):
         def on_layer(layer: int, probs_BHLL: torch.Tensor) -> None:
             for name, value in column_stats(probs_BHLL, residue, real, self.theta).items():
                 out[name][:, layer] = value
-            for head in by_layer.get(layer, ()):
-                maps[(layer, head)] = probs_BHLL[:, head].float()
+            for head in by_layer.get(layer, ()):  # a copy: the buffer is reused by the next layer
+                maps[(layer, head)] = probs_BHLL[:, head].to(torch.float32, copy=True)
 
-        emb = self.backbone(tokens, real, on_layer)
+        emb = self.backbone(tokens, real, on_layer, reuse_probs=True)
         results = []
         for b, n in enumerate(lengths):
             s = ProteinStats(**{k: out[k][b, :, :, 1 : n + 1].cpu() for k in STAT_NAMES}, total=out["total"][b].cpu())

@@ -50,6 +50,11 @@ class ProteinStats:
         return out
 
 
+# Query rows are reduced in chunks of about this many elements ([B, H, rows, L]): the thresholded
+# temporary stays in cache and small, whatever the length (4 MiB of float32).
+CHUNK_ELEMENTS = 1 << 20
+
+
 def column_stats(
     probs_BHLL: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, theta: float
 ) -> dict[str, torch.Tensor]:
@@ -58,7 +63,43 @@ def column_stats(
     ``probs_BHLL``: softmax attention [B, H, L, L] (query, key); ``residue_BL``: True at residue
     tokens; ``real_BL``: True at every real token (residues, BOS, EOS). Returns float32 tensors
     ``received``/``count``/``mass`` of shape [B, H, L] (zero at non-residue keys) and ``total`` [B, H].
+
+    The input is not modified. Query rows are reduced chunk by chunk: per chunk one batched
+    matrix-vector product with the residue-query mask gives ``received``; one thresholded copy
+    (``alpha if alpha > theta else 0``) gives ``mass`` the same way and, turned into its sign in
+    place, ``count``. No per-layer host synchronisation, no [B, H, L, L] temporary.
     """
+    if theta < 0:  # the sign trick needs alpha > theta >= 0 for every confident entry
+        return _column_stats_dense(probs_BHLL, residue_BL, real_BL, theta)
+    probs = probs_BHLL.float()
+    B, H, Lq, Lk = probs.shape
+    query_BL = residue_BL.to(device=probs.device, dtype=torch.float32)
+    received = torch.zeros(B, H, 1, Lk, device=probs.device)
+    count = torch.zeros_like(received)
+    mass = torch.zeros_like(received)
+    rows = max(1, min(Lq, CHUNK_ELEMENTS // max(1, B * H * Lk)))
+    for i0 in range(0, Lq, rows):
+        p_BHcL = probs[:, :, i0 : i0 + rows]
+        w_B11c = query_BL[:, None, None, i0 : i0 + rows]
+        received += torch.matmul(w_B11c, p_BHcL)
+        confident = torch.nn.functional.threshold(p_BHcL, theta, 0.0)
+        mass += torch.matmul(w_B11c, confident)
+        count += torch.matmul(w_B11c, confident.sign_())
+    key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
+    real_B1L = real_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
+    count_all = count[:, :, 0]
+    return {
+        "received": received[:, :, 0] * key_B1L,
+        "count": count_all * key_B1L,
+        "mass": mass[:, :, 0] * key_B1L,
+        "total": (count_all * real_B1L).sum(dim=-1),
+    }
+
+
+def _column_stats_dense(
+    probs_BHLL: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, theta: float
+) -> dict[str, torch.Tensor]:
+    """Same as :func:`column_stats` with whole-map temporaries (any theta)."""
     probs = probs_BHLL.float()
     query_B1L1 = residue_BL[:, None, :, None].to(probs.dtype)
     key_B11L = residue_BL[:, None, None, :].to(probs.dtype)

@@ -9,6 +9,7 @@ maps exist at a time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from typing import Callable, Iterator
 
@@ -77,6 +78,11 @@ class Backbone(nn.Module):
     def meaningless(self) -> bool:
         return self.name.startswith("tiny") or self.name.endswith("tiny")
 
+    @property
+    def label(self) -> str:
+        """Name for plot titles: tiny backbones are marked as meaningless."""
+        return f"{self.name} (random: meaningless)" if self.meaningless else self.name
+
     def freeze(self) -> "Backbone":
         self.requires_grad_(False)
         self.eval()
@@ -97,17 +103,56 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     # -- capture ----------------------------------------------------------------------------------
+    def _attention_probs(self, q_BHLD: torch.Tensor, k_BHLD: torch.Tensor, key_pad_B11L: torch.Tensor | None,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax attention probabilities in float32 from q and k [B, H, L, D] (rotary applied),
+        padded keys masked to exactly 0. Few passes over the [B, H, L, L] tensor: one matmul (into
+        ``out`` when given), an in-place mask (only when the batch has padding), an in-place softmax."""
+        q, k = q_BHLD.float(), k_BHLD.float()
+        if self.scale != 1.0:
+            q = q * self.scale  # [B, H, L, D]: cheaper than scaling the [B, H, L, L] scores
+        scores = torch.matmul(q, k.transpose(-1, -2), out=out)
+        if key_pad_B11L is not None:
+            scores.masked_fill_(key_pad_B11L, torch.finfo(torch.float32).min)
+        return torch.softmax(scores, dim=-1, out=scores)
+
+    def _fused_attention_modules(self) -> list[nn.Module] | None:
+        """Attention modules whose forward is replaced during capture by one that computes the
+        probabilities once and uses them for the layer's output too (see ``_esmc_fused_forward``).
+        None (the default): the hook on the rotary module recomputes them next to the model's kernel."""
+        return None
+
     @contextlib.contextmanager
-    def _capture(self, real: torch.Tensor, on_layer: LayerCallback) -> Iterator[None]:
-        key_mask_B11L = real[:, None, None, :]
-        neg = torch.finfo(torch.float32).min
+    def _capture(self, real: torch.Tensor, on_layer: LayerCallback, reuse_probs: bool = False) -> Iterator[None]:
+        key_pad_B11L = None if bool(real.all()) else ~real[:, None, None, :]
+        buffer: list[torch.Tensor] = []  # one [B, H, L, L] float32 tensor reused by every layer
+
+        def probs_of(q_BHLD: torch.Tensor, k_BHLD: torch.Tensor) -> torch.Tensor:
+            out = None
+            if reuse_probs:
+                shape = (*q_BHLD.shape[:-1], k_BHLD.shape[-2])
+                if not buffer or buffer[0].shape != shape or buffer[0].device != q_BHLD.device:
+                    buffer[:] = [torch.empty(shape, dtype=torch.float32, device=q_BHLD.device)]
+                out = buffer[0]
+            return self._attention_probs(q_BHLD, k_BHLD, key_pad_B11L, out)
+
+        attns = self._fused_attention_modules()
+        if attns is not None:
+            saved = [attn.__dict__.get("forward") for attn in attns]
+            for i, attn in enumerate(attns):
+                attn.forward = functools.partial(_esmc_fused_forward, attn, i, probs_of, on_layer)
+            try:
+                yield
+            finally:
+                for attn, forward in zip(attns, saved):
+                    del attn.forward  # back to the class's forward (or what was there before)
+                    if forward is not None:
+                        attn.forward = forward
+            return
 
         def make_hook(layer: int):
             def hook(_module, _inputs, output):
-                q, k = self._qk_to_BHLD(*output[:2])
-                scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * self.scale
-                scores = scores.masked_fill(~key_mask_B11L, neg)
-                on_layer(layer, torch.softmax(scores, dim=-1))
+                on_layer(layer, probs_of(*self._qk_to_BHLD(*output[:2])))
 
             return hook
 
@@ -120,9 +165,37 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, tokens: torch.Tensor, real: torch.Tensor, on_layer: LayerCallback | None = None
+        self, tokens: torch.Tensor, real: torch.Tensor, on_layer: LayerCallback | None = None,
+        reuse_probs: bool = False,
     ) -> torch.Tensor:
+        """Final-layer hidden states [B, L, D]; with ``on_layer``, calls ``on_layer(layer, probs_BHLL)``
+        for every layer in order (float32 probabilities, query x key, padded keys exactly 0).
+
+        ``reuse_probs=True`` hands every layer the same buffer, overwritten by the next layer (no
+        fresh [B, H, L, L] allocation per layer, which on CPU costs page faults): copy what you keep.
+        By default each layer gets its own tensor."""
         if on_layer is None:
             return self._run(tokens, real)
-        with self._capture(real, on_layer):
+        with self._capture(real, on_layer, reuse_probs):
             return self._run(tokens, real)
+
+
+def _esmc_fused_forward(attn: nn.Module, layer: int, probs_of, on_layer: LayerCallback,
+                        x: torch.Tensor, seq_id: torch.Tensor | None) -> torch.Tensor:
+    """``esm.layers.attention.MultiHeadAttention.forward`` with the attention computed once, as
+    probabilities: they go to ``on_layer`` and, times V, make the layer's output (in place of
+    ``scaled_dot_product_attention``, which would compute them a second time). Keys are masked by
+    padding only: real query rows are exactly the model's; padded query rows differ from ESM-C's
+    pad-to-pad mask but never reach a real token (real queries never attend to padding)."""
+    qkv_BLD3 = attn.layernorm_qkv(x)
+    query_BLD, key_BLD, value_BLD = torch.chunk(qkv_BLD3, 3, dim=-1)
+    query_BLD, key_BLD = attn.q_ln(query_BLD).to(query_BLD.dtype), attn.k_ln(key_BLD).to(query_BLD.dtype)
+    query_BLD, key_BLD = attn._apply_rotary(query_BLD, key_BLD)
+    B, L, D = query_BLD.shape
+    H = attn.n_heads
+    query_BHLD, key_BHLD, value_BHLD = (t.reshape(B, L, H, D // H).transpose(1, 2)
+                                        for t in (query_BLD, key_BLD, value_BLD))
+    probs_BHLL = probs_of(query_BHLD, key_BHLD)
+    context_BHLD = torch.matmul(probs_BHLL.to(value_BHLD.dtype), value_BHLD)
+    on_layer(layer, probs_BHLL)
+    return attn.out_proj(context_BHLD.transpose(1, 2).reshape(B, L, D))

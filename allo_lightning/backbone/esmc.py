@@ -44,6 +44,14 @@ class ESMCBackbone(Backbone):
     def _rotary_modules(self) -> list[nn.Module]:
         return [b.attn.rotary for b in self.model.transformer.blocks]
 
+    def _fused_attention_modules(self) -> list[nn.Module] | None:
+        """ESM-C's plain ``MultiHeadAttention`` (not the flash-attention variant) gets the fused
+        capture forward: one attention computation per layer instead of two."""
+        from esm.layers.attention import MultiHeadAttention
+
+        attns = [b.attn for b in self.model.transformer.blocks]
+        return attns if all(type(a) is MultiHeadAttention for a in attns) else None
+
     def _qk_to_BHLD(self, q_BLHD, k_BLHD):
         return q_BLHD.transpose(1, 2), k_BLHD.transpose(1, 2)
 
