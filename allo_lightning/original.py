@@ -1,0 +1,72 @@
+"""The original approach, reimplemented faithfully as the baseline of the benchmark (issue 5).
+
+The analysis this project grew from (the A2A / ADRB2 scripts) kept, for one protein, the full
+attention maps of every layer and head, then looped over the heads in Python. Per head it took the
+map, kept the confident entries (alpha > theta), summed the confident attention mass sent to the
+site residues over the head's confident count, and drew 1000 random residue sets of the same size
+(from the non-site residues) one after the other to get impact, SNR and a p-value.
+
+Nothing here is used by the pipeline: it exists so that ``python -m allo_lightning.bench`` can time
+the old way next to the new one (and so that the new scores can be checked against it: the observed
+score of a head here equals ``mass`` of :func:`allo_lightning.analysis.score_heads` for one protein).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .backbone import Backbone
+
+
+@torch.no_grad()
+def full_attention_maps(backbone: Backbone, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """All layers' attention maps of one protein kept at once: [n_layers, H, T, T] (T = L + 2 tokens,
+    BOS and EOS included), as the original scripts had them (``output_attentions``-style)."""
+    if tokens.shape[0] != 1:
+        raise ValueError("the original approach runs one protein at a time")
+    maps: list[torch.Tensor] = []
+    backbone(tokens, real, lambda layer, p: maps.append(p[0].detach().clone()))
+    return torch.stack(maps)
+
+
+def original_head_scores(
+    maps_LyHTT: torch.Tensor, sites: list[int] | np.ndarray, theta: float = 0.3, n_draws: int = 1000,
+    seed: int = 0, heads: list[tuple[int, int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The original per-head loop. ``maps_LyHTT``: one protein's maps with BOS/EOS ([Ly, H, L+2, L+2]);
+    ``sites``: 0-based residue indices. Queries are the residues; the confident count runs over all
+    real keys (BOS/EOS included), as ``total`` in the statistics. ``heads`` limits the loop to some
+    (layer, head) pairs (the others are NaN): the benchmark uses it to time a sample and extrapolate.
+
+    Returns arrays [Ly, H]: ``observed`` (confident mass to sites / confident count), ``random_mean``,
+    ``random_sd``, ``impact``, ``snr`` and ``pvalue`` = (1 + #{random >= observed}) / (n_draws + 1).
+    """
+    n_layers, n_heads, n_tok, _ = maps_LyHTT.shape
+    L = n_tok - 2
+    sites = np.asarray(sorted(sites), dtype=np.int64)
+    nonsites = np.setdiff1d(np.arange(L), sites)
+    k = len(sites)
+    rng = np.random.default_rng(seed)
+    out = {name: np.full((n_layers, n_heads), np.nan)
+           for name in ("observed", "random_mean", "random_sd", "impact", "snr", "pvalue")}
+    todo = heads if heads is not None else [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
+    for layer, head in todo:
+        attn = maps_LyHTT[layer, head, 1 : L + 1].numpy()  # residue queries x all tokens
+        confident = attn > theta
+        conf_attn = attn * confident
+        count = max(int(confident.sum()), 1)  # the original divided by 0 here (NaN); same work either way
+        observed = conf_attn[:, sites + 1].sum() / count
+        random_scores = []
+        for _ in range(n_draws):
+            draw = rng.choice(nonsites, size=k, replace=False)
+            random_scores.append(conf_attn[:, draw + 1].sum() / count)
+        random_scores = np.array(random_scores)
+        mean, sd = random_scores.mean(), random_scores.std()
+        out["observed"][layer, head] = observed
+        out["random_mean"][layer, head] = mean
+        out["random_sd"][layer, head] = sd
+        out["impact"][layer, head] = observed / mean if mean > 0 else np.nan
+        out["snr"][layer, head] = (observed - mean) / sd if sd > 0 else 0.0
+        out["pvalue"][layer, head] = (1 + np.sum(random_scores >= observed)) / (n_draws + 1)
+    return out
