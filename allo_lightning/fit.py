@@ -102,7 +102,7 @@ def main(args: list[str] | None = None) -> dict:
         metrics["head_analysis"] = choice.analysis.provenance()
     write_text(out / "test_scores.csv", test_scores_csv(run))
     pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",
-              title=f"test PR curve ({backbone.name}, {len(split.test)} proteins)")
+              title=f"test PR curve ({backbone.label}, {len(split.test)} proteins)")
     save_checkpoint(ckpt_path, run.module.net, run.spec, run.threshold, backbone, cfg.model.theta, vars(cfg.probe),
                     extra={"metrics": {k: test[k] for k in ("auprc", "auroc", "base_rate")}, "split": split.ids()},
                     backbone_seed=cfg.model.seed)

@@ -61,7 +61,7 @@ def main(args: list[str] | None = None) -> dict:
         s = cfg.heads.score
         plot_head_heatmap(
             analysis.get(""), analysis.selected, out / HEATMAP, label=f"pooled {s}",
-            title=f"{backbone.name}: pooled {s} over {len(used)} proteins (theta={cfg.model.theta}); "
+            title=f"{backbone.label}: pooled {s} over {len(used)} proteins (theta={cfg.model.theta}); "
                   f"strategy {analysis.strategy}" + (" [FALLBACK]" if analysis.fallback else ""),
         )
         with_maps = run_extraction(cfg, backbone, used, map_heads=analysis.selected)
@@ -75,7 +75,7 @@ def main(args: list[str] | None = None) -> dict:
             path = out / MAPS_DIR / f"{_safe_name(protein.id)}.png"
             plot_protein_map(stats.maps.mean(0), protein.sites or (), path, sequence=protein.sequence,
                              orthosteric=cfg.heads.orthosteric.get(protein.id, ()),
-                             title=f"{protein.id} ({protein.length} aa): mean attention of {len(analysis.selected)} "
+                             title=f"{protein.id} ({protein.length} aa, {backbone.label}): mean attention of {len(analysis.selected)} "
                                    f"selected heads\n{heads_text}")
             plotted.append(str(path))
         files = {"heads_csv": str(out / "heads.csv"), "heads_json": str(out / "heads.json"),

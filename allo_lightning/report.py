@@ -210,9 +210,9 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
     keep = [n for n in curves if n in ("selected", "all", "best_layer", "embedding", "identity") or n.startswith("random")]
     keep = [n for n in keep if not n.startswith("random")] + [n for n in keep if n.startswith("random")][-1:]
     pr_curves({n: (torch.cat(curves[n][0]), torch.cat(curves[n][1])) for n in keep}, out / "pr_curves.png",
-              title=f"test PR curves pooled over {len(splits)} folds ({backbone.name})")
+              title=f"test PR curves pooled over {len(splits)} folds ({backbone.label})")
     base = _mean([r["metrics"]["base_rate"] for r in results])
-    plot_efficiency(efficiency, out / "data_efficiency.png", base, title=f"data efficiency ({backbone.name})")
+    plot_efficiency(efficiency, out / "data_efficiency.png", base, title=f"data efficiency ({backbone.label})")
     md = [f"# Head-subset report ({backbone.name})", ""]
     if backbone.meaningless:
         md += [f"**{TINY_MEANINGLESS}**", ""]
