@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -94,6 +95,8 @@ def extract(
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)
-        trainer.predict(module, datamodule=data, return_predictions=False)
+        with warnings.catch_warnings():  # our RankBatchSampler returns every index by construction
+            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+            trainer.predict(module, datamodule=data, return_predictions=False)
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
