@@ -25,13 +25,19 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+    """Yield a temporary path ``.<name>.<random>.tmp`` beside ``path``; on success its data is flushed to
+    disk and it is renamed to ``path``. An interrupted write leaves at most that temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the rename makes the file visible
+        finally:
+            os.close(fd)
         publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -50,8 +56,9 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, **{"dpi": 150, "bbox_inches": "tight", **kwargs})
+    with atomic_path(path) as tmp:  # the temporary name ends in .tmp: give the format explicitly
+        fig.savefig(tmp, **{"dpi": 150, "bbox_inches": "tight", "format": Path(path).suffix.lstrip(".") or "png",
+                            **kwargs})
     plt.close(fig)
     return Path(path)
 

@@ -12,17 +12,13 @@ from allo_lightning.backbone.esmc import build_esmc
 from allo_lightning.config import DataConfig
 from allo_lightning.data import load_proteins
 
-
-def _write_table(path, proteins):
-    lines = ["id\tsequence\tsites"] + [f"{p.id}\t{p.sequence}\t{','.join(map(str, p.sites))}" for p in proteins]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from .test_fit_predict import write_table
 
 
 def test_smoke_config_with_flag_overrides(tmp_path, capsys):
     from tests.conftest import random_proteins
 
-    table = _write_table(tmp_path / "mine.tsv", random_proteins(3, seed=5))
+    table = write_table(tmp_path / "mine.tsv", random_proteins(3, seed=5))
     out = tmp_path / "out"
     summary = extract_cmd.main([
         "--config", "configs/smoke.yaml", "--data.path", str(table), "--model.backbone", "tiny",
