@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_check_catches_a_shared_cluster():
 def _fake_stats(p: Protein, n_layers=2, n_heads=3, seed=0):
     from allo_lightning.attention import ProteinStats
 
-    g = torch.Generator().manual_seed(seed + hash(p.id) % 1000)
+    g = torch.Generator().manual_seed(seed + zlib.crc32(p.id.encode()) % 1000)  # hash() varies per process
     shape = (n_layers, n_heads, p.length)
     return ProteinStats(torch.rand(shape, generator=g), torch.rand(shape, generator=g) * 3,
                         torch.rand(shape, generator=g), torch.rand(n_layers, n_heads, generator=g))
@@ -134,7 +135,8 @@ def test_probe_seeded_and_learns_a_simple_signal():
         s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 2.0  # head (0, 1) sees sites
         stats[p.id] = s
     sp = train_val_test(ps, "protein", 0.25, 0.25, 0)
-    cfg = ProbeConfig(kind="mlp", hidden=8, window=1, batch_size=128, max_epochs=15, patience=5)
+    # 3 batches per epoch: 15 epochs (45 steps) left the MLP short of converging (test AUPRC 0.77)
+    cfg = ProbeConfig(kind="mlp", hidden=8, window=1, batch_size=128, max_epochs=60, patience=10)
     runs = [train_probe(head_spec([(0, 1), (1, 0)], cfg), items_of(sp.train, stats), items_of(sp.val, stats),
                         items_of(sp.test, stats), cfg, seed=3, trainer_kwargs=CPU) for _ in range(2)]
     assert runs[0].test["auprc"] > 0.8 > runs[0].test["base_rate"] * 3
