@@ -21,6 +21,10 @@ class LogisticProbe(nn.Module):
     def __init__(self, n_features: int) -> None:
         super().__init__()
         self.linear = nn.Linear(n_features, 1)
+        # Logistic regression is convex: start from zero (as scikit-learn does) rather than from random
+        # weights, so that the first steps follow the data instead of undoing noise in the start point.
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, x_NF: torch.Tensor) -> torch.Tensor:
         return self.linear(x_NF).squeeze(-1)
