@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import OutputExistsError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -61,10 +63,6 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
                             **kwargs})
     plt.close(fig)
     return Path(path)
-
-
-class OutputExistsError(RuntimeError):
-    pass
 
 
 def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:

@@ -10,7 +10,7 @@ from typing import Iterable
 import torch
 
 from ..attention.stats import ProteinStats
-from ..data.io import Protein
+from ..data.protein import Protein
 from ..outputs import atomic_path, write_json
 from .select import HeadAnalysis
 

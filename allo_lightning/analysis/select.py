@@ -23,7 +23,8 @@ import torch
 from ..attention.run import Extraction
 from ..attention.stats import ProteinStats
 from ..config import HeadsConfig
-from ..data.io import InputError, Protein
+from ..data.protein import Protein
+from ..errors import InputError
 from .scores import STATISTICS, score_heads, usable
 
 STRATEGIES = ("top_k", "significance", "original", "consistency")

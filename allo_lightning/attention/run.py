@@ -10,7 +10,8 @@ import lightning as L
 
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
-from ..data.io import InputError, Protein
+from ..data.protein import Protein
+from ..errors import InputError
 from .cache import StatsCache
 from .extractor import AttentionExtractor, CacheWriter
 from .stats import ProteinStats

@@ -6,15 +6,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import BackboneError
 from .base import TINY_MEANINGLESS, Backbone, hash_parameters, tokenize
 from .esm2 import ESM2_HUB, ESM2Backbone, tiny_esm2_config
 from .esmc import ESMC_SHAPES, ESMCBackbone, build_esmc, hub_weights_path
 
 BACKBONES = tuple(ESMC_SHAPES) + ("esm2_tiny",) + tuple(ESM2_HUB)
-
-
-class BackboneError(RuntimeError):
-    """The backbone could not be loaded; the message says what to do."""
 
 
 def _load_state_dict(path: Path, name: str) -> dict:

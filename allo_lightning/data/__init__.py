@@ -1,7 +1,9 @@
-"""Proteins in: parsers with validation, the bundled ASD / seed data, and batching for extraction."""
+"""Proteins in: the Protein record, parsers with validation, the bundled data, batching for extraction."""
 
+from ..errors import InputError
 from .bundled import bundled_path, load_proteins
-from .io import ALPHABET, InputError, Protein, read_fasta, read_proteins, read_table
+from .io import read_fasta, read_proteins, read_table
+from .protein import ALPHABET, Protein
 
 __all__ = [
     "ALPHABET", "InputError", "Protein", "bundled_path", "load_proteins", "read_fasta", "read_proteins",

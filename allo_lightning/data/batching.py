@@ -9,7 +9,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..backbone import tokenize
-from .io import Protein
+from .protein import Protein
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True) -> list[list[int]]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .io import InputError, Protein, read_proteins, read_table
+from ..errors import InputError
+from .io import read_proteins, read_table
+from .protein import Protein
 
 BUNDLED = {"asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
 

@@ -21,62 +21,15 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-# Letters the ESM tokenizers (ESM-C and ESM-2) have tokens for: the 20 standard amino acids and
-# X (unknown), B (D/N), Z (E/Q), U (selenocysteine), O (pyrrolysine). tests/test_io.py checks that
-# every one of them gets its own token (not <unk>) from the esm package's tokenizer.
-STANDARD = "ACDEFGHIKLMNPQRSTVWY"
-EXTRA = "XBZUO"
-ALPHABET = frozenset(STANDARD + EXTRA)
+from ..errors import InputError
+from .protein import ALPHABET, EXTRA, STANDARD, Protein  # noqa: F401 - re-exported
+
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas", ".fsa", ".mpfa", ".pep")
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # only real line breaks (str.splitlines also splits on \f, \x1c...)
 _WHITESPACE = re.compile(r"\s+")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _SHOWN = 60  # characters of an id or a token shown in a message
-
-
-class InputError(ValueError):
-    """Bad user input; the message says where and what to do.
-
-    Attributes (None where unknown): ``path``, ``line`` (1-based), ``pid`` (protein id) and ``todo``
-    (what the user should do). The message is ``"<file>, line <n>, id '<id>': <problem> <todo>"``.
-    """
-
-    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
-                 pid: str | None = None, todo: str | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-        self.line = line
-        self.pid = pid
-        self.todo = todo
-
-
-@dataclass(frozen=True)
-class Protein:
-    id: str
-    sequence: str
-    sites: tuple[int, ...] | None = None  # 1-based positions; None = unlabelled
-    cluster: str | None = None
-    family: str | None = None
-    gene: str | None = None
-    source: str = ""  # "file:line", for messages
-
-    @property
-    def length(self) -> int:
-        return len(self.sequence)
-
-    def labels(self):
-        """0/1 numpy array of length L (requires sites)."""
-        import numpy as np
-
-        if self.sites is None:
-            raise InputError(f"{self.source or self.id}: protein {self.id!r} has no site labels. Give it in a "
-                             "table with a 'sites' or 'labels' column (FASTA files carry no labels).",
-                             pid=self.id, todo="Give it in a table with a 'sites' or 'labels' column.")
-        y = np.zeros(len(self.sequence), dtype=np.int64)
-        if self.sites:
-            y[np.asarray(self.sites, dtype=np.int64) - 1] = 1
-        return y
 
 
 def _short(text: str, n: int = _SHOWN) -> str:
@@ -370,6 +323,7 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
             sites = parse_sites(get("sites"), seq, w)
         else:
             sites = parse_labels(get("labels"), seq, w)
+        ortho = parse_sites(get("orthosteric_sites"), seq, w) if get("orthosteric_sites") else None
         proteins.append(
             Protein(
                 id=pid,
@@ -379,6 +333,8 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
                 family=get("family") or None,
                 gene=get("gene") or None,
                 source=f"{path}:{line_no}",
+                orthosteric_sites=ortho,
+                modulator_class=get("modulator_class") or None,
             )
         )
     if not proteins:

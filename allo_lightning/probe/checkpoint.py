@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..outputs import atomic_path
 from .features import FeatureSpec
 from .module import build_net
@@ -20,10 +21,6 @@ from .module import build_net
 FORMAT = "allo_lightning.probe"
 FORMAT_VERSION = 1
 _REMAKE = "Make a new one with python -m allo_lightning.fit --config CONFIG."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and says what to do."""
 
 
 @dataclass

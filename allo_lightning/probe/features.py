@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import torch
 
 from ..attention.stats import STAT_NAMES, ProteinStats
-from ..data.io import ALPHABET, Protein
+from ..data.protein import ALPHABET, Protein
 
 KINDS = ("heads", "embedding", "identity")
 LETTERS = "".join(sorted(ALPHABET))

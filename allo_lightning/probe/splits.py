@@ -10,7 +10,8 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..data.io import InputError, Protein
+from ..data.protein import Protein
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

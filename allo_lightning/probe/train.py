@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..attention.stats import ProteinStats
-from ..data.io import Protein
+from ..data.protein import Protein
 from .features import FeatureSpec
 from .metrics import best_f1_threshold, compute_metrics
 from .module import KeepBest, ProbeModule, build_net

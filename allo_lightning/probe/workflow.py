@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..attention.stats import ProteinStats
-from ..data.io import Protein
+from ..data.protein import Protein
 from .features import FeatureSpec, head_spec
 from .splits import Split
 from .train import ProbeRun, train_probe

@@ -1,0 +1,52 @@
+"""The errors a user can cause, and nothing else: one base class, one handler in the entry point.
+
+Every :class:`UserError` message names the file, line, id or flag concerned and says what to do; the
+command-line entry point prints it as one line on stderr and exits with status 2 (never a traceback).
+Anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input or a request that cannot be carried out; the message says where and what to do."""
+
+
+class InputError(UserError, ValueError):
+    """Bad user input (a data file, a flag, a config value).
+
+    Attributes (None where unknown): ``path``, ``line`` (1-based), ``pid`` (protein id) and ``todo``
+    (what the user should do). The message is ``"<file>, line <n>, id '<id>': <problem> <todo>"``.
+    """
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
+                 pid: str | None = None, todo: str | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.pid = pid
+        self.todo = todo
+
+
+class BackboneError(UserError, RuntimeError):
+    """The backbone could not be loaded or run as asked (weights, device, dtype)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A probe checkpoint that cannot be used; the message names the file and says what to do."""
+
+
+class OutputExistsError(UserError, RuntimeError):
+    """An output that exists already and would be replaced without ``--overwrite``."""
+
+
+class OutputError(UserError, OSError):
+    """An output (or cache) location that cannot be written."""
+
+
+class Interrupted(UserError):
+    """The run was stopped by a signal (SIGTERM, SIGINT); finished work is kept."""
+
+    exit_code = 130
