@@ -8,6 +8,7 @@ outputs go), ``heads`` (head analysis), ``probe`` (probe training) and ``report`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -21,10 +22,14 @@ class ModelConfig:
             Without it, esmc_* and esm2_* are downloaded from the Hugging Face hub on first use.
         seed: seed of the random init of the tiny backbones.
         theta: confidence threshold: attention alpha_ij counts as confident when alpha_ij > theta.
-        dtype: fp32 (default) or bf16 (CUDA only; faster, statistics cached separately).
+        dtype: fp32 (default) or bf16: on CUDA, and on CPUs with bf16 instructions (AVX512-BF16/AMX,
+            as torch reports; refused elsewhere), MPS untested; faster, statistics cached separately.
         cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
         max_tokens: token budget of one batch (batch size x padded length).
         bucket: group proteins of similar length into batches (less padding).
+        window_overlap: residues shared by neighbouring windows of a protein longer than the backbone's
+            context (see --data.long); each residue's statistics come from the window where it is most
+            central. Must be below the context (ESM-C 2048, ESM-2 1022).
     """
 
     backbone: str = "tiny"
@@ -35,6 +40,13 @@ class ModelConfig:
     cache_dir: str | None = None
     max_tokens: int = 4096
     bucket: bool = True
+    window_overlap: int = 256
+
+    def __post_init__(self) -> None:
+        if self.window_overlap < 0:
+            from .errors import InputError
+
+            raise InputError(f"--model.window_overlap must be >= 0 (got {self.window_overlap}).")
 
 
 @dataclass
@@ -48,6 +60,8 @@ class DataConfig:
         family: bundled data only: keep this family (e.g. GPCR).
         limit: bundled data only: keep the first N proteins (after the family filter).
         max_length: bundled data only: drop proteins longer than this (they are reported, not silent).
+        long: proteins longer than the backbone's context: window (default: overlapping windows, the
+            protein is marked windowed in the outputs), skip (left out, their ids listed) or error.
     """
 
     path: str | None = None
@@ -55,6 +69,7 @@ class DataConfig:
     family: str | None = None
     limit: int | None = None
     max_length: int | None = None
+    long: Literal["window", "skip", "error"] = "window"
 
 
 @dataclass

@@ -64,7 +64,12 @@ def main(args: list[str] | None = None) -> dict:
             title=f"{backbone.label}: pooled {s} over {len(used)} proteins (theta={cfg.model.theta}); "
                   f"strategy {analysis.strategy}" + (" [FALLBACK]" if analysis.fallback else ""),
         )
-        with_maps = run_extraction(cfg, backbone, used, map_heads=analysis.selected)
+        # second pass, only over the proteins that get a map or CSV rows and only up to the deepest
+        # selected layer (their full statistics are cached already)
+        plot_ids = {p.id for p in used[: max(0, cfg.heads.plot_proteins)]}
+        second = [p for p in used if p.id in plot_ids or p.sites]
+        with_maps = run_extraction(cfg, backbone, second, map_heads=analysis.selected,
+                                   heads=analysis.selected or None)
         write_attention_to_sites(out / "attention_to_sites.csv", with_maps)
         heads_text = ", ".join(head_label(ly, h) for ly, h in analysis.selected[:8])
         if len(analysis.selected) > 8:

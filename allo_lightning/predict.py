@@ -19,7 +19,7 @@ from .backbone import TINY_MEANINGLESS, load_backbone
 from .cli import parse, quiet_lightning
 from .fit import command_errors
 from .outputs import prepare_out_dir, write_json, write_text
-from .pipeline import run_extraction
+from .pipeline import long_policy, run_extraction
 
 
 def _flags(parser) -> None:
@@ -78,9 +78,12 @@ def main(args: list[str] | None = None) -> dict:
         ckpt.check_backbone(backbone)
         if backbone.meaningless:
             print(TINY_MEANINGLESS)
-        proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length)
+        proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if cfg.data.long == "error" else None)
+        proteins = long_policy(cfg, backbone, proteins)
         cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
-        extraction = run_extraction(cfg, backbone, proteins)
+        # early exit: only the probe's heads, the backbone run up to the deepest of them
+        needed = list(ckpt.spec.heads) if ckpt.spec.kind == "heads" else None
+        extraction = run_extraction(cfg, backbone, proteins, heads=needed)
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
@@ -99,7 +102,7 @@ def main(args: list[str] | None = None) -> dict:
         write_text(out / "chimerax" / f"{safe_name(p.id)}.defattr", chimerax_defattr(p.id, positions, values))
         top = [(int(j) + 1, p.sequence[int(j)], values[int(j)]) for j in order[: cfg.get("top")]]
         n_pred = sum(v >= ckpt.threshold for v in values)
-        summary.append({"id": p.id, "length": p.length, "predicted": n_pred,
+        summary.append({"id": p.id, "length": p.length, "predicted": n_pred, "windowed": p.id in extraction.windowed,
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))

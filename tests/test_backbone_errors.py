@@ -24,7 +24,7 @@ def test_extract_refuses_a_too_long_protein_before_computing_anything(tmp_path, 
     limit = tiny.max_length
     proteins = [Protein("ok", "MKTAYIAKQR"), Protein("huge", "A" * (limit + 1), source="in.tsv:3")]
     with pytest.raises(ValueError) as info:
-        extract(proteins, tiny, cache_dir=str(tmp_path / "c"), trainer_kwargs=CPU)
+        extract(proteins, tiny, cache_dir=str(tmp_path / "c"), trainer_kwargs=CPU, long="error")
     msg = str(info.value)
     assert "'huge'" in msg and f"{limit + 1} residues" in msg and f"limit of {limit}" in msg
     assert "in.tsv:3" in msg and "Split it into domains" in msg
@@ -35,7 +35,7 @@ def test_cli_too_long_protein_exits_2_with_one_line(tmp_path, tiny, capsys):
     table = tmp_path / "in.tsv"
     table.write_text(f"id\tsequence\tsites\nok\tMKTAYIAKQR\t2\nhuge\t{'A' * (tiny.max_length + 5)}\t3\n")
     with pytest.raises(SystemExit) as info:
-        extract_main(["--data.path", str(table), "--model.cache_dir", str(tmp_path / "c"),
+        extract_main(["--data.path", str(table), "--data.long", "error", "--model.cache_dir", str(tmp_path / "c"),
                       "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path / "out")])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

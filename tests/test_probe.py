@@ -154,7 +154,7 @@ def planted_backbone():
     the key's residue type (layer-0 keys are token embeddings), so random heads would decode W too and
     could not serve as the no-signal control."""
     from allo_lightning.backbone import load_backbone
-    from allo_lightning.backbone.planted import plant_residue_head
+    from tests.planted import plant_residue_head
 
     bb = load_backbone("tiny", seed=0)
     dh = bb.model.transformer.blocks[0].attn.d_head

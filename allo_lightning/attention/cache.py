@@ -1,7 +1,10 @@
 """On-disk cache of per-protein attention statistics.
 
 Layout: ``<root>/<backbone identity>/<sha[:2]>/<sha>.<part>.safetensors`` where ``sha`` is the
-SHA-256 of the sequence and ``part`` is ``stats-t<theta>``, ``maps-<heads hash>`` or ``emb``.
+SHA-256 of the sequence and ``part`` is ``stats-t<theta>`` (every head), ``stats-t<theta>-h<heads hash>``
+(a partial entry: only some heads, from an early-exit run), ``maps-<heads hash>`` or ``emb``. A partial
+entry has its own name and carries its heads (checked when read), so it is never read as a full entry;
+a full entry serves a request for any heads.
 Files are written to a temporary name, flushed to disk and renamed (atomic): a run killed mid-write
 leaves at most a ``.<name>.<random>.tmp`` file, which is never read. Entries are read with
 safetensors (no code is executed) and checked: format version, a SHA-256 of the tensor bytes, the
@@ -38,7 +41,8 @@ def heads_key(heads: list[tuple[int, int]]) -> str:
 
 
 FORMAT = "1"  # bump when the layout of an entry changes: older entries are then recomputed
-_REQUIRED = {"stats": ("received", "count", "mass", "total"), "maps": ("maps", "map_heads"), "emb": ("embedding",)}
+_REQUIRED = {"stats": ("received", "count", "mass", "total"), "maps": ("maps", "map_heads"), "emb": ("embedding",),
+             "partial": ("received", "count", "mass", "total", "heads")}
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -66,6 +70,7 @@ class StatsCache:
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.dir = self.root / backbone_identity
         self.theta = float(theta)
+        self._meta: dict[str, str] = {}  # metadata of the entry read last
 
     def _path(self, sequence: str, part: str) -> Path:
         sha = sequence_hash(sequence)
@@ -74,14 +79,17 @@ class StatsCache:
     def stats_path(self, sequence: str) -> Path:
         return self._path(sequence, f"stats-t{self.theta:g}")
 
+    def partial_path(self, sequence: str, heads: list[tuple[int, int]]) -> Path:
+        return self._path(sequence, f"stats-t{self.theta:g}-h{heads_key(heads)}")
+
     def maps_path(self, sequence: str, heads: list[tuple[int, int]]) -> Path:
         return self._path(sequence, f"maps-{heads_key(heads)}")
 
     def emb_path(self, sequence: str) -> Path:
         return self._path(sequence, "emb")
 
-    def paths(self, sequence: str, map_heads=None, embedding: bool = False) -> list[Path]:
-        out = [self.stats_path(sequence)]
+    def paths(self, sequence: str, map_heads=None, embedding: bool = False, heads=None) -> list[Path]:
+        out = [self.stats_path(sequence) if heads is None else self.partial_path(sequence, heads)]
         if map_heads:
             out.append(self.maps_path(sequence, map_heads))
         if embedding:
@@ -106,7 +114,12 @@ class StatsCache:
             return None
         if meta.get("format") != FORMAT or meta.get("length") != str(length):
             return None
-        if sorted(tensors) != sorted(_REQUIRED[kind]) or (kind == "stats" and meta.get("theta") != f"{self.theta:g}"):
+        self._meta = meta
+        if sorted(tensors) != sorted(_REQUIRED[kind]):
+            return None
+        if kind in ("stats", "partial") and meta.get("theta") != f"{self.theta:g}":
+            return None
+        if (kind == "partial") != (meta.get("partial") == "1"):  # a partial entry is never a full one
             return None
         if meta.get("sha256") != tensors_digest(tensors):
             return None
@@ -114,6 +127,13 @@ class StatsCache:
             shape = tensors["received"].shape
             if (len(shape) != 3 or shape[-1] != length or tensors["count"].shape != shape
                     or tensors["mass"].shape != shape or tensors["total"].shape != shape[:-1]):
+                return None
+        elif kind == "partial":
+            heads = sorted(tuple(map(int, h)) for h in map_heads or ())
+            k = len(heads)
+            if (tensors["heads"].shape != (k, 2) or sorted(tuple(x) for x in tensors["heads"].tolist()) != heads
+                    or any(tensors[n].shape != (k, length) for n in ("received", "count", "mass"))
+                    or tensors["total"].shape != (k,) or not meta.get("n_heads", "").isdigit()):
                 return None
         elif kind == "maps":
             heads = sorted(tuple(map(int, h)) for h in map_heads or ())
@@ -124,30 +144,57 @@ class StatsCache:
             return None
         return tensors
 
-    def complete(self, sequence: str, map_heads=None, embedding: bool = False) -> bool:
-        """True when every requested part of this sequence's entry is in the cache and passes the checks."""
+    def _stats_entry(self, sequence: str, heads=None) -> ProteinStats | None:
+        """The statistics entry of ``sequence``: the full one, or (``heads`` given) the full one else the
+        partial one for exactly these heads."""
         L = len(sequence)
-        if self._read(self.stats_path(sequence), L, "stats") is None:
+        t = self._read(self.stats_path(sequence), L, "stats")
+        if t is not None:
+            return ProteinStats(received=t["received"], count=t["count"], mass=t["mass"], total=t["total"],
+                                windows=int(self._meta.get("windows", "1")))
+        if heads is None:
+            return None
+        heads = sorted(tuple(map(int, h)) for h in heads)
+        t = self._read(self.partial_path(sequence, heads), L, "partial", heads)
+        if t is None:
+            return None
+        return expand_partial(t, int(self._meta["n_heads"]), int(self._meta.get("windows", "1")))
+
+    def complete(self, sequence: str, map_heads=None, embedding: bool = False, heads=None) -> bool:
+        """True when every requested part of this sequence's entry is in the cache and passes the checks
+        (``heads``: statistics of these heads are enough; a full entry also serves)."""
+        L = len(sequence)
+        if self._stats_entry(sequence, heads) is None:
             return False
         if map_heads and self._read(self.maps_path(sequence, map_heads), L, "maps", map_heads) is None:
             return False
         return not embedding or self._read(self.emb_path(sequence), L, "emb") is not None
 
     def save(self, sequence: str, stats: ProteinStats) -> None:
-        meta = {"length": str(len(sequence)), "theta": f"{self.theta:g}"}
-        atomic_save(stats.tensors(), self.stats_path(sequence), meta)
+        meta = {"length": str(len(sequence)), "theta": f"{self.theta:g}", "windows": str(stats.windows)}
+        if stats.heads is None:
+            atomic_save(stats.tensors(), self.stats_path(sequence), meta)
+        elif self._read(self.stats_path(sequence), len(sequence), "stats") is None:  # a full entry serves already
+            heads = sorted(stats.heads)
+            ly = torch.tensor([h[0] for h in heads], dtype=torch.long)
+            hd = torch.tensor([h[1] for h in heads], dtype=torch.long)
+            compact = {n: getattr(stats, n)[ly, hd] for n in ("received", "count", "mass", "total")}
+            compact["heads"] = torch.tensor(heads, dtype=torch.int64).reshape(-1, 2)
+            atomic_save(compact, self.partial_path(sequence, heads),
+                        {**meta, "partial": "1", "n_heads": str(stats.shape[1])})
         if stats.maps is not None:
             heads = torch.tensor(stats.map_heads, dtype=torch.int64).reshape(-1, 2)
             atomic_save({"maps": stats.maps, "map_heads": heads}, self.maps_path(sequence, stats.map_heads), meta)
         if stats.embedding is not None:
             atomic_save({"embedding": stats.embedding.T}, self.emb_path(sequence), meta)
 
-    def load(self, sequence: str, map_heads=None, embedding: bool = False) -> ProteinStats:
+    def load(self, sequence: str, map_heads=None, embedding: bool = False, heads=None) -> ProteinStats:
+        """The statistics of ``sequence`` (``heads`` given: a full entry, else the partial entry of
+        exactly these heads, whose other heads are NaN)."""
         L = len(sequence)
-        t = self._read(self.stats_path(sequence), L, "stats")
-        if t is None:
+        stats = self._stats_entry(sequence, heads)
+        if stats is None:
             raise KeyError(f"no complete cache entry for a sequence of length {L} in {self.dir}")
-        stats = ProteinStats(received=t["received"], count=t["count"], mass=t["mass"], total=t["total"])
         if map_heads:
             m = self._read(self.maps_path(sequence, map_heads), L, "maps", map_heads)
             if m is None:
@@ -159,3 +206,20 @@ class StatsCache:
                 raise KeyError("embedding not in cache")
             stats.embedding = e["embedding"].T.contiguous()
         return stats
+
+
+def expand_partial(t: dict[str, torch.Tensor], n_heads: int, windows: int = 1) -> ProteinStats:
+    """A partial entry's compact tensors ([K, L] per head) as ProteinStats over layers 0..deepest
+    with NaN for every head that was not computed."""
+    heads = [tuple(x) for x in t["heads"].tolist()]
+    depth = max(ly for ly, _ in heads) + 1
+    L = t["received"].shape[-1]
+    ly = torch.tensor([h[0] for h in heads], dtype=torch.long)
+    hd = torch.tensor([h[1] for h in heads], dtype=torch.long)
+    full = {}
+    for n in ("received", "count", "mass"):
+        full[n] = torch.full((depth, n_heads, L), float("nan"))
+        full[n][ly, hd] = t[n].float()
+    full["total"] = torch.full((depth, n_heads), float("nan"))
+    full["total"][ly, hd] = t["total"].float()
+    return ProteinStats(**full, heads=sorted(heads), windows=windows)

@@ -1,4 +1,12 @@
-"""The frozen backbone in a LightningModule: batched attention statistics under ``trainer.predict``."""
+"""The frozen backbone in a LightningModule: batched attention statistics under ``trainer.predict``.
+
+Two refinements over "run every layer, keep every head":
+- early exit (``heads``): only these heads' statistics are computed and the forward pass stops after
+  the deepest layer needed (by them and by ``map_heads``); the result is a partial :class:`ProteinStats`;
+- windows: a protein longer than the backbone's context (``backbone.max_length``) is run as
+  overlapping windows of that length (``window_overlap`` residues shared by neighbours) and every
+  residue's statistics come from the window where it is most central (see :func:`window_plan`).
+"""
 
 from __future__ import annotations
 
@@ -8,40 +16,99 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ..backbone import Backbone
+from ..backbone import Backbone, tokenize
 from ..backbone.base import BOS_ID, EOS_ID
 from .cache import StatsCache
 from .stats import STAT_NAMES, ProteinStats, column_stats
+
+
+def window_plan(length: int, window: int, overlap: int) -> tuple[list[int], torch.Tensor]:
+    """Window starts (0-based, every window ``window`` residues, the last one ending at the protein's
+    end, neighbours sharing at least ``overlap`` residues) and, per residue, the index of the window
+    where it is most central: the largest distance to an edge of the window that is not an end of
+    the protein (ties: the earlier window). One window when ``length <= window``."""
+    if length <= window:
+        return [0], torch.zeros(length, dtype=torch.long)
+    if not 0 <= overlap < window:
+        raise ValueError(f"window overlap {overlap} must be in 0..{window - 1}")
+    step = window - overlap
+    starts = list(range(0, length - window, step)) + [length - window]
+    pos = torch.arange(length)
+    best = torch.full((length,), -1, dtype=torch.long)
+    best_d = torch.full((length,), -1, dtype=torch.long)
+    for k, s in enumerate(starts):
+        inside = (pos >= s) & (pos < s + window)
+        left = pos - s if s > 0 else torch.full_like(pos, length)  # the protein's own end is no edge
+        right = s + window - 1 - pos if s + window < length else torch.full_like(pos, length)
+        d = torch.minimum(left, right)
+        better = inside & (d > best_d)
+        best[better], best_d[better] = k, d[better]
+    return starts, best
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has native bf16 arithmetic as torch sees it (x86: AVX512-BF16 or AMX;
+    oneDNN's own check otherwise). Without it bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        fn = getattr(torch.cpu, name, None)
+        if fn is not None and fn():
+            return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+    except Exception:  # noqa: BLE001 - private API; absent means unknown: refuse
+        return False
 
 
 class AttentionExtractor(L.LightningModule):
     """Runs the frozen backbone and returns, per protein, :class:`ProteinStats`.
 
     The backbone is injected (built by :func:`allo_lightning.backbone.load_backbone`); it is frozen
-    (``requires_grad_(False)``, eval) and has no trainable parameters here.
+    (``requires_grad_(False)``, eval) and has no trainable parameters here. ``heads`` (early exit):
+    compute only these heads' statistics and stop after the deepest layer needed.
     """
 
     def __init__(self, backbone: Backbone, theta: float = 0.3, map_heads: Sequence[tuple[int, int]] = (),
-                 embeddings: bool = False, dtype: str = "fp32") -> None:
+                 embeddings: bool = False, dtype: str = "fp32", heads: Sequence[tuple[int, int]] | None = None,
+                 window_overlap: int = 256) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
         self.theta = float(theta)
         self.map_heads = [tuple(map(int, h)) for h in map_heads]
         self.embeddings = embeddings
         self.dtype_choice = dtype
-        for layer, head in self.map_heads:
+        self.heads = None if heads is None else sorted({tuple(map(int, h)) for h in heads})
+        self.window_overlap = int(window_overlap)
+        for layer, head in self.map_heads + (self.heads or []):
             if not (0 <= layer < backbone.n_layers and 0 <= head < backbone.n_heads):
                 raise ValueError(
                     f"head (layer {layer}, head {head}) does not exist in {backbone.name} "
                     f"({backbone.n_layers} layers x {backbone.n_heads} heads; both 0-based)."
                 )
+        if self.heads is not None and not self.heads:
+            raise ValueError("heads=[]: give at least one (layer, head), or None for every head.")
+        self._saved_dtype: torch.dtype | None = None
+
+    @property
+    def until_layer(self) -> int | None:
+        """The deepest layer the forward pass must reach (None: all, e.g. for embeddings)."""
+        if self.heads is None or self.embeddings:
+            return None
+        return max(ly for ly, _ in self.heads + self.map_heads)
 
     def on_predict_start(self) -> None:
         if self.dtype_choice == "bf16":
-            if self.device.type != "cuda":
-                raise RuntimeError(f"--model.dtype bf16 is for CUDA only; this run is on {self.device.type}. "
-                                   "Use --model.dtype fp32.")
+            kind = self.device.type
+            if kind == "cpu" and not cpu_bf16_supported():
+                raise RuntimeError("--model.dtype bf16: this CPU has no bf16 instructions (torch reports no "
+                                   "AVX512-BF16/AMX), so bf16 would be emulated and slower. Use --model.dtype fp32.")
+            self._saved_dtype = next(self.backbone.parameters()).dtype
             self.backbone.to(torch.bfloat16)
+
+    def on_predict_end(self) -> None:  # the injected backbone is the caller's: give it back as it came
+        if self._saved_dtype is not None:
+            self.backbone.to(self._saved_dtype)
+            self._saved_dtype = None
 
     def train(self, mode: bool = True):  # the backbone never leaves eval mode
         super().train(mode)
@@ -49,37 +116,99 @@ class AttentionExtractor(L.LightningModule):
         return self
 
     def forward(self, tokens: torch.Tensor, real: torch.Tensor, lengths: Sequence[int]) -> list[ProteinStats]:
-        Ly, H = self.backbone.n_layers, self.backbone.n_heads
+        raw = self._run(tokens, real, rows=False)
+        return [self._protein(raw, b, n) for b, n in enumerate(lengths)]
+
+    def _run(self, tokens: torch.Tensor, real: torch.Tensor, rows: bool) -> dict[str, Any]:
+        """Statistics [B, Ly', H, T] of a padded batch (``rows``: also ``row_count``), maps, embeddings."""
+        H = self.backbone.n_heads
+        depth = self.backbone.n_layers if self.until_layer is None else self.until_layer + 1
         B, T = tokens.shape
         residue = real & (tokens != BOS_ID) & (tokens != EOS_ID)
-        out = {k: torch.zeros(B, Ly, H, T, device=tokens.device) for k in STAT_NAMES}
-        out["total"] = torch.zeros(B, Ly, H, device=tokens.device)
+        fill = torch.zeros if self.heads is None else (lambda *s, **kw: torch.full(s, float("nan"), **kw))
+        names = STAT_NAMES + (("row_count",) if rows else ())
+        out = {k: fill(B, depth, H, T, device=tokens.device) for k in names}
+        out["total"] = fill(B, depth, H, device=tokens.device)
+        stat_heads: dict[int, list[int]] = {}
+        for layer, head in self.heads or ():
+            stat_heads.setdefault(layer, []).append(head)
         maps: dict[tuple[int, int], torch.Tensor] = {}
-        by_layer: dict[int, list[int]] = {}
+        map_layers: dict[int, list[int]] = {}
         for layer, head in self.map_heads:
-            by_layer.setdefault(layer, []).append(head)
+            map_layers.setdefault(layer, []).append(head)
 
         def on_layer(layer: int, probs_BHLL: torch.Tensor) -> None:
-            for name, value in column_stats(probs_BHLL, residue, real, self.theta).items():
-                out[name][:, layer] = value
-            for head in by_layer.get(layer, ()):  # a copy: the buffer is reused by the next layer
+            if self.heads is None:
+                for name, value in column_stats(probs_BHLL, residue, real, self.theta, rows).items():
+                    out[name][:, layer] = value
+            elif layer in stat_heads:  # only the heads asked for
+                hs = stat_heads[layer]
+                idx = torch.tensor(hs, device=probs_BHLL.device)
+                for name, value in column_stats(probs_BHLL[:, idx], residue, real, self.theta, rows).items():
+                    out[name][:, layer, hs] = value
+            for head in map_layers.get(layer, ()):  # a copy: the buffer is reused by the next layer
                 maps[(layer, head)] = probs_BHLL[:, head].to(torch.float32, copy=True)
 
-        emb = self.backbone(tokens, real, on_layer, reuse_probs=True)
-        results = []
-        for b, n in enumerate(lengths):
-            s = ProteinStats(**{k: out[k][b, :, :, 1 : n + 1].cpu() for k in STAT_NAMES}, total=out["total"][b].cpu())
-            if self.map_heads:
-                s.maps = torch.stack([maps[h][b, 1 : n + 1, 1 : n + 1] for h in self.map_heads]).cpu()
-                s.map_heads = list(self.map_heads)
-            if self.embeddings:
-                s.embedding = emb[b, 1 : n + 1].float().cpu()
-            results.append(s)
-        return results
+        emb = self.backbone(tokens, real, on_layer, reuse_probs=True, until_layer=self.until_layer)
+        return {"out": out, "maps": maps, "emb": emb}
+
+    def _protein(self, raw: dict, b: int, n: int) -> ProteinStats:
+        out, maps, emb = raw["out"], raw["maps"], raw["emb"]
+        s = ProteinStats(**{k: out[k][b, :, :, 1 : n + 1].cpu() for k in STAT_NAMES}, total=out["total"][b].cpu(),
+                         heads=None if self.heads is None else list(self.heads))
+        if self.map_heads:
+            s.maps = torch.stack([maps[h][b, 1 : n + 1, 1 : n + 1] for h in self.map_heads]).cpu()
+            s.map_heads = list(self.map_heads)
+        if self.embeddings:
+            s.embedding = emb[b, 1 : n + 1].float().cpu()
+        return s
+
+    def windowed(self, sequence: str) -> ProteinStats:
+        """Statistics of a protein longer than the context, stitched from overlapping windows: the
+        column statistics (``received``, ``count``, ``mass``), map rows and embedding of residue j come
+        from the window where j is most central, and ``total`` sums each residue query's confident
+        pairs from that query's window. Exact for any model whose attention reaches less than about
+        ``window_overlap / 2`` residues (tested); an approximation otherwise."""
+        L, W = len(sequence), self.backbone.max_length
+        starts, assign = window_plan(L, W, self.window_overlap)
+        parts = []
+        for k, s0 in enumerate(starts):
+            tokens, real = (t.to(self.device) for t in tokenize([sequence[s0 : s0 + W]]))
+            raw = self._run(tokens, real, rows=len(starts) > 1)
+            n = min(W, L - s0)
+            rows = raw["out"]["row_count"][0, :, :, 1 : n + 1].cpu() if len(starts) > 1 else None
+            parts.append((self._protein(raw, 0, n), rows))
+        if len(starts) == 1:
+            return parts[0][0]
+        first = parts[0][0]
+        depth, H = first.shape
+        fill = 0.0 if self.heads is None else float("nan")
+        stitched = {n: torch.full((depth, H, L), fill) for n in STAT_NAMES}
+        total = torch.zeros(depth, H)
+        maps = torch.zeros(len(self.map_heads), L, L) if self.map_heads else None
+        emb = torch.zeros(L, first.embedding.shape[-1]) if first.embedding is not None else None
+        for k, (s0, (piece, row_count)) in enumerate(zip(starts, parts)):
+            mine = (assign[s0 : s0 + W] == k).nonzero()[:, 0]  # residue indices within the window
+            for n in STAT_NAMES:
+                stitched[n][:, :, s0 + mine] = getattr(piece, n)[:, :, mine]
+            total += row_count[:, :, mine].sum(-1)  # NaN for heads not computed (partial)
+            if maps is not None:
+                w = piece.maps.shape[-1]
+                maps[:, s0 + mine, s0 : s0 + w] = piece.maps[:, mine]
+            if emb is not None:
+                emb[s0 + mine] = piece.embedding[mine]
+        out = ProteinStats(**stitched, total=total, heads=first.heads, windows=len(starts))
+        if maps is not None:
+            out.maps, out.map_heads = maps, list(self.map_heads)
+        out.embedding = emb
+        return out
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, str, ProteinStats]]:
-        stats = self(batch["tokens"], batch["real"], [len(s) for s in batch["sequences"]])
-        return list(zip(batch["ids"], batch["sequences"], stats))
+        sequences = batch["sequences"]
+        if any(len(s) > self.backbone.max_length for s in sequences):  # such batches hold one protein
+            return [(pid, seq, self.windowed(seq)) for pid, seq in zip(batch["ids"], sequences)]
+        stats = self(batch["tokens"], batch["real"], [len(s) for s in sequences])
+        return list(zip(batch["ids"], sequences, stats))
 
     def configure_optimizers(self) -> Any:  # nothing to train
         return None

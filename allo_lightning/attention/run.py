@@ -36,9 +36,11 @@ class Extraction:
     computed: list[str] = field(default_factory=list)  # ids run now (the rest came from the cache)
     map_heads: list[tuple[int, int]] = field(default_factory=list)
     embeddings: bool = False
+    heads: list[tuple[int, int]] | None = None  # early exit: statistics of these heads only (None: all)
+    windowed: list[str] = field(default_factory=list)  # ids of proteins longer than the context (windows)
 
     def stats(self, protein: Protein) -> ProteinStats:
-        return self.cache.load(protein.sequence, self.map_heads, self.embeddings)
+        return self.cache.load(protein.sequence, self.map_heads, self.embeddings, self.heads)
 
     def __iter__(self) -> Iterator[tuple[Protein, ProteinStats]]:
         for p in self.proteins:
@@ -65,34 +67,51 @@ def extract(
     map_heads: Sequence[tuple[int, int]] = (),
     embeddings: bool = False,
     dtype: str = "fp32",
+    heads: Sequence[tuple[int, int]] | None = None,
+    long: str = "window",
+    window_overlap: int = 256,
 ) -> Extraction:
-    """Compute (or reuse from the cache) the attention statistics of ``proteins``."""
+    """Compute (or reuse from the cache) the attention statistics of ``proteins``.
+
+    ``heads`` (early exit, e.g. for predict): only these (layer, head) statistics are needed; the
+    backbone runs only up to the deepest of them, and proteins whose full entry is cached are not
+    run at all. Their statistics come back over layers 0..deepest with NaN for the other heads
+    (a full cache entry, when present, is returned whole).
+
+    ``long``: a protein longer than ``backbone.max_length`` is run as overlapping windows of that
+    length (``window``, default; ``window_overlap`` residues shared), or refused (``error``).
+    Skipping long proteins (``skip``) happens when the proteins are loaded (:func:`split_long`)."""
     if dtype not in ("fp32", "bf16"):
-        raise InputError(f"--model.dtype {dtype!r}: choose fp32 or bf16 (bf16 on CUDA only).")
+        raise InputError(f"--model.dtype {dtype!r}: choose fp32 or bf16.")
+    if long not in ("window", "error", "skip"):
+        raise InputError(f"--data.long {long!r}: choose window, skip or error.")
     # bf16 statistics differ from fp32 ones: they get their own cache entries
     cache = StatsCache(cache_dir, backbone.identity + ("-bf16" if dtype == "bf16" else ""), theta)
     map_heads = [tuple(map(int, h)) for h in map_heads]
-    too_long = [p for p in proteins if p.length > backbone.max_length]
-    if too_long:
-        p = too_long[0]
-        raise InputError(
-            f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone.name}'s limit "
-            f"of {backbone.max_length}. Split it into domains or remove it; nothing was computed."
-        )
+    if heads is not None:
+        heads = sorted({tuple(map(int, h)) for h in heads})
+    proteins, _ = split_long(proteins, backbone, long)
+    if not 0 <= window_overlap < backbone.max_length:
+        raise InputError(f"--model.window_overlap must be in 0..{backbone.max_length - 1} (got {window_overlap}).")
     unique, seen = [], set()  # one entry per distinct sequence (the first id naming it)
     for p in proteins:
         if p.sequence not in seen:
             unique.append(p)
             seen.add(p.sequence)
-    missing = {i for i, p in enumerate(unique) if not cache.complete(p.sequence, map_heads, embeddings)}
+    missing = {i for i, p in enumerate(unique) if not cache.complete(p.sequence, map_heads, embeddings, heads)}
     # Batches are formed over ALL proteins and every batch holding a missing one is run whole: a resumed
     # run pads each protein exactly as an uninterrupted run does, so its statistics are bit-identical.
-    batches = [b for b in token_budget_batches([p.length for p in unique], max_tokens, bucket)
-               if any(i in missing for i in b)]
+    # A protein longer than the context is run alone (as windows).
+    batches = []
+    for b in token_budget_batches([p.length for p in unique], max_tokens, bucket):
+        long_ones = [i for i in b if unique[i].length > backbone.max_length]
+        batches += [[i] for i in long_ones] + ([[i for i in b if i not in long_ones]] if len(long_ones) < len(b) else [])
+    batches = [b for b in batches if any(i in missing for i in b)]
     result = Extraction(list(proteins), cache, backbone.identity, backbone.n_layers, backbone.n_heads, theta,
-                        map_heads=map_heads, embeddings=embeddings)
+                        map_heads=map_heads, embeddings=embeddings, heads=heads,
+                        windowed=[p.id for p in proteins if p.length > backbone.max_length])
     if batches:
-        module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype)
+        module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype, heads, window_overlap)
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)
@@ -101,3 +120,20 @@ def extract(
             trainer.predict(module, datamodule=data, return_predictions=False)
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
+
+
+def split_long(proteins: Sequence[Protein], backbone: Backbone, long: str = "window") -> tuple[list[Protein], list[Protein]]:
+    """``(kept, skipped)`` under the ``--data.long`` policy for proteins longer than the backbone's
+    context: ``window`` keeps them (run as overlapping windows), ``skip`` drops them (the caller lists
+    them), ``error`` refuses the first one with a message naming it."""
+    too_long = [p for p in proteins if p.length > backbone.max_length]
+    if too_long and long == "error":
+        p = too_long[0]
+        raise InputError(
+            f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone.name}'s limit "
+            f"of {backbone.max_length}. Split it into domains or remove it (or leave out --data.long error: "
+            "long proteins are then run as overlapping windows); nothing was computed."
+        )
+    if long == "skip":
+        return [p for p in proteins if p.length <= backbone.max_length], too_long
+    return list(proteins), []

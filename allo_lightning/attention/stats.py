@@ -36,6 +36,18 @@ class ProteinStats:
     maps: torch.Tensor | None = None  # [K, L, L] for ``map_heads``
     map_heads: list[tuple[int, int]] = field(default_factory=list)
     embedding: torch.Tensor | None = None  # [L, D] final-layer hidden states
+    # partial statistics (early exit): only these heads were computed; the tensors cover layers
+    # 0..deepest and every other head is NaN (never a silent zero). None: every head of every layer.
+    heads: list[tuple[int, int]] | None = None
+    windows: int = 1  # > 1: a protein longer than the context, stitched from this many windows
+
+    @property
+    def windowed(self) -> bool:
+        return self.windows > 1
+
+    @property
+    def partial(self) -> bool:
+        return self.heads is not None
 
     @property
     def length(self) -> int:
@@ -56,7 +68,7 @@ CHUNK_ELEMENTS = 1 << 20
 
 
 def column_stats(
-    probs_BHLL: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, theta: float
+    probs_BHLL: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, theta: float, rows: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Column statistics of one layer's attention probabilities for a padded batch.
 
@@ -68,32 +80,46 @@ def column_stats(
     matrix-vector product with the residue-query mask gives ``received``; one thresholded copy
     (``alpha if alpha > theta else 0``) gives ``mass`` the same way and, turned into its sign in
     place, ``count``. No per-layer host synchronisation, no [B, H, L, L] temporary.
+
+    ``rows=True`` adds ``row_count`` [B, H, L]: per residue query i, the number of real keys j with
+    alpha_ij > theta (zero at non-residue queries); ``total`` is its sum. Windowed extraction needs it
+    to take each query's share of ``total`` from the window where that query is most central.
     """
     if theta < 0:  # the sign trick needs alpha > theta >= 0 for every confident entry
-        return _column_stats_dense(probs_BHLL, residue_BL, real_BL, theta)
+        out = _column_stats_dense(probs_BHLL, residue_BL, real_BL, theta)
+        if rows:
+            query = residue_BL[:, None, :].to(out["total"].dtype)
+            out["row_count"] = (probs_BHLL.float() > theta).sum(-1, dtype=torch.float32) * query
+        return out
     probs = probs_BHLL.float()
     B, H, Lq, Lk = probs.shape
     query_BL = residue_BL.to(device=probs.device, dtype=torch.float32)
     received = torch.zeros(B, H, 1, Lk, device=probs.device)
     count = torch.zeros_like(received)
     mass = torch.zeros_like(received)
-    rows = max(1, min(Lq, CHUNK_ELEMENTS // max(1, B * H * Lk)))
-    for i0 in range(0, Lq, rows):
-        p_BHcL = probs[:, :, i0 : i0 + rows]
-        w_B11c = query_BL[:, None, None, i0 : i0 + rows]
+    row_count = torch.zeros(B, H, Lq, device=probs.device) if rows else None
+    chunk = max(1, min(Lq, CHUNK_ELEMENTS // max(1, B * H * Lk)))
+    for i0 in range(0, Lq, chunk):
+        p_BHcL = probs[:, :, i0 : i0 + chunk]
+        w_B11c = query_BL[:, None, None, i0 : i0 + chunk]
         received += torch.matmul(w_B11c, p_BHcL)
         confident = torch.nn.functional.threshold(p_BHcL, theta, 0.0)
         mass += torch.matmul(w_B11c, confident)
         count += torch.matmul(w_B11c, confident.sign_())
+        if row_count is not None:  # padded keys have alpha = 0 exactly: never confident
+            row_count[:, :, i0 : i0 + chunk] = confident.sum(-1) * w_B11c[:, :, 0]
     key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
     real_B1L = real_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
     count_all = count[:, :, 0]
-    return {
+    out = {
         "received": received[:, :, 0] * key_B1L,
         "count": count_all * key_B1L,
         "mass": mass[:, :, 0] * key_B1L,
         "total": (count_all * real_B1L).sum(dim=-1),
     }
+    if row_count is not None:
+        out["row_count"] = row_count
+    return out
 
 
 def _column_stats_dense(

@@ -117,10 +117,14 @@ class Backbone(nn.Module):
         return torch.softmax(scores, dim=-1, out=scores)
 
     def _fused_attention_modules(self) -> list[nn.Module] | None:
-        """Attention modules whose forward is replaced during capture by one that computes the
-        probabilities once and uses them for the layer's output too (see ``_esmc_fused_forward``).
-        None (the default): the hook on the rotary module recomputes them next to the model's kernel."""
+        """Attention modules whose forward is replaced during capture by ``_fused_forward``, which
+        computes the probabilities once and uses them for the layer's output too (ESM-C:
+        ``esmc.esmc_fused_forward``, ESM-2: ``esm2.esm2_fused_forward``). None (the default): the hook
+        on the rotary module recomputes them next to the model's kernel."""
         return None
+
+    # ``_fused_forward(attn, layer, probs_of, on_layer, *inputs)``: set by subclasses with fused modules
+    _fused_forward: Callable | None = None
 
     @contextlib.contextmanager
     def _capture(self, real: torch.Tensor, on_layer: LayerCallback, reuse_probs: bool = False) -> Iterator[None]:
@@ -140,7 +144,7 @@ class Backbone(nn.Module):
         if attns is not None:
             saved = [attn.__dict__.get("forward") for attn in attns]
             for i, attn in enumerate(attns):
-                attn.forward = functools.partial(_esmc_fused_forward, attn, i, probs_of, on_layer)
+                attn.forward = functools.partial(self._fused_forward, attn, i, probs_of, on_layer)
             try:
                 yield
             finally:
@@ -166,36 +170,37 @@ class Backbone(nn.Module):
     @torch.no_grad()
     def forward(
         self, tokens: torch.Tensor, real: torch.Tensor, on_layer: LayerCallback | None = None,
-        reuse_probs: bool = False,
-    ) -> torch.Tensor:
+        reuse_probs: bool = False, until_layer: int | None = None,
+    ) -> torch.Tensor | None:
         """Final-layer hidden states [B, L, D]; with ``on_layer``, calls ``on_layer(layer, probs_BHLL)``
         for every layer in order (float32 probabilities, query x key, padded keys exactly 0).
 
         ``reuse_probs=True`` hands every layer the same buffer, overwritten by the next layer (no
         fresh [B, H, L, L] allocation per layer, which on CPU costs page faults): copy what you keep.
-        By default each layer gets its own tensor."""
-        if on_layer is None:
+        By default each layer gets its own tensor.
+
+        ``until_layer=l`` (early exit): the forward pass stops right after layer ``l``'s attention
+        probabilities were handed to ``on_layer`` (layers l+1... are never run) and None is returned
+        (there are no final hidden states)."""
+        if on_layer is None and until_layer is None:
             return self._run(tokens, real)
-        with self._capture(real, on_layer, reuse_probs):
-            return self._run(tokens, real)
+        callback = on_layer or (lambda _layer, _probs: None)
+        if until_layer is not None:
+            if not 0 <= until_layer < self.n_layers:
+                raise ValueError(f"until_layer {until_layer} outside 0..{self.n_layers - 1}")
+            inner = callback
+
+            def callback(layer: int, probs: torch.Tensor) -> None:
+                inner(layer, probs)
+                if layer >= until_layer:
+                    raise _EarlyExit
+
+        with self._capture(real, callback, reuse_probs):
+            try:
+                return self._run(tokens, real)
+            except _EarlyExit:
+                return None
 
 
-def _esmc_fused_forward(attn: nn.Module, layer: int, probs_of, on_layer: LayerCallback,
-                        x: torch.Tensor, seq_id: torch.Tensor | None) -> torch.Tensor:
-    """``esm.layers.attention.MultiHeadAttention.forward`` with the attention computed once, as
-    probabilities: they go to ``on_layer`` and, times V, make the layer's output (in place of
-    ``scaled_dot_product_attention``, which would compute them a second time). Keys are masked by
-    padding only: real query rows are exactly the model's; padded query rows differ from ESM-C's
-    pad-to-pad mask but never reach a real token (real queries never attend to padding)."""
-    qkv_BLD3 = attn.layernorm_qkv(x)
-    query_BLD, key_BLD, value_BLD = torch.chunk(qkv_BLD3, 3, dim=-1)
-    query_BLD, key_BLD = attn.q_ln(query_BLD).to(query_BLD.dtype), attn.k_ln(key_BLD).to(query_BLD.dtype)
-    query_BLD, key_BLD = attn._apply_rotary(query_BLD, key_BLD)
-    B, L, D = query_BLD.shape
-    H = attn.n_heads
-    query_BHLD, key_BHLD, value_BHLD = (t.reshape(B, L, H, D // H).transpose(1, 2)
-                                        for t in (query_BLD, key_BLD, value_BLD))
-    probs_BHLL = probs_of(query_BHLD, key_BHLD)
-    context_BHLD = torch.matmul(probs_BHLL.to(value_BHLD.dtype), value_BHLD)
-    on_layer(layer, probs_BHLL)
-    return attn.out_proj(context_BHLD.transpose(1, 2).reshape(B, L, D))
+class _EarlyExit(Exception):
+    """Raised after the deepest needed layer to leave the backbone's forward pass."""

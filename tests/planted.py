@@ -25,7 +25,7 @@ import random
 
 import torch
 
-from .base import VOCAB, Backbone, hash_parameters, tokenize
+from allo_lightning.backbone.base import VOCAB, Backbone, hash_parameters, tokenize
 
 
 def reidentify(backbone: Backbone, tag: str = "planted") -> Backbone:
@@ -73,7 +73,7 @@ def plant_residue_head(backbone: Backbone, layer: int, head: int, residue: str =
                        seed: int = 0) -> Backbone:
     """Make head (``layer``, ``head``) (0-based) of an ESM-C backbone attend to residues of type
     ``residue`` from every query, IN PLACE; returns the backbone with a new identity."""
-    from .esmc import ESMCBackbone
+    from allo_lightning.backbone.esmc import ESMCBackbone
 
     if not isinstance(backbone, ESMCBackbone):
         raise TypeError(f"plant_residue_head needs an ESM-C backbone, got {type(backbone).__name__}")
