@@ -43,7 +43,11 @@ from typing import Callable
 
 import torch
 
-SHAPES = {"esmc_300m": (960, 15, 30), "esmc_600m": (1152, 18, 36)}
+from ..backbone.registry import REGISTRY
+
+# the grid's model shapes (d_model, n_heads, n_layers), from the backbone registry
+SHAPES = {name: REGISTRY[name].shape for name in ("esmc_300m", "esmc_600m", "esm2_t33_650m")}
+DEFAULT_SHAPES = ["esmc_300m", "esmc_600m"]
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 THETA = 0.3
 N_DRAWS = 1000  # the original scripts' random site draws per head
@@ -62,22 +66,28 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def make_backbone(shape: str, device: torch.device, seed: int = 0):
-    from .backbone import _sharpen_tiny
-    from .backbone.esmc import ESMCBackbone, build_esmc
+    from ..backbone import _sharpen_tiny
+    from ..backbone.registry import build_model, wrap
 
     torch.manual_seed(seed)
-    d_model, n_heads, n_layers = SHAPES[shape]
-    model = build_esmc(d_model, n_heads, n_layers, device=device)
-    # random q/k layer-norm gains: peaked attention like a trained model's (plain random weights give
+    spec = REGISTRY[shape]
+    model = build_model(spec, device=device)
+    # random q/k gains: peaked attention like a trained model's (plain random weights give
     # near-uniform attention with nothing above theta, which would make the original loop look cheap)
-    _sharpen_tiny(model)
-    backbone = ESMCBackbone(model, shape).freeze()
+    if spec.family == "esmc":
+        _sharpen_tiny(model)
+    else:
+        with torch.no_grad():
+            for layer in model.encoder.layer:
+                for lin in (layer.attention.self.query, layer.attention.self.key):
+                    lin.weight.normal_(0.0, 2.0 / spec.d_model**0.5)
+    backbone = wrap(spec, model).freeze()
     backbone.identity = f"{shape}-random-seed{seed}"
     return backbone
 
 
 def random_protein(length: int, seed: int, pid: str = "P"):
-    from .data import Protein
+    from ..data import Protein
 
     rng = random.Random(seed)
     seq = "".join(rng.choice(AMINO) for _ in range(length))
@@ -172,9 +182,9 @@ class PeakMemory:
 
 def memory_child(method: str, shape: str, length: int, device_name: str) -> dict:
     """One measurement in this (fresh) process: the extra peak of one call of ``method``."""
-    from .attention import AttentionExtractor
-    from .backbone import tokenize
-    from .original import full_attention_maps
+    from ..attention import AttentionExtractor
+    from ..backbone import tokenize
+    from ..original import full_attention_maps
 
     device = pick_device(device_name)
     backbone = make_backbone(shape, device)
@@ -229,10 +239,10 @@ class Point:
 
 def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_heads: int | None,
               trainer_kwargs: dict) -> Point:
-    from .analysis import score_heads
-    from .attention import AttentionExtractor, extract
-    from .backbone import tokenize
-    from .original import full_attention_maps, original_head_scores
+    from ..analysis import score_heads
+    from ..attention import AttentionExtractor, extract
+    from ..backbone import tokenize
+    from ..original import full_attention_maps, original_head_scores
 
     backbone = make_backbone(shape, device)
     n_layers, n_heads = backbone.n_layers, backbone.n_heads
@@ -328,9 +338,9 @@ def final_line(points: list[Point]) -> str:
 
 # -- scale: batching and padding ---------------------------------------------------------------------------
 def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: str = "esmc_300m") -> None:
-    from .attention import extract
-    from .data import bundled_path, read_proteins
-    from .data.batching import padding_fraction, token_budget_batches
+    from ..attention import extract
+    from ..data import bundled_path, read_proteins
+    from ..data.batching import padding_fraction, token_budget_batches
 
     print("\nPadding fraction (token budget 4096 tokens per batch), with vs without length bucketing:")
     rng = random.Random(1)
@@ -375,9 +385,9 @@ def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: st
 def run_scoring(n_proteins: int = 20, shape: str = "esmc_600m", heads_timed: int = 18, seed: int = 0) -> str:
     """Every head of a 36 x 18 model over ``n_proteins`` proteins, from their statistics, against the
     original loop (timed on ``heads_timed`` heads per protein and extrapolated to all of them)."""
-    from .analysis import score_heads
-    from .attention.stats import ProteinStats, column_stats
-    from .original import original_head_scores
+    from ..analysis import score_heads
+    from ..attention.stats import ProteinStats, column_stats
+    from ..original import original_head_scores
 
     d_model, n_heads, n_layers = SHAPES[shape]
     rng = random.Random(seed)
@@ -451,10 +461,22 @@ def main(argv: list[str] | None = None) -> None:
                          "other work shares the cores (use with --threads 1); CPU devices only")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--predict", action="store_true",
+                    help="early-exit predict vs full extraction (heads at a shallow, middle and last layer), "
+                         "loading + predict peak memory; with --quick the esmc_300m shape only")
+    ap.add_argument("--bf16", action="store_true", help="with --predict: fp32 vs bf16 time and how much the statistics move")
+    ap.add_argument("--vs-transformers", action="store_true",
+                    help="ESM-2 (esm2_t33_650m shape): ours vs transformers' output_attentions=True + thresholded count")
     ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child:
+        from .inference import child_main
+
+        print(json.dumps(child_main(args.child)))
+        return
     if args.memory_child:
         method, shape, length, device = args.memory_child
         print(json.dumps(memory_child(method, shape, int(length), device)))
@@ -473,11 +495,23 @@ def main(argv: list[str] | None = None) -> None:
         print(run_scoring())
         print(load_line())
         return
+    if args.predict or args.vs_transformers:
+        from . import inference
+
+        global_clock = args.clock if pick_device(args.device).type == "cpu" else "wall"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; {load_line()}; "
+              f"ratios on the {global_clock} clock")
+        if args.vs_transformers:
+            inference.run_vs_transformers(pick_device(args.device), args.lengths or [1000], global_clock)
+        if args.predict:
+            inference.run_predict(pick_device(args.device), quick=args.quick, clock=global_clock,
+                                  shapes=args.shapes, lengths=args.lengths, repeats=args.repeats or 3, bf16=args.bf16)
+        return
 
     device = pick_device(args.device)
     global CLOCK
     CLOCK = args.clock if device.type == "cpu" else "wall"
-    shapes = args.shapes or (["esmc_300m"] if args.quick else list(SHAPES))
+    shapes = args.shapes or (["esmc_300m"] if args.quick else DEFAULT_SHAPES)
     lengths = args.lengths or ([400] if args.quick else [128, 400, 1000])
     repeats = args.repeats or (2 if args.quick else 3)
     accel = {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")

@@ -1,0 +1,3 @@
+from .extraction import main
+
+main()
