@@ -3,12 +3,18 @@ weights loaded without a second copy, bf16 on CPU."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 import torch
 
-from allo_lightning.attention import AttentionExtractor, column_stats, extract, window_plan
+from allo_lightning.attention import (
+    AttentionExtractor,
+    column_stats,
+    extract,
+    window_plan,
+)
 from allo_lightning.attention.cache import StatsCache
 from allo_lightning.backbone import Backbone, load_backbone, tokenize
 from allo_lightning.backbone.base import BOS_ID, EOS_ID
@@ -91,7 +97,7 @@ def test_partial_cache_entry_is_never_served_as_a_full_one(tiny, tmp_path):
 # -- long proteins --------------------------------------------------------------------------------------
 def test_window_plan_covers_every_residue_from_its_most_central_window():
     starts, assign = window_plan(1000, 300, 64)
-    assert starts[0] == 0 and starts[-1] == 700 and all(b - a <= 300 - 64 for a, b in zip(starts, starts[1:]))
+    assert starts[0] == 0 and starts[-1] == 700 and all(b - a <= 300 - 64 for a, b in itertools.pairwise(starts))
     for j in range(1000):
         k = int(assign[j])
         s = starts[k]
@@ -126,7 +132,7 @@ class BandBackbone(Backbone):
 
     @torch.no_grad()
     def forward(self, tokens, real, on_layer=None, reuse_probs=False, until_layer=None):
-        B, T = tokens.shape
+        T = tokens.shape[1]
         pos = torch.arange(T)
         d = pos[None, :] - pos[:, None]
         band = d.abs() <= self.radius
@@ -136,7 +142,6 @@ class BandBackbone(Backbone):
             mask = band[None, None] & real[:, None, None, :]
             probs = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
             on_layer(ly, probs)
-        return None
 
 
 def test_windows_are_exact_for_a_model_with_local_attention():

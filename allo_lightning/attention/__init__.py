@@ -6,7 +6,18 @@ from .run import Extraction, extract, split_long
 from .stats import STAT_NAMES, ProteinStats, column_stats, reference_stats
 
 __all__ = [
-    "AttentionExtractor", "CacheWriter", "Extraction", "ProteinStats", "STAT_NAMES", "StatsCache",
-    "column_stats", "cpu_bf16_supported", "default_cache_dir", "extract", "reference_stats", "sequence_hash",
-    "split_long", "window_plan",
+    "STAT_NAMES",
+    "AttentionExtractor",
+    "CacheWriter",
+    "Extraction",
+    "ProteinStats",
+    "StatsCache",
+    "column_stats",
+    "cpu_bf16_supported",
+    "default_cache_dir",
+    "extract",
+    "reference_stats",
+    "sequence_hash",
+    "split_long",
+    "window_plan",
 ]

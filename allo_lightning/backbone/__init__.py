@@ -47,7 +47,7 @@ def _release(t: torch.Tensor) -> None:
         a0, a1 = -(-start // page) * page, end // page * page
         if a1 > a0:
             ctypes.CDLL(None).madvise(ctypes.c_void_p(a0), ctypes.c_size_t(a1 - a0), 4)  # MADV_DONTNEED
-    except Exception:  # noqa: BLE001 - only an optimisation
+    except Exception:  # noqa: BLE001, S110 - only an optimisation: without it the pages stay until unmapped
         pass
 
 
@@ -169,7 +169,20 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
 
 
 __all__ = [
-    "BACKBONES", "REGISTRY", "Backbone", "BackboneError", "BackboneSpec", "ESM2Backbone", "ESM2_HUB",
-    "ESMCBackbone", "TINY_MEANINGLESS", "build_esmc", "build_model", "hash_parameters", "load_backbone",
-    "spec_of", "tiny_esm2_config", "tokenize",
+    "BACKBONES",
+    "ESM2_HUB",
+    "REGISTRY",
+    "TINY_MEANINGLESS",
+    "Backbone",
+    "BackboneError",
+    "BackboneSpec",
+    "ESM2Backbone",
+    "ESMCBackbone",
+    "build_esmc",
+    "build_model",
+    "hash_parameters",
+    "load_backbone",
+    "spec_of",
+    "tiny_esm2_config",
+    "tokenize",
 ]

@@ -73,11 +73,12 @@ def run_predict(device: torch.device, quick: bool, clock: str, shapes=None, leng
             times: dict[str, list[Timing]] = {"plain": [], "full": [], **{k: [] for k in mods}}
             bb(tokens, real)
             full(tokens, real, [length])  # warm-up
+            args = (tokens, real, [length])
             for _ in range(repeats):
-                _timed(lambda: bb(tokens, real), times["plain"])
-                _timed(lambda: full(tokens, real, [length]), times["full"])
+                _timed(lambda bb=bb, a=args: bb(*a[:2]), times["plain"])
+                _timed(lambda full=full, a=args: full(*a), times["full"])
                 for name, m in mods.items():
-                    _timed(lambda m=m: m(tokens, real, [length]), times[name])
+                    _timed(lambda m=m, a=args: m(*a), times[name])
             b = {k: best(v) for k, v in times.items()}
             print(f"\n{shape} ({Ly} layers x {H} heads)  L={length}  best of {repeats}")
             print(f"  {'':16s}{'seconds':>10s}{'cpu s':>10s}{'vs full':>10s}{'depth':>8s}{'ratio/depth':>13s}")
@@ -92,7 +93,6 @@ def run_predict(device: torch.device, quick: bool, clock: str, shapes=None, leng
             sys.stdout.flush()
         if bf16:
             run_bf16(bb, device, 400, clock)
-        del bb
     for shape in shapes:
         run_memory(shape, 1000, device)
     worst = max(rows, key=lambda r: r[3] / r[4])
@@ -177,12 +177,12 @@ def child_main(argv: list[str]) -> dict:
 
 
 def memory_child(shape: str, length: int, weights: str, how: str) -> dict:
+    import esm.models.esmc  # noqa: F401 - imports are not the model's memory
+    import transformers.models.esm.modeling_esm  # noqa: F401
+
     from ..attention import AttentionExtractor
     from ..backbone import load_backbone, tokenize
     from ..backbone.registry import REGISTRY, build_model, wrap
-
-    import esm.models.esmc  # noqa: F401 - imports are not the model's memory
-    import transformers.models.esm.modeling_esm  # noqa: F401
 
     base = _vm("VmRSS")
     t0 = time.perf_counter()
@@ -219,7 +219,7 @@ def run_memory(shape: str, length: int, device: torch.device) -> None:
         out = {}
         for how in ("new", "old"):
             cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "memory", shape, str(length), str(path), how]
-            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if r.returncode != 0:
                 print(r.stderr[-1500:], file=sys.stderr)
                 continue
@@ -270,7 +270,7 @@ def run_vs_transformers(device: torch.device, lengths: list[int], clock: str, sh
             cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "vs", method, shape, str(length)]
             if torch.get_num_threads():
                 cmd[3:3] = ["--threads", str(torch.get_num_threads())]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if r.returncode != 0:
                 print(r.stderr[-1500:], file=sys.stderr)
                 continue
