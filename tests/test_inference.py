@@ -268,3 +268,20 @@ def test_column_stats_row_counts_sum_to_total():
     want = ((probs > 0.3).sum(-1).float() * residue[:, None].float())
     torch.testing.assert_close(out["row_count"], want)
     assert BOS_ID != EOS_ID
+
+
+def test_probe_features_from_partial_stats_equal_those_from_full_stats(tiny, tmp_path):
+    """What predict does: features of the probe's heads from an early-exit extraction."""
+    from allo_lightning.probe import FeatureSpec
+
+    proteins = random_proteins(3, seed=12)
+    heads = [(0, 1), (1, 3)]
+    full = list(extract(proteins, tiny, 0.3, str(tmp_path / "a"), CPU))
+    part = list(extract(proteins, tiny, 0.3, str(tmp_path / "b"), CPU, heads=heads))
+    assert all(s.partial for _, s in part)
+    spec = FeatureSpec("heads", heads, window=1).fit(full)
+    for (p, f), (_, q) in zip(full, part):
+        torch.testing.assert_close(spec(p, q), spec(p, f), rtol=1e-6, atol=1e-6)
+    # negative control: a head that was not computed gives NaN features, never silent zeros
+    other = FeatureSpec("heads", [(0, 0)]).fit(full)
+    assert torch.isnan(other.raw(proteins[0], part[0][1])).all()
