@@ -1,41 +1,84 @@
-"""Steps shared by the commands: backbone + proteins from a config, extraction with the config's
-settings, and a clear message (no traceback) for user errors."""
+"""Steps shared by the commands: checks that need no model (devices, writable folders), proteins and
+backbone from a config, and extraction with the config's settings. Shared plumbing, not a command."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from typing import Iterator, Sequence
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 
 from .attention import Extraction, extract
-from .backbone import TINY_MEANINGLESS, Backbone, BackboneError, load_backbone
-from .cli import Config
-from .data import InputError, Protein, load_proteins
+from .attention.cache import default_cache_dir
+from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone
+from .data import Protein, load_proteins
+from .errors import BackboneError, OutputError
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn input/backbone errors into one readable line and exit code 2."""
+def check_writable_dir(path: str | Path, what: str) -> Path:
+    """Create folder ``path`` if needed and check that a file can be written in it (a real write: a
+    permission check says yes to root on a read-only file system)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder. Give a folder path.")
     try:
-        yield
-    except (InputError, BackboneError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{what} {path} cannot be written ({e.strerror or e}). Choose a writable folder.") from None
+    return path
 
 
-def load_inputs(cfg: Config) -> tuple[Backbone, list[Protein]]:
+def check_devices(trainer, dtype: str = "fp32") -> None:
+    """Refuse an accelerator that is not here, more devices than there are, or bf16 where the device
+    has none, before anything is loaded. ``trainer``: TrainerConfig."""
+    import torch
+
+    acc = trainer.accelerator
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if acc in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise BackboneError(f"--trainer.accelerator {acc}: no CUDA device is available here. Use "
+                            "--trainer.accelerator cpu (or auto).")
+    if acc == "mps" and not mps:
+        raise BackboneError("--trainer.accelerator mps: Apple's MPS is not available here. Use --trainer.accelerator "
+                            "cpu (or auto).")
+    resolved = acc if acc != "auto" else ("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if isinstance(trainer.devices, int):
+        have = torch.cuda.device_count() if resolved in ("cuda", "gpu") else 1 if resolved == "mps" else None
+        if have is not None and trainer.devices > have:
+            raise BackboneError(f"--trainer.devices {trainer.devices}: only {have} {resolved} device(s) here. "
+                                "Give at most that many.")
+    if dtype == "bf16" and not bf16_supported(resolved):
+        raise BackboneError(f"--model.dtype bf16: the {resolved} device here has no bfloat16 support. Use "
+                            "--model.dtype fp32.")
+
+
+def bf16_supported(device_type: str) -> bool:
+    import torch
+
+    if device_type in ("cuda", "gpu"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return False
+
+
+def load_inputs(cfg, require_sites: bool = False) -> tuple[Backbone, list[Protein]]:
+    """Checks that need no model, then the proteins (parsed and validated), then the backbone."""
+    check_devices(cfg.trainer, cfg.model.dtype)
+    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
     L.seed_everything(cfg.seed, verbose=False)
+    proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone))
     backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
-    proteins = load_proteins(cfg.data, max_length=backbone.max_length)
     return backbone, proteins
 
 
-def run_extraction(cfg: Config, backbone: Backbone, proteins: Sequence[Protein],
+def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],
                    map_heads: Sequence[tuple[int, int]] = (), embeddings: bool = False) -> Extraction:
     return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
-                   trainer_kwargs=cfg.trainer, max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
+                   trainer_kwargs=cfg.trainer.kwargs(), max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
                    map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype)
