@@ -3,9 +3,6 @@ backbone from a config, and extraction with the config's settings. Shared plumbi
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import lightning as L
@@ -14,23 +11,8 @@ from .attention import Extraction, extract
 from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone
 from .data import Protein, load_proteins
-from .errors import BackboneError, OutputError
-
-
-def check_writable_dir(path: str | Path, what: str) -> Path:
-    """Create folder ``path`` if needed and check that a file can be written in it (a real write: a
-    permission check says yes to root on a read-only file system)."""
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path} is a file, not a folder. Give a folder path.")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"{what} {path} cannot be written ({e.strerror or e}). Choose a writable folder.") from None
-    return path
+from .errors import BackboneError
+from .outputs import check_writable_dir
 
 
 def check_devices(trainer, dtype: str = "fp32") -> None:

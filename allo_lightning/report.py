@@ -227,7 +227,7 @@ def main(cfg, analyse=None) -> dict:
            "- metrics: mean over folds of the test metrics; `_sd`: sd over folds (random rows: over the random "
            "draws of the fold means); f1 and mcc at the threshold with the best validation F1; "
            f"precision_at_k: k={cfg.probe.top_k} per protein",
-           f"- selected heads per fold (layer, head 0-based): "
+           "- selected heads per fold (layer, head 0-based): "
            + "; ".join(" ".join(h) for h in selected_per_fold), "",
            to_markdown(rows, COLUMNS), "## Data efficiency", "",
            "Test AUPRC (mean over folds) against the number of training proteins; heads selected on those "
