@@ -74,8 +74,10 @@ def main(cfg) -> dict:
     if True:  # (one block: kept for a small diff)
         out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
         check_checkpoint_path(ckpt_path, overwrite)
-        backbone, proteins = load_inputs(cfg)
-        split = train_val_test(proteins, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)
+        splits = []
+        backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
+            ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)))
+        split = splits[0]
         extraction = run_extraction(cfg, backbone, proteins)
         stats = {p.id: s for p, s in extraction}
         result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, probe_trainer_kwargs(cfg))

@@ -14,9 +14,8 @@ import time
 
 from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
 from .backbone import TINY_MEANINGLESS
-from .errors import InputError
 from .outputs import prepare_out_dir
-from .pipeline import load_inputs, run_extraction
+from .pipeline import load_inputs, run_extraction, select_subset
 from .shell import command
 
 HEATMAP = "heads_heatmap.png"
@@ -37,14 +36,8 @@ def main(cfg) -> dict:
     if True:  # (one block: kept for a small diff)
         from .plots.heads import plot_head_heatmap, plot_protein_map
 
-        backbone, proteins = load_inputs(cfg)
-        if cfg.heads.proteins:
-            by_id = {p.id: p for p in proteins}
-            unknown = [pid for pid in cfg.heads.proteins if pid not in by_id]
-            if unknown:
-                raise InputError(f"--heads.proteins: ids {unknown[:5]} are not among the {len(proteins)} loaded "
-                                 "proteins (check --data.* and the ids).")
-            proteins = [by_id[pid] for pid in cfg.heads.proteins]
+        backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins))
+        proteins = select_subset(proteins, cfg.heads.proteins)
         t0 = time.perf_counter()
         extraction = run_extraction(cfg, backbone, proteins)
         t_extract = time.perf_counter() - t0

@@ -3,7 +3,7 @@ backbone from a config, and extraction with the config's settings. Shared plumbi
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lightning as L
 
@@ -11,7 +11,7 @@ from .attention import Extraction, extract
 from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone
 from .data import Protein, load_proteins
-from .errors import BackboneError
+from .errors import BackboneError, InputError
 from .outputs import check_writable_dir
 
 
@@ -47,12 +47,16 @@ def bf16_supported(device_type: str) -> bool:
     return False
 
 
-def load_inputs(cfg, require_sites: bool = False) -> tuple[Backbone, list[Protein]]:
-    """Checks that need no model, then the proteins (parsed and validated), then the backbone."""
+def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None) -> tuple[Backbone, list[Protein]]:
+    """Checks that need no model, then the proteins (parsed and validated, then ``check(proteins)``: the
+    command's own checks of the data), and only then the backbone."""
     check_devices(cfg.trainer, cfg.model.dtype)
     check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
     L.seed_everything(cfg.seed, verbose=False)
     proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone))
+    if check is not None:
+        check(proteins)
+    check_orthosteric(getattr(cfg, "heads", None), proteins)
     backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
@@ -64,3 +68,30 @@ def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],
     return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
                    trainer_kwargs=cfg.trainer.kwargs(), max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
                    map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype)
+
+
+def check_orthosteric(heads_cfg, proteins: Sequence[Protein]) -> None:
+    """``--heads.orthosteric``: every id is a loaded protein and every position lies inside its sequence."""
+    if heads_cfg is None or not heads_cfg.orthosteric:
+        return
+    by_id = {p.id: p for p in proteins}
+    for pid, positions in heads_cfg.orthosteric.items():
+        if pid not in by_id:
+            raise InputError(f"--heads.orthosteric: protein {pid!r} is not among the {len(proteins)} loaded proteins "
+                             "(check the id and --data.*).")
+        outside = [x for x in positions if x > by_id[pid].length]
+        if outside:
+            raise InputError(f"--heads.orthosteric: protein {pid!r} has {by_id[pid].length} residues; positions "
+                             f"{outside[:5]} lie outside it (1-based).")
+
+
+def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None, flag: str = "--heads.proteins") -> list[Protein]:
+    """The proteins named by ``ids`` (all when None), in that order; unknown ids are refused."""
+    if not ids:
+        return list(proteins)
+    by_id = {p.id: p for p in proteins}
+    unknown = [pid for pid in ids if pid not in by_id]
+    if unknown:
+        raise InputError(f"{flag}: ids {unknown[:5]} are not among the {len(proteins)} loaded proteins (check --data.* "
+                         "and the ids).")
+    return [by_id[pid] for pid in ids]

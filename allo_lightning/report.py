@@ -181,9 +181,10 @@ def main(cfg, analyse=None) -> dict:
         if cfg.report.random_seeds < 5:
             print(f"note: report.random_seeds={cfg.report.random_seeds}; at least 5 are recommended")
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
-        backbone, proteins = load_inputs(cfg)
-        splits = make_splits(proteins, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction,
-                             cfg.seed)
+        made = []
+        backbone, proteins = load_inputs(cfg, check=lambda ps: made.append(make_splits(
+            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)))
+        splits = made[0]
         extraction = run_extraction(cfg, backbone, proteins, embeddings=cfg.report.embeddings)
         stats = {p.id: s for p, s in extraction}
         results, curves, selected_per_fold = [], {}, []

@@ -237,3 +237,15 @@ def test_user_errors_share_one_base_class():
     for name in ("InputError", "BackboneError", "CheckpointError", "OutputExistsError", "OutputError", "Interrupted"):
         assert issubclass(getattr(errors, name), UserError)
     assert Path(errors.__file__).name == "errors.py"
+
+
+def test_data_checks_come_before_the_model(tmp_path, table, capsys, no_model):
+    """Checks that need the data but no model: folds vs clusters, unknown --heads.proteins, orthosteric
+    positions outside their protein, too few clusters to split."""
+    refused(capsys, report.main, base(tmp_path, table) + ["--report.folds", "9"], "--report.folds 9", "at most 4")
+    refused(capsys, heads_cmd.main, base(tmp_path, table) + ["--heads.proteins", "P0", "nope"], "--heads.proteins",
+            "'nope'")
+    refused(capsys, heads_cmd.main, base(tmp_path, table) + ["--heads.orthosteric", "{P0: [1, 999]}"],
+            "--heads.orthosteric", "999")
+    two = write_table(tmp_path / "two.tsv", random_proteins(2, seed=1))
+    refused(capsys, fit.main, fit_args(tmp_path, two), "only 1 clusters")
