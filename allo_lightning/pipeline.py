@@ -1,58 +1,129 @@
-"""Steps shared by the commands: backbone + proteins from a config, extraction with the config's
-settings, and a clear message (no traceback) for user errors."""
+"""Steps shared by the commands: checks that need no model (devices, writable folders), proteins and
+backbone from a config, and extraction with the config's settings. Shared plumbing, not a command."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from typing import Iterator, Sequence
+from typing import Callable, Sequence
 
 import lightning as L
 
 from .attention import Extraction, extract, split_long
-from .backbone import TINY_MEANINGLESS, Backbone, BackboneError, load_backbone
-from .cli import Config
-from .data import InputError, Protein, load_proteins
+from .attention.cache import default_cache_dir
+from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone
+from .data import Protein, load_proteins
+from .errors import BackboneError, InputError
+from .outputs import check_writable_dir
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn input/backbone errors into one readable line and exit code 2."""
-    try:
-        yield
-    except (InputError, BackboneError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+def check_devices(trainer, dtype: str = "fp32") -> None:
+    """Refuse an accelerator that is not here, more devices than there are, or bf16 where the device
+    has none, before anything is loaded. ``trainer``: TrainerConfig."""
+    import torch
+
+    acc = trainer.accelerator
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if acc in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise BackboneError(f"--trainer.accelerator {acc}: no CUDA device is available here. Use "
+                            "--trainer.accelerator cpu (or auto).")
+    if acc == "mps" and not mps:
+        raise BackboneError("--trainer.accelerator mps: Apple's MPS is not available here. Use --trainer.accelerator "
+                            "cpu (or auto).")
+    resolved = acc if acc != "auto" else ("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    if isinstance(trainer.devices, int):
+        have = torch.cuda.device_count() if resolved in ("cuda", "gpu") else 1 if resolved == "mps" else None
+        if have is not None and trainer.devices > have:
+            raise BackboneError(f"--trainer.devices {trainer.devices}: only {have} {resolved} device(s) here. "
+                                "Give at most that many.")
+    if dtype == "bf16" and not bf16_supported(resolved):
+        raise BackboneError(f"--model.dtype bf16: the {resolved} device here has no bfloat16 support (a CPU needs "
+                            "AVX512-BF16 or AMX instructions, else bf16 is emulated and slower). "
+                            "Use --model.dtype fp32.")
 
 
-def load_inputs(cfg: Config) -> tuple[Backbone, list[Protein]]:
+def bf16_supported(device_type: str) -> bool:
+    import torch
+
+    if device_type in ("cuda", "gpu"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "mps":  # allowed, untested here (README)
+        return True
+    from .attention import cpu_bf16_supported
+
+    return cpu_bf16_supported()
+
+
+def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None) -> tuple[Backbone, list[Protein]]:
+    """Checks that need no model, then the proteins (parsed and validated, then ``check(proteins)``: the
+    command's own checks of the data), and only then the backbone."""
+    check_devices(cfg.trainer, cfg.model.dtype)
+    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
     L.seed_everything(cfg.seed, verbose=False)
+    long_error = long_of(cfg) == "error"
+    proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone) if long_error else None)
+    proteins = long_policy(cfg, proteins)
+    if check is not None:
+        check(proteins)
+    check_orthosteric(getattr(cfg, "heads", None), proteins)
     backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
-    proteins = load_proteins(cfg.data, max_length=backbone.max_length if cfg.data.long == "error" else None)
-    return backbone, long_policy(cfg, backbone, proteins)
+    return backbone, proteins
 
 
-def long_policy(cfg: Config, backbone: Backbone, proteins: list[Protein]) -> list[Protein]:
-    """``--data.long``: keep proteins longer than the context (windows), or skip them (listed)."""
-    kept, skipped = split_long(proteins, backbone, cfg.data.long)
+def long_of(cfg) -> str:
+    """``--data.long`` of a command (predict has it as its own flag; default window)."""
+    data = getattr(cfg, "data", None)
+    return data.long if data is not None else (cfg.get("data.long") or "window")
+
+
+def long_policy(cfg, proteins: list[Protein]) -> list[Protein]:
+    """``--data.long``: keep proteins longer than the backbone's context (run as windows), or skip them
+    (listed); ``error`` refused them when they were read."""
+    name, limit = cfg.model.backbone, context_length(cfg.model.backbone)
+    kept, skipped = split_long(proteins, limit, long_of(cfg), name)
     if skipped:
-        print(f"--data.long skip: left out {len(skipped)} protein(s) longer than {backbone.name}'s context of "
-              f"{backbone.max_length} residues: " + ", ".join(f"{p.id} ({p.length})" for p in skipped))
-    windowed = [p for p in kept if p.length > backbone.max_length]
+        print(f"--data.long skip: left out {len(skipped)} protein(s) longer than {name}'s context of "
+              f"{limit} residues: " + ", ".join(f"{p.id} ({p.length})" for p in skipped))
+    windowed = [p for p in kept if p.length > limit]
     if windowed:
-        print(f"{len(windowed)} protein(s) longer than {backbone.name}'s context of {backbone.max_length} residues "
-              f"run as overlapping windows (marked windowed): " + ", ".join(f"{p.id} ({p.length})" for p in windowed[:8])
+        print(f"{len(windowed)} protein(s) longer than {name}'s context of {limit} residues run as overlapping "
+              "windows (marked windowed): " + ", ".join(f"{p.id} ({p.length})" for p in windowed[:8])
               + (" ..." if len(windowed) > 8 else ""))
     return kept
 
 
-def run_extraction(cfg: Config, backbone: Backbone, proteins: Sequence[Protein],
+def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],
                    map_heads: Sequence[tuple[int, int]] = (), embeddings: bool = False,
                    heads: Sequence[tuple[int, int]] | None = None) -> Extraction:
     """``heads``: early exit (only these heads' statistics, the backbone run up to the deepest)."""
     return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
-                   trainer_kwargs=cfg.trainer, max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
+                   trainer_kwargs=cfg.trainer.kwargs(), max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
                    map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype, heads=heads,
-                   long=cfg.data.long, window_overlap=cfg.model.window_overlap)
+                   long=long_of(cfg), window_overlap=cfg.model.window_overlap)
+
+
+def check_orthosteric(heads_cfg, proteins: Sequence[Protein]) -> None:
+    """``--heads.orthosteric``: every id is a loaded protein and every position lies inside its sequence."""
+    if heads_cfg is None or not heads_cfg.orthosteric:
+        return
+    by_id = {p.id: p for p in proteins}
+    for pid, positions in heads_cfg.orthosteric.items():
+        if pid not in by_id:
+            raise InputError(f"--heads.orthosteric: protein {pid!r} is not among the {len(proteins)} loaded proteins "
+                             "(check the id and --data.*).")
+        outside = [x for x in positions if x > by_id[pid].length]
+        if outside:
+            raise InputError(f"--heads.orthosteric: protein {pid!r} has {by_id[pid].length} residues; positions "
+                             f"{outside[:5]} lie outside it (1-based).")
+
+
+def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None, flag: str = "--heads.proteins") -> list[Protein]:
+    """The proteins named by ``ids`` (all when None), in that order; unknown ids are refused."""
+    if not ids:
+        return list(proteins)
+    by_id = {p.id: p for p in proteins}
+    unknown = [pid for pid in ids if pid not in by_id]
+    if unknown:
+        raise InputError(f"{flag}: ids {unknown[:5]} are not among the {len(proteins)} loaded proteins (check --data.* "
+                         "and the ids).")
+    return [by_id[pid] for pid in ids]

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
+from typing import Literal
 
 import torch
 
+from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, load_backbone
-from .cli import parse, quiet_lightning
-from .fit import command_errors
+from .errors import CheckpointError
 from .outputs import prepare_out_dir, write_json, write_text
-from .pipeline import long_policy, run_extraction
+from .pipeline import check_devices, check_writable_dir, long_of, long_policy, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
@@ -28,8 +29,9 @@ def _flags(parser) -> None:
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
-    # from the checkpoint unless given: a different value is refused, never silently used
-    parser.set_defaults({"model.backbone": None, "model.theta": None, "model.seed": None})
+    parser.add_argument("--data.long", type=Literal["window", "skip", "error"], default="window",
+                        help="proteins longer than the backbone's context: window (overlapping windows, marked "
+                             "windowed), skip (listed) or error")
 
 
 def safe_name(pid: str) -> str:
@@ -54,15 +56,20 @@ def chimerax_defattr(pid: str, positions: list[int], scores: list[float]) -> str
     return "\n".join(lines) + "\n"
 
 
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.predict", __doc__, args, extra=_flags)
+# backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
+@command("predict", __doc__, sections=("model", "trainer"), flags=_flags,
+         defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
+def main(cfg) -> dict:
     from .data import read_fasta
-    from .probe import CheckpointError, ResidueSet, load_checkpoint
+    from .probe import ResidueSet, load_checkpoint
 
     t0 = time.perf_counter()
-    with command_errors():
+    if True:  # (one block: kept for a small diff)
+        check_devices(cfg.trainer, cfg.model.dtype)
         ckpt = load_checkpoint(cfg.get("checkpoint"))
+        if ckpt.spec.kind != "heads":
+            raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; predict runs probes on "
+                                  "attention heads (written by python -m allo_lightning.fit).")
         name = (cfg.model.backbone or ckpt.backbone_name).lower()
         if name != ckpt.backbone_name:
             raise CheckpointError(
@@ -73,16 +80,17 @@ def main(args: list[str] | None = None) -> dict:
             raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
                                   f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
         out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
+        check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
         seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
         backbone = load_backbone(name, cfg.model.weights, seed)
         ckpt.check_backbone(backbone)
         if backbone.meaningless:
             print(TINY_MEANINGLESS)
-        proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if cfg.data.long == "error" else None)
-        proteins = long_policy(cfg, backbone, proteins)
+        proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
+        proteins = long_policy(cfg, proteins)
         cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
         # early exit: only the probe's heads, the backbone run up to the deepest of them
-        needed = list(ckpt.spec.heads) if ckpt.spec.kind == "heads" else None
+        needed = list(ckpt.spec.heads)
         extraction = run_extraction(cfg, backbone, proteins, heads=needed)
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)

@@ -194,11 +194,11 @@ def test_long_policy_skip_and_error(tiny):
     from allo_lightning.errors import InputError
 
     proteins = [Protein("a", "MKT"), Protein("b", "A" * (tiny.max_length + 1))]
-    kept, skipped = split_long(proteins, tiny, "skip")
+    kept, skipped = split_long(proteins, tiny.max_length, "skip", tiny.name)
     assert [p.id for p in kept] == ["a"] and [p.id for p in skipped] == ["b"]
     with pytest.raises(InputError, match="'b'"):
-        split_long(proteins, tiny, "error")
-    assert split_long(proteins, tiny, "window") == (proteins, [])
+        split_long(proteins, tiny.max_length, "error", tiny.name)
+    assert split_long(proteins, tiny.max_length, "window", tiny.name) == (proteins, [])
 
 
 # -- ESM-2 fused capture ----------------------------------------------------------------------------------

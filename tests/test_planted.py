@@ -15,10 +15,10 @@ from allo_lightning.analysis import analyse_heads
 from allo_lightning.attention import extract
 from allo_lightning.backbone import load_backbone, tokenize
 from allo_lightning.backbone.base import VOCAB
-from tests.planted import plant_residue_head
 from allo_lightning.config import HeadsConfig
 from allo_lightning.data import Protein
 from tests.conftest import CPU
+from tests.planted import plant_residue_head
 
 PLANTED = (0, 2)
 RESIDUE = "K"

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .. import interrupt
 from ..backbone import Backbone, tokenize
 from ..backbone.base import BOS_ID, EOS_ID
 from .cache import StatsCache
@@ -55,7 +56,8 @@ def cpu_bf16_supported() -> bool:
         if fn is not None and fn():
             return True
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+        native = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and native
     except Exception:  # noqa: BLE001 - private API; absent means unknown: refuse
         return False
 
@@ -172,7 +174,7 @@ class AttentionExtractor(L.LightningModule):
         L, W = len(sequence), self.backbone.max_length
         starts, assign = window_plan(L, W, self.window_overlap)
         parts = []
-        for k, s0 in enumerate(starts):
+        for s0 in starts:
             tokens, real = (t.to(self.device) for t in tokenize([sequence[s0 : s0 + W]]))
             raw = self._run(tokens, real, rows=len(starts) > 1)
             n = min(W, L - s0)
@@ -216,7 +218,8 @@ class AttentionExtractor(L.LightningModule):
 
 class CacheWriter(BasePredictionWriter):
     """Writes each protein's statistics to the cache as soon as its batch is done (so an interrupted
-    run keeps its finished proteins). Under DDP every rank writes the proteins it ran."""
+    run keeps its finished proteins), then stops the run if a signal arrived meanwhile (see
+    :mod:`allo_lightning.interrupt`). Under DDP every rank writes the proteins it ran."""
 
     def __init__(self, cache: StatsCache) -> None:
         super().__init__(write_interval="batch")
@@ -227,3 +230,4 @@ class CacheWriter(BasePredictionWriter):
         for pid, seq, stats in prediction:
             self.cache.save(seq, stats)
             self.written.append(pid)
+        interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached

@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 
 import lightning as L
 
+from .. import interrupt
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
@@ -90,7 +91,7 @@ def extract(
     map_heads = [tuple(map(int, h)) for h in map_heads]
     if heads is not None:
         heads = sorted({tuple(map(int, h)) for h in heads})
-    proteins, _ = split_long(proteins, backbone, long)
+    proteins, _ = split_long(proteins, backbone.max_length, long, backbone.name)
     if not 0 <= window_overlap < backbone.max_length:
         raise InputError(f"--model.window_overlap must be in 0..{backbone.max_length - 1} (got {window_overlap}).")
     unique, seen = [], set()  # one entry per distinct sequence (the first id naming it)
@@ -105,7 +106,8 @@ def extract(
     batches = []
     for b in token_budget_batches([p.length for p in unique], max_tokens, bucket):
         long_ones = [i for i in b if unique[i].length > backbone.max_length]
-        batches += [[i] for i in long_ones] + ([[i for i in b if i not in long_ones]] if len(long_ones) < len(b) else [])
+        rest = [i for i in b if i not in long_ones]
+        batches += [[i] for i in long_ones] + ([rest] if rest else [])
     batches = [b for b in batches if any(i in missing for i in b)]
     result = Extraction(list(proteins), cache, backbone.identity, backbone.n_layers, backbone.n_heads, theta,
                         map_heads=map_heads, embeddings=embeddings, heads=heads,
@@ -115,25 +117,28 @@ def extract(
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)
-        with warnings.catch_warnings():  # our RankBatchSampler returns every index by construction
-            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+        with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
+            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
             trainer.predict(module, datamodule=data, return_predictions=False)
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
 
 
-def split_long(proteins: Sequence[Protein], backbone: Backbone, long: str = "window") -> tuple[list[Protein], list[Protein]]:
+def split_long(proteins: Sequence[Protein], max_length: int, long: str = "window",
+               name: str = "the backbone") -> tuple[list[Protein], list[Protein]]:
     """``(kept, skipped)`` under the ``--data.long`` policy for proteins longer than the backbone's
-    context: ``window`` keeps them (run as overlapping windows), ``skip`` drops them (the caller lists
-    them), ``error`` refuses the first one with a message naming it."""
-    too_long = [p for p in proteins if p.length > backbone.max_length]
+    context ``max_length`` (``name``: the backbone, for messages): ``window`` keeps them (run as
+    overlapping windows), ``skip`` drops them (the caller lists them), ``error`` refuses the first one
+    with a message naming it."""
+    backbone_name = name
+    too_long = [p for p in proteins if p.length > max_length]
     if too_long and long == "error":
         p = too_long[0]
         raise InputError(
-            f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone.name}'s limit "
-            f"of {backbone.max_length}. Split it into domains or remove it (or leave out --data.long error: "
+            f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone_name}'s limit "
+            f"of {max_length}. Split it into domains or remove it (or leave out --data.long error: "
             "long proteins are then run as overlapping windows); nothing was computed."
         )
     if long == "skip":
-        return [p for p in proteins if p.length <= backbone.max_length], too_long
+        return [p for p in proteins if p.length <= max_length], too_long
     return list(proteins), []

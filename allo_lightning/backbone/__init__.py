@@ -119,6 +119,11 @@ def _restore_esm2_buffers(model: torch.nn.Module) -> None:
                 raise BackboneError(f"cannot restore buffer {name} of the ESM-2 model; please report this.")
 
 
+def context_length(name: str) -> int:
+    """Residues (without BOS/EOS) the backbone ``name`` was trained on, without loading it."""
+    return spec_of(name).max_length
+
+
 def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: int = 0) -> Backbone:
     """Load a frozen backbone on the CPU (Lightning moves it to the accelerator).
 
@@ -180,6 +185,7 @@ __all__ = [
     "ESMCBackbone",
     "build_esmc",
     "build_model",
+    "context_length",
     "hash_parameters",
     "load_backbone",
     "spec_of",

@@ -47,8 +47,10 @@ ESMC_MAX_LENGTH = 2048  # ESM-C was trained on sequences up to 2048 residues
 ESM2_MAX_LENGTH = 1022  # 1024 positions minus BOS/EOS
 
 REGISTRY: dict[str, BackboneSpec] = {s.name: s for s in (
-    BackboneSpec("esmc_300m", "esmc", 960, 15, 30, ESMC_MAX_LENGTH, "esmc-300", "data/weights/esmc_300m_2024_12_v0.pth"),
-    BackboneSpec("esmc_600m", "esmc", 1152, 18, 36, ESMC_MAX_LENGTH, "esmc-600", "data/weights/esmc_600m_2024_12_v0.pth"),
+    BackboneSpec("esmc_300m", "esmc", 960, 15, 30, ESMC_MAX_LENGTH, "esmc-300",
+                 "data/weights/esmc_300m_2024_12_v0.pth"),
+    BackboneSpec("esmc_600m", "esmc", 1152, 18, 36, ESMC_MAX_LENGTH, "esmc-600",
+                 "data/weights/esmc_600m_2024_12_v0.pth"),
     BackboneSpec("tiny", "esmc", 64, 4, 2, ESMC_MAX_LENGTH, tiny=True),
     BackboneSpec("esm2_tiny", "esm2", 64, 4, 2, ESM2_MAX_LENGTH, tiny=True),
     BackboneSpec("esm2_t6_8m", "esm2", 320, 20, 6, ESM2_MAX_LENGTH, "facebook/esm2_t6_8M_UR50D"),

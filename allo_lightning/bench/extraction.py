@@ -464,9 +464,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--predict", action="store_true",
                     help="early-exit predict vs full extraction (heads at a shallow, middle and last layer), "
                          "loading + predict peak memory; with --quick the esmc_300m shape only")
-    ap.add_argument("--bf16", action="store_true", help="with --predict: fp32 vs bf16 time and how much the statistics move")
+    ap.add_argument("--bf16", action="store_true",
+                    help="with --predict: fp32 vs bf16 time and how much the statistics move")
     ap.add_argument("--vs-transformers", action="store_true",
-                    help="ESM-2 (esm2_t33_650m shape): ours vs transformers' output_attentions=True + thresholded count")
+                    help="ESM-2 (esm2_t33_650m shape): ours vs transformers' output_attentions=True "
+                         "+ thresholded count")
     ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

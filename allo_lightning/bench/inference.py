@@ -148,11 +148,13 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
     Ly, H = bb.n_layers, bb.n_heads
     scores = {k: score_heads([(s, y)], Ly, H, 10, 0)["p_alpha"].reshape(-1).double() for k, s in stats.items()}
     rho = spearman(scores["fp32"], scores["bf16"])
-    top = {k: set(torch.argsort(torch.nan_to_num(v, nan=-1.0), descending=True)[:10].tolist()) for k, v in scores.items()}
+    top = {k: set(torch.argsort(torch.nan_to_num(v, nan=-1.0), descending=True)[:10].tolist())
+           for k, v in scores.items()}
     overlap = len(top["fp32"] & top["bf16"])
     t32, t16 = best(res["fp32"]), best(res["bf16"])
     native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_supported())
-    print(f"  bf16 vs fp32 ({bb.name}, L={length}, full extraction; bf16 {'native' if native else 'EMULATED: this CPU has no bf16 instructions'}):"
+    how = "native" if native else "EMULATED: this CPU has no bf16 instructions"
+    print(f"  bf16 vs fp32 ({bb.name}, L={length}, full extraction; bf16 {how}):"
           f" fp32 {t32.wall:.3f} s (cpu {t32.cpu:.3f}), bf16 {t16.wall:.3f} s (cpu {t16.cpu:.3f}), "
           f"speed-up {_val(t32, clock) / _val(t16, clock):.2f}x")
     print(f"    confident pairs flipping at theta={THETA}: {flips / max(confident, 1):.2%} ({flips} of {confident}); "
@@ -218,8 +220,10 @@ def run_memory(shape: str, length: int, device: torch.device) -> None:
         del model
         out = {}
         for how in ("new", "old"):
-            cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "memory", shape, str(length), str(path), how]
-            r = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "memory", shape, str(length), str(path),
+                   how]
+            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if r.returncode != 0:
                 print(r.stderr[-1500:], file=sys.stderr)
                 continue
@@ -228,8 +232,9 @@ def run_memory(shape: str, length: int, device: torch.device) -> None:
         n = out["new"]
         print(f"\n  memory, {shape}: load a bf16 state dict ({n['param_mb'] / 2:.0f} MiB on disk) + predict one "
               f"{length}-residue protein (heads in the last layer), fresh process, peak RSS over the imports:")
-        print(f"    ours (meta device, mmap, assign): load {n['load_peak_mb']:.0f} MiB, load + predict {n['peak_mb']:.0f} MiB"
-              f" = {n['peak_mb'] / n['param_mb']:.2f}x the fp32 parameter bytes ({n['param_mb']:.0f} MiB); load {n['load_s']:.1f} s")
+        print(f"    ours (meta device, mmap, assign): load {n['load_peak_mb']:.0f} MiB, load + predict "
+              f"{n['peak_mb']:.0f} MiB = {n['peak_mb'] / n['param_mb']:.2f}x the fp32 parameter bytes "
+              f"({n['param_mb']:.0f} MiB); load {n['load_s']:.1f} s")
     if "old" in out:
         o = out["old"]
         print(f"    before (random init + torch.load + copy): load {o['load_peak_mb']:.0f} MiB, load + predict "
@@ -263,7 +268,8 @@ def vs_child(method: str, shape: str, length: int) -> dict:
 
 
 def run_vs_transformers(device: torch.device, lengths: list[int], clock: str, shape: str = "esm2_t33_650m") -> None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536",
+           "MALLOC_TRIM_THRESHOLD_": "65536"}
     for length in lengths:
         res = {}
         for method in ("plain", "ours", "transformers"):
