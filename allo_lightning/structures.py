@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from .errors import InputError
 from .outputs import atomic_path
@@ -136,7 +136,7 @@ def read_atoms(path: str | Path):
         return pdbx.get_structure(pdbx.CIFFile.read(str(path)), model=1)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - any parser failure is a bad input file
+    except Exception as e:
         raise InputError(f"{path}: cannot read this {fmt.upper()} file ({type(e).__name__}: {e}). Check that it "
                          "is a valid structure file.", path=path, todo="Check the file.") from e
 
@@ -398,11 +398,11 @@ class ScriptInput:
 
     @classmethod
     def sequence_numbered(cls, pid: str, name: str, sequence: str, scores: Sequence[float], chain: str = "A",
-                          top: int = 10, header: Sequence[str] = ()) -> "ScriptInput":
+                          top: int = 10, header: Sequence[str] = ()) -> ScriptInput:
         residues = [Residue(chain, i + 1, "", "", aa) for i, aa in enumerate(sequence)]
-        note = [f"No structure was given: residue numbers are 1-based positions in the input sequence, on chain "
+        note = [(f"No structure was given: residue numbers are 1-based positions in the input sequence, on chain "
                 f"{chain} (--chain). Use a structure numbered like the sequence (e.g. UniProt numbering), or run "
-                "predict with --structure FILE to map the scores onto a structure's own numbering."]
+                "predict with --structure FILE to map the scores onto a structure's own numbering.")]
         return cls(pid, name, list(scores), residues, top, note + list(header))
 
     def mapped(self) -> list[tuple[Residue, float]]:
@@ -419,8 +419,8 @@ def pymol_script(info: ScriptInput) -> str:
     lines = [f"# allo_lightning scores for {info.pid}, on object {obj} only (other objects are left as they are)."]
     lines += [f"# {h}" for h in info.header]
     if info.structure_file:
-        lines += [f"# Usage: in PyMOL, cd to the output folder, then: @pymol/{info.name}.pml (loads {info.structure_file} "
-                  f"as {obj}; its B-factors already hold the scores on the mapped residues).",
+        lines += [(f"# Usage: in PyMOL, cd to the output folder, then: @pymol/{info.name}.pml (loads {info.structure_file} "
+                  f"as {obj}; its B-factors already hold the scores on the mapped residues)."),
                   f"delete {obj}", f"load {info.structure_file}, {obj}"]
     else:
         lines += [f"# Usage: load your structure as object {obj} (load FILE, {obj}), then: @{info.name}.pml"]
@@ -442,13 +442,13 @@ def chimerax_script(info: ScriptInput, model: str = "#1") -> str:
     lines = [f"# allo_lightning scores for {info.pid}, on model {model} only (other models are left as they are)."]
     lines += [f"# {h}" for h in info.header]
     opened = f"open {info.structure_file}" if info.structure_file else "open YOUR_FILE"
-    lines += [f"# Usage: from the output folder, '{opened}' as model {model} (if it gets another number, replace "
-              f"{model} below by it), then: open chimerax/{info.name}.cxc"]
+    lines += [(f"# Usage: from the output folder, '{opened}' as model {model} (if it gets another number, replace "
+              f"{model} below by it), then: open chimerax/{info.name}.cxc")]
     lines += [f"setattr {_cx_spec(model, [r])} residues allo_score {s:.4f} create true" for r, s in mapped]
     top = info.top_residues()
     lines += [f"cartoon {model}", f"color {model} lightgray",
-              f"color byattribute r:allo_score {_cx_spec(model, [r for r, _ in mapped])} "
-              "palette 0,blue:0.5,white:1,red"]
+              (f"color byattribute r:allo_score {_cx_spec(model, [r for r, _ in mapped])} "
+              "palette 0,blue:0.5,white:1,red")]
     if top:
         lines += [f"show {_cx_spec(model, top)} atoms", f"style {_cx_spec(model, top)} stick"]
     return "\n".join(lines) + "\n"
@@ -473,3 +473,30 @@ def structures_for(proteins: Sequence, spec: str | Path, chain: str | None, opti
             atoms_cache[req.path] = read_atoms(req.path)
         out[p.id] = map_chain(p.id, p.sequence, req.path, req.chain, options, atoms=atoms_cache[req.path])
     return out
+
+
+def write_protein_scripts(out: str | Path, pid: str, name: str, sequence: str, scores: Sequence[float],
+                          mapping: ChainMapping | None, chain: str | None = None, top: int = 10,
+                          header: Sequence[str] = ()) -> dict:
+    """Write ``out/pymol/<name>.pml``, ``out/chimerax/<name>.cxc`` and, with a ``mapping``,
+    ``out/structures/<name>.<pdb|cif>`` for one protein. Returns what predictions.json records."""
+    from .outputs import write_text
+
+    out = Path(out)
+    if mapping is None:
+        info = ScriptInput.sequence_numbered(pid, name, sequence, scores, chain or "A", top, header)
+        record: dict = {"structure": None, "chain": chain or "A", "numbering": "sequence"}
+    else:
+        rel = f"structures/{name}.{mapping.fmt}"
+        write_scored_structure(mapping, scores, out / rel)
+        lines = [(f"Structure {mapping.path} (written with B-factor = score as {rel}), chain {mapping.chain}: "
+                 f"{mapping.aligned} of {len(mapping.residues)} sequence positions mapped (identity "
+                 f"{mapping.identity:.3f}, coverage {mapping.coverage:.3f})."),
+                 "Residue numbers and insertion codes are the structure's own (author) numbering."]
+        info = ScriptInput(pid, name, list(scores), list(mapping.residues), top, lines + list(header), rel)
+        record = {"structure": str(mapping.path), "written": rel, "chain": mapping.chain, "numbering": "structure",
+                  "identity": round(mapping.identity, 4), "coverage": round(mapping.coverage, 4),
+                  "aligned": mapping.aligned}
+    write_text(out / "pymol" / f"{name}.pml", pymol_script(info))
+    write_text(out / "chimerax" / f"{name}.cxc", chimerax_script(info))
+    return record
