@@ -28,6 +28,7 @@ PDB_SUFFIXES = (".pdb", ".ent")
 CIF_SUFFIXES = (".cif", ".mmcif")
 STRUCTURE_SUFFIXES = PDB_SUFFIXES + CIF_SUFFIXES
 GAP_PENALTY = (-10, -1)  # (open, extend), BLOSUM62 units
+MIN_SEGMENT_SCORE = 15  # an aligned stretch between gaps scoring less (BLOSUM62) is left unmapped
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,45 @@ def chain_residues(atoms) -> dict[str, list[Residue]]:
     return out
 
 
-def align(sequence: str, residues: Sequence[Residue]) -> tuple[list[Residue | None], int, int]:
+def _best_segment(values: Sequence[float]) -> tuple[int, int]:
+    """[start, end) of the maximum-sum contiguous segment (empty (0, 0) when every value is <= 0)."""
+    best, best_lo, best_hi, run, lo = 0.0, 0, 0, 0.0, 0
+    for k, v in enumerate(values):
+        if run <= 0:
+            run, lo = 0.0, k
+        run += v
+        if run > best:
+            best, best_lo, best_hi = run, lo, k + 1
+    return best_lo, best_hi
+
+
+def _trim_ends(same: Sequence[bool], lo: int, hi: int, window: int = 4, need: int = 3) -> tuple[int, int]:
+    """Shrink [lo, hi) until each end pair is identical and the ``window`` pairs at each end hold at
+    least ``need`` identical ones (a chance match at the edge of a fusion insert does not survive)."""
+    def ok_left(a: int) -> bool:
+        return same[a] and sum(same[a: min(a + window, hi)]) >= min(need, hi - a)
+
+    def ok_right(b: int) -> bool:
+        return same[b - 1] and sum(same[max(b - window, lo): b]) >= min(need, b - lo)
+
+    while lo < hi and not ok_left(lo):
+        lo += 1
+    while lo < hi and not ok_right(hi):
+        hi -= 1
+    return lo, hi
+
+
+def align(sequence: str, residues: Sequence[Residue], trim: bool = True) -> tuple[list[Residue | None], int, int]:
     """Global alignment (affine gaps, free end gaps) of ``sequence`` with the chain's residues.
-    Returns (residue or None per sequence position, identical pairs, aligned pairs)."""
+    Returns (residue or None per sequence position, identical pairs, aligned pairs).
+
+    With ``trim``, each run of aligned pairs between gaps keeps only its best-scoring stretch: where a
+    fusion insert replaces a loop (BRIL in place of an ICL3), the optimal alignment pairs some insert
+    residues with the missing loop to save a gap opening; those chance pairs score below zero and are
+    dropped, and its ends are trimmed until the 4 pairs at each end hold 3 identical ones (ending on an
+    identical pair), so no fusion residue gets a sequence position's score. A stretch scoring below
+    ``MIN_SEGMENT_SCORE`` (a chance identical pair or two inside such a region) is dropped too: a residue
+    left unmapped is better than a score on the wrong residue."""
     from biotite.sequence import ProteinSequence
     from biotite.sequence.align import SubstitutionMatrix, align_optimal
 
@@ -173,13 +210,27 @@ def align(sequence: str, residues: Sequence[Residue]) -> tuple[list[Residue | No
     seq_b = ProteinSequence("".join(r.letter for r in residues))
     matrix = SubstitutionMatrix.std_protein_matrix()
     best = align_optimal(seq_a, seq_b, matrix, gap_penalty=GAP_PENALTY, terminal_penalty=False, max_number=1)[0]
-    identical = aligned = 0
+    score = matrix.score_matrix()
+    blocks: list[list[tuple[int, int]]] = [[]]
     for i, j in best.trace:
         if i < 0 or j < 0:
-            continue
-        mapped[i] = residues[j]
-        aligned += 1
-        identical += str(seq_a[i]) == residues[j].letter and residues[j].letter != "X"
+            blocks.append([])
+        else:
+            blocks[-1].append((int(i), int(j)))
+    identical = aligned = 0
+    for block in blocks:
+        lo, hi = 0, len(block)
+        if trim:
+            values = [float(score[seq_a.code[i], seq_b.code[j]]) for i, j in block]
+            lo, hi = _best_segment(values)
+            same = [seq_a.code[i] == seq_b.code[j] and str(seq_a[i]) != "X" for i, j in block]
+            lo, hi = _trim_ends(same, lo, hi)
+            if sum(values[lo:hi]) < MIN_SEGMENT_SCORE:
+                lo = hi = 0
+        for i, j in block[lo:hi]:
+            mapped[i] = residues[j]
+            aligned += 1
+            identical += str(seq_a[i]) == residues[j].letter and residues[j].letter != "X"
     return mapped, identical, aligned
 
 

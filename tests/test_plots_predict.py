@@ -32,6 +32,12 @@ def test_profile_shows_threshold_top_sites_and_windows():
 
 
 def test_score_profile_writes_png_atomically(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = profile_figure("x", [0.2, 0.8], threshold=0.5, backbone_label="b", sequence="AG", top=1,
+                         residue_labels=["", "A:117A"])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["G2 (A:117A)"]
+    plt.close(fig)
     out = score_profile("P/1", [0.2, 0.8, 0.4], tmp_path / "plots" / "P_1.png", threshold=None,
                         backbone_label="esmc_300m", top=1, residue_labels=["", "A:117A", ""])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -267,3 +267,43 @@ def test_chain_residues_skip_ligands_and_water(files):
     assert [r.name for r in chains["A"]].count("HOH") == 0 and len(chains["A"]) == 30 + len(FUSION)
     assert "".join(r.letter for r in chains["B"]) == SEQ
     assert np.all([r.icode in ("", "A") for r in chains["A"]])
+
+
+def test_fusion_replacing_a_loop_gets_no_scores():
+    """BRIL-style: positions 15-22 are replaced by a 30-residue insert. Untrimmed, the optimal alignment
+    pairs 8 insert residues with the missing loop (saving a gap opening): the negative control."""
+    from allo_lightning.structures import align
+
+    insert = "AQMHGPNWEDCHGPNWEDCHGPNWEDCHGP"  # "AQMH" vs the lost "VKSH": a positive-scoring chance edge
+    residues = [Residue("A", p, "", THREE[SEQ[p - 1]], SEQ[p - 1]) for p in range(1, 15)]
+    residues += [Residue("A", 1001 + k, "", THREE[aa], aa) for k, aa in enumerate(insert)]
+    residues += [Residue("A", p, "", THREE[SEQ[p - 1]], SEQ[p - 1]) for p in range(23, 41)]
+    mapped, identical, aligned = align(SEQ, residues)
+    assert {p: r.number for p, r in enumerate(mapped, 1) if r} == {p: p for p in [*range(1, 15), *range(23, 41)]}
+    assert identical == aligned == 32
+    raw, raw_identical, raw_aligned = align(SEQ, residues, trim=False)
+    assert any(r is not None and r.number > 1000 for r in raw) and raw_aligned > raw_identical
+
+
+def test_best_segment_is_maximum_subarray():
+    import itertools
+
+    from allo_lightning.structures import _best_segment
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v = rng.integers(-4, 5, size=int(rng.integers(0, 9))).tolist()
+        lo, hi = _best_segment(v)
+        brute = max([0] + [sum(v[a:b]) for a, b in itertools.combinations(range(len(v) + 1), 2)])
+        assert sum(v[lo:hi]) == brute
+
+
+def test_trim_ends_drops_chance_edges_only():
+    from allo_lightning.structures import _trim_ends
+
+    true = [True] * 10
+    assert _trim_ends(true + [False, False, False, True], 0, 14) == (0, 10)  # chance identical pair at the edge
+    assert _trim_ends([True, False, False] + true, 0, 13) == (3, 13)
+    assert _trim_ends([True, False] + true, 0, 12) == (0, 12)  # one mismatch in the edge window is fine
+    assert _trim_ends(true[:5] + [False] + true[:5], 0, 11) == (0, 11)  # an inner mutation stays
+    assert _trim_ends([False, True, False, True], 0, 4) == (3, 4)  # then dropped by MIN_SEGMENT_SCORE

@@ -32,8 +32,8 @@ def profile_figure(pid: str, scores: Sequence[float], *, threshold: float | None
         sites: known 1-based site positions (marked under the curve), if the input has them.
         windows: 1-based inclusive ``(start, end)`` regions of a windowed (long) protein, shaded.
         top: how many of the best-scoring residues are labelled.
-        residue_labels: optional label per position (e.g. the structure's ``A:117A``); overrides
-            the sequence position in the top-residue labels.
+        residue_labels: optional label per position (e.g. the structure's ``A:117A``), added in
+            brackets to the top-residue labels (``G28 (A:117A)``).
     """
     s = np.asarray(scores, dtype=float)
     x = np.arange(1, len(s) + 1)
@@ -51,8 +51,9 @@ def profile_figure(pid: str, scores: Sequence[float], *, threshold: float | None
     if len(s) and top > 0:
         best = np.argsort(-s, kind="stable")[:top]
         for j in best:
-            name = residue_labels[j] if residue_labels is not None and residue_labels[j] else str(j + 1)
-            text = f"{sequence[j]}{name}" if sequence else name
+            text = f"{sequence[j]}{j + 1}" if sequence else str(j + 1)
+            if residue_labels is not None and residue_labels[j]:
+                text += f" ({residue_labels[j]})"
             ax.annotate(text, (j + 1, s[j]), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
         ax.plot(best + 1, s[best], "o", color="tab:blue", ms=3)
     ax.set(xlabel="sequence position (1-based)", ylabel="score", xlim=(0.5, max(len(s), 1) + 0.5),
