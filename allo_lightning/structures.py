@@ -16,6 +16,7 @@ by category (the ``B_iso_or_equiv`` column only).
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .outputs import atomic_path
 PDB_SUFFIXES = (".pdb", ".ent")
 CIF_SUFFIXES = (".cif", ".mmcif")
 STRUCTURE_SUFFIXES = PDB_SUFFIXES + CIF_SUFFIXES
+STRUCTURE_SUFFIXES = STRUCTURE_SUFFIXES + tuple(s + ".gz" for s in STRUCTURE_SUFFIXES)  # gzipped: read as is
 GAP_PENALTY = (-10, -1)  # (open, extend), BLOSUM62 units
 MIN_SEGMENT_SCORE = 15  # an aligned stretch between gaps scoring less (BLOSUM62) is left unmapped
 
@@ -99,8 +101,27 @@ class ChainMapping:
                 f"identity {self.identity:.3f}, coverage {self.coverage:.3f}")
 
 
+def _suffix(path: str | Path) -> str:
+    """``.pdb``, ``.cif``... (the one before ``.gz`` for a gzipped file)."""
+    p = Path(path)
+    return Path(p.stem).suffix.lower() if p.suffix.lower() == ".gz" else p.suffix.lower()
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """A structure file's text (gunzipped if it ends in .gz). PDB files are read as latin-1 (every byte
+    kept, so an edited copy differs only where it was edited)."""
+    import gzip
+
+    p = Path(path)
+    if p.suffix.lower() == ".gz":
+        with gzip.open(p, "rt", encoding=encoding, errors="replace", newline="") as f:
+            return f.read()
+    with p.open(encoding=encoding, errors="replace", newline="") as f:
+        return f.read()
+
+
 def structure_format(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
+    suffix = _suffix(path)
     if suffix in PDB_SUFFIXES:
         return "pdb"
     if suffix in CIF_SUFFIXES:
@@ -131,10 +152,10 @@ def read_atoms(path: str | Path):
         if fmt == "pdb":
             from biotite.structure.io.pdb import PDBFile
 
-            return PDBFile.read(str(path)).get_structure(model=1)
+            return PDBFile.read(io.StringIO(read_text(path))).get_structure(model=1)
         from biotite.structure.io import pdbx
 
-        return pdbx.get_structure(pdbx.CIFFile.read(str(path)), model=1)
+        return pdbx.get_structure(pdbx.CIFFile.read(io.StringIO(read_text(path))), model=1)
     except InputError:
         raise
     except Exception as e:
@@ -328,7 +349,7 @@ def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None =
     if not spec.is_file():
         raise InputError(f"{spec}: not found. Give --structure a PDB/mmCIF file, a folder of them, or a table "
                          "with columns id, structure, chain.", path=spec, todo="Check the path.")
-    if spec.suffix.lower() in STRUCTURE_SUFFIXES:
+    if _suffix(spec) in STRUCTURE_SUFFIXES:
         return {pid: StructureRequest(spec, chain) for pid in ids}
     if spec.suffix.lower() not in (".csv", ".tsv", ".txt", ".tab"):
         structure_format(spec)  # raises: names the accepted suffixes
@@ -364,7 +385,7 @@ def write_scored_structure(mapping: ChainMapping, scores: Sequence[float], dst: 
     by_key = residue_scores(mapping, scores)
     dst = Path(dst)
     if mapping.fmt == "pdb":
-        lines = mapping.path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        lines = read_text(mapping.path, "latin-1").splitlines(keepends=True)
         out = []
         for line in lines:
             if line.startswith(("ATOM  ", "HETATM")):
@@ -376,12 +397,12 @@ def write_scored_structure(mapping: ChainMapping, scores: Sequence[float], dst: 
                     line = body[:60] + f"{by_key[key]:6.2f}" + body[66:] + end
             out.append(line)
         with atomic_path(dst) as tmp:
-            tmp.write_text("".join(out), encoding="utf-8")
+            tmp.write_bytes("".join(out).encode("latin-1"))
         return dst
     import numpy as np
     from biotite.structure.io import pdbx
 
-    cif = pdbx.CIFFile.read(str(mapping.path))
+    cif = pdbx.CIFFile.read(io.StringIO(read_text(mapping.path)))
     block = cif.block
     sites = block["atom_site"]
 
@@ -474,7 +495,8 @@ def pymol_script(info: ScriptInput) -> str:
                   f"as {obj}; its B-factors already hold the scores on the mapped residues)."),
                   f"delete {obj}", f"load {info.structure_file}, {obj}"]
     else:
-        lines += [f"# Usage: load your structure as object {obj} (load FILE, {obj}), then: @{info.name}.pml"]
+        lines += [(f"# Usage: load your structure as object {obj} (load FILE, {obj}), then from the output folder: "
+                  f"@pymol/{info.name}.pml")]
     lines += [f"alter {obj} and chain {r.chain or chr(34) * 2} and resi {_pymol_resi(r)}, b={s:.4f}"
               for r, s in mapped]
     scored, top = f"{obj}_scored", f"{obj}_top"

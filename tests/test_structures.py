@@ -81,6 +81,7 @@ def files(tmp_path_factory):
     f.write(str(d / "complex.pdb"))
     c = pdbx.CIFFile()
     pdbx.set_structure(c, atoms)
+    c.block["struct"] = pdbx.CIFCategory({"entry_id": "SYNTH", "title": "synthetic complex"})
     c.write(str(d / "complex.cif"))
     return d
 
@@ -164,6 +165,18 @@ def test_pdb_lines_other_than_b_factors_unchanged(files, tmp_path):
         else:
             assert x == y
     assert changed == 30 * 4  # 30 mapped residues x 4 atoms
+
+
+def test_cif_other_columns_and_categories_unchanged(files, tmp_path):
+    from biotite.structure.io import pdbx
+
+    m = map_chain("P1", SEQ, files / "complex.cif", "A")
+    out = write_scored_structure(m, scores_for(), tmp_path / "P1.cif")
+    a, b = pdbx.CIFFile.read(str(files / "complex.cif")).block, pdbx.CIFFile.read(str(out)).block
+    assert list(a) == list(b) and b["struct"]["title"].as_item() == "synthetic complex"
+    for name in a["atom_site"]:
+        same = np.array_equal(a["atom_site"][name].as_array(str), b["atom_site"][name].as_array(str))
+        assert same == (name != "B_iso_or_equiv"), name
 
 
 def test_best_chain_chosen_without_chain_and_refusal(files):
@@ -307,3 +320,18 @@ def test_trim_ends_drops_chance_edges_only():
     assert _trim_ends([True, False] + true, 0, 12) == (0, 12)  # one mismatch in the edge window is fine
     assert _trim_ends(true[:5] + [False] + true[:5], 0, 11) == (0, 11)  # an inner mutation stays
     assert _trim_ends([False, True, False, True], 0, 4) == (3, 4)  # then dropped by MIN_SEGMENT_SCORE
+
+
+@pytest.mark.parametrize("suffix", ["pdb", "cif"])
+def test_gzipped_input_reads_like_plain(files, tmp_path, suffix):
+    import gzip
+
+    gz = tmp_path / f"complex.{suffix}.gz"
+    gz.write_bytes(gzip.compress((files / f"complex.{suffix}").read_bytes()))
+    assert set(resolve_structures(gz, ["P1"], "A")) == {"P1"}
+    m = map_chain("P1", SEQ, gz, "A")
+    assert m.fmt == suffix and m.aligned == 30
+    plain = write_scored_structure(map_chain("P1", SEQ, files / f"complex.{suffix}", "A"), scores_for(),
+                                   tmp_path / f"plain.{suffix}")
+    zipped = write_scored_structure(m, scores_for(), tmp_path / f"zipped.{suffix}")
+    assert zipped.read_bytes() == plain.read_bytes()
