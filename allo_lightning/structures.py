@@ -296,6 +296,13 @@ class StructureRequest:
     chain: str | None  # None: the best-matching chain
 
 
+def check_structure_spec(spec: str | Path | None) -> None:
+    """Model-free check of ``--structure`` (run before anything is loaded): it must exist."""
+    if spec is not None and not Path(spec).exists():
+        raise InputError(f"--structure {spec}: not found. Give a PDB/mmCIF file, a folder of them, or a table with "
+                         "columns id, structure, chain.", path=spec, todo="Check the path.")
+
+
 def _read_mapping_table(path: Path) -> list[tuple[int, str, str, str]]:
     text = path.read_text(encoding="utf-8-sig")
     first = text.splitlines()[0] if text.strip() else ""

@@ -259,6 +259,11 @@ def test_resolve_file_folder_and_table(files, tmp_path):
     table.write_text(f"id,structure,chain\nP1,{files / 'complex.pdb'},A\nP/2,f/P_2.cif,\n")
     got = resolve_structures(table, ids, "B")
     assert got["P1"].chain == "A" and got["P/2"].chain == "B" and got["P/2"].path == folder / "P_2.cif"
+    from allo_lightning.structures import check_structure_spec
+
+    check_structure_spec(None)
+    with pytest.raises(InputError, match="--structure .*nope.cif: not found"):
+        check_structure_spec(tmp_path / "nope.cif")
     table.write_text("id,structure,chain\nQ9,x.pdb,A\n")
     with pytest.raises(InputError, match=r"map.csv, line 2, id 'Q9'"):
         resolve_structures(table, ids)
