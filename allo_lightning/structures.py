@@ -498,8 +498,8 @@ def pymol_script(info: ScriptInput) -> str:
     lines = [f"# allo_lightning scores for {info.pid}, on object {obj} only (other objects are left as they are)."]
     lines += [f"# {h}" for h in info.header]
     if info.structure_file:
-        lines += [(f"# Usage: in PyMOL, cd to the output folder, then: @pymol/{info.name}.pml (loads {info.structure_file} "
-                  f"as {obj}; its B-factors already hold the scores on the mapped residues)."),
+        lines += [(f"# Usage: in PyMOL, cd to the output folder, then: @pymol/{info.name}.pml (loads "
+                   f"{info.structure_file} as {obj}; its B-factors already hold the scores on the mapped residues)."),
                   f"delete {obj}", f"load {info.structure_file}, {obj}"]
     else:
         lines += [(f"# Usage: load your structure as object {obj} (load FILE, {obj}), then from the output folder: "
