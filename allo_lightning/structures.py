@@ -504,6 +504,7 @@ def pymol_script(info: ScriptInput) -> str:
     else:
         lines += [(f"# Usage: load your structure as object {obj} (load FILE, {obj}), then from the output folder: "
                   f"@pymol/{info.name}.pml")]
+    lines = [ln.replace(";", ",") for ln in lines]  # PyMOL splits commands at ';', even in comments
     lines += [f"alter {obj} and chain {r.chain or chr(34) * 2} and resi {_pymol_resi(r)}, b={s:.4f}"
               for r, s in mapped]
     scored, top = f"{obj}_scored", f"{obj}_top"
@@ -524,6 +525,7 @@ def chimerax_script(info: ScriptInput, model: str = "#1") -> str:
     opened = f"open {info.structure_file}" if info.structure_file else "open YOUR_FILE"
     lines += [(f"# Usage: from the output folder, '{opened}' as model {model} (if it gets another number, replace "
               f"{model} below by it), then: open chimerax/{info.name}.cxc")]
+    lines = [ln.replace(";", ",") for ln in lines]  # ';' separates commands
     lines += [f"setattr {_cx_spec(model, [r])} residues allo_score {s:.4f} create true" for r, s in mapped]
     top = info.top_residues()
     lines += [f"cartoon {model}", f"color {model} lightgray",

@@ -208,9 +208,10 @@ def test_mutations_lower_identity(files):
 @pytest.mark.parametrize("suffix", ["pdb", "cif"])
 def test_scripts_are_chain_qualified_in_structure_numbering(files, suffix):
     m = map_chain("P1", SEQ, files / f"complex.{suffix}", "A")
-    info = ScriptInput("P1", "P1", scores_for(), m.residues, top=3, header=["x"],
+    info = ScriptInput("P1", "P1", scores_for(), m.residues, top=3, header=["x; y"],
                        structure_file=f"structures/P1.{suffix}")
     pml = pymol_script(info)
+    assert ";" not in pml  # PyMOL would split a comment there and run the rest as a command
     alters = [ln for ln in pml.splitlines() if ln.startswith("alter")]
     assert len(alters) == 30
     assert all(ln.startswith("alter allo_P1 and chain A and resi ") for ln in alters)
@@ -223,7 +224,7 @@ def test_scripts_are_chain_qualified_in_structure_numbering(files, suffix):
     assert "select allo_P1_top, allo_P1 and ((chain A and resi 134+133+132))" in pml
     assert "spectrum b, blue_white_red, allo_P1_scored" in pml
     cxc = chimerax_script(info)
-    assert "setattr #1/A:117A residues allo_score 0.1800 create true" in cxc
+    assert "setattr #1/A:117A residues allo_score 0.1800 create true" in cxc and ";" not in cxc
     assert "setattr #1/A:103 residues allo_score 0.0300 create true" in cxc
     assert "show #1/A:134,133,132 atoms" in cxc
     assert not any(ln.startswith(("close", "delete")) for ln in cxc.splitlines())
