@@ -14,7 +14,7 @@ from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
 from ..errors import InputError
 from .cache import StatsCache
-from .extractor import AttentionExtractor, CacheWriter
+from .extractor import AttentionExtractor, CacheWriter, window_plan
 from .stats import ProteinStats
 
 # Trainer arguments that make no sense for extraction and are dropped from the user's trainer section.
@@ -39,9 +39,18 @@ class Extraction:
     embeddings: bool = False
     heads: list[tuple[int, int]] | None = None  # early exit: statistics of these heads only (None: all)
     windowed: list[str] = field(default_factory=list)  # ids of proteins longer than the context (windows)
+    max_length: int = 0  # the backbone's context (residues)
+    window_overlap: int = 256
 
     def stats(self, protein: Protein) -> ProteinStats:
         return self.cache.load(protein.sequence, self.map_heads, self.embeddings, self.heads)
+
+    def window_regions(self, protein: Protein) -> list[tuple[int, int]] | None:
+        """1-based inclusive (start, end) of the windows of a protein longer than the context, else None."""
+        if protein.id not in self.windowed:
+            return None
+        starts, _ = window_plan(protein.length, self.max_length, self.window_overlap)
+        return [(s + 1, min(s + self.max_length, protein.length)) for s in starts]
 
     def __iter__(self) -> Iterator[tuple[Protein, ProteinStats]]:
         for p in self.proteins:
@@ -111,7 +120,8 @@ def extract(
     batches = [b for b in batches if any(i in missing for i in b)]
     result = Extraction(list(proteins), cache, backbone.identity, backbone.n_layers, backbone.n_heads, theta,
                         map_heads=map_heads, embeddings=embeddings, heads=heads,
-                        windowed=[p.id for p in proteins if p.length > backbone.max_length])
+                        windowed=[p.id for p in proteins if p.length > backbone.max_length],
+                        max_length=backbone.max_length, window_overlap=window_overlap)
     if batches:
         module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype, heads, window_overlap)
         writer = CacheWriter(cache)
