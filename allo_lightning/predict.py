@@ -102,6 +102,7 @@ def main(cfg) -> dict:
         ckpt.check_backbone(backbone)
         if backbone.meaningless:
             print(TINY_MEANINGLESS)
+        cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
         proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
         proteins = long_policy(cfg, proteins)
         structure, chain = cfg.get("structure"), cfg.get("chain")
@@ -110,7 +111,6 @@ def main(cfg) -> dict:
             if structure:
                 print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
                                      f"no structure in {structure}; scripts use sequence numbering"))
-        cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
         # early exit: only the probe's heads, the backbone run up to the deepest of them
         needed = list(ckpt.spec.heads)
         extraction = run_extraction(cfg, backbone, proteins, heads=needed)
