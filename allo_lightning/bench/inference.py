@@ -222,7 +222,10 @@ def run_memory(shape: str, length: int, device: torch.device) -> None:
         for how in ("new", "old"):
             cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "memory", shape, str(length), str(path),
                    how]
-            env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+            # glibc gives freed memory back at once (as in the extraction grid's memory children), so the
+            # resident set follows the memory in use, not what the allocator keeps cached
+            env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536",
+                   "MALLOC_TRIM_THRESHOLD_": "65536"}
             r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if r.returncode != 0:
                 print(r.stderr[-1500:], file=sys.stderr)
