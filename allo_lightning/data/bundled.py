@@ -31,17 +31,17 @@ def _positive(value, flag: str) -> int | None:
     return value
 
 
-def load_proteins(cfg, max_length: int | None = None) -> list[Protein]:
+def load_proteins(cfg, max_length: int | None = None, require_sites: bool = False) -> list[Protein]:
     """Proteins for a DataConfig: ``cfg.path`` whole, or the bundled set with its subset options.
 
     ``max_length`` is the backbone's limit: a user's file with a longer protein is an error (named, with
     the limit and what to do, before any work starts); the bundled set's longer proteins are skipped
-    with a message."""
+    with a message. ``require_sites`` (training): every protein must have its sites (see read_proteins)."""
     if cfg.path:
-        return read_proteins(cfg.path, max_length=max_length)
+        return read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
     limit = _positive(cfg.limit, "--data.limit")
     cfg_max = _positive(cfg.max_length, "--data.max_length")
-    proteins = read_table(bundled_path(cfg.bundled))
+    proteins = read_table(bundled_path(cfg.bundled), require_sites=require_sites)
     if cfg.family:
         proteins = [p for p in proteins if (p.family or "").lower() == cfg.family.lower()]
         if not proteins:
