@@ -50,13 +50,15 @@ def default_checkpoint(cfg) -> Path:
 
 
 def test_scores_csv(run) -> str:
-    lines = ["id,position,residue,label,score"]
+    from .tables import csv_text
+
+    rows = []
     ts = run.test_set
     for i, p in enumerate(ts.proteins):
         mask = ts.index == i
         for pos, (y, s) in enumerate(zip(ts.y[mask].tolist(), run.test_scores[mask].tolist()), start=1):
-            lines.append(f"{p.id},{pos},{p.sequence[pos - 1]},{y},{s:.6g}")
-    return "\n".join(lines) + "\n"
+            rows.append((p.id, pos, p.sequence[pos - 1], int(y), float(s)))
+    return csv_text(("id", "position", "residue", "label", "score"), rows)
 
 
 def main(args: list[str] | None = None) -> dict:
@@ -73,7 +75,7 @@ def main(args: list[str] | None = None) -> dict:
         if ckpt_path.exists() and not overwrite:
             raise OutputExistsError(f"{ckpt_path} already exists. Pass --overwrite to replace it, or choose another "
                                     "file with --checkpoint FILE.")
-        backbone, proteins = load_inputs(cfg)
+        backbone, proteins = load_inputs(cfg, require_sites=True)
         split = train_val_test(proteins, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)
         extraction = run_extraction(cfg, backbone, proteins)
         stats = {p.id: s for p, s in extraction}

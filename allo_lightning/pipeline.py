@@ -25,12 +25,17 @@ def user_errors() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def load_inputs(cfg: Config) -> tuple[Backbone, list[Protein]]:
+def load_inputs(cfg: Config, require_sites: bool = False) -> tuple[Backbone, list[Protein]]:
+    """Backbone and proteins; ``require_sites`` for commands that train or score heads (a protein
+    without sites is refused, naming its row). Notes of the reader (shared sequences put in one
+    cluster) are printed."""
     L.seed_everything(cfg.seed, verbose=False)
     backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
-    proteins = load_proteins(cfg.data, max_length=backbone.max_length)
+    proteins = load_proteins(cfg.data, max_length=backbone.max_length, require_sites=require_sites)
+    for note in getattr(proteins, "notes", ()):
+        print(f"note: {note}")
     return backbone, proteins
 
 

@@ -9,7 +9,6 @@ by score, and prints each protein's top residues.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import torch
 from .backbone import TINY_MEANINGLESS, load_backbone
 from .cli import parse, quiet_lightning
 from .fit import command_errors
-from .outputs import prepare_out_dir, write_json, write_text
+from .outputs import prepare_out_dir, record_outputs, write_json, write_text
 from .pipeline import run_extraction
+from .tables import file_names, write_csv
 
 
 def _flags(parser) -> None:
@@ -30,10 +30,6 @@ def _flags(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     # from the checkpoint unless given: a different value is refused, never silently used
     parser.set_defaults({"model.backbone": None, "model.theta": None, "model.seed": None})
-
-
-def safe_name(pid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", pid)[:100] or "protein"
 
 
 def pymol_script(pid: str, positions: list[int], scores: list[float]) -> str:
@@ -84,8 +80,12 @@ def main(args: list[str] | None = None) -> dict:
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
-    rows = ["id,position,residue,score,rank,predicted"]
+    rows = []
     summary = []
+    names = file_names(p.id for p in proteins)
+    files = {p.id: {"pymol": str(out / "pymol" / f"{names[p.id]}.pml"),
+                    "chimerax": str(out / "chimerax" / f"{names[p.id]}.defattr")} for p in proteins}
+    record_outputs(out, "predictions.csv", [f for d in files.values() for f in d.values()])
     for i, p in enumerate(proteins):
         s = scores[data.index == i]
         order = torch.argsort(s, descending=True, stable=True)
@@ -94,19 +94,20 @@ def main(args: list[str] | None = None) -> dict:
         values = s.tolist()
         positions = list(range(1, p.length + 1))
         for pos, v, r in zip(positions, values, rank.tolist()):
-            rows.append(f"{p.id},{pos},{p.sequence[pos - 1]},{v:.6f},{r},{int(v >= ckpt.threshold)}")
-        write_text(out / "pymol" / f"{safe_name(p.id)}.pml", pymol_script(p.id, positions, values))
-        write_text(out / "chimerax" / f"{safe_name(p.id)}.defattr", chimerax_defattr(p.id, positions, values))
+            rows.append((p.id, pos, p.sequence[pos - 1], v, r, int(v >= ckpt.threshold)))
+        write_text(files[p.id]["pymol"], pymol_script(p.id, positions, values))
+        write_text(files[p.id]["chimerax"], chimerax_defattr(p.id, positions, values))
         top = [(int(j) + 1, p.sequence[int(j)], values[int(j)]) for j in order[: cfg.get("top")]]
         n_pred = sum(v >= ckpt.threshold for v in values)
         summary.append({"id": p.id, "length": p.length, "predicted": n_pred,
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
-    write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    write_csv(out / "predictions.csv", ("id", "position", "residue", "score", "rank", "predicted"), rows,
+              float_format="{:.6f}")
     info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
-            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary, "meaningless": backbone.meaningless,
+            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary, "files": files, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)
     print(f"predictions: {out / 'predictions.csv'} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'})")

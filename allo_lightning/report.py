@@ -115,10 +115,9 @@ def _fmt(v) -> str:
 
 
 def to_csv(rows: list[dict], columns) -> str:
-    lines = [",".join(columns)]
-    for r in rows:
-        lines.append(",".join(_fmt(r.get(c, "")).replace(",", ";") for c in columns))
-    return "\n".join(lines) + "\n"
+    from .tables import csv_text
+
+    return csv_text(columns, ([_fmt(r.get(c, "")) for c in columns] for r in rows))
 
 
 def to_markdown(rows: list[dict], columns) -> str:
@@ -177,7 +176,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
         if cfg.report.random_seeds < 5:
             print(f"note: report.random_seeds={cfg.report.random_seeds}; at least 5 are recommended")
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
-        backbone, proteins = load_inputs(cfg)
+        backbone, proteins = load_inputs(cfg, require_sites=True)
         splits = make_splits(proteins, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction,
                              cfg.seed)
         extraction = run_extraction(cfg, backbone, proteins, embeddings=cfg.report.embeddings)
