@@ -87,6 +87,7 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     pid = pred[0]["id"]
     assert "alter resi 1, b=" in (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
     assert "attribute: allo_score" in (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").read_text()
+    _predict_awkward_ids_distinct_files_and_overwrite_removes_stale_ones(tmp_path)
 
 
 def test_predict_refuses_other_backbone(fitted, capsys):
@@ -104,3 +105,41 @@ def test_predict_refuses_other_backbone(fitted, capsys):
         predict.main(base + ["--out", str(tmp_path / "p2"), "--model.seed", "1"])  # other weights
     assert "other weights" in capsys.readouterr().err
     assert not (tmp_path / "p2" / "predictions.csv").exists()
+
+
+def _predict_awkward_ids_distinct_files_and_overwrite_removes_stale_ones(tmp_path):
+    """(issue 9; part of the round-trip test, to share its fit) ids with commas, formulas and ids that collide
+    after sanitising: exact ids back from predictions.csv, one script each, the mapping in predictions.json;
+    --overwrite with other proteins leaves no stale script and keeps unrelated files."""
+    import json
+    from pathlib import Path
+
+    from allo_lightning.tables import read_csv
+
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    ids = ["a/b", "a:b", "a_b", "=HYPERLINK(x),1"]  # FASTA ids are one word: no spaces
+    ps = random_proteins(len(ids), lo=20, hi=30, seed=9)
+    fasta = tmp_path / "awkward.fasta"
+    fasta.write_text("".join(f">{i}\n{p.sequence}\n" for i, p in zip(ids, ps)))
+    out = tmp_path / "pred_awkward"
+    base = ["--checkpoint", str(ckpt), "--out", str(out), "--model.cache_dir", str(tmp_path / "cache"),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    info = predict.main(base + ["--fasta", str(fasta)])
+    rows = read_csv(out / "predictions.csv")
+    assert list(dict.fromkeys(r["id"] for r in rows)) == ids  # exact ids back, in order
+    assert sum(len(p.sequence) for p in ps) == len(rows)
+    raw = (out / "predictions.csv").read_text()
+    assert "\n=HYPERLINK" not in raw and "'=HYPERLINK" in raw  # neutralised for spreadsheets
+    files = info["files"]
+    assert list(files) == ids and len({f["pymol"] for f in files.values()}) == len(ids)
+    assert sorted(p.name for p in (out / "pymol").iterdir()) == sorted(Path(f["pymol"]).name for f in files.values())
+    assert json.loads((out / "predictions.json").read_text())["files"] == files
+    for pid, f in files.items():
+        assert f"scores for {pid}" in Path(f["pymol"]).read_text()
+
+    (out / "pymol" / "mine.pml").write_text("a user's file")  # unrelated: must survive
+    one = tmp_path / "one.fasta"
+    one.write_text(f">Q1\n{ps[0].sequence}\n")
+    predict.main(base + ["--fasta", str(one), "--overwrite"])
+    assert sorted(p.name for p in (out / "pymol").iterdir()) == ["Q1.pml", "mine.pml"]  # no stale script
+    assert sorted(p.name for p in (out / "chimerax").iterdir()) == ["Q1.defattr"]

@@ -291,6 +291,6 @@ def test_theta_that_prints_like_another_is_another_entry(tmp_path):
     from safetensors.torch import save_file
 
     with safe_open(str(exact.stats_path(seq)), framework="pt") as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     save_file(tensors, str(close.stats_path(seq)), metadata={**meta, "theta": repr(0.2999996)})
     assert not close.complete(seq)

@@ -15,7 +15,14 @@ import torch
 
 from allo_lightning.data.protein import Protein
 from allo_lightning.outputs import prepare_out_dir, record_outputs
-from allo_lightning.tables import csv_text, escape_cell, file_names, read_csv, unescape_cell, write_csv
+from allo_lightning.tables import (
+    csv_text,
+    escape_cell,
+    file_names,
+    read_csv,
+    unescape_cell,
+    write_csv,
+)
 
 AWKWARD_IDS = ["=HYPERLINK(\"http://x\",\"y\")", "+1-2", "-cmd|' /C calc'!A0", "@SUM(A1)", "\tTAB", "'quoted",
                "''two", "a,b", 'say "hi"', "semi;colon", "multi\nline", "-0.5", "P29274", "ß-arrestin",
