@@ -1,7 +1,8 @@
 """On-disk cache of per-protein attention statistics.
 
 Layout: ``<root>/<backbone identity>/<sha[:2]>/<sha>.<part>.safetensors`` where ``sha`` is the
-SHA-256 of the sequence and ``part`` is ``stats-t<theta>`` (the exact theta, ``repr`` of the float), ``maps-<heads hash>`` or ``emb``.
+SHA-256 of the sequence and ``part`` is ``stats-t<theta>`` (the exact theta, ``repr`` of the float),
+``maps-<heads hash>`` or ``emb``.
 Files are written to a temporary name, flushed to disk and renamed (atomic): a run killed mid-write
 leaves at most a ``.<name>.<random>.tmp`` file, which is never read. Entries are read with
 safetensors (no code is executed) and checked: format version, a SHA-256 over the tensor bytes bound
@@ -39,7 +40,8 @@ def heads_key(heads: list[tuple[int, int]]) -> str:
     return hashlib.sha256(repr(sorted(heads)).encode()).hexdigest()[:12]
 
 
-FORMAT = "2"  # 2: checksum bound to sequence hash and exact theta; bump when the layout of an entry changes: older entries are then recomputed
+# bump when the layout of an entry changes: older entries are then recomputed
+FORMAT = "2"  # 2: checksum bound to the sequence hash and the exact theta
 _REQUIRED = {"stats": ("received", "count", "mass", "total"), "maps": ("maps", "map_heads"), "emb": ("embedding",)}
 
 
@@ -115,7 +117,9 @@ class StatsCache:
             return None
         if meta.get("format") != FORMAT or meta.get("length") != str(length):
             return None
-        if sorted(tensors) != sorted(_REQUIRED[kind]) or (kind == "stats" and meta.get("theta") != theta_key(self.theta)):
+        if sorted(tensors) != sorted(_REQUIRED[kind]):
+            return None
+        if kind == "stats" and meta.get("theta") != theta_key(self.theta):
             return None
         if meta.get("sha256") != tensors_digest(tensors, self._context(kind, sequence_sha, length)):
             return None

@@ -394,7 +394,8 @@ def _parse_table(text: str, path: Path, max_length: int | None, require_sites: b
     rows = _Rows(lines, first, delim, path)
     got = rows.next()
     if got is None:
-        raise header_where.error("cannot read the header.", "The first line must name the columns: id, sequence, sites.")
+        raise header_where.error("cannot read the header.",
+                                 "The first line must name the columns: id, sequence, sites.")
     header = [h.strip().lower() for h in got[1]]
     need = "The header must name id, sequence and sites (1-based positions) or labels (a 0/1 string)."
     missing = [c for c in ("id", "sequence") if c not in header]

@@ -61,8 +61,8 @@ class ProbeCheckpoint:
             shown = ", ".join(f"L{ly}H{h}" for ly, h in bad[:5])
             raise CheckpointError(
                 f"{self.path}: the checkpoint's heads {shown} (layer, head 0-based) do not exist in "
-                f"{backbone.name} ({backbone.n_layers} layers x {backbone.n_heads} heads). The file does not belong to this "
-                f"backbone. {_REMAKE}")
+                f"{backbone.name} ({backbone.n_layers} layers x {backbone.n_heads} heads). The file does not "
+                f"belong to this backbone. {_REMAKE}")
         if backbone.identity != self.backbone_identity:
             raise CheckpointError(
                 f"{self.path}: this probe was trained on {self.backbone_identity}, but the loaded "
