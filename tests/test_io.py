@@ -229,6 +229,9 @@ def test_shared_sequences_without_cluster_share_a_cluster_with_a_note(tmp_path):
     assert by_id["fragment"].cluster == shared  # contained in A (25 residues >= MIN_CONTAINED)
     assert by_id["short"].cluster is None and by_id["other"].cluster is None  # too short / unrelated
     assert len(ps.notes) == 2 and "A, A_copy, fragment" in ps.notes[0] and shared in ps.notes[0]
+    rows = text.splitlines()
+    again = read_table(write(tmp_path, "r.tsv", "\n".join([rows[0], *reversed(rows[1:])]) + "\n"))  # other order
+    assert {p.id: p.cluster for p in again} == {p.id: p.cluster for p in ps}
     # (a split by cluster keeps a cluster on one side: tests/test_probe.py)
     # an explicit cluster column is kept; a member without one joins its group's cluster
     ps = read_table(write(tmp_path, "c.tsv", f"id\tsequence\tsites\tcluster\nA\t{a}\t2\tgpcr1\nB\t{a}\t2\t\n"))
