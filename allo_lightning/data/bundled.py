@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
-from .io import read_proteins, read_table
+from .io import ProteinList, read_proteins, read_table
 from .protein import Protein
 
 BUNDLED = {"asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
@@ -67,4 +67,10 @@ def load_proteins(cfg, max_length: int | None = None, require_sites: bool = Fals
             "backbone's context). Raise --data.max_length or choose another backbone.",
             todo="Raise --data.max_length or choose another backbone.",
         )
-    return proteins
+    groups: dict[str, list[str]] = {}  # the reader's notes, for the proteins kept
+    for p in proteins:
+        if p.cluster and p.cluster.startswith("seq:"):
+            groups.setdefault(p.cluster, []).append(p.id)
+    return ProteinList(proteins, [f"bundled {cfg.bundled!r} set: proteins {', '.join(ids[:6])} share a sequence; "
+                                  f"they are in cluster {c!r} so that no split puts them on two sides."
+                                  for c, ids in groups.items() if len(ids) > 1])
