@@ -8,9 +8,9 @@ numbers such as ``-0.5`` or ``-1e-05`` are left alone, and so is every non-text 
 itself starts with an apostrophe gets one more, so :func:`unescape_cell` (used by :func:`read_csv`) gives
 back exactly the text that was written: ids with commas, quotes or such leading characters round-trip.
 
-File names: ids are reduced to ``[A-Za-z0-9_.-]`` (at most 80 characters, no leading dot); an id that
-had to be changed, or whose name would collide with another's (also case-insensitively, as on macOS and
-Windows), gets a short hash of the id appended, so ``a/b``, ``a_b`` and ``a:b`` get three files. The
+File names: ids are reduced to ``[A-Za-z0-9_.-]`` (at most 80 characters, no leading dot); an id whose
+name would collide with another's (also case-insensitively, as on macOS and Windows) gets a short hash
+of the id appended, so ``a/b``, ``a_b`` and ``a:b`` get three files (``a_b`` keeps its own name). The
 id -> name mapping is returned so that commands can record it in their run JSON.
 """
 
@@ -114,25 +114,33 @@ def _hash(text: str, n: int) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
 
 
+def _base(pid: str, max_length: int) -> str:
+    safe = _UNSAFE.sub("_", pid).lstrip(".")[:max_length] or "protein"
+    return f"{safe}-{_hash(pid, 8)}" if safe.split(".")[0].upper() in _RESERVED else safe
+
+
 def file_names(ids: Iterable[str], max_length: int = 80) -> dict[str, str]:
-    """Distinct, portable file names (without suffix) for ``ids``: ``{id: name}`` in the order given."""
+    """Distinct, portable file names (without suffix) for ``ids``: ``{id: name}`` in the order given.
+
+    An id keeps its reduced form (``rec/1`` -> ``rec_1``) unless that collides with another id's
+    (case-insensitively): then every colliding id except one that is already spelled that way gets a
+    hash of itself appended (``a/b`` -> ``a_b-1c0f3e2a`` beside ``a_b``). The result depends only on
+    the set of ids, not on their order."""
     ids = list(dict.fromkeys(ids))
-    names: dict[str, str] = {}
-    for pid in ids:
-        safe = _UNSAFE.sub("_", pid).lstrip(".")[:max_length] or "protein"
-        if safe != pid or safe.split(".")[0].upper() in _RESERVED:
-            safe = f"{safe}-{_hash(pid, 8)}"
-        names[pid] = safe
+    names = {pid: _base(pid, max_length) for pid in ids}
     n = 8
-    while True:  # collisions (case-insensitive): every member gets a longer hash of its own id
-        seen: dict[str, list[str]] = {}
+    while True:
+        groups: dict[str, list[str]] = {}
         for pid, name in names.items():
-            seen.setdefault(name.casefold(), []).append(pid)
-        clashes = [pids for pids in seen.values() if len(pids) > 1]
+            groups.setdefault(name.casefold(), []).append(pid)
+        clashes = [pids for pids in groups.values() if len(pids) > 1]
         if not clashes:
             return names
-        n += 8
         for pids in clashes:
+            exact = [pid for pid in pids if names[pid] == pid]
             for pid in pids:
-                base = _UNSAFE.sub("_", pid).lstrip(".")[:max_length] or "protein"
-                names[pid] = f"{base}-{_hash(pid, min(n, 64))}" + ("" if n <= 64 else f"-{ids.index(pid)}")
+                if len(exact) == 1 and pid == exact[0]:
+                    continue  # the id spelled exactly like the name keeps it
+                base = _base(pid, max_length)
+                names[pid] = f"{base}-{_hash(pid, n)}" if n <= 64 else f"{base}-{_hash(pid, 64)}-{ids.index(pid)}"
+        n += 8

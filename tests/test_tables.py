@@ -70,6 +70,7 @@ def test_colliding_ids_get_distinct_safe_file_names():
     assert names["a/b"] != names["a:b"] and names["a/b"].startswith("a_b-")
     assert names["A_B"] != names["a_b"] and names["A_B"].casefold() != names["a_b"].casefold()
     assert file_names(reversed(AWKWARD_IDS)) == names  # the same whatever the order
+    assert file_names(["rec/1", "P1"]) == {"rec/1": "rec_1", "P1": "P1"}  # no collision: readable names
     # an id spelled like another's hashed name still gets its own file
     tricky = [names["a/b"], "a/b"]
     assert len(set(file_names(tricky).values())) == 2
