@@ -8,6 +8,7 @@ outputs go), ``heads`` (head analysis), ``probe`` (probe training) and ``report`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -106,7 +107,9 @@ class ProbeConfig:
         split: how proteins are split: cluster (no cluster in two splits; proteins without a cluster
             are their own cluster) or protein.
         val_fraction: fraction of proteins (clusters) for validation (early stopping, threshold).
-        test_fraction: fraction of proteins (clusters) held out for the test metrics.
+        test_fraction: fraction of proteins (clusters) held out for the test metrics. 0: no test set
+            (fit trains the probe you ship on every protein but the validation part; estimate its
+            performance with report, or with evaluate on held-out labelled proteins).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         batch_size: residues per training batch.
@@ -116,6 +119,9 @@ class ProbeConfig:
             training residues (class imbalance, about 3 % positives).
         top_k: precision among each protein's k best-scored residues (metric precision_at_k).
         checkpoint_dir: folder of the checkpoint saved by fit.
+        calibration: how the ranking ``score`` becomes a ``probability`` (fitted on the validation
+            scores, stored in the checkpoint): platt (logistic on logit(score)), isotonic, or none
+            (no probability column).
     """
 
     kind: str = "logreg"
@@ -135,6 +141,7 @@ class ProbeConfig:
     pos_weight: float | None = None
     top_k: int = 10
     checkpoint_dir: str = "checkpoints"
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
 
 
 @dataclass

@@ -3,12 +3,14 @@ not overwritten without ``--overwrite``."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from .errors import OutputExistsError
 
@@ -51,8 +53,29 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf floats -> None (JSON has no NaN: an undefined metric is written as null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Strict JSON (NaN and inf become null)."""
+    return write_text(path, json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A table written by the csv module (quoting handled), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return Path(path)
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:

@@ -13,8 +13,9 @@ from sklearn.metrics import average_precision_score, f1_score, matthews_corrcoef
 from allo_lightning.config import HeadsConfig, ProbeConfig
 from allo_lightning.data import Protein
 from allo_lightning.probe import (FeatureSpec, ProbeModule, best_f1_threshold, build_net, check, compute_metrics,
-                                  fit_split, head_spec, items_of, kfold, leave_one_out, train_probe, train_val_test,
+                                  head_spec, items_of, kfold, leave_one_out, train_probe, train_val_test,
                                   window_features)
+from allo_lightning.workflow import fit_split
 
 from .conftest import CPU, random_proteins
 
