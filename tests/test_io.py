@@ -7,7 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from allo_lightning.backbone.base import tokenize
-from allo_lightning.data import ALPHABET, InputError, bundled_path, load_proteins, read_fasta, read_proteins, read_table
+from allo_lightning.data import (
+    ALPHABET,
+    InputError,
+    bundled_path,
+    load_proteins,
+    read_fasta,
+    read_proteins,
+    read_table,
+)
 from allo_lightning.data.io import EXTRA, clean_sequence
 
 A2A = "MPIMGSSVYITVELAIAVLAILGNVLVCWAVWLNSNLQNVTNYFVVSLAAADIAVGVLAIPFAIT"  # 65 residues

@@ -22,8 +22,8 @@ sets on the same residues, so the difference's interval accounts for the pairing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -70,7 +70,8 @@ def _as_flat(labels, scores, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if np.isnan(s).any():
         raise ValueError("scores contain NaN")
     _, g = np.unique(g, return_inverse=True)
-    return y, s, g.astype(np.int64), int(g.max()) + 1 if len(g) else 0
+    n_groups = int(g.max() + 1) if len(g) else 0
+    return y, s, g.astype(np.int64), n_groups
 
 
 class _Sorted:
@@ -143,7 +144,7 @@ def _interval(estimate: float, values: np.ndarray, level: float, n_proteins: int
         return Interval(estimate, float("nan"), float("nan"), level, n_proteins, n_boot, 0)
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(ok, [tail, 100 - tail])
-    return Interval(float(estimate), float(lo), float(hi), level, n_proteins, n_boot, int(len(ok)))
+    return Interval(float(estimate), float(lo), float(hi), level, n_proteins, n_boot, len(ok))
 
 
 def bootstrap_ci(labels, scores, groups=None, metrics: Sequence[str] = METRICS, n_boot: int = 1000, seed: int = 0,
@@ -176,7 +177,7 @@ def paired_bootstrap(labels, scores_a, scores_b, groups=None, metric: str = "aup
     every bootstrap sample draws one set of proteins and evaluates both score sets on it."""
     (which,) = _check(metric)
     y, sa, g, p = _as_flat(labels, scores_a, groups)
-    y_b, sb, g_b, _ = _as_flat(labels, scores_b, groups)
+    _, sb, g_b, _ = _as_flat(labels, scores_b, groups)
     if len(sa) != len(sb) or not np.array_equal(g, g_b):
         raise ValueError("the two score sets must cover the same residues of the same proteins")
     if p == 0:
