@@ -45,14 +45,20 @@ class DataConfig:
     Args:
         path: a TSV/CSV table (id, sequence, sites or labels; optional cluster, family, gene) or FASTA.
             A file given here is used whole: the subset options below apply to the bundled data only.
-        bundled: bundled set used when no path is given: asd (377 ASD proteins) or seed (A2A/ADRB2 cases).
+        bundled: bundled set used when no path is given: gpcr (the 14 curated GPCRs, configs/gpcr.yaml),
+            asd (371 ASD proteins of many families, 13 of them GPCRs) or seed (the A2A/ADRB2 cases of the
+            original scripts: their residue lists are orthosteric pockets, read as orthosteric_sites, so
+            only the A2A sodium-site row P29274_Na carries allosteric sites).
+        modulators: bundled data only: ligand (default: leave out the ASD rows labelled from an ion or a
+            crystallisation additive, modulator_class ion/additive) or all.
         family: bundled data only: keep this family (e.g. GPCR).
         limit: bundled data only: keep the first N proteins (after the family filter).
         max_length: bundled data only: drop proteins longer than this (they are reported, not silent).
     """
 
     path: str | None = None
-    bundled: str = "asd"
+    bundled: Literal["gpcr", "asd", "seed"] = "asd"
+    modulators: Literal["ligand", "all"] = "ligand"
     family: str | None = None
     limit: int | None = None
     max_length: int | None = None
