@@ -2,9 +2,12 @@
 
 The backbone, its weights check and theta come from the checkpoint (a different ``--model.backbone``
 or other weights are refused). Writes ``DIR/predictions.csv`` (id, position (1-based), residue,
-score, rank (1 = most likely allosteric within its protein), predicted (score >= the checkpoint's
-decision threshold)), ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.defattr`` to colour a structure
-by score, and prints each protein's top residues.
+score, probability, rank (1 = most likely allosteric within its protein), predicted (score >= the
+checkpoint's decision threshold)), ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.defattr`` to colour a
+structure by score, and prints each protein's top residues.
+
+``score`` is a ranking score (class-weighted training), not a probability; ``probability`` is the
+score calibrated on the probe's validation proteins (absent when the checkpoint has no calibration).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from .backbone import TINY_MEANINGLESS, load_backbone
 from .cli import parse, quiet_lightning
 from .fit import command_errors
-from .outputs import prepare_out_dir, write_json, write_text
+from .outputs import prepare_out_dir, write_csv, write_json, write_text
 from .pipeline import run_extraction
 
 
@@ -38,6 +41,7 @@ def safe_name(pid: str) -> str:
 
 def pymol_script(pid: str, positions: list[int], scores: list[float]) -> str:
     lines = [f"# allo_lightning scores for {pid}: residue numbers are 1-based positions in the FASTA sequence.",
+             "# b = the probe's ranking score (higher = more likely allosteric; not a probability).",
              "# Load a structure numbered like the sequence (e.g. UniProt numbering) first, then: run this.pml",
              "# Restrict to one chain by adding 'and chain A' to the selections if needed.",
              "alter all, b=0.0"]
@@ -48,6 +52,7 @@ def pymol_script(pid: str, positions: list[int], scores: list[float]) -> str:
 
 def chimerax_defattr(pid: str, positions: list[int], scores: list[float]) -> str:
     lines = [f"# allo_lightning scores for {pid}; residue numbers are 1-based sequence positions.",
+             "# allo_score = the probe's ranking score (higher = more likely allosteric; not a probability).",
              "# open this file in ChimeraX, then: color byattribute allo_score palette bluered range 0,1",
              "attribute: allo_score", "match mode: any", "recipient: residues"]
     lines += [f"\t:{pos}\t{s:.4f}" for pos, s in zip(positions, scores)]
@@ -58,7 +63,7 @@ def main(args: list[str] | None = None) -> dict:
     quiet_lightning()
     cfg = parse("python -m allo_lightning.predict", __doc__, args, extra=_flags)
     from .data import read_fasta
-    from .probe import CheckpointError, ResidueSet, load_checkpoint
+    from .probe import SCORE_MEANING, CheckpointError, ResidueSet, load_checkpoint
 
     t0 = time.perf_counter()
     with command_errors():
@@ -84,17 +89,21 @@ def main(args: list[str] | None = None) -> dict:
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
-    rows = ["id,position,residue,score,rank,predicted"]
+    probabilities = ckpt.probability(scores)
+    header = ["id", "position", "residue", "score"] + (["probability"] if probabilities is not None else [])
+    rows = []
     summary = []
     for i, p in enumerate(proteins):
         s = scores[data.index == i]
+        prob = probabilities[data.index == i].tolist() if probabilities is not None else None
         order = torch.argsort(s, descending=True, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(1, len(s) + 1)
         values = s.tolist()
         positions = list(range(1, p.length + 1))
-        for pos, v, r in zip(positions, values, rank.tolist()):
-            rows.append(f"{p.id},{pos},{p.sequence[pos - 1]},{v:.6f},{r},{int(v >= ckpt.threshold)}")
+        for j, (pos, v, r) in enumerate(zip(positions, values, rank.tolist())):
+            rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}"] + ([f"{prob[j]:.6f}"] if prob else [])
+                        + [r, int(v >= ckpt.threshold)])
         write_text(out / "pymol" / f"{safe_name(p.id)}.pml", pymol_script(p.id, positions, values))
         write_text(out / "chimerax" / f"{safe_name(p.id)}.defattr", chimerax_defattr(p.id, positions, values))
         top = [(int(j) + 1, p.sequence[int(j)], values[int(j)]) for j in order[: cfg.get("top")]]
@@ -103,9 +112,12 @@ def main(args: list[str] | None = None) -> dict:
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
-    write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    write_csv(out / "predictions.csv", header + ["rank", "predicted"], rows)
     info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
+            "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
+                              "probability": ckpt.calibration.meaning if ckpt.calibration else
+                              "no calibration in this checkpoint: no probability column"},
             "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)

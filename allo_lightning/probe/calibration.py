@@ -6,6 +6,8 @@ near the class boundary of a balanced problem, not at a 50 % chance of being all
 ``Calibration`` fitted on the VALIDATION scores maps a score to a probability:
 
 - ``platt``: logistic regression of the label on logit(score) (two parameters, robust on few sites);
+  a non-positive slope (scores that do not rank the validation sites) becomes slope 0: every residue
+  gets the validation base rate;
 - ``isotonic``: a monotone step function (scikit-learn's IsotonicRegression, clipped at the ends).
 
 Both are monotone non-decreasing in the score, so rankings and the decision threshold (always on the
@@ -59,6 +61,8 @@ class Calibration:
 
             lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(s)[:, None], y)
             params = {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+            if params["a"] <= 0:  # scores that do not rank the validation sites: the base rate for every residue
+                params = {"a": 0.0, "b": float(np.log(n_pos / (n - n_pos)))}
         else:
             from sklearn.isotonic import IsotonicRegression
 
