@@ -19,59 +19,62 @@ import math
 import sys
 import time
 
-from .backbone import TINY_MEANINGLESS, load_backbone
-from .cli import parse, quiet_lightning
-from .fit import command_errors
+from .attention.cache import default_cache_dir
+from .backbone import TINY_MEANINGLESS, context_length, load_backbone
+from .errors import CheckpointError, InputError
 from .outputs import prepare_out_dir, write_csv, write_json
-from .pipeline import run_extraction
+from .pipeline import check_devices, check_writable_dir, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
     parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples (over proteins) per interval")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
-    # from the checkpoint unless given: a different value is refused, never silently used
-    parser.set_defaults({"model.backbone": None, "model.theta": None, "model.seed": None})
 
 
 def _fmt(v) -> str:
     return "undefined" if v is None or math.isnan(v) else f"{v:.3f}"
 
 
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.evaluate", __doc__, args, extra=_flags)
-    from .data import InputError, load_proteins
+# backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
+@command("evaluate", __doc__, sections=("model", "data", "trainer", "probe"), flags=_flags,
+         defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
+def main(cfg) -> dict:
+    from .data import load_proteins
     from .plots.probe import pr_curves
-    from .probe import SCORE_MEANING, CheckpointError, ResidueSet, load_checkpoint, undefined_warning
+    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint, undefined_warning
     from .probe.evaluation import evaluate_scores_with_intervals
 
     t0 = time.perf_counter()
-    with command_errors():
-        if cfg.get("bootstrap") < 1:
-            raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).")
-        ckpt = load_checkpoint(cfg.get("checkpoint"))
-        name = (cfg.model.backbone or ckpt.backbone_name).lower()
-        if name != ckpt.backbone_name:
-            raise CheckpointError(
-                f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
-                f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
-                "python -m allo_lightning.fit.")
-        if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
-            raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
-                                  f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
-        out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
-        seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
-        backbone = load_backbone(name, cfg.model.weights, seed)
-        ckpt.check_backbone(backbone)
-        if backbone.meaningless:
-            print(TINY_MEANINGLESS)
-        proteins = load_proteins(cfg.data, max_length=backbone.max_length)
-        for p in proteins:
-            p.labels()  # every protein needs labels: a FASTA file or a row without sites is refused here
-        cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
-        extraction = run_extraction(cfg, backbone, proteins)
-        items = list(extraction)
+    if cfg.get("bootstrap") < 1:
+        raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
+    check_devices(cfg.trainer, cfg.model.dtype)
+    ckpt = load_checkpoint(cfg.get("checkpoint"))
+    if ckpt.spec.kind != "heads":
+        raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; evaluate runs probes on "
+                              "attention heads (written by python -m allo_lightning.fit).")
+    name = (cfg.model.backbone or ckpt.backbone_name).lower()
+    if name != ckpt.backbone_name:
+        raise CheckpointError(
+            f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
+            f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
+            "python -m allo_lightning.fit.")
+    if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
+        raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
+                              f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
+    out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
+    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
+    proteins = load_proteins(cfg.data, max_length=context_length(name))
+    for p in proteins:
+        p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
+    seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
+    backbone = load_backbone(name, cfg.model.weights, seed)
+    ckpt.check_backbone(backbone)
+    if backbone.meaningless:
+        print(TINY_MEANINGLESS)
+    cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
+    items = list(run_extraction(cfg, backbone, proteins))
     data = ResidueSet.build(ckpt.spec, items)
     scores = ckpt.score(data.x)
     probabilities = ckpt.probability(scores)

@@ -15,17 +15,16 @@ the probe you ship on all proteins but the validation part (no test metrics: est
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 from .backbone import TINY_MEANINGLESS
-from .cli import parse, quiet_lightning
-from .outputs import OutputExistsError, prepare_out_dir, write_csv, write_json
-from .pipeline import load_inputs, run_extraction, user_errors
+from .errors import CheckpointError, OutputExistsError
+from .outputs import prepare_out_dir, write_csv, write_json
+from .pipeline import load_inputs, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
@@ -34,17 +33,9 @@ def _flags(parser) -> None:
                         help="where to save the checkpoint (default: PROBE.CHECKPOINT_DIR/<run>.<backbone>.safetensors)")
 
 
-@contextlib.contextmanager
-def command_errors() -> Iterator[None]:
-    """User errors of every probe command: one readable line, exit code 2."""
-    from .probe import CheckpointError
-
-    with user_errors():
-        try:
-            yield
-        except (OutputExistsError, CheckpointError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+def probe_trainer_kwargs(cfg) -> dict:
+    """The probe's Trainer: its own device (``--probe.accelerator``) and the run's output folder."""
+    return {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
 
 
 def heads_label(heads) -> list[str]:
@@ -66,9 +57,22 @@ def _fmt(v) -> str:
     return "undefined" if v is None or math.isnan(v) else f"{v:.3f}"
 
 
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.fit", __doc__, args, extra=_flags)
+def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
+    """Refuse a checkpoint path that is a folder, or an existing file without ``--overwrite``; make sure its
+    folder can be written (before any work)."""
+    from .pipeline import check_writable_dir
+
+    if path.is_dir():
+        raise CheckpointError(f"--checkpoint {path} is a folder. Give a file name, e.g. {path / 'probe.safetensors'}.")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists. Pass --overwrite to replace it, or choose another "
+                                "file with --checkpoint FILE.")
+    check_writable_dir(path.parent, "the checkpoint folder")
+    return path
+
+
+@command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
+def main(cfg) -> dict:
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
     from .workflow import fit_split
@@ -76,16 +80,16 @@ def main(args: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     ckpt_path = Path(cfg.get("checkpoint") or default_checkpoint(cfg))
     overwrite = bool(cfg.get("overwrite"))
-    with command_errors():
+    if True:  # (one block: kept for a small diff)
         out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
-        if ckpt_path.exists() and not overwrite:
-            raise OutputExistsError(f"{ckpt_path} already exists. Pass --overwrite to replace it, or choose another "
-                                    "file with --checkpoint FILE.")
-        backbone, proteins = load_inputs(cfg)
-        split = train_val_test(proteins, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)
+        check_checkpoint_path(ckpt_path, overwrite)
+        splits = []
+        backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
+            ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)))
+        split = splits[0]
         extraction = run_extraction(cfg, backbone, proteins)
         stats = {p.id: s for p, s in extraction}
-        result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, cfg.trainer)
+        result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, probe_trainer_kwargs(cfg))
     run, choice = result.run, result.choice
     test = run.test
     warnings = [w for w in (undefined_warning(run.val, f"the {len(split.val)} validation proteins"),

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .errors import OutputExistsError
+from .errors import OutputError, OutputExistsError
 
 
 def _umask() -> int:
@@ -91,11 +91,26 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
 def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
     """Create the output folder. If ``marker`` (a file this command writes) already exists there,
     refuse unless ``overwrite``: a finished result is never replaced by accident."""
-    path = Path(path)
+    path = check_writable_dir(path, "the output folder")
     if (path / marker).exists() and not overwrite:
         raise OutputExistsError(
             f"{path / marker} already exists. Pass --overwrite to replace it, or choose another folder "
             "with --trainer.default_root_dir DIR."
         )
-    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_writable_dir(path: str | Path, what: str) -> Path:
+    """Create folder ``path`` if needed and check that a file can be written in it (a real write: a
+    permission check says yes to root on a read-only file system)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder. Give a folder path.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{what} {path} cannot be written ({e.strerror or e}). Choose a writable folder.") from None
     return path

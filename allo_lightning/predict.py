@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import torch
 
+from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, load_backbone
-from .cli import parse, quiet_lightning
-from .fit import command_errors
+from .errors import CheckpointError
 from .outputs import prepare_out_dir, write_csv, write_json, write_text
-from .pipeline import run_extraction
+from .pipeline import check_devices, check_writable_dir, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
@@ -31,8 +31,6 @@ def _flags(parser) -> None:
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
-    # from the checkpoint unless given: a different value is refused, never silently used
-    parser.set_defaults({"model.backbone": None, "model.theta": None, "model.seed": None})
 
 
 def safe_name(pid: str) -> str:
@@ -59,15 +57,20 @@ def chimerax_defattr(pid: str, positions: list[int], scores: list[float]) -> str
     return "\n".join(lines) + "\n"
 
 
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.predict", __doc__, args, extra=_flags)
+# backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
+@command("predict", __doc__, sections=("model", "trainer"), flags=_flags,
+         defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
+def main(cfg) -> dict:
     from .data import read_fasta
-    from .probe import SCORE_MEANING, CheckpointError, ResidueSet, load_checkpoint
+    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint
 
     t0 = time.perf_counter()
-    with command_errors():
+    if True:  # (one block: kept for a small diff)
+        check_devices(cfg.trainer, cfg.model.dtype)
         ckpt = load_checkpoint(cfg.get("checkpoint"))
+        if ckpt.spec.kind != "heads":
+            raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; predict runs probes on "
+                                  "attention heads (written by python -m allo_lightning.fit).")
         name = (cfg.model.backbone or ckpt.backbone_name).lower()
         if name != ckpt.backbone_name:
             raise CheckpointError(
@@ -78,6 +81,7 @@ def main(args: list[str] | None = None) -> dict:
             raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
                                   f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
         out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
+        check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
         seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
         backbone = load_backbone(name, cfg.model.weights, seed)
         ckpt.check_backbone(backbone)

@@ -6,16 +6,22 @@ import pytest
 import torch
 
 from allo_lightning.config import ProbeConfig
-from allo_lightning.probe import (CheckpointError, FeatureSpec, ResidueSet, build_net, head_spec, load_checkpoint,
-                                  save_checkpoint)
+from allo_lightning.probe import (
+    CheckpointError,
+    FeatureSpec,
+    ResidueSet,
+    build_net,
+    head_spec,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-from .conftest import random_proteins
-from .test_probe import _fake_stats
+from .conftest import fake_stats, random_proteins
 
 
 def _saved(tmp_path, tiny, heads=((0, 1), (1, 3)), kind="mlp", n_layers=2):
     ps = random_proteins(4)
-    items = [(p, _fake_stats(p, n_layers, 4)) for p in ps]
+    items = [(p, fake_stats(p, n_layers, 4)) for p in ps]
     spec = head_spec(list(heads), ProbeConfig(window=1)).fit(items)
     torch.manual_seed(0)
     net = build_net(kind, spec.n_features, hidden=8).eval()

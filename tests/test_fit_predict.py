@@ -11,20 +11,7 @@ import pytest
 
 from allo_lightning import fit, predict
 
-from .conftest import random_proteins
-
-
-def write_table(path, proteins):
-    lines = ["id\tsequence\tsites\tcluster"]
-    lines += [f"{p.id}\t{p.sequence}\t{','.join(map(str, p.sites))}\t{p.cluster}" for p in proteins]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def common(tmp_path, table):
-    return ["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"), "--data.path", str(table),
-            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-            "--heads.n_permutations", "100", "--probe.max_epochs", "5", "--probe.batch_size", "128"]
+from .conftest import common, random_proteins, write_table
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import zlib
 
 import numpy as np
 import pytest
@@ -14,12 +13,25 @@ from sklearn.metrics import average_precision_score, f1_score, matthews_corrcoef
 
 from allo_lightning.config import HeadsConfig, ProbeConfig
 from allo_lightning.data import Protein
-from allo_lightning.probe import (FeatureSpec, ProbeModule, best_f1_threshold, build_net, check, compute_metrics,
-                                  head_spec, items_of, kfold, leave_one_out, train_probe, train_val_test,
-                                  window_features)
+from allo_lightning.probe import (
+    FeatureSpec,
+    ProbeModule,
+    best_f1_threshold,
+    build_net,
+    check,
+    compute_metrics,
+    head_spec,
+    items_of,
+    kfold,
+    leave_one_out,
+    train_probe,
+    train_val_test,
+    window_features,
+)
+
 from allo_lightning.workflow import fit_split
 
-from .conftest import CPU, random_proteins
+from .conftest import CPU, fake_stats, random_proteins
 
 
 def _scores(seed=0, n_prot=5, length=60):
@@ -97,18 +109,9 @@ def test_check_catches_a_shared_cluster():
         check(leaked, "cluster")
 
 
-def _fake_stats(p: Protein, n_layers=2, n_heads=3, seed=0):
-    from allo_lightning.attention import ProteinStats
-
-    g = torch.Generator().manual_seed(seed + zlib.crc32(p.id.encode()) % 1000)  # hash() varies per process
-    shape = (n_layers, n_heads, p.length)
-    return ProteinStats(torch.rand(shape, generator=g), torch.rand(shape, generator=g) * 3,
-                        torch.rand(shape, generator=g), torch.rand(n_layers, n_heads, generator=g))
-
-
 def test_features_standardised_on_training_proteins_only():
     ps = random_proteins(6)
-    items = [(p, _fake_stats(p)) for p in ps]
+    items = [(p, fake_stats(p)) for p in ps]
     spec = FeatureSpec("heads", [(0, 1), (1, 2)], ("received", "mass"), log1p=True, window=1).fit(items[:3])
     raw = torch.cat([spec.raw(p, s) for p, s in items[:3]])
     assert torch.allclose(spec.mean, raw.mean(0), atol=1e-5)
@@ -134,7 +137,7 @@ def test_probe_seeded_and_learns_a_simple_signal():
     ps = random_proteins(12, lo=40, hi=80, seed=1)
     stats = {}
     for p in ps:
-        s = _fake_stats(p)
+        s = fake_stats(p)
         s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 2.0  # head (0, 1) sees sites
         stats[p.id] = s
     sp = train_val_test(ps, "protein", 0.25, 0.25, 0)
@@ -213,7 +216,7 @@ def _signal_split(n=12, seed=1):
     ps = random_proteins(n, lo=40, hi=80, seed=seed)
     stats = {}
     for p in ps:
-        s = _fake_stats(p)
+        s = fake_stats(p)
         s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 2.0
         stats[p.id] = s
     return ps, stats, train_val_test(ps, "protein", 0.25, 0.25, 0)

@@ -88,7 +88,10 @@ def kfold(proteins: Sequence[Protein], k: int = 5, by: str = "cluster", val_frac
     from the other folds' groups."""
     groups = _groups(proteins, by, seed)
     _need(len(groups), 3, by)
-    k = max(2, min(k, len(groups) - 1))
+    if k > len(groups):
+        raise InputError(f"--report.folds {k}: the data has only {len(groups)} "
+                         f"{'clusters' if by == 'cluster' else 'proteins'}, so at most {len(groups)} folds are possible. "
+                         "Give fewer folds, or use --report.scheme logo.")
     folds = [groups[i::k] for i in range(k)]
     out = []
     for i in range(k):
