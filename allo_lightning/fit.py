@@ -95,7 +95,8 @@ def main(cfg) -> dict:
     warnings = [w for w in (undefined_warning(run.val, f"the {len(split.val)} validation proteins"),
                             undefined_warning(test, f"the {len(split.test)} test proteins")) if w]
     meaning = {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
-               "probability": run.calibration.meaning if run.calibration else "no calibration (--probe.calibration none)"}
+               "probability": (run.calibration.meaning if run.calibration
+                               else "no calibration (--probe.calibration none)")}
     metrics = {
         **{k: test[k] for k in sorted(test)},
         "test": "held-out test proteins (the metrics above)" if split.test else None,

@@ -4,8 +4,8 @@ head lists, never how heads are chosen."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .attention.stats import ProteinStats

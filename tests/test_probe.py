@@ -28,7 +28,6 @@ from allo_lightning.probe import (
     train_val_test,
     window_features,
 )
-
 from allo_lightning.workflow import fit_split
 
 from .conftest import CPU, fake_stats, random_proteins

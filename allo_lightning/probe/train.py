@@ -59,7 +59,9 @@ class ResidueSet:
         """Header and rows ``id, position (1-based), residue, label, score[, probability]`` of every residue,
         in order. Scores are written with 9 significant digits: the float32 values exactly, so metrics
         recomputed from the table equal the ones computed here."""
-        header = ["id", "position", "residue", "label", "score"] + (["probability"] if probabilities is not None else [])
+        header = ["id", "position", "residue", "label", "score"]
+        if probabilities is not None:
+            header.append("probability")
         index, labels, s = self.index.tolist(), self.y.tolist(), scores.tolist()
         prob = probabilities.tolist() if probabilities is not None else None
         rows, pos, last = [], 0, -1
