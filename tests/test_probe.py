@@ -322,3 +322,18 @@ def test_calibration_matches_sklearn_and_is_monotone(method):
     if method == "platt":
         flat = Calibration.fit(1 - s, y, method)(1 - s)
         assert torch.allclose(flat, torch.full_like(flat, float(y.float().mean())), atol=1e-6)
+
+
+def test_probe_package_does_not_choose_heads():
+    """probe/ knows feature specs and head lists; choosing heads (the analysis) lives in workflow.py."""
+    import ast
+    from pathlib import Path
+
+    import allo_lightning.probe as probe_pkg
+
+    for path in Path(probe_pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert "analysis" not in (node.module or ""), f"{path.name} imports {node.module}"
+    assert not hasattr(probe_pkg, "select_heads") and not hasattr(probe_pkg, "fit_split")
