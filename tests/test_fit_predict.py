@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+from biotite.structure.io.pdb import PDBFile
 
 from allo_lightning import fit, predict
 
@@ -80,8 +81,14 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     top = max(first, key=lambda r: float(r["score"]))
     assert top["rank"] == "1" and f"{top['residue']}{top['position']}" in out
     pid = pred[0]["id"]
-    assert "alter resi 1, b=" in (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
-    assert "attribute: allo_score" in (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").read_text()
+    pml = (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
+    score1 = float(first[0]["score"])
+    assert f"alter allo_{pid} and chain A and resi 1, b={score1:.4f}" in pml  # chain-qualified, sequence numbers
+    assert "positions in the input sequence, on chain A" in pml and "meaningless" in pml
+    cxc = (tmp_path / "pred" / "chimerax" / f"{pid}.cxc").read_text()
+    assert f"setattr #1/A:1 residues allo_score {score1:.4f} create true" in cxc
+    assert not (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").exists()
+    assert (tmp_path / "pred" / "plots" / f"{pid}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_predict_refuses_other_backbone(fitted, capsys):
@@ -246,3 +253,81 @@ def test_fit_test_fraction_zero_trains_on_all_but_validation(tmp_path, capsys):
         assert word in saved["test_note"] and word in out
     assert not (run / "test_scores.csv").exists() and not (run / "pr_curve.png").exists()  # no stale test results
     assert (tmp_path / "ckpts" / "run.tiny.safetensors").is_file() and metrics["test_note"] == saved["test_note"]
+
+
+def _structure_for(seq, path, offset=50):
+    """Chain A: positions 3..L as 3+offset.. (with an insertion code on position 6 and a 4-residue
+    fusion segment after position 8); chain B: the same protein numbered 1..L. B-factors 77."""
+    import biotite.structure as struc
+    from biotite.sequence import ProteinSequence
+
+    atoms = []
+
+    def res(chain, number, icode, aa):
+        for name in ("N", "CA", "C", "O"):
+            atoms.append(struc.Atom([len(atoms) * 0.4, 0.0, 0.0], chain_id=chain, res_id=number, ins_code=icode,
+                                    res_name=ProteinSequence.convert_letter_1to3(aa), atom_name=name,
+                                    element=name[0], b_factor=77.0))
+
+    layout = {}
+    for p in range(3, len(seq) + 1):
+        number, icode = (5 + offset, "A") if p == 6 else (p + offset - (p > 6), "")
+        res("A", number, icode, seq[p - 1])
+        layout[p] = ("A", number, icode)
+        if p == 8:
+            for k, aa in enumerate("WCWC"):
+                res("A", 900 + k, "", aa)
+    for p, aa in enumerate(seq, start=1):
+        res("B", p, "", aa)
+    f = PDBFile()
+    f.set_structure(struc.array(atoms))
+    f.write(str(path))
+    return layout
+
+
+def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys):
+    tmp_path, *_ = fitted
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
+    fasta = tmp_path / "one.fasta"
+    fasta.write_text(f">rec/1\n{seq}\n")
+    layout = _structure_for(seq, tmp_path / "rec.pdb")
+    # refused first: an unrelated structure, one line naming the file, the id and what to do
+    _structure_for("GPNWEDCHGPNWEDCHGPNWEDCHGPNWEDCHGPNWEDCH", tmp_path / "other.pdb")
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"), "--fasta", str(fasta),
+                      "--out", str(tmp_path / "pred_x"), "--model.cache_dir", str(tmp_path / "cache"),
+                      "--trainer.accelerator", "cpu", "--structure", str(tmp_path / "other.pdb")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "other.pdb" in err and "'rec/1'" in err and "--min_identity" in err and "chain" in err
+    assert not (tmp_path / "pred_x" / "predictions.csv").exists()
+    out = tmp_path / "pred_s"
+    predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"), "--fasta", str(fasta),
+                  "--out", str(out), "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+                  "--trainer.enable_progress_bar", "false", "--structure", str(tmp_path / "rec.pdb"),
+                  "--chain", "A", "--top", "3"])
+    printed = capsys.readouterr().out
+    assert "rec.pdb chain A: 38 of 40 positions mapped, identity 1.000" in printed
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert list(rows[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "chain",
+                             "resnum", "icode"]
+    for r in rows:
+        want = layout.get(int(r["position"]), ("", "", ""))
+        assert (r["chain"], r["resnum"], r["icode"]) == tuple(str(x) for x in want)
+    score = {int(r["position"]): float(r["score"]) for r in rows}
+    by_residue = {v: score[p] for p, v in layout.items()}
+    written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
+    for i in range(written.array_length()):
+        key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))
+        want = by_residue.get(key, 77.0)
+        assert float(written.b_factor[i]) == pytest.approx(want, abs=0.006), key
+    pml = (out / "pymol" / "rec_1.pml").read_text()
+    top = max(layout, key=lambda p: score[p])
+    assert f"resi {layout[top][1]}{layout[top][2]}" in pml.split("select allo_rec_1_top")[1]
+    assert "alter allo_rec_1 and chain A and resi 55A, b=" in pml and "chain B" not in pml
+    assert "load structures/rec_1.pdb, allo_rec_1" in pml
+    assert "#1/A:55A" in (out / "chimerax" / "rec_1.cxc").read_text()
+    info = json.loads((out / "predictions.json").read_text())
+    assert info["proteins"][0]["chain"] == "A" and info["proteins"][0]["coverage"] == pytest.approx(0.95)
+

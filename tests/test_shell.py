@@ -249,3 +249,14 @@ def test_data_checks_come_before_the_model(tmp_path, table, capsys, no_model):
             "--heads.orthosteric", "999")
     two = write_table(tmp_path / "two.tsv", random_proteins(2, seed=1))
     refused(capsys, fit.main, fit_args(tmp_path, two), "only 1 clusters")
+
+
+def test_console_script_is_installed_and_runs_a_command(tmp_path):
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "allo-lightning"]
+    assert script.load() is console_main
+    exe = Path(sys.executable).with_name("allo-lightning")
+    res = subprocess.run([str(exe), "extract", "--model.thetta", "0.3"], capture_output=True, text=True, check=False,
+                         cwd=tmp_path)
+    assert res.returncode == 2 and "Did you mean --model.theta?" in res.stderr and "Traceback" not in res.stderr
