@@ -242,7 +242,7 @@ def test_fit_test_fraction_zero_trains_on_all_but_validation(tmp_path, capsys):
     fit.main(base)  # an earlier run with a test set in the same folder
     assert (run / "test_scores.csv").is_file()
     capsys.readouterr()
-    metrics = fit.main(base + ["--probe.test_fraction", "0", "--overwrite"])
+    metrics = fit.main(base + ["--probe.test_fraction", "0", "--overwrite", "--probe.calibration", "none"])
     out = capsys.readouterr().out
     saved = json.loads((run / "metrics.json").read_text())
     ids = saved["split"]
@@ -253,6 +253,11 @@ def test_fit_test_fraction_zero_trains_on_all_but_validation(tmp_path, capsys):
         assert word in saved["test_note"] and word in out
     assert not (run / "test_scores.csv").exists() and not (run / "pr_curve.png").exists()  # no stale test results
     assert (tmp_path / "ckpts" / "run.tiny.safetensors").is_file() and metrics["test_note"] == saved["test_note"]
+    # --probe.calibration none: no calibration stored, no probability invented downstream
+    from allo_lightning.probe import load_checkpoint
+
+    assert saved["calibration"] is None and "no calibration" in saved["score_meaning"]["probability"]
+    assert load_checkpoint(tmp_path / "ckpts" / "run.tiny.safetensors").calibration is None
 
 
 def _structure_for(seq, path, offset=50):
