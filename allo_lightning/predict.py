@@ -6,7 +6,8 @@ score (a ranking score, not a probability), probability (the score calibrated on
 proteins; absent when the checkpoint has no calibration), rank (1 = most likely allosteric within its
 protein), predicted (score >= the checkpoint's decision threshold); with ``--structure`` also chain,
 resnum, icode: the structure residue each position maps to, empty where unmapped),
-``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour a structure by score: ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
+``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour a structure by score:
+``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
 
 ``--structure FILE`` (PDB or mmCIF; or a folder of ``<id>.pdb``/``<id>.cif``; or a table with columns
 id, structure, chain) aligns each protein to a chain (``--chain``, else the best-matching one) and refuses
