@@ -10,9 +10,10 @@ listed there, nothing else: no stale file is left beside new ones, and no unrela
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,28 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf floats -> None (JSON has no NaN: an undefined metric is written as null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Strict JSON (NaN and inf become null)."""
+    return write_text(path, json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A table written atomically by the package's one table writer (:func:`allo_lightning.tables.write_csv`:
+    csv quoting, spreadsheet formulas neutralised); floats not formatted by the caller are written exactly."""
+    from .tables import write_csv as _write_csv
+
+    return _write_csv(path, header, rows, float_format="{!r}")
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:

@@ -2,10 +2,12 @@
 
 The backbone, its weights check and theta come from the checkpoint (a different ``--model.backbone``
 or other weights are refused). Writes ``DIR/predictions.csv`` (id, position (1-based), residue,
-score, rank (1 = most likely allosteric within its protein), predicted (score >= the checkpoint's
-decision threshold); with ``--structure`` also chain, resnum, icode: the structure residue each position
-maps to, empty where unmapped), ``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour
-a structure by score: ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
+score (a ranking score, not a probability), probability (the score calibrated on the probe's validation
+proteins; absent when the checkpoint has no calibration), rank (1 = most likely allosteric within its
+protein), predicted (score >= the checkpoint's decision threshold); with ``--structure`` also chain,
+resnum, icode: the structure residue each position maps to, empty where unmapped),
+``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour a structure by score:
+``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
 
 ``--structure FILE`` (PDB or mmCIF; or a folder of ``<id>.pdb``/``<id>.cif``; or a table with columns
 id, structure, chain) aligns each protein to a chain (``--chain``, else the best-matching one) and refuses
@@ -53,7 +55,7 @@ def _flags(parser) -> None:
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
     from .data import read_fasta
-    from .probe import ResidueSet, load_checkpoint
+    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint
     from .structures import (
         StructureOptions,
         check_structure_spec,
@@ -100,10 +102,12 @@ def main(cfg) -> dict:
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
-    header = ["id", "position", "residue", "score", "rank", "predicted"] + (["chain", "resnum", "icode"]
-                                                                         if structure else [])
+    probabilities = ckpt.probability(scores)  # None when the checkpoint has no calibration
+    header = ["id", "position", "residue", "score"] + (["probability"] if probabilities is not None else []) \
+        + ["rank", "predicted"] + (["chain", "resnum", "icode"] if structure else [])
     rows = []
-    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else "")]
+    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
+             "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
     summary = []
     per_protein = {p.id: [out / "pymol" / f"{names[p.id]}.pml", out / "chimerax" / f"{names[p.id]}.cxc"]
                    + ([out / "structures" / f"{names[p.id]}.{mappings[p.id].fmt}"] if p.id in mappings else [])
@@ -111,6 +115,7 @@ def main(cfg) -> dict:
     record_outputs(out, "predictions.csv", [f for fs in per_protein.values() for f in fs])  # --overwrite removes them
     for i, p in enumerate(proteins):
         s = scores[data.index == i]
+        prob = [f"{v:.6f}" for v in probabilities[data.index == i].tolist()] if probabilities is not None else None
         order = torch.argsort(s, descending=True, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(1, len(s) + 1)
@@ -118,7 +123,8 @@ def main(cfg) -> dict:
         mapping = mappings.get(p.id)
         where = mapping_columns(mapping.residues) if mapping else [()] * p.length
         for pos, (v, r, loc) in enumerate(zip(values, rank.tolist(), where), start=1):
-            rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", r, int(v >= ckpt.threshold), *loc])
+            rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([prob[pos - 1]] if prob else []), r,
+                         int(v >= ckpt.threshold), *loc])
         fname = names[p.id]
         record = write_protein_scripts(out, p.id, fname, p.sequence, values, mapping, chain, cfg.get("top"), notes)
         windows = getattr(p, "windows", None)  # 1-based (start, end) regions of a windowed (long) protein
@@ -138,6 +144,9 @@ def main(cfg) -> dict:
     write_csv(out / "predictions.csv", header, rows)
     info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
+            "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
+                              "probability": ckpt.calibration.meaning if ckpt.calibration else
+                              "no calibration in this checkpoint: no probability column"},
             "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary,
             "file_names": names, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}

@@ -162,3 +162,21 @@ def test_nan_or_inf_checkpoint_refused(tmp_path, tiny, what):
         with pytest.raises(CheckpointError, match="not finite"):
             save_checkpoint(tmp_path / "nan.safetensors", net, spec, 0.5, tiny, 0.3, {"kind": "mlp", "hidden": 8})
         assert not (tmp_path / "nan.safetensors").exists()
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibration_round_trip(tmp_path, tiny, method):
+    from allo_lightning.probe import Calibration
+
+    path, net, spec, items = _saved(tmp_path, tiny)
+    assert load_checkpoint(path).calibration is None  # saved without one: no probability, nothing invented
+    assert load_checkpoint(path).probability(torch.rand(3)) is None
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(300, generator=g) < 0.2).long()
+    s = torch.sigmoid(torch.randn(300, generator=g) + 2 * y)
+    cal = Calibration.fit(s, y, method)
+    path = save_checkpoint(tmp_path / "cal.safetensors", net, spec, 0.37, tiny, 0.3,
+                           {"kind": "mlp", "hidden": 8, "dropout": 0.1}, calibration=cal)
+    ckpt = load_checkpoint(path)
+    assert ckpt.calibration.method == method and torch.equal(ckpt.probability(s), cal(s))
+    assert ckpt.config["calibration"]["fitted_on"] == "validation"

@@ -35,9 +35,9 @@ def test_digest_depends_on_names_dtypes_shapes_bytes_context_and_key():
 
 
 def test_weights_identity_ignores_the_float_dtype_only():
-    from allo_lightning.backbone import hash_parameters
-
     import copy
+
+    from allo_lightning.backbone import hash_parameters
 
     net = torch.nn.Linear(3, 2)
     ident = hash_parameters(net)

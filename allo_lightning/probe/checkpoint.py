@@ -1,13 +1,14 @@
 """Probe checkpoints: a safetensors file (no code is executed when it is read) with a format version,
 the probe weights, the feature settings and standardisation statistics, the selected heads, the
-decision threshold, the backbone's name and identity, theta, and an HMAC-SHA256 checksum over all of it
-keyed by the backbone identity (so a corrupted or hand-edited file is refused, never used for a wrong
-prediction: recomputing a plain SHA-256 after an edit does not make a valid file). Weights, statistics,
-threshold and theta must be finite.
+decision threshold (on the ranking score), the score -> probability calibration (fitted on the
+validation proteins; absent when disabled), the backbone's name and identity, theta, and an HMAC-SHA256
+checksum over all of it keyed by the backbone identity (so a corrupted or hand-edited file is refused,
+never used for a wrong prediction: recomputing a plain SHA-256 after an edit does not make a valid file).
+Weights, statistics, threshold and theta must be finite.
 
-Format: version 2. The ``config`` JSON in the metadata is a dict; a later version may add keys (e.g.
-probability calibration) and readers ignore keys they do not know. Bump ``FORMAT_VERSION`` only when a
-reader of the current version would misread a new file."""
+Format: version 2. The ``config`` JSON in the metadata is a dict; a later version may add keys and
+readers ignore keys they do not know. Bump ``FORMAT_VERSION`` only when a reader of the current version
+would misread a new file."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch import nn
 from ..digest import derive_key, tensors_digest
 from ..errors import CheckpointError
 from ..outputs import atomic_path
+from .calibration import Calibration
 from .features import FeatureSpec
 from .module import build_net
 
@@ -43,11 +45,17 @@ class ProbeCheckpoint:
     n_heads: int
     theta: float
     config: dict
+    calibration: Calibration | None = None
 
     @torch.no_grad()
     def score(self, x_NF: torch.Tensor) -> torch.Tensor:
+        """Ranking scores [N] (not probabilities: see probe.calibration)."""
         self.net.eval()
         return torch.sigmoid(self.net(x_NF)).float()
+
+    def probability(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """Calibrated probabilities of ``scores``, or None when the probe was saved without calibration."""
+        return None if self.calibration is None else self.calibration(scores)
 
     def check_backbone(self, backbone) -> None:
         """Refuse a backbone other than the one the probe was trained on, or heads it does not have."""
@@ -105,7 +113,8 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> 
 
 
 def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, threshold: float, backbone,
-                    theta: float, probe_cfg: dict, extra: dict | None = None, backbone_seed: int = 0) -> Path:
+                    theta: float, probe_cfg: dict, extra: dict | None = None, backbone_seed: int = 0,
+                    calibration: Calibration | None = None) -> Path:
     """Write the checkpoint atomically (temporary file, then rename). Refuses NaN/inf weights or threshold
     (a diverged training): such a probe would score every residue NaN."""
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -120,6 +129,8 @@ def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, thresho
                      "n_layers": backbone.n_layers, "n_heads": backbone.n_heads},
         "theta": float(theta), **(extra or {}),
     }
+    if calibration is not None:
+        config["calibration"] = calibration.to_config()
     bad = _not_finite(tensors, config)
     if bad:
         raise CheckpointError(f"{path}: not written: {', '.join(bad[:5])} not finite (NaN or inf); the probe training "
@@ -172,7 +183,7 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
         bb = config["backbone"]
         return ProbeCheckpoint(path, net, spec, float(config["threshold"]), str(bb["name"]), str(bb["identity"]),
                                int(bb.get("seed", 0)), int(bb["n_layers"]), int(bb["n_heads"]), float(config["theta"]),
-                               config)
+                               config, Calibration.from_config(config.get("calibration")))
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
