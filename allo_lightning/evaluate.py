@@ -65,7 +65,7 @@ def main(cfg) -> dict:
                               f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
     check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
-    proteins = load_proteins(cfg.data, max_length=context_length(name), require_sites=True)  # empty sites: refused
+    proteins = load_proteins(cfg.data, max_length=context_length(name))
     for p in proteins:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
     seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
