@@ -30,7 +30,8 @@ from .shell import command
 def _flags(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--checkpoint", type=str, default=None,
-                        help="where to save the checkpoint (default: PROBE.CHECKPOINT_DIR/<run>.<backbone>.safetensors)")
+                        help="where to save the checkpoint (default: "
+                             "PROBE.CHECKPOINT_DIR/<run>.<backbone>.safetensors)")
 
 
 def probe_trainer_kwargs(cfg) -> dict:

@@ -90,7 +90,8 @@ def check_orthosteric(heads_cfg, proteins: Sequence[Protein]) -> None:
                              f"{outside[:5]} lie outside it (1-based).")
 
 
-def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None, flag: str = "--heads.proteins") -> list[Protein]:
+def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None,
+                  flag: str = "--heads.proteins") -> list[Protein]:
     """The proteins named by ``ids`` (all when None), in that order; unknown ids are refused."""
     if not ids:
         return list(proteins)

@@ -168,7 +168,8 @@ def test_header_problems(tmp_path):
 def test_file_level_problems(tmp_path):
     assert "file not found" in str(refused(read_proteins, tmp_path / "nope.tsv"))
     assert "is a folder" in str(refused(read_proteins, tmp_path))
-    e = refused(read_proteins, write(tmp_path, "latin1.tsv", "id\tsequence\tsites\nA\u00e9\tMKT\t1\n".encode("latin-1")))
+    latin1 = "id\tsequence\tsites\nA\u00e9\tMKT\t1\n".encode("latin-1")
+    e = refused(read_proteins, write(tmp_path, "latin1.tsv", latin1))
     assert e.line == 2 and "not valid UTF-8" in str(e) and "Save the file as UTF-8" in str(e)
     e = refused(read_proteins, write(tmp_path, "nul.tsv", b"id\tsequence\tsites\n\x00\x01"))
     assert e.line == 2 and "NUL" in str(e)
