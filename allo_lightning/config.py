@@ -136,7 +136,12 @@ class DataConfig:
     Args:
         path: a TSV/CSV table (id, sequence, sites or labels; optional cluster, family, gene) or FASTA.
             A file given here is used whole: the subset options below apply to the bundled data only.
-        bundled: bundled set used when no path is given: asd (377 ASD proteins) or seed (A2A/ADRB2 cases).
+        bundled: bundled set used when no path is given: gpcr (the 14 curated GPCRs, configs/gpcr.yaml),
+            asd (371 ASD proteins of many families, 13 of them GPCRs) or seed (the A2A/ADRB2 cases of the
+            original scripts: their residue lists are orthosteric pockets, read as orthosteric_sites, so
+            only the A2A sodium-site row P29274_Na carries allosteric sites).
+        modulators: bundled data only: ligand (default: leave out the ASD rows labelled from an ion or a
+            crystallisation additive, modulator_class ion/additive) or all.
         family: bundled data only: keep this family (e.g. GPCR).
         limit: bundled data only: keep the first N proteins (after the family filter).
         max_length: bundled data only: drop proteins longer than this (they are reported, not silent).
@@ -145,7 +150,8 @@ class DataConfig:
     """
 
     path: str | None = None
-    bundled: Literal["asd", "seed"] = "asd"
+    bundled: Literal["gpcr", "asd", "seed"] = "asd"
+    modulators: Literal["ligand", "all"] = "ligand"
     family: str | None = None
     limit: int | None = None
     max_length: int | None = None
@@ -220,7 +226,9 @@ class ProbeConfig:
         split: how proteins are split: cluster (no cluster in two splits; proteins without a cluster
             are their own cluster) or protein.
         val_fraction: fraction of proteins (clusters) for validation (early stopping, threshold).
-        test_fraction: fraction of proteins (clusters) held out for the test metrics.
+        test_fraction: fraction of proteins (clusters) held out for the test metrics. 0: no test set
+            (fit trains the probe you ship on every protein but the validation part; estimate its
+            performance with report, or with evaluate on held-out labelled proteins).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         batch_size: residues per training batch.
@@ -230,6 +238,9 @@ class ProbeConfig:
             training residues (class imbalance, about 3 % positives).
         top_k: precision among each protein's k best-scored residues (metric precision_at_k).
         checkpoint_dir: folder of the checkpoint saved by fit.
+        calibration: how the ranking ``score`` becomes a ``probability`` (fitted on the validation
+            scores, stored in the checkpoint): platt (logistic on logit(score)), isotonic, or none
+            (no probability column).
         accelerator: device of the probe's own Trainer (cpu by default: the probe is tiny and metrics
             are computed on the CPU anyway).
     """
@@ -251,6 +262,7 @@ class ProbeConfig:
     pos_weight: float | None = None
     top_k: int = 10
     checkpoint_dir: str = "checkpoints"
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
     accelerator: Literal["cpu", "auto", "cuda", "gpu", "mps"] = "cpu"
 
     def __post_init__(self) -> None:

@@ -2,10 +2,12 @@
 
 The backbone, its weights check and theta come from the checkpoint (a different ``--model.backbone``
 or other weights are refused). Writes ``DIR/predictions.csv`` (id, position (1-based), residue,
-score, rank (1 = most likely allosteric within its protein), predicted (score >= the checkpoint's
-decision threshold); with ``--structure`` also chain, resnum, icode: the structure residue each position
-maps to, empty where unmapped), ``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour
-a structure by score: ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
+score (a ranking score, not a probability), probability (the score calibrated on the probe's validation
+proteins; absent when the checkpoint has no calibration), rank (1 = most likely allosteric within its
+protein), predicted (score >= the checkpoint's decision threshold); with ``--structure`` also chain,
+resnum, icode: the structure residue each position maps to, empty where unmapped),
+``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour a structure by score:
+``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
 
 ``--structure FILE`` (PDB or mmCIF; or a folder of ``<id>.pdb``/``<id>.cif``; or a table with columns
 id, structure, chain) aligns each protein to a chain (``--chain``, else the best-matching one) and refuses
@@ -16,9 +18,6 @@ and insertion codes. Without it the scripts use sequence positions on chain ``--
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import time
 from typing import Literal
 
@@ -27,9 +26,10 @@ import torch
 from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, load_backbone
 from .errors import CheckpointError
-from .outputs import prepare_out_dir, write_json, write_text
+from .outputs import prepare_out_dir, record_outputs, write_json
 from .pipeline import check_devices, check_writable_dir, long_of, long_policy, run_extraction
 from .shell import command
+from .tables import file_names, write_csv
 
 
 def _flags(parser) -> None:
@@ -52,15 +52,6 @@ def _flags(parser) -> None:
     parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")
 
 
-# TODO(lead): switch to the collision-safe id sanitiser being added by another helper (ids like a/b and a_b).
-def safe_name(pid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", pid)[:100] or "protein"
-
-
-def _csv_text(rows: list[list]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
 
 
 # backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
@@ -68,7 +59,7 @@ def _csv_text(rows: list[list]) -> str:
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
     from .data import read_fasta
-    from .probe import ResidueSet, load_checkpoint
+    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint
     from .structures import (
         StructureOptions,
         check_structure_spec,
@@ -106,7 +97,8 @@ def main(cfg) -> dict:
         proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
         proteins = long_policy(cfg, proteins)
         structure, chain = cfg.get("structure"), cfg.get("chain")
-        mappings = structures_for(proteins, structure, chain, options, safe_name) if structure else {}
+        names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
+        mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
         for p in proteins:  # aligned and checked before the backbone runs
             if structure:
                 print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
@@ -117,13 +109,20 @@ def main(cfg) -> dict:
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
-    header = ["id", "position", "residue", "score", "rank", "predicted"] + (["chain", "resnum", "icode"]
-                                                                         if structure else [])
-    rows = [header]
-    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else "")]
+    probabilities = ckpt.probability(scores)  # None when the checkpoint has no calibration
+    header = ["id", "position", "residue", "score"] + (["probability"] if probabilities is not None else []) \
+        + ["rank", "predicted"] + (["chain", "resnum", "icode"] if structure else [])
+    rows = []
+    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
+             "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
     summary = []
+    per_protein = {p.id: [out / "pymol" / f"{names[p.id]}.pml", out / "chimerax" / f"{names[p.id]}.cxc"]
+                   + ([out / "structures" / f"{names[p.id]}.{mappings[p.id].fmt}"] if p.id in mappings else [])
+                   + ([out / "plots" / f"{names[p.id]}.png"] if cfg.get("plots") else []) for p in proteins}
+    record_outputs(out, "predictions.csv", [f for fs in per_protein.values() for f in fs])  # --overwrite removes them
     for i, p in enumerate(proteins):
         s = scores[data.index == i]
+        prob = [f"{v:.6f}" for v in probabilities[data.index == i].tolist()] if probabilities is not None else None
         order = torch.argsort(s, descending=True, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(1, len(s) + 1)
@@ -131,8 +130,9 @@ def main(cfg) -> dict:
         mapping = mappings.get(p.id)
         where = mapping_columns(mapping.residues) if mapping else [()] * p.length
         for pos, (v, r, loc) in enumerate(zip(values, rank.tolist(), where), start=1):
-            rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", r, int(v >= ckpt.threshold), *loc])
-        fname = safe_name(p.id)
+            rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([prob[pos - 1]] if prob else []), r,
+                         int(v >= ckpt.threshold), *loc])
+        fname = names[p.id]
         record = write_protein_scripts(out, p.id, fname, p.sequence, values, mapping, chain, cfg.get("top"), notes)
         windows = extraction.window_regions(p)  # 1-based (start, end) windows of a long protein, else None
         if cfg.get("plots"):
@@ -149,10 +149,14 @@ def main(cfg) -> dict:
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
-    write_text(out / "predictions.csv", _csv_text(rows))
+    write_csv(out / "predictions.csv", header, rows)
     info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
-            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary, "meaningless": backbone.meaningless,
+            "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
+                              "probability": ckpt.calibration.meaning if ckpt.calibration else
+                              "no calibration in this checkpoint: no probability column"},
+            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary,
+            "file_names": names, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)
     print(f"predictions: {out / 'predictions.csv'} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"

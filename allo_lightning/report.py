@@ -63,7 +63,8 @@ def best_layer(analysis) -> int:
 
 def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, selected) -> list[tuple]:
     """(row name, group for random draws or None, FeatureSpec, note) for one fold."""
-    from .probe import FeatureSpec, head_spec, ranking_of
+    from .probe import FeatureSpec, head_spec
+    from .workflow import ranking_of
 
     all_heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
     ranking = ranking_of(analysis)
@@ -115,10 +116,9 @@ def _fmt(v) -> str:
 
 
 def to_csv(rows: list[dict], columns) -> str:
-    lines = [",".join(columns)]
-    for r in rows:
-        lines.append(",".join(_fmt(r.get(c, "")).replace(",", ";") for c in columns))
-    return "\n".join(lines) + "\n"
+    from .tables import csv_text
+
+    return csv_text(columns, ([_fmt(r.get(c, "")) for c in columns] for r in rows))
 
 
 def to_markdown(rows: list[dict], columns) -> str:
@@ -131,7 +131,8 @@ def to_markdown(rows: list[dict], columns) -> str:
 def data_efficiency(splits, stats, cfg, analyse=None, trainer_kwargs=None) -> list[dict]:
     """Test AUPRC against the number of training proteins (random subsets of each fold's training
     proteins; heads selected on the subset only), for the selected heads and the embeddings."""
-    from .probe import FeatureSpec, head_spec, items_of, select_heads, train_probe
+    from .probe import FeatureSpec, head_spec, items_of, train_probe
+    from .workflow import select_heads
 
     results = []
     for f, split in enumerate(splits):
@@ -173,7 +174,8 @@ def heads_label(heads) -> list[str]:
 def main(cfg, analyse=None) -> dict:
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
-    from .probe import items_of, make_splits, select_heads, train_probe
+    from .probe import items_of, make_splits, train_probe
+    from .workflow import select_heads
 
     t0 = time.perf_counter()
     if True:  # (one block: kept for a small diff)
@@ -183,7 +185,8 @@ def main(cfg, analyse=None) -> dict:
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
         made = []
         backbone, proteins = load_inputs(cfg, check=lambda ps: made.append(make_splits(
-            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)))
+            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)),
+            require_sites=True)
         splits = made[0]
         extraction = run_extraction(cfg, backbone, proteins, embeddings=cfg.report.embeddings)
         stats = {p.id: s for p, s in extraction}
