@@ -8,6 +8,9 @@ outputs go), ``heads`` (head analysis), ``probe`` (probe training) and ``report`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import InputError
 
 
 @dataclass
@@ -73,7 +76,17 @@ class HeadsConfig:
         p_max: p-value threshold of the original rule and of the per-protein significance.
         snr_min: SNR (observed - random mean) / random sd that a selected head must exceed.
         min_fraction: consistency rule: fraction of proteins in which a head must be significant.
-        n_permutations: random site sets drawn per protein for the permutation p-values.
+        n_permutations: random site sets drawn per protein for the permutation p-values (heads whose
+            p-value is not resolved get more, up to max_permutations; see allo_lightning.analysis.scores).
+        max_permutations: most random site sets any head's p-value may use.
+        min_confident: heads with fewer pooled confident residue pairs are not testable (reported,
+            never selected; Vig et al. ignore heads below 100).
+        null: random site sets of the null: permutation (same number of sites drawn from all
+            residues), composition (each site replaced by a residue of the same amino-acid type) or
+            shift (the site pattern circularly shifted: keeps contiguity).
+        max_selected: at most this many heads are selected (the best by q-value, then score).
+        exclude_orthosteric: drop heads at least as enriched on the orthosteric residues as on the
+            sites (proteins with orthosteric_sites only; heads without that contrast are kept).
         proteins: ids of the proteins to analyse (e.g. the training split); default: all labelled ones.
         plot_proteins: number of proteins that get a mean attention map PNG.
         orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
@@ -87,9 +100,25 @@ class HeadsConfig:
     snr_min: float = 2.0
     min_fraction: float = 0.5
     n_permutations: int = 2000
+    max_permutations: int = 1_000_000
+    min_confident: int = 100
+    null: Literal["permutation", "composition", "shift"] = "permutation"
+    max_selected: int = 20
+    exclude_orthosteric: bool = False
     proteins: list[str] | None = None
     plot_proteins: int = 4
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.min_confident < 1:
+            raise InputError(f"--heads.min_confident must be >= 1 (got {self.min_confident}).")
+        if self.null not in ("permutation", "composition", "shift"):
+            raise InputError(f"--heads.null must be one of permutation, composition, shift (got {self.null!r}).")
+        if self.max_selected < 1:
+            raise InputError(f"--heads.max_selected must be >= 1 (got {self.max_selected}).")
+        if self.max_permutations < self.n_permutations:
+            raise InputError(f"--heads.max_permutations must be >= --heads.n_permutations "
+                             f"({self.max_permutations} < {self.n_permutations}).")
 
 
 @dataclass
