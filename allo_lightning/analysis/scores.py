@@ -35,12 +35,14 @@ p-values (one-sided: more attention on the sites than random), never anti-conser
 
 1. ``n_permutations`` (B) random site sets per protein are drawn once and shared by all heads (one
    ``embedding_bag`` gives every head's null sums); ``p = (1 + b) / (1 + B)``, b = draws >= observed.
-2. Heads that are not resolved (b < 10) and whose p is not yet below what Benjamini-Hochberg can ever
-   need (q_max / m, m = testable heads) get more draws: B grows tenfold per round, for those heads
-   only, up to ``max_permutations`` (all draws are pooled; stopping when b > 0 keeps p valid).
-3. Where an exact computation is cheap, it replaces the Monte-Carlo p: ``p_alpha`` under the
-   ``permutation`` null (integer counts: a dynamic programme over the distinct count values of each
-   protein, :func:`exact_permutation_pvalue`), and ``shift`` with one protein (the L shifts).
+2. Heads at the floor (b = 0) whose floor 1/(B+1) is above what Benjamini-Hochberg can ever need
+   (q_max / m, m = testable heads: a p below it is selected whatever the others) get more draws, for
+   those heads only (vectorised over them), until the floor is below q_max / m or B reaches
+   ``max_permutations``; all draws are pooled (stopping as soon as b > 0 keeps p valid).
+3. Where an exact computation is cheap, it replaces the Monte-Carlo p of the heads with b < 10:
+   ``p_alpha`` under the ``permutation`` null (integer counts: a dynamic programme over the distinct
+   count values of each protein, :func:`exact_permutation_pvalue`, within a cost budget), and
+   ``shift`` with one protein (the L shifts, always).
    ``{s}_pvalue_draws`` says which (0 = exact); ``{s}_pvalue_at_floor`` is true when no draw reached
    the observed value: then p is the floor 1/(B+1), an upper bound, reported as such.
 
@@ -99,7 +101,7 @@ STATISTICS = ("p_alpha", "mass")
 NULLS = ("permutation", "composition", "shift")
 RESOLVED = 10  # exceedances that make a Monte-Carlo p "resolved" (relative error about 30 %)
 CHUNK = 20000  # draws generated at once while escalating
-EXACT_BUDGET = 2e7  # array elements touched by one exact computation (per head) at most
+EXACT_BUDGET = 2e7  # array elements one exact computation may touch (about 0.1 s); twice that over all heads
 
 _STAT_SUFFIXES = ("", "_null_mean", "_null_sd", "_impact", "_snr", "_pvalue", "_pvalue_draws",
                   "_pvalue_at_floor", "_qvalue", "_protein_mean", "_protein_sd", "_protein_snr",
@@ -219,6 +221,16 @@ def _floyd(n: int, k: int, n_draws: int, generator: torch.Generator) -> torch.Te
     if k > 64:  # many: top-k of random keys
         keys = torch.rand(n_draws, n, generator=generator)
         return keys.topk(k, dim=1, sorted=False).indices
+    if k * (k - 1) < n:  # few: k draws with replacement, rows with a repeat drawn again (>= 60 % kept)
+        out = torch.randint(0, n, (n_draws, k), generator=generator)
+        redo = torch.arange(n_draws)
+        while redo.numel():
+            srt = out[redo].sort(1).values
+            bad = (srt[:, 1:] == srt[:, :-1]).any(1)
+            redo = redo[bad]
+            if redo.numel():
+                out[redo] = torch.randint(0, n, (redo.numel(), k), generator=generator)
+        return out
     chosen = torch.empty(n_draws, k, dtype=torch.long)
     for step, j in enumerate(range(n - k, n)):  # Floyd's algorithm, vectorised over draws
         t = torch.randint(0, j + 1, (n_draws,), generator=generator)
@@ -351,17 +363,19 @@ def exact_permutation_pvalue(values: Sequence[np.ndarray], ks: Sequence[int], ob
         P = torch.zeros(k + 1, T + 1, dtype=torch.float64)
         P[0] = Q
         remaining = len(v)
-        c = torch.arange(k + 1)
+        need = k - torch.arange(k + 1)  # still to choose, per state c (chosen so far)
         for val, n in zip(vals.tolist(), mult.tolist()):
-            need = k - c  # still to choose, per state c
+            # W[c, m] = P(m of the n residues of this group | need[c] chosen from the remaining ones)
+            m_all = torch.arange(min(n, k) + 1)
+            den = _log_comb(torch.tensor(remaining), need)  # [k + 1]
+            logw = (_log_comb(torch.tensor(n), m_all)[None, :]
+                    + _log_comb(torch.tensor(remaining - n), need[:, None] - m_all[None, :])
+                    - torch.where(torch.isfinite(den), den, torch.zeros_like(den))[:, None])
+            W = torch.where(torch.isfinite(den)[:, None], torch.exp(logw), torch.zeros_like(logw)).tolist()
+            W = torch.tensor(W, dtype=torch.float64)
             new = torch.zeros_like(P)
-            for m in range(0, min(n, k) + 1):
-                # P(m of the n residues of this group | need chosen from the remaining ones)
-                den = _log_comb(torch.tensor(remaining), need)
-                logw = (_log_comb(torch.tensor(n), torch.tensor(m)) + _log_comb(torch.tensor(remaining - n), need - m)
-                        - torch.where(torch.isfinite(den), den, torch.zeros_like(den)))
-                logw = torch.where(torch.isfinite(den), logw, torch.full_like(logw, -math.inf))
-                w = torch.exp(logw)[: k + 1 - m]  # states c that can take m more
+            for m in m_all.tolist():
+                w = W[: k + 1 - m, m]  # states c that can take m more
                 if not bool((w > 0).any()):
                     continue
                 src = P[: k + 1 - m] * w[:, None]
@@ -480,8 +494,8 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
     exact = torch.zeros(S, dtype=torch.bool)
     p_exact = torch.zeros(S, dtype=torch.float64)
 
-    def unresolved() -> torch.Tensor:
-        return tested & ~exact & (b < RESOLVED) & ((b + 1) / (draws + 1) > floor_target) & (draws < max_B)
+    def at_the_floor() -> torch.Tensor:  # no draw reached it, and the floor is above what BH can need
+        return tested & ~exact & (b == 0) & (1 / (draws + 1) > floor_target) & (draws < max_B)
 
     # exact where cheap (integer values, permutation null), for the heads that need precision
     if exact_rows is not None and nulls[0].null == "permutation":
@@ -489,7 +503,7 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
         if rows:
             vals_np = [v.numpy() for v in values]
             ks = [nl.k for nl in nulls]
-            budget = EXACT_BUDGET * 5
+            budget = EXACT_BUDGET * 2
             for r in rows:
                 col = [vv[r] for vv in vals_np]
                 cost = exact_permutation_cost(col, ks, float(obs[r]))
@@ -499,14 +513,16 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
                 p_exact[r] = exact_permutation_pvalue(col, ks, float(obs[r]))
                 exact[r] = True
 
-    # adaptive escalation of the Monte-Carlo p for the heads still unresolved
+    # adaptive escalation of the Monte-Carlo p for the heads at the floor: enough draws for a floor
+    # below q_max / m (then BH can select the head whatever the other p-values), at most max_B
     cur = B
     while True:
-        need = unresolved()
+        need = at_the_floor()
         if not bool(need.any()):
             break
         rows = torch.nonzero(need).reshape(-1)
-        target = min(max_B, cur * 10)
+        needed = int(math.ceil(1.0 / float(floor_target[rows].min()))) - 1
+        target = min(max_B, max(cur * 2, needed))
         sub = [v[rows] for v in values]
         o_sub = (obs[rows] - _tol(obs[rows])).float()
         done = cur
