@@ -324,16 +324,22 @@ def random_subset_sums(values: torch.Tensor, labels, n_draws: int, generator: to
 
 # -- exact p-values -------------------------------------------------------------------------------
 
-def _log_comb(n: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def _log_factorials(n: int) -> np.ndarray:
+    """log(i!) for i = 0..n."""
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+
+def _log_comb(lf: np.ndarray, n, k) -> np.ndarray:
+    """log C(n, k) from the table ``lf`` of log-factorials; -inf where k < 0 or k > n."""
+    n, k = np.broadcast_arrays(np.asarray(n), np.asarray(k))
     ok = (k >= 0) & (k <= n)
-    n, k = n.double(), k.double()
-    lc = torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma((n - k).clamp_min(0) + 1)
-    return torch.where(ok, lc, torch.full_like(lc, -math.inf))
+    kk, nk = np.where(ok, k, 0), np.where(ok, n - k, 0)
+    return np.where(ok, lf[np.where(ok, n, 0)] - lf[kk] - lf[nk], -np.inf)
 
 
 def exact_permutation_cost(values: Sequence[np.ndarray], ks: Sequence[int], observed: float) -> float:
     """Array elements :func:`exact_permutation_pvalue` touches (to decide whether it is cheap)."""
-    T = max(0, int(math.ceil(observed - 1e-9)))
+    T = max(0, math.ceil(observed - 1e-9))
     cost = 0.0
     for v, k in zip(values, ks):
         groups = np.unique(np.minimum(np.asarray(v), T), return_counts=True)[1]
@@ -350,33 +356,32 @@ def exact_permutation_pvalue(values: Sequence[np.ndarray], ks: Sequence[int], ob
     running sum capped at ``observed``); a group of n residues of equal value v contributes m of them
     with the hypergeometric probability of m given how many are still to choose. Probabilities, not
     counts, so nothing overflows."""
-    T = int(math.ceil(observed - 1e-9))
+    T = math.ceil(observed - 1e-9)
     if T <= 0:
         return 1.0
-    Q = torch.zeros(T + 1, dtype=torch.float64)
+    Q = np.zeros(T + 1)
     Q[0] = 1.0
     for v, k in zip(values, ks):
-        v = np.asarray(v)
+        v = np.asarray(v, dtype=np.float64)
         if np.any(v < 0) or np.any(v != np.round(v)):
             raise ValueError("exact_permutation_pvalue needs non-negative integer values")
         vals, mult = np.unique(np.minimum(v.astype(np.int64), T), return_counts=True)
-        P = torch.zeros(k + 1, T + 1, dtype=torch.float64)
+        lf = _log_factorials(len(v))
+        P = np.zeros((k + 1, T + 1))
         P[0] = Q
         remaining = len(v)
-        need = k - torch.arange(k + 1)  # still to choose, per state c (chosen so far)
+        need = k - np.arange(k + 1)  # still to choose, per state c (chosen so far)
         for val, n in zip(vals.tolist(), mult.tolist()):
             # W[c, m] = P(m of the n residues of this group | need[c] chosen from the remaining ones)
-            m_all = torch.arange(min(n, k) + 1)
-            den = _log_comb(torch.tensor(remaining), need)  # [k + 1]
-            logw = (_log_comb(torch.tensor(n), m_all)[None, :]
-                    + _log_comb(torch.tensor(remaining - n), need[:, None] - m_all[None, :])
-                    - torch.where(torch.isfinite(den), den, torch.zeros_like(den))[:, None])
-            W = torch.where(torch.isfinite(den)[:, None], torch.exp(logw), torch.zeros_like(logw)).tolist()
-            W = torch.tensor(W, dtype=torch.float64)
-            new = torch.zeros_like(P)
+            m_all = np.arange(min(n, k) + 1)
+            den = _log_comb(lf, remaining, need)  # [k + 1]
+            logw = (_log_comb(lf, n, m_all)[None, :] + _log_comb(lf, remaining - n, need[:, None] - m_all[None, :])
+                    - np.where(np.isfinite(den), den, 0.0)[:, None])
+            W = np.where(np.isfinite(den)[:, None], np.exp(logw), 0.0)
+            new = np.zeros_like(P)
             for m in m_all.tolist():
                 w = W[: k + 1 - m, m]  # states c that can take m more
-                if not bool((w > 0).any()):
+                if not w.any():
                     continue
                 src = P[: k + 1 - m] * w[:, None]
                 shift = min(m * val, T)
@@ -386,7 +391,7 @@ def exact_permutation_pvalue(values: Sequence[np.ndarray], ks: Sequence[int], ob
             P = new
             remaining -= n
         Q = P[k]
-    return float(Q[T].clamp(0.0, 1.0))
+    return float(min(1.0, max(0.0, Q[T])))
 
 
 # -- BH and small helpers ---------------------------------------------------------------------------
