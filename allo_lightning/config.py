@@ -66,10 +66,10 @@ class HeadsConfig:
 
     Args:
         score: statistic that ranks heads and whose p/q/SNR the rules use: p_alpha (Vig et al.:
-            share of confident attention that lands on sites) or mass (confident attention mass sent
-            to sites per confident pair, as the original Allo-Allo scripts).
+            share of confident residue pairs whose key is a site) or mass (confident attention mass
+            sent to sites per confident residue pair, as in the seed scripts).
         strategy: top_k (the top_k heads by pooled score), significance (q < q_max and SNR > snr_min),
-            original (p < p_max and SNR > snr_min) or consistency (significant in at least
+            original (p < p_max and SNR > snr_min; after the seed scripts) or consistency (significant in at least
             min_fraction of the proteins). A rule that selects no head falls back to top_k, and says so.
         top_k: heads kept by top_k, and by the fallback.
         q_max: Benjamini-Hochberg q-value threshold of the significance rule.
