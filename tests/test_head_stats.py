@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from allo_lightning.analysis import (ProteinNull, analyse_heads, bh_qvalues, exact_permutation_pvalue, score_heads,
-                                     select_heads)
+from allo_lightning.analysis import (
+    ProteinNull,
+    analyse_heads,
+    bh_qvalues,
+    exact_permutation_pvalue,
+    score_heads,
+    select_heads,
+)
 from allo_lightning.attention import ProteinStats
 from allo_lightning.config import HeadsConfig
 from allo_lightning.data import Protein
@@ -276,7 +282,7 @@ def test_orthosteric_contrast_and_exclusion():
 
 
 def test_max_selected_keeps_the_best_by_q_then_score():
-    t = lambda v: torch.tensor(v, dtype=torch.float64).reshape(2, 2)  # noqa: E731
+    t = lambda v: torch.tensor(v, dtype=torch.float64).reshape(2, 2)
     s = {"p_alpha": t([0.5, 0.9, 0.1, 0.3]), "p_alpha_qvalue": t([0.01, 0.02, 0.001, 0.01]),
          "p_alpha_pvalue": t([0.001] * 4), "p_alpha_snr": t([3.0] * 4)}
     heads, msg = select_heads(s, HeadsConfig(strategy="significance", max_selected=2))

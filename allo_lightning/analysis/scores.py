@@ -89,8 +89,8 @@ columns (every one a float64 or bool tensor [n_layers, n_heads]; ``{s}`` is ``p_
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -526,7 +526,7 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
         if not bool(need.any()):
             break
         rows = torch.nonzero(need).reshape(-1)
-        needed = int(math.ceil(1.0 / float(floor_target[rows].min()))) - 1
+        needed = math.ceil(1.0 / float(floor_target[rows].min())) - 1
         target = min(max_B, max(cur * 2, needed))
         sub = [v[rows] for v in values]
         o_sub = (obs[rows] - _tol(obs[rows])).float()

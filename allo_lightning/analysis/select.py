@@ -25,8 +25,8 @@ ones first); ``HeadAnalysis.fallback`` says why, and it is written to heads.json
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 
@@ -133,15 +133,18 @@ class HeadAnalysis:
     def summary(self, n: int = 10) -> str:
         """A few lines for the terminal: the top heads with their scores."""
         s = self.score
-        lines = [f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
-                 f"score {s}, strategy {self.strategy}): {len(self.selected)} selected"]
+        lines = [(f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
+                  f"score {s}, strategy {self.strategy}, null {self.scores.null}): {len(self.selected)} selected; "
+                  f"{len(self.testable)} heads testable (>= {self.scores.min_confident} confident pairs)")]
         if self.fallback:
             lines.append(f"FALLBACK: {self.fallback}")
         lines.append(f"  {'rank':>4} {'layer':>5} {'head':>4} {s:>9} {'random':>9} {'impact':>7} {'SNR':>7} "
                      f"{'p':>9} {'q':>9} {'prot.sig':>8} sel")
         chosen = set(self.selected)
         for rank, (ly, h) in enumerate(self.ranking[:n], start=1):
-            g = lambda k: float(self.get(k)[ly, h])  # noqa: E731
+            def g(k: str, ly: int = ly, h: int = h) -> float:
+                return float(self.get(k)[ly, h])
+
             lines.append(
                 f"  {rank:>4} {ly:>5} {h:>4} {g(''):>9.4f} {g('null_mean'):>9.4f} {g('impact'):>7.2f} "
                 f"{g('snr'):>7.2f} {g('pvalue'):>9.2e} {g('qvalue'):>9.2e} "
