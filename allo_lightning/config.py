@@ -1,16 +1,93 @@
 """Configuration sections shared by every command (YAML files and ``--section.key`` flags).
 
 One YAML file (e.g. configs/gpcr.yaml) serves every command: ``model`` (backbone and extraction),
-``data`` (which proteins), ``trainer`` (Lightning Trainer arguments; ``default_root_dir`` is where
-outputs go), ``heads`` (head analysis), ``probe`` (probe training) and ``report``.
+``data`` (which proteins), ``trainer`` (the extraction Trainer's few settings; ``default_root_dir`` is
+where outputs go), ``heads`` (head analysis), ``probe`` (probe training and its own small Trainer)
+and ``report``. A command reads the sections it uses and ignores the others.
+
+Every choice is a ``Literal`` (checked by the parser) and every range is checked in ``__post_init__``,
+so a bad value is refused at parse time, before any data or model is loaded, with an
+:class:`~allo_lightning.errors.InputError` that names the flag.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import InputError
+
+
+def _fail(flag: str, problem: str, todo: str = "") -> None:
+    raise InputError(f"--{flag}: {problem}" + (f" {todo}" if todo else ""), todo=todo or None)
+
+
+def check_range(flag: str, value, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                integer: bool = False, allow_none: bool = False) -> None:
+    """Refuse ``value`` outside [low, high] (open ends with ``low_open`` / ``high_open``), NaN, or a
+    non-integer where ``integer``; the message names the flag ``--flag``."""
+    if value is None:
+        if allow_none:
+            return
+        _fail(flag, "a value is required.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        _fail(flag, f"expected {'a whole number' if integer else 'a number'}, got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        _fail(flag, f"expected a finite number, got {value!r}.")
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    where = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    if low is not None and (value < low or (low_open and value == low)):
+        _fail(flag, f"{value!r} is outside {where}.", "Give a value in that range.")
+    if high is not None and (value > high or (high_open and value == high)):
+        _fail(flag, f"{value!r} is outside {where}.", "Give a value in that range.")
+
+
+def _positive(flag: str, value, allow_none: bool = False, integer: bool = True) -> None:
+    check_range(flag, value, low=0 if not integer else 1, low_open=not integer, integer=integer,
+                allow_none=allow_none)
+
+
+def _backbone_name(flag: str, name) -> None:
+    from .backbone import BACKBONES
+
+    if name is None or name.lower() in BACKBONES:
+        return
+    close = difflib.get_close_matches(name.lower(), BACKBONES, n=1)
+    _fail(flag, f"unknown backbone {name!r}" + (f" (did you mean {close[0]!r}?)." if close else "."),
+          f"Choose one of: {', '.join(BACKBONES)}.")
+
+
+@dataclass
+class TrainerConfig:
+    """The extraction Trainer (the frozen backbone under ``trainer.predict``): its few settings.
+
+    Args:
+        accelerator: auto (CUDA, else MPS, else CPU), cpu, cuda (or gpu) or mps.
+        devices: number of devices (processes) for extraction, or auto.
+        strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch).
+        default_root_dir: the output folder of the command.
+        enable_progress_bar: show a progress bar during extraction.
+    """
+
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    default_root_dir: str = "outputs/run"
+    enable_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.devices != "auto":
+            check_range("trainer.devices", self.devices, low=1, integer=True)
+        if not str(self.default_root_dir).strip():
+            _fail("trainer.default_root_dir", "empty path.", "Give the output folder.")
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it)."""
+        return {"accelerator": self.accelerator, "devices": self.devices, "strategy": self.strategy,
+                "default_root_dir": self.default_root_dir, "enable_progress_bar": self.enable_progress_bar}
 
 
 @dataclass
@@ -24,7 +101,8 @@ class ModelConfig:
             Without it, esmc_* and esm2_* are downloaded from the Hugging Face hub on first use.
         seed: seed of the random init of the tiny backbones.
         theta: confidence threshold: attention alpha_ij counts as confident when alpha_ij > theta.
-        dtype: fp32 (default) or bf16 (CUDA only; faster, statistics cached separately).
+        dtype: fp32 (default) or bf16 (faster where the hardware has it; its statistics are cached
+            separately, never mixed with fp32 ones).
         cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
         max_tokens: token budget of one batch (batch size x padded length).
         bucket: group proteins of similar length into batches (less padding).
@@ -34,10 +112,16 @@ class ModelConfig:
     weights: str | None = None
     seed: int = 0
     theta: float = 0.3
-    dtype: str = "fp32"
+    dtype: Literal["fp32", "bf16"] = "fp32"
     cache_dir: str | None = None
     max_tokens: int = 4096
     bucket: bool = True
+
+    def __post_init__(self) -> None:
+        _backbone_name("model.backbone", self.backbone)
+        check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
+        _positive("model.max_tokens", self.max_tokens)
+        check_range("model.seed", self.seed, integer=True, allow_none=True)
 
 
 @dataclass
@@ -47,17 +131,27 @@ class DataConfig:
     Args:
         path: a TSV/CSV table (id, sequence, sites or labels; optional cluster, family, gene) or FASTA.
             A file given here is used whole: the subset options below apply to the bundled data only.
-        bundled: bundled set used when no path is given: asd (377 ASD proteins) or seed (A2A/ADRB2 cases).
+        bundled: bundled set used when no path is given: gpcr (the 14 curated GPCRs, configs/gpcr.yaml),
+            asd (371 ASD proteins of many families, 13 of them GPCRs) or seed (the A2A/ADRB2 cases of the
+            original scripts: their residue lists are orthosteric pockets, read as orthosteric_sites, so
+            only the A2A sodium-site row P29274_Na carries allosteric sites).
+        modulators: bundled data only: ligand (default: leave out the ASD rows labelled from an ion or a
+            crystallisation additive, modulator_class ion/additive) or all.
         family: bundled data only: keep this family (e.g. GPCR).
         limit: bundled data only: keep the first N proteins (after the family filter).
         max_length: bundled data only: drop proteins longer than this (they are reported, not silent).
     """
 
     path: str | None = None
-    bundled: str = "asd"
+    bundled: Literal["gpcr", "asd", "seed"] = "asd"
+    modulators: Literal["ligand", "all"] = "ligand"
     family: str | None = None
     limit: int | None = None
     max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("data.limit", self.limit, allow_none=True)
+        _positive("data.max_length", self.max_length, allow_none=True)
 
 
 @dataclass
@@ -92,8 +186,8 @@ class HeadsConfig:
         orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
     """
 
-    score: str = "p_alpha"
-    strategy: str = "significance"
+    score: Literal["p_alpha", "mass"] = "p_alpha"
+    strategy: Literal["top_k", "significance", "original", "consistency"] = "significance"
     top_k: int = 10
     q_max: float = 0.05
     p_max: float = 0.01
@@ -110,15 +204,24 @@ class HeadsConfig:
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.min_confident < 1:
-            raise InputError(f"--heads.min_confident must be >= 1 (got {self.min_confident}).")
+        _positive("heads.top_k", self.top_k)
+        check_range("heads.q_max", self.q_max, low=0, high=1, low_open=True)
+        check_range("heads.p_max", self.p_max, low=0, high=1, low_open=True)
+        check_range("heads.snr_min", self.snr_min)
+        check_range("heads.min_fraction", self.min_fraction, low=0, high=1, low_open=True)
+        _positive("heads.n_permutations", self.n_permutations)
+        check_range("heads.plot_proteins", self.plot_proteins, low=0, integer=True)
+        if self.proteins is not None and not self.proteins:
+            _fail("heads.proteins", "an empty list.", "Give protein ids, or leave the flag out for all proteins.")
+        for pid, positions in (self.orthosteric or {}).items():
+            bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or p < 1]
+            if bad:
+                _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
+        check_range("heads.min_confident", self.min_confident, low=1, integer=True)
+        check_range("heads.max_selected", self.max_selected, low=1, integer=True)
         if self.null not in ("permutation", "composition", "shift"):
-            raise InputError(f"--heads.null must be one of permutation, composition, shift (got {self.null!r}).")
-        if self.max_selected < 1:
-            raise InputError(f"--heads.max_selected must be >= 1 (got {self.max_selected}).")
-        if self.max_permutations < self.n_permutations:
-            raise InputError(f"--heads.max_permutations must be >= --heads.n_permutations "
-                             f"({self.max_permutations} < {self.n_permutations}).")
+            _fail("heads.null", f"{self.null!r} is not one of permutation, composition, shift.")
+        check_range("heads.max_permutations", self.max_permutations, low=self.n_permutations, integer=True)
 
 
 @dataclass
@@ -135,7 +238,9 @@ class ProbeConfig:
         split: how proteins are split: cluster (no cluster in two splits; proteins without a cluster
             are their own cluster) or protein.
         val_fraction: fraction of proteins (clusters) for validation (early stopping, threshold).
-        test_fraction: fraction of proteins (clusters) held out for the test metrics.
+        test_fraction: fraction of proteins (clusters) held out for the test metrics. 0: no test set
+            (fit trains the probe you ship on every protein but the validation part; estimate its
+            performance with report, or with evaluate on held-out labelled proteins).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         batch_size: residues per training batch.
@@ -145,15 +250,20 @@ class ProbeConfig:
             training residues (class imbalance, about 3 % positives).
         top_k: precision among each protein's k best-scored residues (metric precision_at_k).
         checkpoint_dir: folder of the checkpoint saved by fit.
+        calibration: how the ranking ``score`` becomes a ``probability`` (fitted on the validation
+            scores, stored in the checkpoint): platt (logistic on logit(score)), isotonic, or none
+            (no probability column).
+        accelerator: device of the probe's own Trainer (cpu by default: the probe is tiny and metrics
+            are computed on the CPU anyway).
     """
 
-    kind: str = "logreg"
+    kind: Literal["logreg", "mlp"] = "logreg"
     hidden: int = 32
     dropout: float = 0.1
     window: int = 0
-    stats: list[str] = field(default_factory=lambda: ["received", "count", "mass"])
+    stats: list[Literal["received", "count", "mass"]] = field(default_factory=lambda: ["received", "count", "mass"])
     log1p: bool = True
-    split: str = "cluster"
+    split: Literal["cluster", "protein"] = "cluster"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     lr: float = 0.01
@@ -164,6 +274,29 @@ class ProbeConfig:
     pos_weight: float | None = None
     top_k: int = 10
     checkpoint_dir: str = "checkpoints"
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    accelerator: Literal["cpu", "auto", "cuda", "gpu", "mps"] = "cpu"
+
+    def __post_init__(self) -> None:
+        _positive("probe.hidden", self.hidden)
+        check_range("probe.dropout", self.dropout, low=0, high=1, high_open=True)
+        check_range("probe.window", self.window, low=0, integer=True)
+        if not self.stats:
+            _fail("probe.stats", "an empty list.", "Give at least one of received, count, mass.")
+        check_range("probe.val_fraction", self.val_fraction, low=0, high=1, low_open=True, high_open=True)
+        check_range("probe.test_fraction", self.test_fraction, low=0, high=1, high_open=True)
+        if self.val_fraction + self.test_fraction >= 1:
+            _fail("probe.val_fraction", f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} "
+                  "leaves no training proteins.", "Make their sum less than 1.")
+        check_range("probe.lr", self.lr, low=0, low_open=True)
+        check_range("probe.weight_decay", self.weight_decay, low=0)
+        _positive("probe.batch_size", self.batch_size)
+        _positive("probe.max_epochs", self.max_epochs)
+        check_range("probe.patience", self.patience, low=0, integer=True)
+        check_range("probe.pos_weight", self.pos_weight, low=0, low_open=True, allow_none=True)
+        _positive("probe.top_k", self.top_k)
+        if not str(self.checkpoint_dir).strip():
+            _fail("probe.checkpoint_dir", "empty path.", "Give a folder for checkpoints.")
 
 
 @dataclass
@@ -181,10 +314,19 @@ class ReportConfig:
         embeddings: include the final-layer embedding probe (needs embeddings in the cache).
     """
 
-    scheme: str = "kfold"
+    scheme: Literal["kfold", "logo"] = "kfold"
     folds: int = 5
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 50])
     random_seeds: int = 5
     train_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     max_epochs: int | None = None
     embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        check_range("report.folds", self.folds, low=2, integer=True)
+        for k in self.ks:
+            _positive("report.ks", k)
+        _positive("report.random_seeds", self.random_seeds)
+        for n in self.train_sizes:
+            _positive("report.train_sizes", n)
+        _positive("report.max_epochs", self.max_epochs, allow_none=True)

@@ -24,11 +24,11 @@ import random
 import time
 from statistics import mean, pstdev
 
+from .analysis import head_label
 from .backbone import TINY_MEANINGLESS
-from .cli import parse, quiet_lightning
-from .fit import command_errors, heads_label
 from .outputs import prepare_out_dir, write_json, write_text
 from .pipeline import load_inputs, run_extraction
+from .shell import command
 
 COLUMNS = ("subset", "n_heads", "auprc", "auprc_sd", "auroc", "auroc_sd", "f1", "f1_sd", "mcc", "mcc_sd",
            "precision_at_k", "protein_auprc", "base_rate", "folds", "note")
@@ -63,7 +63,8 @@ def best_layer(analysis) -> int:
 
 def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, selected) -> list[tuple]:
     """(row name, group for random draws or None, FeatureSpec, note) for one fold."""
-    from .probe import FeatureSpec, head_spec, ranking_of
+    from .probe import FeatureSpec, head_spec
+    from .workflow import ranking_of
 
     all_heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
     ranking = ranking_of(analysis)
@@ -128,10 +129,11 @@ def to_markdown(rows: list[dict], columns) -> str:
     return "\n".join(lines) + "\n"
 
 
-def data_efficiency(splits, stats, cfg, analyse=None) -> list[dict]:
+def data_efficiency(splits, stats, cfg, analyse=None, trainer_kwargs=None) -> list[dict]:
     """Test AUPRC against the number of training proteins (random subsets of each fold's training
     proteins; heads selected on the subset only), for the selected heads and the embeddings."""
-    from .probe import FeatureSpec, head_spec, items_of, select_heads, train_probe
+    from .probe import FeatureSpec, head_spec, items_of, train_probe
+    from .workflow import select_heads
 
     results = []
     for f, split in enumerate(splits):
@@ -150,7 +152,7 @@ def data_efficiency(splits, stats, cfg, analyse=None) -> list[dict]:
                 if spec is None:
                     spec = head_spec(select_heads(items, cfg.heads, cfg.seed, analyse).heads, cfg.probe)
                 run = train_probe(spec, items, items_of(split.val, stats), items_of(split.test, stats), cfg.probe,
-                                  cfg.seed, cfg.trainer, cfg.report.max_epochs)
+                                  cfg.seed, trainer_kwargs, cfg.report.max_epochs)
                 results.append({"features": name, "n": n, "all": n == len(split.train), "fold": f,
                                 "auprc": run.test["auprc"], "base_rate": run.test["base_rate"]})
     rows = []
@@ -165,21 +167,27 @@ def data_efficiency(splits, stats, cfg, analyse=None) -> list[dict]:
     return rows
 
 
-def main(args: list[str] | None = None, analyse=None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.report", __doc__, args, extra=_flags)
+def heads_label(heads) -> list[str]:
+    return [head_label(ly, h) for ly, h in heads]
+
+
+@command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
+def main(cfg, analyse=None) -> dict:
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
-    from .probe import items_of, make_splits, select_heads, train_probe
+    from .probe import items_of, make_splits, train_probe
+    from .workflow import select_heads
 
     t0 = time.perf_counter()
-    with command_errors():
+    if True:  # (one block: kept for a small diff)
+        trainer_kwargs = {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
         if cfg.report.random_seeds < 5:
             print(f"note: report.random_seeds={cfg.report.random_seeds}; at least 5 are recommended")
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
-        backbone, proteins = load_inputs(cfg)
-        splits = make_splits(proteins, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction,
-                             cfg.seed)
+        made = []
+        backbone, proteins = load_inputs(cfg, check=lambda ps: made.append(make_splits(
+            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)))
+        splits = made[0]
         extraction = run_extraction(cfg, backbone, proteins, embeddings=cfg.report.embeddings)
         stats = {p.id: s for p, s in extraction}
         results, curves, selected_per_fold = [], {}, []
@@ -191,7 +199,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
                                    cfg.seed, choice.heads)
             for name, draw, spec, note in subsets:
                 run = train_probe(spec, train, items_of(split.val, stats), items_of(split.test, stats), cfg.probe,
-                                  cfg.seed, cfg.trainer, cfg.report.max_epochs)
+                                  cfg.seed, trainer_kwargs, cfg.report.max_epochs)
                 results.append({"name": name, "draw": draw, "fold": f, "n_heads": len(spec.heads), "note": note,
                                 "metrics": run.test})
                 if draw in (None, 0):
@@ -200,7 +208,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
                     ss.append(run.test_scores)
             print(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
                   f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
-        efficiency = data_efficiency(splits, stats, cfg, analyse)
+        efficiency = data_efficiency(splits, stats, cfg, analyse, trainer_kwargs)
     rows = aggregate(results)
     write_text(out / "report.csv", to_csv(rows, COLUMNS))
     eff_cols = ("features", "label", "n_train", "auprc", "auprc_sd", "folds", "base_rate")
@@ -223,7 +231,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
            "- metrics: mean over folds of the test metrics; `_sd`: sd over folds (random rows: over the random "
            "draws of the fold means); f1 and mcc at the threshold with the best validation F1; "
            f"precision_at_k: k={cfg.probe.top_k} per protein",
-           f"- selected heads per fold (layer, head 0-based): "
+           "- selected heads per fold (layer, head 0-based): "
            + "; ".join(" ".join(h) for h in selected_per_fold), "",
            to_markdown(rows, COLUMNS), "## Data efficiency", "",
            "Test AUPRC (mean over folds) against the number of training proteins; heads selected on those "

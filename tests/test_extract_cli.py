@@ -12,16 +12,14 @@ from allo_lightning.backbone.esmc import build_esmc
 from allo_lightning.config import DataConfig
 from allo_lightning.data import load_proteins
 
-from .test_fit_predict import write_table
+from .conftest import SMOKE, random_proteins, write_table
 
 
 def test_smoke_config_with_flag_overrides(tmp_path, capsys):
-    from tests.conftest import random_proteins
-
     table = write_table(tmp_path / "mine.tsv", random_proteins(3, seed=5))
     out = tmp_path / "out"
     summary = extract_cmd.main([
-        "--config", "configs/smoke.yaml", "--data.path", str(table), "--model.backbone", "tiny",
+        "--config", SMOKE, "--data.path", str(table), "--model.backbone", "tiny",
         "--trainer.default_root_dir", str(out), "--model.cache_dir", str(tmp_path / "cache"),
         "--trainer.enable_progress_bar", "false",
     ])
@@ -44,7 +42,7 @@ def test_weights_file_for_tiny_backbone(tmp_path):
     for name, p in model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], p)
     summary = extract_cmd.main([
-        "--config", "configs/smoke.yaml", "--model.weights", str(path), "--data.limit", "2",
+        "--config", SMOKE, "--model.weights", str(path), "--data.limit", "2",
         "--trainer.default_root_dir", str(tmp_path / "o"), "--model.cache_dir", str(tmp_path / "c"),
         "--trainer.enable_progress_bar", "false",
     ])
@@ -52,13 +50,29 @@ def test_weights_file_for_tiny_backbone(tmp_path):
 
 
 def test_bundled_subsets():
+    # the curated GPCR set: 14 receptors, the six mislabelled ones of the old table gone
+    curated = load_proteins(DataConfig(bundled="gpcr"))
+    assert len(curated) == 14 and all(p.family == "GPCR" and p.sites for p in curated)
+    genes = {p.gene for p in curated}
+    assert genes >= {"ADORA1", "GRM5", "CHRM2", "ADORA2A"}
+    assert not genes & {"CHRM5", "GABBR1", "CHRM1", "CHRM4", "CASR", "OXTR"}
+    chrm2 = next(p for p in curated if p.gene == "CHRM2")
+    assert chrm2.orthosteric_sites and not set(chrm2.orthosteric_sites) & set(chrm2.sites or ())
+    a2a = next(p for p in curated if p.gene == "ADORA2A")
+    assert set(a2a.sites) == {52, 91, 280} and a2a.orthosteric_sites  # sodium site; orthosteric pocket known
+    # the ASD set: ligand modulators by default, ion/additive rows only with --data.modulators all
+    assert len(load_proteins(DataConfig())) == 347
+    every = load_proteins(DataConfig(modulators="all"))
+    assert len(every) == 371 and {p.modulator_class for p in every} == {"ligand", "ion", "additive"}
+    assert all(p.modulator_class == "ligand" for p in load_proteins(DataConfig()))
     gpcrs = load_proteins(DataConfig(family="GPCR"))
-    assert len(gpcrs) == 19 and all(p.family == "GPCR" for p in gpcrs)
-    assert {p.gene for p in gpcrs} >= {"ADORA1", "GRM5", "CHRM2"}
+    assert len(gpcrs) == 13 and all(p.family == "GPCR" for p in gpcrs)
+    assert {p.id for p in gpcrs} == {p.id for p in curated} - {a2a.id}  # same receptors, A2A aside
     assert len(load_proteins(DataConfig(family="GPCR", limit=5))) == 5
-    assert len(load_proteins(DataConfig())) == 377
-    seed = load_proteins(DataConfig(bundled="seed"))
-    a2a = next(p for p in seed if p.id == "P29274")
-    assert a2a.sequence[167] == "F" and 168 in a2a.sites
-    short = load_proteins(DataConfig(family="GPCR"), max_length=1000)
-    assert all(p.length <= 1000 for p in short) and len(short) == 17  # CASR and GRM5 are longer
+    # the seed cases: orthosteric pockets are never allosteric labels
+    seed = {p.id: p for p in load_proteins(DataConfig(bundled="seed"))}
+    assert seed["P29274"].sequence[167] == "F" and 168 in seed["P29274"].orthosteric_sites
+    assert seed["P29274"].sites is None and seed["P07550"].sites is None and seed["P07550"].orthosteric_sites
+    assert seed["P29274_Na"].sites == (52, 91, 280)
+    short = load_proteins(DataConfig(bundled="gpcr"), max_length=1000)
+    assert all(p.length <= 1000 for p in short) and len(short) == 13  # GRM5 (1212) is longer

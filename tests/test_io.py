@@ -7,7 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from allo_lightning.backbone.base import tokenize
-from allo_lightning.data import ALPHABET, InputError, load_proteins, read_fasta, read_proteins, read_table
+from allo_lightning.data import (
+    ALPHABET,
+    InputError,
+    bundled_path,
+    load_proteins,
+    read_fasta,
+    read_proteins,
+    read_table,
+)
 from allo_lightning.data.io import EXTRA, clean_sequence
 
 A2A = "MPIMGSSVYITVELAIAVLAILGNVLVCWAVWLNSNLQNVTNYFVVSLAAADIAVGVLAIPFAIT"  # 65 residues
@@ -81,9 +89,16 @@ def test_table_csv_semicolon_quotes_labels_optional_columns(tmp_path):
 
 
 def test_bundled_sets_parse():
-    for name in ("asd", "seed"):
+    for name in ("gpcr", "asd", "seed"):
         cfg = SimpleNamespace(path=None, bundled=name, family=None, limit=None, max_length=None)
-        assert load_proteins(cfg)
+        ps = load_proteins(cfg)
+        assert ps and len({p.id for p in ps}) == len(ps)
+        if name != "seed":
+            assert all(p.sites and p.cluster for p in ps)  # every row labelled, with a cluster to split by
+    asd = read_table(bundled_path("asd"))
+    assert len(asd) == 371
+    assert {p.modulator_class for p in asd} == {"ligand", "ion", "additive"}
+    assert sum(p.modulator_class == "ion" for p in asd) == 20 and sum(p.modulator_class == "additive" for p in asd) == 4
 
 
 # -- tables: errors from issue 2 --------------------------------------------------------------------------

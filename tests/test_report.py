@@ -6,8 +6,7 @@ import csv
 
 from allo_lightning import report
 
-from .conftest import random_proteins
-from .test_fit_predict import common, write_table
+from .conftest import common, random_proteins, write_table
 
 
 def test_report_rows_and_files(tmp_path, capsys):

@@ -8,49 +8,14 @@
 """
 
 from .export import write_attention_to_sites, write_heads_csv, write_heads_json
-from .scores import (
-                     NULLS,
-                     STATISTICS,
-                     HeadScores,
-                     ProteinNull,
-                     StatisticScores,
-                     bh_qvalues,
-                     closed_form_null,
-                     exact_permutation_pvalue,
-                     random_site_sets,
-                     random_subset_sums,
-                     score_heads,
-                     usable,
-)
-from .select import (
-                     STRATEGIES,
-                     HeadAnalysis,
-                     analyse_heads,
-                     head_label,
-                     rank_heads,
-                     select_heads,
-)
+from .scores import (NULLS, STATISTICS, HeadScores, ProteinNull, StatisticScores, bh_qvalues, closed_form_null,
+                     exact_permutation_pvalue, random_site_sets, random_subset_sums, score_heads, usable)
+from .select import STRATEGIES, HeadAnalysis, analyse_heads, head_label, rank_heads, select_heads
 
-__all__ = [
-                     "NULLS",
-                     "STATISTICS",
-                     "STRATEGIES",
-                     "HeadAnalysis",
-                     "HeadScores",
-                     "ProteinNull",
-                     "StatisticScores",
-                     "analyse_heads",
-                     "bh_qvalues",
-                     "closed_form_null",
-                     "exact_permutation_pvalue",
-                     "head_label",
-                     "random_site_sets",
-                     "random_subset_sums",
-                     "rank_heads",
-                     "score_heads",
-                     "select_heads",
-                     "usable",
-                     "write_attention_to_sites",
-                     "write_heads_csv",
-                     "write_heads_json",
+__all__ = [  # noqa: RUF022 - grouped by kind
+    "NULLS", "STATISTICS", "STRATEGIES",
+    "HeadAnalysis", "HeadScores", "ProteinNull", "StatisticScores",
+    "analyse_heads", "bh_qvalues", "closed_form_null", "exact_permutation_pvalue", "head_label", "random_site_sets",
+    "random_subset_sums", "rank_heads", "score_heads", "select_heads", "usable",
+    "write_attention_to_sites", "write_heads_csv", "write_heads_json",
 ]

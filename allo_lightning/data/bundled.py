@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 from importlib import resources
 from pathlib import Path
 
@@ -9,7 +11,24 @@ from ..errors import InputError
 from .io import read_proteins, read_table
 from .protein import Protein
 
-BUNDLED = {"asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
+BUNDLED = {"gpcr": "gpcr_allosteric.tsv", "asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
+MODULATORS = ("ligand", "all")
+
+
+def read_bundled(name: str) -> list[Protein]:
+    """The proteins of one bundled set, as the package uses them.
+
+    ``seed``: the rows whose ``site_kind`` is ``orthosteric`` list ligand-binding (orthosteric) pockets,
+    not allosteric sites: their residues become ``orthosteric_sites`` and ``sites`` is None (no
+    allosteric label). Only the A2A sodium-site row (``P29274_Na``) keeps ``sites``."""
+    path = bundled_path(name)
+    proteins = read_table(path)
+    if name != "seed":
+        return proteins
+    with open(path, newline="", encoding="utf-8") as fh:
+        kind = {row["id"]: (row.get("site_kind") or "").strip() for row in csv.DictReader(fh, delimiter="\t")}
+    return [dataclasses.replace(p, sites=None, orthosteric_sites=p.sites) if kind.get(p.id) == "orthosteric" else p
+            for p in proteins]
 
 
 def bundled_path(name: str = "asd") -> Path:
@@ -41,11 +60,17 @@ def load_proteins(cfg, max_length: int | None = None) -> list[Protein]:
         return read_proteins(cfg.path, max_length=max_length)
     limit = _positive(cfg.limit, "--data.limit")
     cfg_max = _positive(cfg.max_length, "--data.max_length")
-    proteins = read_table(bundled_path(cfg.bundled))
+    proteins = read_bundled(cfg.bundled)
+    modulators = getattr(cfg, "modulators", "ligand")
+    if modulators not in MODULATORS:
+        raise InputError(f"--data.modulators must be one of {', '.join(MODULATORS)} (got {modulators!r}).",
+                         todo=f"Choose one of {', '.join(MODULATORS)}.")
+    if modulators == "ligand":  # ASD rows labelled from an ion or a crystallisation additive are left out
+        proteins = [p for p in proteins if (p.modulator_class or "ligand") == "ligand"]
     if cfg.family:
         proteins = [p for p in proteins if (p.family or "").lower() == cfg.family.lower()]
         if not proteins:
-            families = sorted({p.family for p in read_table(bundled_path(cfg.bundled)) if p.family})
+            families = sorted({p.family for p in read_bundled(cfg.bundled) if p.family})
             raise InputError(
                 f"the bundled {cfg.bundled!r} set has no protein of family {cfg.family!r} (--data.family). "
                 f"Choose one of: {', '.join(families[:20])}{' ...' if len(families) > 20 else ''}.",
