@@ -294,7 +294,7 @@ def test_max_selected_keeps_the_best_by_q_then_score():
 
 
 def test_head_config_checks_new_fields():
-    with pytest.raises(InputError, match="--heads.min_confident must be >= 1"):
+    with pytest.raises(InputError, match="--heads.min_confident"):
         HeadsConfig(min_confident=0)
     with pytest.raises(InputError, match="--heads.max_selected"):
         HeadsConfig(max_selected=0)
