@@ -437,8 +437,8 @@ def run_scoring(n_proteins: int = 20, shape: str = "esmc_600m", heads_timed: int
           f"cost {adaptive:+.3f} s cpu; {int(d.testable.sum())} of {d.testable.numel()} heads testable")
     print(f"  max |original observed - seed score from the statistics| over the timed heads: {max(diffs):.1e}")
     default = ours["2000 permutations (default)"]
-    return (f"scoring_speedup={orig_wall / default.wall:.0f}x  (score_heads {default.wall:.3f} s, cpu {default.cpu:.3f} s, "
-            f"vs original {orig_wall:.1f} s)")
+    return (f"scoring_speedup={orig_wall / default.wall:.0f}x  (score_heads {default.wall:.3f} s, "
+            f"cpu {default.cpu:.3f} s, vs original {orig_wall:.1f} s)")
 
 
 # -- main -------------------------------------------------------------------------------------------------

@@ -282,7 +282,9 @@ def test_orthosteric_contrast_and_exclusion():
 
 
 def test_max_selected_keeps_the_best_by_q_then_score():
-    t = lambda v: torch.tensor(v, dtype=torch.float64).reshape(2, 2)
+    def t(v):
+        return torch.tensor(v, dtype=torch.float64).reshape(2, 2)
+
     s = {"p_alpha": t([0.5, 0.9, 0.1, 0.3]), "p_alpha_qvalue": t([0.01, 0.02, 0.001, 0.01]),
          "p_alpha_pvalue": t([0.001] * 4), "p_alpha_snr": t([3.0] * 4)}
     heads, msg = select_heads(s, HeadsConfig(strategy="significance", max_selected=2))
@@ -310,3 +312,27 @@ def test_head_scores_typed_fields_and_columns():
     cols = list(s.columns())
     assert cols[:3] == ["confident", "testable", "n_proteins"] and "p_alpha_pvalue_at_floor" in cols
     assert "p_alpha_pvalue_perm" not in cols and s.null == "permutation" and s.n_proteins == 1
+
+
+def test_heads_csv_and_json_say_what_was_tested(tmp_path):
+    import csv
+    import json
+
+    from allo_lightning.analysis import write_heads_csv, write_heads_json
+
+    proteins, items = _ortho_data(2)
+    a = analyse_heads(items, proteins, HeadsConfig(null="shift", n_permutations=300, min_confident=280), seed=0)
+    write_heads_csv(tmp_path / "heads.csv", a)
+    write_heads_json(tmp_path / "heads.json", a)
+    with open(tmp_path / "heads.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    want = {"p_alpha", "p_alpha_pvalue", "p_alpha_qvalue", "testable", "confident", "p_alpha_specificity"}
+    assert want <= set(rows[0])
+    assert {r["testable"] for r in rows} == {"true", "false"} and rows[-1]["testable"] == "false"
+    for r in rows:  # untestable heads: counts reported, no p-value, ranked last
+        assert (r["testable"] == "true") == (float(r["confident"]) >= 280)
+        assert (r["p_alpha_pvalue"] == "nan") == (r["testable"] == "false")
+    meta = json.loads((tmp_path / "heads.json").read_text())
+    assert meta["null"] == "shift" and meta["min_confident"] == 280 and "never a normal tail" in meta["pvalues"]
+    assert meta["n_testable"] == sum(r["testable"] == "true" for r in rows)

@@ -8,8 +8,20 @@
 """
 
 from .export import write_attention_to_sites, write_heads_csv, write_heads_json
-from .scores import (NULLS, STATISTICS, HeadScores, ProteinNull, StatisticScores, bh_qvalues, closed_form_null,
-                     exact_permutation_pvalue, random_site_sets, random_subset_sums, score_heads, usable)
+from .scores import (
+                     NULLS,
+                     STATISTICS,
+                     HeadScores,
+                     ProteinNull,
+                     StatisticScores,
+                     bh_qvalues,
+                     closed_form_null,
+                     exact_permutation_pvalue,
+                     random_site_sets,
+                     random_subset_sums,
+                     score_heads,
+                     usable,
+)
 from .select import STRATEGIES, HeadAnalysis, analyse_heads, head_label, rank_heads, select_heads
 
 __all__ = [  # noqa: RUF022 - grouped by kind
