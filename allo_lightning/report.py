@@ -116,10 +116,9 @@ def _fmt(v) -> str:
 
 
 def to_csv(rows: list[dict], columns) -> str:
-    lines = [",".join(columns)]
-    for r in rows:
-        lines.append(",".join(_fmt(r.get(c, "")).replace(",", ";") for c in columns))
-    return "\n".join(lines) + "\n"
+    from .tables import csv_text
+
+    return csv_text(columns, ([_fmt(r.get(c, "")) for c in columns] for r in rows))
 
 
 def to_markdown(rows: list[dict], columns) -> str:
@@ -186,7 +185,8 @@ def main(cfg, analyse=None) -> dict:
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
         made = []
         backbone, proteins = load_inputs(cfg, check=lambda ps: made.append(make_splits(
-            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)))
+            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)),
+            require_sites=True)
         splits = made[0]
         extraction = run_extraction(cfg, backbone, proteins, embeddings=cfg.report.embeddings)
         stats = {p.id: s for p, s in extraction}
