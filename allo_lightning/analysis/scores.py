@@ -101,7 +101,7 @@ STATISTICS = ("p_alpha", "mass")
 NULLS = ("permutation", "composition", "shift")
 RESOLVED = 10  # exceedances that make a Monte-Carlo p "resolved" (relative error about 30 %)
 CHUNK = 20000  # draws generated at once while escalating
-EXACT_BUDGET = 2e7  # array elements one exact computation may touch (about 0.1 s); twice that over all heads
+EXACT_BUDGET = 1e7  # cost (see exact_permutation_cost) of one exact p-value (about 10 ms); 5x that in all
 
 _STAT_SUFFIXES = ("", "_null_mean", "_null_sd", "_impact", "_snr", "_pvalue", "_pvalue_draws",
                   "_pvalue_at_floor", "_qvalue", "_protein_mean", "_protein_sd", "_protein_snr",
@@ -338,12 +338,14 @@ def _log_comb(lf: np.ndarray, n, k) -> np.ndarray:
 
 
 def exact_permutation_cost(values: Sequence[np.ndarray], ks: Sequence[int], observed: float) -> float:
-    """Array elements :func:`exact_permutation_pvalue` touches (to decide whether it is cheap)."""
+    """Rough cost of :func:`exact_permutation_pvalue` in array elements touched, each Python-level
+    step counted as 5000 elements (to decide whether it is cheap)."""
     T = max(0, math.ceil(observed - 1e-9))
     cost = 0.0
     for v, k in zip(values, ks):
         groups = np.unique(np.minimum(np.asarray(v), T), return_counts=True)[1]
-        cost += float(np.minimum(groups, k).sum() + len(groups)) * (k + 1) * (T + 1)
+        steps = float(np.minimum(groups, k).sum() + len(groups))
+        cost += steps * ((k + 1) * (T + 1) + 5000)
     return cost
 
 
@@ -508,7 +510,7 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
         if rows:
             vals_np = [v.numpy() for v in values]
             ks = [nl.k for nl in nulls]
-            budget = EXACT_BUDGET * 2
+            budget = EXACT_BUDGET * 5
             for r in rows:
                 col = [vv[r] for vv in vals_np]
                 cost = exact_permutation_cost(col, ks, float(obs[r]))
