@@ -185,7 +185,7 @@ class ReportConfig:
     am_top_k: int | None = None
 
     def __post_init__(self) -> None:
-        from .errors import InputError  # noqa: PLC0415
+        from .errors import InputError
 
         for flag, value, low in (("efficiency_draws", self.efficiency_draws, 1), ("n_boot", self.n_boot, 100),
                                  ("transfer_pool", self.transfer_pool, 2), ("am_top_k", self.am_top_k, 1)):

@@ -131,8 +131,13 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
             train, val, test = (items_of(ps, stats) for ps in (split.train, split.val, split.test))
             subsets = fold_subsets(choice.analysis, backbone.n_layers, backbone.n_heads, rcfg, cfg.probe,
                                    cfg.seed, choice.heads)
+            same: dict = {}  # identical feature sets (e.g. selected = top3) are trained once
             for name, draw, spec, note in subsets:
-                run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, cfg.trainer, rcfg.max_epochs)
+                key = (type(spec).__name__, spec.kind, tuple(spec.heads), getattr(spec, "layer", None))
+                if key not in same:
+                    same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, cfg.trainer,
+                                            rcfg.max_epochs)
+                run = same[key]
                 if len(col.folds) == f:
                     col.add_fold(run.test_set.y.numpy(), run.test_set.index.numpy())
                 col.add(name, draw, f, len(spec.heads), note, run.test, run.test_scores.numpy(), run.threshold)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import mean, pstdev
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def transfer_pool(test: Sequence[Protein], limit: int | None = None, max_length:
     """Training pool of the transfer scheme: the bundled ASD proteins that are not GPCRs, labelled
     from a ligand modulator (no ion/additive rows), sharing no id, cluster or sequence with ``test``.
     ``limit``: a seeded random sample of at most that many (kept in table order)."""
-    from ..data.bundled import read_bundled  # noqa: PLC0415
+    from ..data.bundled import read_bundled
 
     ids = {p.id for p in test}
     clusters = {p.cluster for p in test if p.cluster}
@@ -154,7 +155,7 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
     Rows: selected; top{k}; random{k} (``rcfg.random_seeds`` draws of k TESTABLE heads); all; best_layer
     (heads of the best layer on the training proteins); embedding (final layer); best_layer_embedding
     (hidden states of that best layer, when ``hidden_layer`` is given); selected+embedding; identity."""
-    from .workflow import ranking_of  # noqa: PLC0415
+    from .workflow import ranking_of
 
     all_heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
     pool = testable_heads(analysis, n_layers, n_heads)
@@ -265,7 +266,10 @@ def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0) -> tuple[list[d
                 continue
             pb, bb = values[(name, "auprc")]
             iv = fb.interval_of(pa - pb, ba - bb)
-            verdict = "yes" if iv.lo > 0 else ("no (worse)" if iv.hi < 0 else "not resolved")
+            if iv.lo == iv.hi == 0:
+                verdict = "identical scores"
+            else:
+                verdict = "yes" if iv.lo > 0 else ("no (worse)" if iv.hi < 0 else "not resolved")
             comparisons.append({"subset": name, "delta_auprc": iv.estimate, "delta_lo": iv.lo, "delta_hi": iv.hi,
                                 "selected_better": verdict, "test_proteins": fb.n_proteins})
     return rows, comparisons
@@ -351,8 +355,8 @@ def fmt(v) -> str:
 
 
 def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    import csv  # noqa: PLC0415
-    import io  # noqa: PLC0415
+    import csv
+    import io
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
