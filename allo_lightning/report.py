@@ -159,7 +159,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
             scored = []
             for r in selected:
                 split = splits[r["fold"]]
-                y, index = col.folds[r["fold"]]
+                _, index = col.folds[r["fold"]]
                 for i, p in enumerate(split.test):
                     scored.append((p, r["scores"][index == i], r["threshold"]))
             am_rows = association_rows(am_table, scored, rcfg.am_top_k)

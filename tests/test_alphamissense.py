@@ -101,7 +101,7 @@ def test_mann_whitney_matches_exact_enumeration():
 
 
 def test_refuses_when_no_protein_is_in_the_file(tmp_path):
-    proteins, rows = planted(2)
+    _, rows = planted(2)
     path = write_variants(tmp_path / "am.tsv", rows)
     with pytest.raises(InputError, match="none of the 1 proteins of the data"):
         read_alphamissense(path, ["P12345"])

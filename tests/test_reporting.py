@@ -98,7 +98,7 @@ def test_rows_have_intervals_and_paired_comparison():
         col.add_fold(y, groups)
         good, bad = y * 2.0 + rng.normal(size=len(y)), rng.normal(size=len(y))
         truth.append((y, good, bad))
-        def m(s):
+        def m(s, y=y):
             return {"auprc": average_precision_score(y, s), "auroc": roc_auc_score(y, s), "base_rate": y.mean()}
 
         col.add("selected", None, f, 3, "", m(good), good, 0.5)

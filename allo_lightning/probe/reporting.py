@@ -75,7 +75,7 @@ def transfer_split(test: Sequence[Protein], pool: Sequence[Protein], by: str = "
     if len(keys) < 2:
         raise InputError(f"the transfer scheme needs at least 2 non-GPCR training clusters; the pool has {len(keys)}. "
                          "Raise --report.transfer_pool (or leave it out).", todo="Raise --report.transfer_pool.")
-    n_val = min(max(1, int(round(val_fraction * len(keys)))), len(keys) - 1)
+    n_val = min(max(1, round(val_fraction * len(keys))), len(keys) - 1)
     val = [p for k in keys[:n_val] for p in groups[k]]
     train = [p for k in keys[n_val:] for p in groups[k]]
     if not any(p.sites for p in test):
@@ -304,7 +304,7 @@ def efficiency_plan(split: Split, sizes: Sequence[int], draws: int = 5, seed: in
     n_train, n_val = len(split.train), len(split.val)
     out = []
     for n in sorted({int(s) for s in sizes if 1 <= int(s) < n_train}):
-        m = max(1, int(round(n_val * n / n_train)))
+        m = max(1, round(n_val * n / n_train))
         for d in range(draws):
             rng = random.Random(seed * 7919 + fold * 101 + n * 13 + d)
             train = _with_site(rng.sample(split.train, n), split.train, rng)
