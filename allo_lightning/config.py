@@ -1,14 +1,93 @@
 """Configuration sections shared by every command (YAML files and ``--section.key`` flags).
 
 One YAML file (e.g. configs/gpcr.yaml) serves every command: ``model`` (backbone and extraction),
-``data`` (which proteins), ``trainer`` (Lightning Trainer arguments; ``default_root_dir`` is where
-outputs go), ``heads`` (head analysis), ``probe`` (probe training) and ``report``.
+``data`` (which proteins), ``trainer`` (the extraction Trainer's few settings; ``default_root_dir`` is
+where outputs go), ``heads`` (head analysis), ``probe`` (probe training and its own small Trainer)
+and ``report``. A command reads the sections it uses and ignores the others.
+
+Every choice is a ``Literal`` (checked by the parser) and every range is checked in ``__post_init__``,
+so a bad value is refused at parse time, before any data or model is loaded, with an
+:class:`~allo_lightning.errors.InputError` that names the flag.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from .errors import InputError
+
+
+def _fail(flag: str, problem: str, todo: str = "") -> None:
+    raise InputError(f"--{flag}: {problem}" + (f" {todo}" if todo else ""), todo=todo or None)
+
+
+def check_range(flag: str, value, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                integer: bool = False, allow_none: bool = False) -> None:
+    """Refuse ``value`` outside [low, high] (open ends with ``low_open`` / ``high_open``), NaN, or a
+    non-integer where ``integer``; the message names the flag ``--flag``."""
+    if value is None:
+        if allow_none:
+            return
+        _fail(flag, "a value is required.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        _fail(flag, f"expected {'a whole number' if integer else 'a number'}, got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value):
+        _fail(flag, f"expected a finite number, got {value!r}.")
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    where = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    if low is not None and (value < low or (low_open and value == low)):
+        _fail(flag, f"{value!r} is outside {where}.", "Give a value in that range.")
+    if high is not None and (value > high or (high_open and value == high)):
+        _fail(flag, f"{value!r} is outside {where}.", "Give a value in that range.")
+
+
+def _positive(flag: str, value, allow_none: bool = False, integer: bool = True) -> None:
+    check_range(flag, value, low=0 if not integer else 1, low_open=not integer, integer=integer,
+                allow_none=allow_none)
+
+
+def _backbone_name(flag: str, name) -> None:
+    from .backbone import BACKBONES
+
+    if name is None or name.lower() in BACKBONES:
+        return
+    close = difflib.get_close_matches(name.lower(), BACKBONES, n=1)
+    _fail(flag, f"unknown backbone {name!r}" + (f" (did you mean {close[0]!r}?)." if close else "."),
+          f"Choose one of: {', '.join(BACKBONES)}.")
+
+
+@dataclass
+class TrainerConfig:
+    """The extraction Trainer (the frozen backbone under ``trainer.predict``): its few settings.
+
+    Args:
+        accelerator: auto (CUDA, else MPS, else CPU), cpu, cuda (or gpu) or mps.
+        devices: number of devices (processes) for extraction, or auto.
+        strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch).
+        default_root_dir: the output folder of the command.
+        enable_progress_bar: show a progress bar during extraction.
+    """
+
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    default_root_dir: str = "outputs/run"
+    enable_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.devices != "auto":
+            check_range("trainer.devices", self.devices, low=1, integer=True)
+        if not str(self.default_root_dir).strip():
+            _fail("trainer.default_root_dir", "empty path.", "Give the output folder.")
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it)."""
+        return {"accelerator": self.accelerator, "devices": self.devices, "strategy": self.strategy,
+                "default_root_dir": self.default_root_dir, "enable_progress_bar": self.enable_progress_bar}
 
 
 @dataclass
@@ -22,7 +101,8 @@ class ModelConfig:
             Without it, esmc_* and esm2_* are downloaded from the Hugging Face hub on first use.
         seed: seed of the random init of the tiny backbones.
         theta: confidence threshold: attention alpha_ij counts as confident when alpha_ij > theta.
-        dtype: fp32 (default) or bf16 (CUDA only; faster, statistics cached separately).
+        dtype: fp32 (default) or bf16 (faster where the hardware has it; its statistics are cached
+            separately, never mixed with fp32 ones).
         cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
         max_tokens: token budget of one batch (batch size x padded length).
         bucket: group proteins of similar length into batches (less padding).
@@ -32,10 +112,16 @@ class ModelConfig:
     weights: str | None = None
     seed: int = 0
     theta: float = 0.3
-    dtype: str = "fp32"
+    dtype: Literal["fp32", "bf16"] = "fp32"
     cache_dir: str | None = None
     max_tokens: int = 4096
     bucket: bool = True
+
+    def __post_init__(self) -> None:
+        _backbone_name("model.backbone", self.backbone)
+        check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
+        _positive("model.max_tokens", self.max_tokens)
+        check_range("model.seed", self.seed, integer=True, allow_none=True)
 
 
 @dataclass
@@ -63,6 +149,10 @@ class DataConfig:
     limit: int | None = None
     max_length: int | None = None
 
+    def __post_init__(self) -> None:
+        _positive("data.limit", self.limit, allow_none=True)
+        _positive("data.max_length", self.max_length, allow_none=True)
+
 
 @dataclass
 class HeadsConfig:
@@ -86,8 +176,8 @@ class HeadsConfig:
         orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
     """
 
-    score: str = "p_alpha"
-    strategy: str = "significance"
+    score: Literal["p_alpha", "mass"] = "p_alpha"
+    strategy: Literal["top_k", "significance", "original", "consistency"] = "significance"
     top_k: int = 10
     q_max: float = 0.05
     p_max: float = 0.01
@@ -97,6 +187,21 @@ class HeadsConfig:
     proteins: list[str] | None = None
     plot_proteins: int = 4
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("heads.top_k", self.top_k)
+        check_range("heads.q_max", self.q_max, low=0, high=1, low_open=True)
+        check_range("heads.p_max", self.p_max, low=0, high=1, low_open=True)
+        check_range("heads.snr_min", self.snr_min)
+        check_range("heads.min_fraction", self.min_fraction, low=0, high=1, low_open=True)
+        _positive("heads.n_permutations", self.n_permutations)
+        check_range("heads.plot_proteins", self.plot_proteins, low=0, integer=True)
+        if self.proteins is not None and not self.proteins:
+            _fail("heads.proteins", "an empty list.", "Give protein ids, or leave the flag out for all proteins.")
+        for pid, positions in (self.orthosteric or {}).items():
+            bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or p < 1]
+            if bad:
+                _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
 
 
 @dataclass
@@ -113,7 +218,9 @@ class ProbeConfig:
         split: how proteins are split: cluster (no cluster in two splits; proteins without a cluster
             are their own cluster) or protein.
         val_fraction: fraction of proteins (clusters) for validation (early stopping, threshold).
-        test_fraction: fraction of proteins (clusters) held out for the test metrics.
+        test_fraction: fraction of proteins (clusters) held out for the test metrics. 0: no test set
+            (fit trains the probe you ship on every protein but the validation part; estimate its
+            performance with report, or with evaluate on held-out labelled proteins).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         batch_size: residues per training batch.
@@ -123,15 +230,20 @@ class ProbeConfig:
             training residues (class imbalance, about 3 % positives).
         top_k: precision among each protein's k best-scored residues (metric precision_at_k).
         checkpoint_dir: folder of the checkpoint saved by fit.
+        calibration: how the ranking ``score`` becomes a ``probability`` (fitted on the validation
+            scores, stored in the checkpoint): platt (logistic on logit(score)), isotonic, or none
+            (no probability column).
+        accelerator: device of the probe's own Trainer (cpu by default: the probe is tiny and metrics
+            are computed on the CPU anyway).
     """
 
-    kind: str = "logreg"
+    kind: Literal["logreg", "mlp"] = "logreg"
     hidden: int = 32
     dropout: float = 0.1
     window: int = 0
-    stats: list[str] = field(default_factory=lambda: ["received", "count", "mass"])
+    stats: list[Literal["received", "count", "mass"]] = field(default_factory=lambda: ["received", "count", "mass"])
     log1p: bool = True
-    split: str = "cluster"
+    split: Literal["cluster", "protein"] = "cluster"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     lr: float = 0.01
@@ -142,6 +254,29 @@ class ProbeConfig:
     pos_weight: float | None = None
     top_k: int = 10
     checkpoint_dir: str = "checkpoints"
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    accelerator: Literal["cpu", "auto", "cuda", "gpu", "mps"] = "cpu"
+
+    def __post_init__(self) -> None:
+        _positive("probe.hidden", self.hidden)
+        check_range("probe.dropout", self.dropout, low=0, high=1, high_open=True)
+        check_range("probe.window", self.window, low=0, integer=True)
+        if not self.stats:
+            _fail("probe.stats", "an empty list.", "Give at least one of received, count, mass.")
+        check_range("probe.val_fraction", self.val_fraction, low=0, high=1, low_open=True, high_open=True)
+        check_range("probe.test_fraction", self.test_fraction, low=0, high=1, high_open=True)
+        if self.val_fraction + self.test_fraction >= 1:
+            _fail("probe.val_fraction", f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} "
+                  "leaves no training proteins.", "Make their sum less than 1.")
+        check_range("probe.lr", self.lr, low=0, low_open=True)
+        check_range("probe.weight_decay", self.weight_decay, low=0)
+        _positive("probe.batch_size", self.batch_size)
+        _positive("probe.max_epochs", self.max_epochs)
+        check_range("probe.patience", self.patience, low=0, integer=True)
+        check_range("probe.pos_weight", self.pos_weight, low=0, low_open=True, allow_none=True)
+        _positive("probe.top_k", self.top_k)
+        if not str(self.checkpoint_dir).strip():
+            _fail("probe.checkpoint_dir", "empty path.", "Give a folder for checkpoints.")
 
 
 @dataclass
@@ -185,10 +320,14 @@ class ReportConfig:
     am_top_k: int | None = None
 
     def __post_init__(self) -> None:
-        from .errors import InputError
-
-        for flag, value, low in (("efficiency_draws", self.efficiency_draws, 1), ("n_boot", self.n_boot, 100),
-                                 ("transfer_pool", self.transfer_pool, 2), ("am_top_k", self.am_top_k, 1)):
-            if value is not None and value < low:
-                raise InputError(f"--report.{flag} must be >= {low} (got {value}).",
-                                 todo=f"Give --report.{flag} of at least {low}.")
+        check_range("report.folds", self.folds, low=2, integer=True)
+        for k in self.ks:
+            _positive("report.ks", k)
+        _positive("report.random_seeds", self.random_seeds)
+        for n in self.train_sizes:
+            _positive("report.train_sizes", n)
+        _positive("report.max_epochs", self.max_epochs, allow_none=True)
+        _positive("report.efficiency_draws", self.efficiency_draws)
+        check_range("report.n_boot", self.n_boot, low=100, integer=True)
+        check_range("report.transfer_pool", self.transfer_pool, low=2, integer=True, allow_none=True)
+        _positive("report.am_top_k", self.am_top_k, allow_none=True)

@@ -13,19 +13,18 @@ import time
 import torch
 
 from .backbone import TINY_MEANINGLESS
-from .cli import parse, quiet_lightning
 from .outputs import write_json
-from .pipeline import load_inputs, run_extraction, user_errors
+from .pipeline import check_writable_dir, load_inputs, run_extraction
+from .shell import command
 
 
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.extract", __doc__, args)
-    with user_errors():
-        backbone, proteins = load_inputs(cfg)
-        t0 = time.perf_counter()
-        result = run_extraction(cfg, backbone, proteins)
-        seconds = time.perf_counter() - t0
+@command("extract", __doc__, sections=("model", "data", "trainer"))
+def main(cfg) -> dict:
+    check_writable_dir(cfg.out_dir, "--trainer.default_root_dir")
+    backbone, proteins = load_inputs(cfg)
+    t0 = time.perf_counter()
+    result = run_extraction(cfg, backbone, proteins)
+    seconds = time.perf_counter() - t0
     n_res = sum(p.length for p in proteins)
     count = torch.zeros(backbone.n_layers, backbone.n_heads)
     total = torch.zeros(backbone.n_layers, backbone.n_heads)

@@ -2,23 +2,29 @@
 
 Extraction (cached) -> split by cluster (train / val / test) -> head selection on the TRAINING proteins
 only -> probe training (early stopping on validation AUPRC, decision threshold with the best
-validation F1) -> test. Writes ``metrics.json``, ``test_scores.csv`` and ``pr_curve.png`` to the
-output folder (``--trainer.default_root_dir``), saves the probe checkpoint (``--probe.checkpoint_dir``,
-or ``--checkpoint FILE``) and prints ``checkpoint: PATH`` as its last line.
+validation F1, on the ranking score) -> test. Writes ``metrics.json``, ``test_scores.csv`` (id,
+position, residue, label, score, probability) and ``pr_curve.png`` to the output folder
+(``--trainer.default_root_dir``), saves the probe checkpoint (``--probe.checkpoint_dir``, or
+``--checkpoint FILE``) and prints ``checkpoint: PATH`` as its last line.
+
+``score`` ranks residues (class-weighted training: not a probability); ``probability`` is the score
+calibrated on the validation proteins (``--probe.calibration``). ``--probe.test_fraction 0`` trains
+the probe you ship on all proteins but the validation part (no test metrics: estimate them with
+``report``, or with ``evaluate`` on your own held-out labelled proteins).
 """
 
 from __future__ import annotations
 
-import contextlib
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 from .backbone import TINY_MEANINGLESS
-from .cli import parse, quiet_lightning
-from .outputs import OutputExistsError, prepare_out_dir, write_json, write_text
-from .pipeline import load_inputs, run_extraction, user_errors
+from .errors import CheckpointError, OutputExistsError
+from .outputs import prepare_out_dir, write_csv, write_json
+from .pipeline import load_inputs, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
@@ -27,17 +33,9 @@ def _flags(parser) -> None:
                         help="where to save the checkpoint (default: PROBE.CHECKPOINT_DIR/<run>.<backbone>.safetensors)")
 
 
-@contextlib.contextmanager
-def command_errors() -> Iterator[None]:
-    """User errors of every probe command: one readable line, exit code 2."""
-    from .probe import CheckpointError
-
-    with user_errors():
-        try:
-            yield
-        except (OutputExistsError, CheckpointError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+def probe_trainer_kwargs(cfg) -> dict:
+    """The probe's Trainer: its own device (``--probe.accelerator``) and the run's output folder."""
+    return {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
 
 
 def heads_label(heads) -> list[str]:
@@ -49,41 +47,63 @@ def default_checkpoint(cfg) -> Path:
     return Path(cfg.probe.checkpoint_dir) / f"{cfg.out_dir.name}.{cfg.model.backbone.lower()}.safetensors"
 
 
-def test_scores_csv(run) -> str:
-    lines = ["id,position,residue,label,score"]
-    ts = run.test_set
-    for i, p in enumerate(ts.proteins):
-        mask = ts.index == i
-        for pos, (y, s) in enumerate(zip(ts.y[mask].tolist(), run.test_scores[mask].tolist()), start=1):
-            lines.append(f"{p.id},{pos},{p.sequence[pos - 1]},{y},{s:.6g}")
-    return "\n".join(lines) + "\n"
+NO_TEST = ("no test set (--probe.test_fraction 0): this probe was trained on every protein but the validation "
+           "part, so no protein is left to estimate its performance. Estimate it with python -m allo_lightning.report "
+           "(cross-validation on the same data), or run python -m allo_lightning.evaluate --checkpoint FILE on "
+           "labelled proteins it has not seen.")
 
 
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.fit", __doc__, args, extra=_flags)
+def _fmt(v) -> str:
+    return "undefined" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
+    """Refuse a checkpoint path that is a folder, or an existing file without ``--overwrite``; make sure its
+    folder can be written (before any work)."""
+    from .pipeline import check_writable_dir
+
+    if path.is_dir():
+        raise CheckpointError(f"--checkpoint {path} is a folder. Give a file name, e.g. {path / 'probe.safetensors'}.")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists. Pass --overwrite to replace it, or choose another "
+                                "file with --checkpoint FILE.")
+    check_writable_dir(path.parent, "the checkpoint folder")
+    return path
+
+
+@command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
+def main(cfg) -> dict:
     from .plots.probe import pr_curves
-    from .probe import fit_split, save_checkpoint, train_val_test
+    from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
+    from .workflow import fit_split
 
     t0 = time.perf_counter()
     ckpt_path = Path(cfg.get("checkpoint") or default_checkpoint(cfg))
     overwrite = bool(cfg.get("overwrite"))
-    with command_errors():
+    if True:  # (one block: kept for a small diff)
         out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
-        if ckpt_path.exists() and not overwrite:
-            raise OutputExistsError(f"{ckpt_path} already exists. Pass --overwrite to replace it, or choose another "
-                                    "file with --checkpoint FILE.")
-        backbone, proteins = load_inputs(cfg)
-        split = train_val_test(proteins, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)
+        check_checkpoint_path(ckpt_path, overwrite)
+        splits = []
+        backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
+            ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)))
+        split = splits[0]
         extraction = run_extraction(cfg, backbone, proteins)
         stats = {p.id: s for p, s in extraction}
-        result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, cfg.trainer)
+        result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, probe_trainer_kwargs(cfg))
     run, choice = result.run, result.choice
     test = run.test
+    warnings = [w for w in (undefined_warning(run.val, f"the {len(split.val)} validation proteins"),
+                            undefined_warning(test, f"the {len(split.test)} test proteins")) if w]
+    meaning = {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
+               "probability": (run.calibration.meaning if run.calibration
+                               else "no calibration (--probe.calibration none)")}
     metrics = {
         **{k: test[k] for k in sorted(test)},
+        "test": "held-out test proteins (the metrics above)" if split.test else None,
         "val": run.val,
         "threshold": run.threshold,
+        "score_meaning": meaning,
+        "calibration": run.calibration.to_config() if run.calibration else None,
         "heads": heads_label(choice.heads),
         "heads_layer_head": [list(h) for h in choice.heads],
         "heads_indexing": "layer and head are 0-based",
@@ -95,26 +115,40 @@ def main(args: list[str] | None = None) -> dict:
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": cfg.model.theta,
         "meaningless": backbone.meaningless,
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
+        "warnings": warnings,
         "checkpoint": str(ckpt_path),
         "config": cfg.as_dict(),
     }
+    if not split.test:
+        metrics["test_note"] = NO_TEST
     if choice.analysis is not None and hasattr(choice.analysis, "provenance"):
         metrics["head_analysis"] = choice.analysis.provenance()
-    write_text(out / "test_scores.csv", test_scores_csv(run))
-    pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",
-              title=f"test PR curve ({backbone.label}, {len(split.test)} proteins)")
+    if split.test:
+        write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities))
+        pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",
+                  title=f"test PR curve ({backbone.label}, {len(split.test)} proteins)")
+    else:  # --overwrite: no stale test results of an earlier run beside this one's metrics
+        for name in ("test_scores.csv", "pr_curve.png"):
+            (out / name).unlink(missing_ok=True)
+    summary = {k: test[k] for k in ("auprc", "auroc", "base_rate")} if split.test else None
     save_checkpoint(ckpt_path, run.module.net, run.spec, run.threshold, backbone, cfg.model.theta, vars(cfg.probe),
-                    extra={"metrics": {k: test[k] for k in ("auprc", "auroc", "base_rate")}, "split": split.ids()},
-                    backbone_seed=cfg.model.seed)
+                    extra={"metrics": summary, "split": split.ids()}, backbone_seed=cfg.model.seed,
+                    calibration=run.calibration)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
     print(f"heads selected on {len(split.train)} training proteins (layer, head 0-based): {' '.join(metrics['heads'])}")
     if choice.fallback:
         print(f"FALLBACK: {choice.fallback}")
-    print(f"probe {cfg.probe.kind}: {run.epochs} epochs (best {run.best_epoch}), threshold {run.threshold:.3f}")
-    print(f"test ({len(split.test)} proteins): AUPRC {test['auprc']:.3f} (base rate {test['base_rate']:.3f}), "
-          f"AUROC {test['auroc']:.3f}, F1 {test['f1']:.3f}, MCC {test['mcc']:.3f}, "
-          f"precision@{cfg.probe.top_k} {test['precision_at_k']:.3f}")
+    print(f"probe {cfg.probe.kind}: {run.epochs} epochs (best {run.best_epoch}), threshold {run.threshold:.3f} "
+          "on the ranking score (not a probability)")
+    if split.test:
+        print(f"test ({len(split.test)} proteins): AUPRC {_fmt(test['auprc'])} (base rate {test['base_rate']:.3f}), "
+              f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])}, "
+              f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])}")
+    else:
+        print(f"note: {NO_TEST}")
+    for w in warnings:
+        print(w, file=sys.stderr)
     print(f"metrics: {out / 'metrics.json'}")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)

@@ -3,14 +3,16 @@ not overwritten without ``--overwrite``."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from .errors import OutputExistsError
+from .errors import OutputError, OutputExistsError
 
 
 def _umask() -> int:
@@ -51,8 +53,29 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf floats -> None (JSON has no NaN: an undefined metric is written as null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Strict JSON (NaN and inf become null)."""
+    return write_text(path, json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A table written by the csv module (quoting handled), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return Path(path)
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
@@ -68,11 +91,26 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
 def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
     """Create the output folder. If ``marker`` (a file this command writes) already exists there,
     refuse unless ``overwrite``: a finished result is never replaced by accident."""
-    path = Path(path)
+    path = check_writable_dir(path, "the output folder")
     if (path / marker).exists() and not overwrite:
         raise OutputExistsError(
             f"{path / marker} already exists. Pass --overwrite to replace it, or choose another folder "
             "with --trainer.default_root_dir DIR."
         )
-    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_writable_dir(path: str | Path, what: str) -> Path:
+    """Create folder ``path`` if needed and check that a file can be written in it (a real write: a
+    permission check says yes to root on a read-only file system)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder. Give a folder path.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{what} {path} cannot be written ({e.strerror or e}). Choose a writable folder.") from None
     return path

@@ -2,24 +2,35 @@
 
 The backbone, its weights check and theta come from the checkpoint (a different ``--model.backbone``
 or other weights are refused). Writes ``DIR/predictions.csv`` (id, position (1-based), residue,
-score, rank (1 = most likely allosteric within its protein), predicted (score >= the checkpoint's
-decision threshold)), ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.defattr`` to colour a structure
-by score, and prints each protein's top residues.
+score (a ranking score, not a probability), probability (the score calibrated on the probe's validation
+proteins; absent when the checkpoint has no calibration), rank (1 = most likely allosteric within its
+protein), predicted (score >= the checkpoint's decision threshold); with ``--structure`` also chain,
+resnum, icode: the structure residue each position maps to, empty where unmapped),
+``DIR/plots/<id>.png`` (score along the sequence), and scripts that colour a structure by score:
+``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
+
+``--structure FILE`` (PDB or mmCIF; or a folder of ``<id>.pdb``/``<id>.cif``; or a table with columns
+id, structure, chain) aligns each protein to a chain (``--chain``, else the best-matching one) and refuses
+a chain below ``--min_identity``/``--min_coverage``; then ``DIR/structures/<id>.cif`` (or .pdb) holds the
+structure with B-factor = score on the mapped residues, and the scripts use the structure's own numbering
+and insertion codes. Without it the scripts use sequence positions on chain ``--chain`` (default A).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
-from pathlib import Path
 
 import torch
 
+from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, load_backbone
-from .cli import parse, quiet_lightning
-from .fit import command_errors
+from .errors import CheckpointError
 from .outputs import prepare_out_dir, write_json, write_text
-from .pipeline import run_extraction
+from .pipeline import check_devices, check_writable_dir, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
@@ -28,41 +39,51 @@ def _flags(parser) -> None:
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
-    # from the checkpoint unless given: a different value is refused, never silently used
-    parser.set_defaults({"model.backbone": None, "model.theta": None, "model.seed": None})
+    parser.add_argument("--structure", type=str, default=None,
+                        help="PDB/mmCIF file, a folder of <id>.pdb/<id>.cif, or a table id,structure,chain")
+    parser.add_argument("--chain", type=str, default=None,
+                        help="chain to map the scores onto (default: the best-matching chain; A without --structure)")
+    parser.add_argument("--min_identity", type=float, default=0.9,
+                        help="refuse a structure chain less identical than this to the protein (0..1)")
+    parser.add_argument("--min_coverage", type=float, default=0.1,
+                        help="refuse a structure chain covering less than this fraction of the protein (0..1)")
+    parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")
 
 
+# TODO(lead): switch to the collision-safe id sanitiser being added by another helper (ids like a/b and a_b).
 def safe_name(pid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", pid)[:100] or "protein"
 
 
-def pymol_script(pid: str, positions: list[int], scores: list[float]) -> str:
-    lines = [f"# allo_lightning scores for {pid}: residue numbers are 1-based positions in the FASTA sequence.",
-             "# Load a structure numbered like the sequence (e.g. UniProt numbering) first, then: run this.pml",
-             "# Restrict to one chain by adding 'and chain A' to the selections if needed.",
-             "alter all, b=0.0"]
-    lines += [f"alter resi {pos}, b={s:.4f}" for pos, s in zip(positions, scores)]
-    lines += ["spectrum b, blue_white_red, minimum=0, maximum=1", "show cartoon"]
-    return "\n".join(lines) + "\n"
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
-def chimerax_defattr(pid: str, positions: list[int], scores: list[float]) -> str:
-    lines = [f"# allo_lightning scores for {pid}; residue numbers are 1-based sequence positions.",
-             "# open this file in ChimeraX, then: color byattribute allo_score palette bluered range 0,1",
-             "attribute: allo_score", "match mode: any", "recipient: residues"]
-    lines += [f"\t:{pos}\t{s:.4f}" for pos, s in zip(positions, scores)]
-    return "\n".join(lines) + "\n"
-
-
-def main(args: list[str] | None = None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.predict", __doc__, args, extra=_flags)
+# backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
+@command("predict", __doc__, sections=("model", "trainer"), flags=_flags,
+         defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
+def main(cfg) -> dict:
     from .data import read_fasta
-    from .probe import CheckpointError, ResidueSet, load_checkpoint
+    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint
+    from .structures import (
+        StructureOptions,
+        check_structure_spec,
+        mapping_columns,
+        structures_for,
+        write_protein_scripts,
+    )
 
     t0 = time.perf_counter()
-    with command_errors():
+    if True:  # (one block: kept for a small diff)
+        options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
+        check_structure_spec(cfg.get("structure"))
+        check_devices(cfg.trainer, cfg.model.dtype)
         ckpt = load_checkpoint(cfg.get("checkpoint"))
+        if ckpt.spec.kind != "heads":
+            raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; predict runs probes on "
+                                  "attention heads (written by python -m allo_lightning.fit).")
         name = (cfg.model.backbone or ckpt.backbone_name).lower()
         if name != ckpt.backbone_name:
             raise CheckpointError(
@@ -73,43 +94,71 @@ def main(args: list[str] | None = None) -> dict:
             raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
                                   f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
         out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
+        check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
         seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
         backbone = load_backbone(name, cfg.model.weights, seed)
         ckpt.check_backbone(backbone)
         if backbone.meaningless:
             print(TINY_MEANINGLESS)
         proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length)
+        structure, chain = cfg.get("structure"), cfg.get("chain")
+        mappings = structures_for(proteins, structure, chain, options, safe_name) if structure else {}
+        for p in proteins:  # aligned and checked before the backbone runs
+            if structure:
+                print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
+                                     f"no structure in {structure}; scripts use sequence numbering"))
         cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
         extraction = run_extraction(cfg, backbone, proteins)
         items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
-    rows = ["id,position,residue,score,rank,predicted"]
+    probabilities = ckpt.probability(scores)  # None when the checkpoint has no calibration
+    header = ["id", "position", "residue", "score"] + (["probability"] if probabilities is not None else []) \
+        + ["rank", "predicted"] + (["chain", "resnum", "icode"] if structure else [])
+    rows = [header]
+    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
+             "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
     summary = []
     for i, p in enumerate(proteins):
         s = scores[data.index == i]
+        prob = [f"{v:.6f}" for v in probabilities[data.index == i].tolist()] if probabilities is not None else None
         order = torch.argsort(s, descending=True, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(1, len(s) + 1)
         values = s.tolist()
-        positions = list(range(1, p.length + 1))
-        for pos, v, r in zip(positions, values, rank.tolist()):
-            rows.append(f"{p.id},{pos},{p.sequence[pos - 1]},{v:.6f},{r},{int(v >= ckpt.threshold)}")
-        write_text(out / "pymol" / f"{safe_name(p.id)}.pml", pymol_script(p.id, positions, values))
-        write_text(out / "chimerax" / f"{safe_name(p.id)}.defattr", chimerax_defattr(p.id, positions, values))
+        mapping = mappings.get(p.id)
+        where = mapping_columns(mapping.residues) if mapping else [()] * p.length
+        for pos, (v, r, loc) in enumerate(zip(values, rank.tolist(), where), start=1):
+            rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([prob[pos - 1]] if prob else []), r,
+                         int(v >= ckpt.threshold), *loc])
+        fname = safe_name(p.id)
+        record = write_protein_scripts(out, p.id, fname, p.sequence, values, mapping, chain, cfg.get("top"), notes)
+        windows = getattr(p, "windows", None)  # 1-based (start, end) regions of a windowed (long) protein
+        if cfg.get("plots"):
+            from .plots.predict import score_profile
+
+            labels = ([f"{c}:{n}{ic}" if c or n else "" for c, n, ic in where] if mapping else None)
+            score_profile(p.id, values, out / "plots" / f"{fname}.png", threshold=ckpt.threshold,
+                          backbone_label=backbone.label, sequence=p.sequence, sites=p.sites, windows=windows,
+                          top=min(cfg.get("top"), 10), residue_labels=labels)
         top = [(int(j) + 1, p.sequence[int(j)], values[int(j)]) for j in order[: cfg.get("top")]]
         n_pred = sum(v >= ckpt.threshold for v in values)
-        summary.append({"id": p.id, "length": p.length, "predicted": n_pred,
+        summary.append({"id": p.id, "length": p.length, "predicted": n_pred, "files": fname, **record,
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
-    write_text(out / "predictions.csv", "\n".join(rows) + "\n")
+    write_text(out / "predictions.csv", _csv_text(rows))
     info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
+            "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
+                              "probability": ckpt.calibration.meaning if ckpt.calibration else
+                              "no calibration in this checkpoint: no probability column"},
             "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)
-    print(f"predictions: {out / 'predictions.csv'} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'})")
+    print(f"predictions: {out / 'predictions.csv'} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"
+          + (f", structures: {out / 'structures'}" if mappings else "")
+          + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return info

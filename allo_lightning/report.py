@@ -32,26 +32,31 @@ from __future__ import annotations
 
 import time
 
+from .analysis import head_label
 from .backbone import TINY_MEANINGLESS
-from .cli import parse, quiet_lightning
-from .fit import command_errors, heads_label
 from .outputs import prepare_out_dir, write_json, write_text
 from .pipeline import load_inputs, run_extraction
+from .shell import command
 
 
 def _flags(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
 
 
-def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs) -> list[dict]:
+def heads_label(heads) -> list[str]:
+    return [head_label(ly, h) for ly, h in heads]
+
+
+def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_kwargs) -> list[dict]:
     """Data-efficiency probes: per fold and training size, ``report.efficiency_draws`` draws of the
     training proteins (validation drawn in proportion; early stopping on it as in every probe).
     ``full_runs``: (fold, row name) -> test scores of the main rows, reused for the whole training set;
     a draw identical to an earlier one (small folds) reuses its probes."""
     import random
 
-    from .probe import FeatureSpec, head_spec, items_of, select_heads, train_probe
-    from .probe.reporting import efficiency_plan, efficiency_rows, testable_heads
+    from .probe import FeatureSpec, head_spec, items_of, train_probe
+    from .reporting import efficiency_plan, efficiency_rows, testable_heads
+    from .workflow import select_heads
 
     rcfg, results = cfg.report, []
     reuse = {"selected heads": "selected", "embedding": "embedding", "identity": "identity"}
@@ -77,7 +82,7 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs) -> list[
                     if d.full and (f, reuse.get(name)) in full_runs:
                         outcome[name] = full_runs[(f, reuse[name])]
                         continue
-                    run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, cfg.trainer, rcfg.max_epochs)
+                    run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs, rcfg.max_epochs)
                     outcome[name] = (run.test["auprc"], run.test["base_rate"], run.test_scores.numpy())
                 done[key] = outcome
             for name, (auprc, base_rate, scores) in done[key].items():
@@ -87,15 +92,14 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs) -> list[
     return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
 
 
-def main(args: list[str] | None = None, analyse=None) -> dict:
-    quiet_lightning()
-    cfg = parse("python -m allo_lightning.report", __doc__, args, extra=_flags)
+@command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
+def main(cfg, analyse=None) -> dict:
     import torch
 
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
-    from .probe import items_of, select_heads, train_probe
-    from .probe.reporting import (
+    from .probe import items_of, train_probe
+    from .reporting import (
         COLUMNS,
         COMPARISON_COLUMNS,
         EFFICIENCY_COLUMNS,
@@ -109,19 +113,28 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
 
     t0 = time.perf_counter()
     rcfg = cfg.report
-    with command_errors():
+    from .workflow import select_heads
+
+    if True:  # (one block: kept for a small diff)
+        trainer_kwargs = {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
         if rcfg.random_seeds < 5:
             print(f"note: report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
         if rcfg.efficiency_draws < 5:
             print(f"note: report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
-        backbone, proteins = load_inputs(cfg)
-        am_table = None
-        if rcfg.alphamissense:  # read (and refuse) before any extraction
-            from .analysis.alphamissense import read_alphamissense
+        made, am = [], []
 
-            am_table = read_alphamissense(rcfg.alphamissense, [p.id for p in proteins])
-        splits = report_splits(proteins, rcfg, cfg.probe, cfg.seed, backbone.max_length)
+        def check(ps) -> None:  # the folds, and the AlphaMissense file, before the model is loaded
+            from .backbone import context_length
+
+            if rcfg.alphamissense:
+                from .analysis.alphamissense import read_alphamissense
+
+                am.append(read_alphamissense(rcfg.alphamissense, [p.id for p in ps]))
+            made.append(report_splits(ps, rcfg, cfg.probe, cfg.seed, context_length(cfg.model.backbone)))
+
+        backbone, proteins = load_inputs(cfg, check=check)
+        splits, am_table = made[0], (am[0] if am else None)
         everyone = list({p.id: p for s in splits for p in (*s.train, *s.val, *s.test)}.values())
         extraction = run_extraction(cfg, backbone, everyone, embeddings=rcfg.embeddings)
         stats = {p.id: s for p, s in extraction}
@@ -135,7 +148,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
             for name, draw, spec, note in subsets:
                 key = (type(spec).__name__, spec.kind, tuple(spec.heads), getattr(spec, "layer", None))
                 if key not in same:
-                    same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, cfg.trainer,
+                    same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs,
                                             rcfg.max_epochs)
                 run = same[key]
                 if len(col.folds) == f:
@@ -149,7 +162,7 @@ def main(args: list[str] | None = None, analyse=None) -> dict:
                   f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
         full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
                      for r in col.results if r["draw"] is None}
-        efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs)
+        efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
         rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed)
         am_rows = None
         if am_table is not None:

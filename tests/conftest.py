@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
+import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +18,8 @@ from allo_lightning.backbone import load_backbone  # noqa: E402
 from allo_lightning.data import Protein  # noqa: E402
 
 CPU = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+REPO = Path(__file__).resolve().parents[1]  # tests pass from any working directory
+SMOKE = str(REPO / "configs" / "smoke.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +51,30 @@ def proteins():
 @pytest.fixture
 def cpu_trainer_kwargs(tmp_path):
     return {**CPU, "default_root_dir": str(tmp_path / "out")}
+
+
+def write_table(path, proteins):
+    """A TSV table of ``proteins`` (id, sequence, sites, cluster), written with the csv module."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["id", "sequence", "sites", "cluster"])
+        for p in proteins:
+            w.writerow([p.id, p.sequence, ",".join(map(str, p.sites)), p.cluster or ""])
+    return path
+
+
+def common(tmp_path, table):
+    """Flags of a fast in-process run on the tiny backbone."""
+    return ["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"), "--data.path", str(table),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+            "--heads.n_permutations", "100", "--probe.max_epochs", "5", "--probe.batch_size", "128"]
+
+
+def fake_stats(p: Protein, n_layers=2, n_heads=3, seed=0):
+    """Random ProteinStats for ``p`` (seeded by the id with crc32: hash() varies per process)."""
+    from allo_lightning.attention import ProteinStats
+
+    g = torch.Generator().manual_seed(seed + zlib.crc32(p.id.encode()) % 1000)
+    shape = (n_layers, n_heads, p.length)
+    return ProteinStats(torch.rand(shape, generator=g), torch.rand(shape, generator=g) * 3,
+                        torch.rand(shape, generator=g), torch.rand(n_layers, n_heads, generator=g))

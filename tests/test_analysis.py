@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from allo_lightning.analysis import (analyse_heads, bh_qvalues, closed_form_null, random_site_sets, score_heads,
-                                     select_heads)
+from allo_lightning.analysis import (
+    analyse_heads,
+    bh_qvalues,
+    closed_form_null,
+    random_site_sets,
+    score_heads,
+    select_heads,
+)
 from allo_lightning.attention import ProteinStats, extract
 from allo_lightning.backbone import tokenize
 from allo_lightning.config import HeadsConfig

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from allo_lightning.data.batching import (
-    ExtractionDataModule, RankBatchSampler, collate, padding_fraction, token_budget_batches,
+    ExtractionDataModule,
+    RankBatchSampler,
+    collate,
+    padding_fraction,
+    token_budget_batches,
 )
 from tests.conftest import random_proteins
 

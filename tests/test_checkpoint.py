@@ -6,16 +6,22 @@ import pytest
 import torch
 
 from allo_lightning.config import ProbeConfig
-from allo_lightning.probe import (CheckpointError, FeatureSpec, ResidueSet, build_net, head_spec, load_checkpoint,
-                                  save_checkpoint)
+from allo_lightning.probe import (
+    CheckpointError,
+    FeatureSpec,
+    ResidueSet,
+    build_net,
+    head_spec,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-from .conftest import random_proteins
-from .test_probe import _fake_stats
+from .conftest import fake_stats, random_proteins
 
 
 def _saved(tmp_path, tiny, heads=((0, 1), (1, 3)), kind="mlp", n_layers=2):
     ps = random_proteins(4)
-    items = [(p, _fake_stats(p, n_layers, 4)) for p in ps]
+    items = [(p, fake_stats(p, n_layers, 4)) for p in ps]
     spec = head_spec(list(heads), ProbeConfig(window=1)).fit(items)
     torch.manual_seed(0)
     net = build_net(kind, spec.n_features, hidden=8).eval()
@@ -86,3 +92,21 @@ def test_feature_spec_round_trip():
     spec.mean, spec.std = torch.zeros(25), torch.ones(25)
     again = FeatureSpec.from_settings(spec.settings(), spec.mean, spec.std)
     assert again.settings() == spec.settings()
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibration_round_trip(tmp_path, tiny, method):
+    from allo_lightning.probe import Calibration
+
+    path, net, spec, items = _saved(tmp_path, tiny)
+    assert load_checkpoint(path).calibration is None  # saved without one: no probability, nothing invented
+    assert load_checkpoint(path).probability(torch.rand(3)) is None
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(300, generator=g) < 0.2).long()
+    s = torch.sigmoid(torch.randn(300, generator=g) + 2 * y)
+    cal = Calibration.fit(s, y, method)
+    path = save_checkpoint(tmp_path / "cal.safetensors", net, spec, 0.37, tiny, 0.3,
+                           {"kind": "mlp", "hidden": 8, "dropout": 0.1}, calibration=cal)
+    ckpt = load_checkpoint(path)
+    assert ckpt.calibration.method == method and torch.equal(ckpt.probability(s), cal(s))
+    assert ckpt.config["calibration"]["fitted_on"] == "validation"

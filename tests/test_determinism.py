@@ -7,8 +7,7 @@ import json
 
 from allo_lightning import fit, predict
 
-from .conftest import random_proteins
-from .test_fit_predict import common, write_table
+from .conftest import common, random_proteins, write_table
 
 
 def _run(tmp_path, name, table, fasta, seed):

@@ -12,16 +12,14 @@ from allo_lightning.backbone.esmc import build_esmc
 from allo_lightning.config import DataConfig
 from allo_lightning.data import load_proteins
 
-from .test_fit_predict import write_table
+from .conftest import SMOKE, random_proteins, write_table
 
 
 def test_smoke_config_with_flag_overrides(tmp_path, capsys):
-    from tests.conftest import random_proteins
-
     table = write_table(tmp_path / "mine.tsv", random_proteins(3, seed=5))
     out = tmp_path / "out"
     summary = extract_cmd.main([
-        "--config", "configs/smoke.yaml", "--data.path", str(table), "--model.backbone", "tiny",
+        "--config", SMOKE, "--data.path", str(table), "--model.backbone", "tiny",
         "--trainer.default_root_dir", str(out), "--model.cache_dir", str(tmp_path / "cache"),
         "--trainer.enable_progress_bar", "false",
     ])
@@ -44,7 +42,7 @@ def test_weights_file_for_tiny_backbone(tmp_path):
     for name, p in model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], p)
     summary = extract_cmd.main([
-        "--config", "configs/smoke.yaml", "--model.weights", str(path), "--data.limit", "2",
+        "--config", SMOKE, "--model.weights", str(path), "--data.limit", "2",
         "--trainer.default_root_dir", str(tmp_path / "o"), "--model.cache_dir", str(tmp_path / "c"),
         "--trainer.enable_progress_bar", "false",
     ])

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 
 import pytest
+from biotite.structure.io.pdb import PDBFile
 
 from allo_lightning import fit, predict
 
-from .conftest import random_proteins
+from .conftest import common, random_proteins, write_table
 
 
-def write_table(path, proteins):
-    lines = ["id\tsequence\tsites\tcluster"]
-    lines += [f"{p.id}\t{p.sequence}\t{','.join(map(str, p.sites))}\t{p.cluster}" for p in proteins]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def common(tmp_path, table):
-    return ["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"), "--data.path", str(table),
-            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-            "--heads.n_permutations", "100", "--probe.max_epochs", "5", "--probe.batch_size", "128"]
-
-
-@pytest.fixture
-def fitted(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One fit shared by the tests of this module (each writes to its own output folder)."""
+    tmp_path = tmp_path_factory.mktemp("fitted")
     table = write_table(tmp_path / "train.tsv", random_proteins(12, lo=30, hi=60, seed=2))
     args = common(tmp_path, table) + ["--trainer.default_root_dir", str(tmp_path / "run"),
                                       "--probe.checkpoint_dir", str(tmp_path / "ckpts")]
-    metrics = fit.main(args)
-    out = capsys.readouterr().out
-    return tmp_path, args, metrics, out
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        metrics = fit.main(args)
+    return tmp_path, args, metrics, buffer.getvalue()
 
 
 def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
@@ -74,19 +67,28 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     predict.main(pargs)
     out = capsys.readouterr().out
     pred = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
-    assert list(pred[0]) == ["id", "position", "residue", "score", "rank", "predicted"]
+    assert list(pred[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted"]
     assert {r["id"] for r in pred} == test_ids
-    want = {(r["id"], int(r["position"])): float(r["score"]) for r in rows}
+    want = {(r["id"], int(r["position"])): (float(r["score"]), float(r["probability"])) for r in rows}
     for r in pred:
-        assert float(r["score"]) == pytest.approx(want[(r["id"], int(r["position"]))], abs=1e-5)
+        assert float(r["score"]) == pytest.approx(want[(r["id"], int(r["position"]))][0], abs=1e-5)
+        assert float(r["probability"]) == pytest.approx(want[(r["id"], int(r["position"]))][1], abs=1e-5)
+    info = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert "not a probability" in info["score_meaning"]["score"].lower()
     first = [r for r in pred if r["id"] == pred[0]["id"]]
     assert [int(r["position"]) for r in first] == list(range(1, len(first) + 1))  # 1-based
     assert sorted(int(r["rank"]) for r in first) == list(range(1, len(first) + 1))
     top = max(first, key=lambda r: float(r["score"]))
     assert top["rank"] == "1" and f"{top['residue']}{top['position']}" in out
     pid = pred[0]["id"]
-    assert "alter resi 1, b=" in (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
-    assert "attribute: allo_score" in (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").read_text()
+    pml = (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
+    score1 = float(first[0]["score"])
+    assert f"alter allo_{pid} and chain A and resi 1, b={score1:.4f}" in pml  # chain-qualified, sequence numbers
+    assert "positions in the input sequence, on chain A" in pml and "meaningless" in pml
+    cxc = (tmp_path / "pred" / "chimerax" / f"{pid}.cxc").read_text()
+    assert f"setattr #1/A:1 residues allo_score {score1:.4f} create true" in cxc
+    assert not (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").exists()
+    assert (tmp_path / "pred" / "plots" / f"{pid}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_predict_refuses_other_backbone(fitted, capsys):
@@ -104,3 +106,233 @@ def test_predict_refuses_other_backbone(fitted, capsys):
         predict.main(base + ["--out", str(tmp_path / "p2"), "--model.seed", "1"])  # other weights
     assert "other weights" in capsys.readouterr().err
     assert not (tmp_path / "p2" / "predictions.csv").exists()
+
+
+# -- metrics.json is what scikit-learn computes from the table it was written beside ------------------------------
+
+def _sk_metrics(rows, threshold, top_k):
+    """auprc, auroc, f1, mcc, base_rate, precision_at_k, protein_auprc of a scores table, by scikit-learn."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, f1_score, matthews_corrcoef, roc_auc_score
+
+    y = np.array([int(r["label"]) for r in rows])
+    s = np.array([float(r["score"]) for r in rows])
+    pred = (s >= threshold).astype(int)
+    per_ap, per_pk = [], []
+    ids = np.array([r["id"] for r in rows])
+    for pid in dict.fromkeys(ids):
+        yp, sp = y[ids == pid], s[ids == pid]
+        if yp.sum():
+            per_ap.append(average_precision_score(yp, sp))
+            per_pk.append(yp[np.argsort(-sp, kind="stable")[:top_k]].mean())
+    return {"auprc": average_precision_score(y, s), "auroc": roc_auc_score(y, s), "f1": f1_score(y, pred),
+            "mcc": matthews_corrcoef(y, pred), "base_rate": y.mean(), "precision_at_k": float(np.mean(per_pk)),
+            "protein_auprc": float(np.mean(per_ap))}
+
+
+def test_fit_metrics_json_recomputed_from_test_scores_csv(fitted):
+    tmp_path, args, metrics, out = fitted
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "run" / "test_scores.csv").open()))
+    assert list(rows[0]) == ["id", "position", "residue", "label", "score", "probability"]
+    assert {r["id"] for r in rows} == set(saved["split"]["test"])
+    want = _sk_metrics(rows, saved["threshold"], saved["config"]["probe"]["top_k"])
+    for key, value in want.items():
+        assert saved[key] == pytest.approx(value, abs=1e-6), key
+    # negative control: the same check on scores that are not the probe's fails
+    flipped = [{**r, "score": str(-float(r["score"]))} for r in rows]
+    assert abs(_sk_metrics(flipped, -saved["threshold"], 10)["auprc"] - saved["auprc"]) > 1e-3
+    # the score is a ranking score; the calibrated probability is a monotone map of it, in [0, 1]
+    assert "not a probability" in saved["score_meaning"]["score"].lower()
+    assert saved["calibration"]["method"] == "platt" and saved["calibration"]["fitted_on"] == "validation"
+    pairs = sorted((float(r["score"]), float(r["probability"])) for r in rows)
+    assert all(0 <= p <= 1 for _, p in pairs)
+    assert all(b[1] >= a[1] - 1e-6 for a, b in zip(pairs, pairs[1:]))
+    # validation metrics come from the same path: they are defined, and the threshold was chosen on them
+    assert saved["val"]["auprc"] is not None and 0 <= saved["val"]["f1"] <= 1
+
+
+def _eval_args(tmp_path, ckpt, table, out):
+    return ["--checkpoint", str(ckpt), "--data.path", str(table), "--trainer.default_root_dir", str(out),
+            "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false", "--bootstrap", "200"]
+
+
+def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
+    from allo_lightning import evaluate
+
+    tmp_path, args, metrics, _ = fitted
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    proteins = random_proteins(12, lo=30, hi=60, seed=2)
+    table = tmp_path / "train.tsv"
+    got = evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "eval"))
+    captured = capsys.readouterr()
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
+    assert list(rows[0]) == ["id", "position", "residue", "label", "score", "probability"]
+    # every residue of the table, in order, 1-based, with its label
+    assert [(r["id"], int(r["position"]), r["residue"], int(r["label"])) for r in rows] == [
+        (p.id, i + 1, c, int(i + 1 in p.sites)) for p in proteins for i, c in enumerate(p.sequence)]
+    want = _sk_metrics(rows, saved["threshold"], saved["top_k"])
+    for key, value in want.items():
+        assert saved[key] == pytest.approx(value, abs=1e-6), key
+    from sklearn.metrics import average_precision_score
+
+    for entry in saved["per_protein"]:
+        mine = [r for r in rows if r["id"] == entry["id"]]
+        ap = average_precision_score([int(r["label"]) for r in mine], [float(r["score"]) for r in mine])
+        assert entry["auprc"] == pytest.approx(ap, abs=1e-9) and entry["n_sites"] == sum(int(r["label"]) for r in mine)
+    ci = saved["intervals"]["auprc"]
+    assert ci["lo"] <= saved["auprc"] <= ci["hi"] and ci["n_proteins"] == 12 and ci["n_boot"] == 200
+    assert saved["auprc_lo"] == ci["lo"] and saved["auroc_lo"] <= saved["auroc"] <= saved["auroc_hi"]
+    assert saved["base_rate"] == pytest.approx(want["base_rate"]) and (tmp_path / "eval" / "pr_curve.png").is_file()
+    # the same scores as fit's test set (one scoring path through the checkpoint)
+    fit_rows = {(r["id"], r["position"]): float(r["score"])
+                for r in csv.DictReader((tmp_path / "run" / "test_scores.csv").open())}
+    for r in rows:
+        if (r["id"], r["position"]) in fit_rows:
+            assert float(r["score"]) == pytest.approx(fit_rows[(r["id"], r["position"])], abs=1e-6)
+    # these proteins trained the probe: said, not hidden
+    assert set(saved["seen_in_training"]) == set(metrics["split"]["train"]) | set(metrics["split"]["val"])
+    assert "optimistic" in captured.err and "NOTHING" in captured.out and saved["meaningless"] is True
+    assert got["auprc"] == pytest.approx(saved["auprc"])
+
+
+def test_evaluate_without_sites_reports_undefined_not_zero(fitted, capsys):
+    from allo_lightning import evaluate
+
+    tmp_path, *_ = fitted
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    table = tmp_path / "nosites.tsv"
+    table.write_text("id\tsequence\tsites\nA\tACDEFGHIKLMNPQRSTVWY\t\nB\tMKVLAAGIVGL\t\n")
+    evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "e0"))
+    err = capsys.readouterr().err
+    text = (tmp_path / "e0" / "metrics.json").read_text()
+    saved = json.loads(text)
+    for key in ("auprc", "auroc", "f1", "mcc", "precision_at_k", "protein_auprc"):
+        assert saved[key] is None, key
+    assert saved["base_rate"] == 0 and "NaN" not in text
+    assert "undefined" in err and "auprc" in err
+    assert len(list(csv.DictReader((tmp_path / "e0" / "scores.csv").open()))) == 31
+
+
+def test_evaluate_refuses_unlabelled_proteins_and_other_backbone(fitted, capsys):
+    from allo_lightning import evaluate
+
+    tmp_path, *_ = fitted
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nACDEFGHIKLMNPQRSTVWY\n")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(_eval_args(tmp_path, ckpt, fasta, tmp_path / "e1"))
+    assert e.value.code == 2 and "no site labels" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(_eval_args(tmp_path, ckpt, tmp_path / "train.tsv", tmp_path / "e2")
+                      + ["--model.backbone", "esm2_tiny"])
+    assert e.value.code == 2 and "esm2_tiny" in capsys.readouterr().err
+    assert not (tmp_path / "e2" / "metrics.json").exists()
+
+
+def test_fit_test_fraction_zero_trains_on_all_but_validation(tmp_path, capsys):
+    proteins = random_proteins(12, lo=30, hi=60, seed=2)
+    table = write_table(tmp_path / "train.tsv", proteins)
+    run = tmp_path / "run"
+    base = common(tmp_path, table) + ["--trainer.default_root_dir", str(run), "--probe.checkpoint_dir",
+                                      str(tmp_path / "ckpts")]
+    fit.main(base)  # an earlier run with a test set in the same folder
+    assert (run / "test_scores.csv").is_file()
+    capsys.readouterr()
+    metrics = fit.main(base + ["--probe.test_fraction", "0", "--overwrite", "--probe.calibration", "none"])
+    out = capsys.readouterr().out
+    saved = json.loads((run / "metrics.json").read_text())
+    ids = saved["split"]
+    assert ids["test"] == [] and saved["n_proteins"]["test"] == 0 and saved["test"] is None
+    assert sorted(ids["train"] + ids["val"]) == sorted(p.id for p in proteins) and ids["val"]
+    assert "auprc" not in saved and saved["val"]["auprc"] is not None
+    for word in ("no test set", "allo_lightning.report", "allo_lightning.evaluate"):
+        assert word in saved["test_note"] and word in out
+    assert not (run / "test_scores.csv").exists() and not (run / "pr_curve.png").exists()  # no stale test results
+    assert (tmp_path / "ckpts" / "run.tiny.safetensors").is_file() and metrics["test_note"] == saved["test_note"]
+    # --probe.calibration none: no calibration stored, no probability invented downstream
+    from allo_lightning.probe import load_checkpoint
+
+    assert saved["calibration"] is None and "no calibration" in saved["score_meaning"]["probability"]
+    assert load_checkpoint(tmp_path / "ckpts" / "run.tiny.safetensors").calibration is None
+
+
+def _structure_for(seq, path, offset=50):
+    """Chain A: positions 3..L as 3+offset.. (with an insertion code on position 6 and a 4-residue
+    fusion segment after position 8); chain B: the same protein numbered 1..L. B-factors 77."""
+    import biotite.structure as struc
+    from biotite.sequence import ProteinSequence
+
+    atoms = []
+
+    def res(chain, number, icode, aa):
+        for name in ("N", "CA", "C", "O"):
+            atoms.append(struc.Atom([len(atoms) * 0.4, 0.0, 0.0], chain_id=chain, res_id=number, ins_code=icode,
+                                    res_name=ProteinSequence.convert_letter_1to3(aa), atom_name=name,
+                                    element=name[0], b_factor=77.0))
+
+    layout = {}
+    for p in range(3, len(seq) + 1):
+        number, icode = (5 + offset, "A") if p == 6 else (p + offset - (p > 6), "")
+        res("A", number, icode, seq[p - 1])
+        layout[p] = ("A", number, icode)
+        if p == 8:
+            for k, aa in enumerate("WCWC"):
+                res("A", 900 + k, "", aa)
+    for p, aa in enumerate(seq, start=1):
+        res("B", p, "", aa)
+    f = PDBFile()
+    f.set_structure(struc.array(atoms))
+    f.write(str(path))
+    return layout
+
+
+def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys):
+    tmp_path, *_ = fitted
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
+    fasta = tmp_path / "one.fasta"
+    fasta.write_text(f">rec/1\n{seq}\n")
+    layout = _structure_for(seq, tmp_path / "rec.pdb")
+    # refused first: an unrelated structure, one line naming the file, the id and what to do
+    _structure_for("GPNWEDCHGPNWEDCHGPNWEDCHGPNWEDCHGPNWEDCH", tmp_path / "other.pdb")
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"), "--fasta", str(fasta),
+                      "--out", str(tmp_path / "pred_x"), "--model.cache_dir", str(tmp_path / "cache"),
+                      "--trainer.accelerator", "cpu", "--structure", str(tmp_path / "other.pdb")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "other.pdb" in err and "'rec/1'" in err and "--min_identity" in err and "chain" in err
+    assert not (tmp_path / "pred_x" / "predictions.csv").exists()
+    out = tmp_path / "pred_s"
+    predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"), "--fasta", str(fasta),
+                  "--out", str(out), "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+                  "--trainer.enable_progress_bar", "false", "--structure", str(tmp_path / "rec.pdb"),
+                  "--chain", "A", "--top", "3"])
+    printed = capsys.readouterr().out
+    assert "rec.pdb chain A: 38 of 40 positions mapped, identity 1.000" in printed
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert list(rows[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "chain",
+                             "resnum", "icode"]
+    for r in rows:
+        want = layout.get(int(r["position"]), ("", "", ""))
+        assert (r["chain"], r["resnum"], r["icode"]) == tuple(str(x) for x in want)
+    score = {int(r["position"]): float(r["score"]) for r in rows}
+    by_residue = {v: score[p] for p, v in layout.items()}
+    written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
+    for i in range(written.array_length()):
+        key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))
+        want = by_residue.get(key, 77.0)
+        assert float(written.b_factor[i]) == pytest.approx(want, abs=0.006), key
+    pml = (out / "pymol" / "rec_1.pml").read_text()
+    top = max(layout, key=lambda p: score[p])
+    assert f"resi {layout[top][1]}{layout[top][2]}" in pml.split("select allo_rec_1_top")[1]
+    assert "alter allo_rec_1 and chain A and resi 55A, b=" in pml and "chain B" not in pml
+    assert "load structures/rec_1.pdb, allo_rec_1" in pml
+    assert "#1/A:55A" in (out / "chimerax" / "rec_1.cxc").read_text()
+    info = json.loads((out / "predictions.json").read_text())
+    assert info["proteins"][0]["chain"] == "A" and info["proteins"][0]["coverage"] == pytest.approx(0.95)
+

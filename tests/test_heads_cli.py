@@ -8,12 +8,14 @@ import json
 import pytest
 
 from allo_lightning import heads as heads_cmd
-from allo_lightning.data import load_proteins
 from allo_lightning.config import DataConfig
+from allo_lightning.data import load_proteins
+
+from .conftest import SMOKE
 
 
 def _args(tmp_path, *extra):
-    return ["--config", "configs/smoke.yaml", "--data.limit", "4", "--trainer.default_root_dir", str(tmp_path / "out"),
+    return ["--config", SMOKE, "--data.limit", "4", "--trainer.default_root_dir", str(tmp_path / "out"),
             "--model.cache_dir", str(tmp_path / "cache"), "--trainer.enable_progress_bar", "false",
             "--heads.n_permutations", "300", "--heads.plot_proteins", "2", *extra]
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
-import zlib
 
 import numpy as np
 import pytest
@@ -12,11 +13,24 @@ from sklearn.metrics import average_precision_score, f1_score, matthews_corrcoef
 
 from allo_lightning.config import HeadsConfig, ProbeConfig
 from allo_lightning.data import Protein
-from allo_lightning.probe import (FeatureSpec, ProbeModule, best_f1_threshold, build_net, check, compute_metrics,
-                                  fit_split, head_spec, items_of, kfold, leave_one_out, train_probe, train_val_test,
-                                  window_features)
+from allo_lightning.probe import (
+    FeatureSpec,
+    ProbeModule,
+    best_f1_threshold,
+    build_net,
+    check,
+    compute_metrics,
+    head_spec,
+    items_of,
+    kfold,
+    leave_one_out,
+    train_probe,
+    train_val_test,
+    window_features,
+)
+from allo_lightning.workflow import fit_split
 
-from .conftest import CPU, random_proteins
+from .conftest import CPU, fake_stats, random_proteins
 
 
 def _scores(seed=0, n_prot=5, length=60):
@@ -94,18 +108,9 @@ def test_check_catches_a_shared_cluster():
         check(leaked, "cluster")
 
 
-def _fake_stats(p: Protein, n_layers=2, n_heads=3, seed=0):
-    from allo_lightning.attention import ProteinStats
-
-    g = torch.Generator().manual_seed(seed + zlib.crc32(p.id.encode()) % 1000)  # hash() varies per process
-    shape = (n_layers, n_heads, p.length)
-    return ProteinStats(torch.rand(shape, generator=g), torch.rand(shape, generator=g) * 3,
-                        torch.rand(shape, generator=g), torch.rand(n_layers, n_heads, generator=g))
-
-
 def test_features_standardised_on_training_proteins_only():
     ps = random_proteins(6)
-    items = [(p, _fake_stats(p)) for p in ps]
+    items = [(p, fake_stats(p)) for p in ps]
     spec = FeatureSpec("heads", [(0, 1), (1, 2)], ("received", "mass"), log1p=True, window=1).fit(items[:3])
     raw = torch.cat([spec.raw(p, s) for p, s in items[:3]])
     assert torch.allclose(spec.mean, raw.mean(0), atol=1e-5)
@@ -131,7 +136,7 @@ def test_probe_seeded_and_learns_a_simple_signal():
     ps = random_proteins(12, lo=40, hi=80, seed=1)
     stats = {}
     for p in ps:
-        s = _fake_stats(p)
+        s = fake_stats(p)
         s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 2.0  # head (0, 1) sees sites
         stats[p.id] = s
     sp = train_val_test(ps, "protein", 0.25, 0.25, 0)
@@ -202,3 +207,133 @@ def test_planted_head_is_found_and_probe_beats_random_heads(planted):
         run = train_probe(head_spec(heads, pcfg), items_of(split.train, stats), items_of(split.val, stats),
                           items_of(split.test, stats), pcfg, 0, CPU)
         assert run.test["auprc"] < max(0.2, 2 * run.test["base_rate"]), (heads, run.test)
+
+
+# -- one scoring path, undefined metrics, calibration -------------------------------------------------------------
+
+def _signal_split(n=12, seed=1):
+    ps = random_proteins(n, lo=40, hi=80, seed=seed)
+    stats = {}
+    for p in ps:
+        s = fake_stats(p)
+        s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 2.0
+        stats[p.id] = s
+    return ps, stats, train_val_test(ps, "protein", 0.25, 0.25, 0)
+
+
+def test_val_and_test_scored_once_by_trainer_predict(monkeypatch):
+    """Every val and test residue is scored exactly once, by predict_step; the metrics are those of
+    exactly these scores (recomputed with scikit-learn); the threshold is the best-F1 one on them."""
+    ps, stats, sp = _signal_split()
+    calls = []
+    original = ProbeModule.predict_step
+
+    def counting(self, batch, batch_idx):
+        calls.append(len(batch[0]))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ProbeModule, "predict_step", counting)
+    cfg = ProbeConfig(batch_size=128, max_epochs=8, patience=3)
+    run = train_probe(head_spec([(0, 1), (1, 0)], cfg), items_of(sp.train, stats), items_of(sp.val, stats),
+                      items_of(sp.test, stats), cfg, seed=0, trainer_kwargs=CPU)
+    n_val, n_test = sum(p.length for p in sp.val), sum(p.length for p in sp.test)
+    assert sum(calls) == n_val + n_test  # nothing scored twice, nothing outside Lightning
+    with torch.no_grad():
+        direct = torch.sigmoid(run.module.net.eval()(run.test_set.x))
+    assert torch.allclose(run.test_scores, direct, atol=1e-6)
+    assert run.threshold == best_f1_threshold(run.val_scores, run.val_set.y)
+    for stage, scores, data in (("val", run.val_scores, run.val_set), ("test", run.test_scores, run.test_set)):
+        m = getattr(run, stage)
+        y, s = data.y.numpy(), scores.numpy().astype(np.float64)
+        assert m["auprc"] == pytest.approx(average_precision_score(y, s), abs=1e-5), stage
+        assert m["f1"] == pytest.approx(f1_score(y, (s >= run.threshold).astype(int)), abs=1e-5), stage
+        assert m["base_rate"] == pytest.approx(y.mean())
+
+
+def test_test_set_without_a_site_gives_undefined_metrics(tmp_path):
+    from allo_lightning.outputs import write_json
+    from allo_lightning.probe import undefined_warning
+
+    ps, stats, sp = _signal_split()
+    no_site = [Protein(p.id, p.sequence, (), cluster=p.cluster) for p in sp.test]
+    cfg = ProbeConfig(batch_size=128, max_epochs=3, patience=3)
+    run = train_probe(head_spec([(0, 1)], cfg), items_of(sp.train, stats), items_of(sp.val, stats),
+                      [(p, stats[p.id]) for p in no_site], cfg, seed=0, trainer_kwargs=CPU)
+    assert run.test["base_rate"] == 0
+    for key in ("auprc", "auroc", "f1", "mcc", "precision_at_k", "protein_auprc"):
+        assert math.isnan(run.test[key]), key  # undefined, never 0
+    assert not any(math.isnan(v) for v in run.val.values())
+    warning = undefined_warning(run.test, "the test proteins")
+    assert warning and "auprc" in warning and "null" in warning
+    assert undefined_warning(run.val, "val") is None
+    saved = json.loads(write_json(tmp_path / "m.json", run.test).read_text())
+    assert saved["auprc"] is None and saved["base_rate"] == 0
+    # no negative residue: auroc and mcc undefined, auprc defined
+    m = compute_metrics(torch.tensor([0.2, 0.9]), torch.tensor([1, 1]), torch.tensor([0, 0]))
+    assert math.isnan(m["auroc"]) and math.isnan(m["mcc"]) and m["auprc"] == pytest.approx(1.0)
+
+
+def test_validation_without_a_site_is_refused():
+    from allo_lightning.errors import InputError
+
+    ps, stats, sp = _signal_split()
+    no_site = [(Protein(p.id, p.sequence, ()), stats[p.id]) for p in sp.val]
+    cfg = ProbeConfig(batch_size=128, max_epochs=2)
+    with pytest.raises(InputError, match="validation proteins .* no allosteric site"):
+        train_probe(head_spec([(0, 1)], cfg), items_of(sp.train, stats), no_site, [], cfg, trainer_kwargs=CPU)
+
+
+def test_holdout_without_test_set():
+    ps = _clustered(seed=3)
+    sp = train_val_test(ps, "cluster", 0.2, 0.0, 0)
+    assert sp.test == [] and sp.val and sorted(p.id for p in sp.train + sp.val) == sorted(p.id for p in ps)
+    assert not _clusters(sp.train) & _clusters(sp.val)
+    with_test = train_val_test(ps, "cluster", 0.2, 0.2, 0)
+    assert with_test.test  # a positive fraction still carves a test set
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibration_matches_sklearn_and_is_monotone(method):
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    from allo_lightning.probe import Calibration
+
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(2000, generator=g) < 0.05).long()
+    # a class-weighted classifier's scores: high for sites, but far above the 5 % base rate
+    s = torch.sigmoid(torch.randn(2000, generator=g) + 2.0 * y + 1.5)
+    cal = Calibration.fit(s, y, method)
+    p = cal(s).double().numpy()
+    sn, yn = s.double().numpy(), y.numpy()
+    if method == "platt":
+        z = np.log(sn) - np.log1p(-sn)
+        want = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], yn).predict_proba(z[:, None])[:, 1]
+    else:
+        want = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(sn, yn).predict(sn)
+    assert np.allclose(p, want, atol=1e-5)
+    order = np.argsort(sn)
+    assert (np.diff(p[order]) >= -1e-7).all()  # monotone: ranking and threshold semantics unchanged
+    assert abs(p.mean() - yn.mean()) < 0.01 < abs(sn.mean() - yn.mean())  # calibrated, the raw score is not
+    again = Calibration.from_config(json.loads(json.dumps(cal.to_config())))
+    assert torch.equal(again(s), cal(s))
+    assert Calibration.fit(s, torch.zeros_like(y), method) is None  # one class: nothing to calibrate
+    # scores that rank the sites backwards: Platt does not invert the ranking, it gives the base rate
+    if method == "platt":
+        flat = Calibration.fit(1 - s, y, method)(1 - s)
+        assert torch.allclose(flat, torch.full_like(flat, float(y.float().mean())), atol=1e-6)
+
+
+def test_probe_package_does_not_choose_heads():
+    """probe/ knows feature specs and head lists; choosing heads (the analysis) lives in workflow.py."""
+    import ast
+    from pathlib import Path
+
+    import allo_lightning.probe as probe_pkg
+
+    for path in Path(probe_pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert "analysis" not in (node.module or ""), f"{path.name} imports {node.module}"
+    assert not hasattr(probe_pkg, "select_heads") and not hasattr(probe_pkg, "fit_split")

@@ -10,8 +10,7 @@ import pytest
 
 from allo_lightning import report
 
-from .conftest import random_proteins
-from .test_fit_predict import common, write_table
+from .conftest import common, random_proteins, write_table
 
 
 def am_file(path, proteins):
@@ -19,7 +18,8 @@ def am_file(path, proteins):
     with open(path, "w") as fh:
         fh.write("uniprot_id\tprotein_variant\tam_pathogenicity\tam_class\n")
         for p in proteins:
-            fh.writelines(f"{p.id}\t{c}{i}A\t{rng.random():.3f}\tambiguous\n" for i, c in enumerate(p.sequence, start=1))
+            fh.writelines(f"{p.id}\t{c}{i}A\t{rng.random():.3f}\tambiguous\n"
+                          for i, c in enumerate(p.sequence, start=1))
     return path
 
 
@@ -72,4 +72,4 @@ def test_alphamissense_without_the_data_proteins_is_refused_before_any_work(tmp_
                                                "--report.alphamissense", str(am_file(tmp_path / "am.tsv", other))])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "none of the 6 proteins of the data" in err and not (tmp_path / "cache").exists()
+    assert "none of the 6 proteins of the data" in err and not (tmp_path / "o" / "report.csv").exists()

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from allo_lightning import reporting
 from allo_lightning.config import DataConfig, ProbeConfig, ReportConfig
 from allo_lightning.data import InputError, load_proteins
 from allo_lightning.data.bundled import read_bundled
-from allo_lightning.probe import reporting
-from allo_lightning.probe.reporting import (
+from allo_lightning.probe.splits import kfold
+from allo_lightning.reporting import (
     Collected,
     aggregate,
     efficiency_plan,
@@ -19,7 +20,6 @@ from allo_lightning.probe.reporting import (
     transfer_pool,
     transfer_split,
 )
-from allo_lightning.probe.splits import kfold
 
 from .conftest import random_proteins
 

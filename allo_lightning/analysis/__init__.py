@@ -7,8 +7,16 @@
 """
 
 from .export import write_attention_to_sites, write_heads_csv, write_heads_json
-from .scores import (SCORE_KEYS, STATISTICS, bh_qvalues, closed_form_null, random_site_sets, random_subset_sums,
-                     score_heads, usable)
+from .scores import (
+                     SCORE_KEYS,
+                     STATISTICS,
+                     bh_qvalues,
+                     closed_form_null,
+                     random_site_sets,
+                     random_subset_sums,
+                     score_heads,
+                     usable,
+)
 from .select import STRATEGIES, HeadAnalysis, analyse_heads, head_label, rank_heads, select_heads
 
 __all__ = [

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .. import interrupt
 from ..backbone import Backbone
 from ..backbone.base import BOS_ID, EOS_ID
 from .cache import StatsCache
@@ -87,7 +88,8 @@ class AttentionExtractor(L.LightningModule):
 
 class CacheWriter(BasePredictionWriter):
     """Writes each protein's statistics to the cache as soon as its batch is done (so an interrupted
-    run keeps its finished proteins). Under DDP every rank writes the proteins it ran."""
+    run keeps its finished proteins), then stops the run if a signal arrived meanwhile (see
+    :mod:`allo_lightning.interrupt`). Under DDP every rank writes the proteins it ran."""
 
     def __init__(self, cache: StatsCache) -> None:
         super().__init__(write_interval="batch")
@@ -98,3 +100,4 @@ class CacheWriter(BasePredictionWriter):
         for pid, seq, stats in prediction:
             self.cache.save(seq, stats)
             self.written.append(pid)
+        interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached

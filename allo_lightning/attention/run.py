@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 
 import lightning as L
 
+from .. import interrupt
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
@@ -96,8 +97,8 @@ def extract(
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)
-        with warnings.catch_warnings():  # our RankBatchSampler returns every index by construction
-            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+        with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
+            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
             trainer.predict(module, datamodule=data, return_predictions=False)
         result.computed = [unique[i].id for i in sorted(missing)]
     return result

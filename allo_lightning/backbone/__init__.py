@@ -49,6 +49,14 @@ def _sharpen_tiny(model: torch.nn.Module) -> None:
         block.attn.k_ln.weight.data.normal_(0.0, 3.0)
 
 
+def context_length(name: str) -> int:
+    """Residues (without BOS/EOS) the backbone ``name`` was trained on, without loading it."""
+    from .esm2 import ESM2_MAX_LENGTH
+    from .esmc import ESMC_MAX_LENGTH
+
+    return ESMC_MAX_LENGTH if name.lower() in ESMC_SHAPES else ESM2_MAX_LENGTH
+
+
 def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: int = 0) -> Backbone:
     """Load a frozen backbone on the CPU (Lightning moves it to the accelerator).
 
@@ -106,6 +114,6 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
 
 
 __all__ = [
-    "BACKBONES", "Backbone", "BackboneError", "TINY_MEANINGLESS", "load_backbone", "tokenize",
+    "BACKBONES", "Backbone", "BackboneError", "TINY_MEANINGLESS", "context_length", "load_backbone", "tokenize",
     "hash_parameters",
 ]

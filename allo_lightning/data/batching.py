@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 import lightning as L
-
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..backbone import tokenize

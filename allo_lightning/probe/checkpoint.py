@@ -1,7 +1,8 @@
 """Probe checkpoints: a safetensors file (no code is executed when it is read) with a format version,
 the probe weights, the feature settings and standardisation statistics, the selected heads, the
-decision threshold, the backbone's name and identity, theta, and a SHA-256 checksum over all of it
-(so a corrupted file is refused, never used for a wrong prediction)."""
+decision threshold (on the ranking score), the score -> probability calibration (fitted on the
+validation proteins; absent when disabled), the backbone's name and identity, theta, and a SHA-256
+checksum over all of it (so a corrupted file is refused, never used for a wrong prediction)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..outputs import atomic_path
+from .calibration import Calibration
 from .features import FeatureSpec
 from .module import build_net
 
@@ -36,11 +38,17 @@ class ProbeCheckpoint:
     n_heads: int
     theta: float
     config: dict
+    calibration: Calibration | None = None
 
     @torch.no_grad()
     def score(self, x_NF: torch.Tensor) -> torch.Tensor:
+        """Ranking scores [N] (not probabilities: see probe.calibration)."""
         self.net.eval()
         return torch.sigmoid(self.net(x_NF)).float()
+
+    def probability(self, scores: torch.Tensor) -> torch.Tensor | None:
+        """Calibrated probabilities of ``scores``, or None when the probe was saved without calibration."""
+        return None if self.calibration is None else self.calibration(scores)
 
     def check_backbone(self, backbone) -> None:
         """Refuse a backbone other than the one the probe was trained on, or heads it does not have."""
@@ -73,7 +81,8 @@ def _digest(tensors: dict[str, torch.Tensor], config_json: str) -> str:
 
 
 def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, threshold: float, backbone,
-                    theta: float, probe_cfg: dict, extra: dict | None = None, backbone_seed: int = 0) -> Path:
+                    theta: float, probe_cfg: dict, extra: dict | None = None, backbone_seed: int = 0,
+                    calibration: Calibration | None = None) -> Path:
     """Write the checkpoint atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
@@ -89,6 +98,8 @@ def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, thresho
                      "n_layers": backbone.n_layers, "n_heads": backbone.n_heads},
         "theta": float(theta), **(extra or {}),
     }
+    if calibration is not None:
+        config["calibration"] = calibration.to_config()
     config_json = json.dumps(config, sort_keys=True, default=str)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config_json,
             "sha256": _digest(tensors, config_json)}
@@ -138,7 +149,7 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
         bb = config["backbone"]
         return ProbeCheckpoint(path, net, spec, float(config["threshold"]), str(bb["name"]), str(bb["identity"]),
                                int(bb.get("seed", 0)), int(bb["n_layers"]), int(bb["n_heads"]), float(config["theta"]),
-                               config)
+                               config, Calibration.from_config(config.get("calibration")))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
                               f"{_REMAKE}") from None

@@ -8,6 +8,8 @@ threshold). Per protein (``indexes`` = protein number, mean over proteins with a
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -40,18 +42,37 @@ def probe_metrics(top_k: int = 10, threshold: float = 0.5, per_protein: bool = T
     return MetricCollection(metrics, compute_groups=False)
 
 
-def set_threshold(metrics: MetricCollection, threshold: float) -> None:
-    """Decision threshold of the thresholded metrics (F1, MCC)."""
-    for name in ("f1", "mcc"):
-        metrics[name].threshold = float(threshold)
-
-
 def compute_metrics(scores: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, threshold: float = 0.5,
                     top_k: int = 10) -> dict[str, float]:
     """All metrics of one set of scores (probabilities), on the CPU."""
+    labels = labels.detach().long().cpu()
     m = probe_metrics(top_k, threshold)
-    m.update(scores.detach().float().cpu(), labels.detach().long().cpu(), indexes=index.detach().long().cpu())
-    return {k: float(v) for k, v in m.compute().items()}
+    m.update(scores.detach().float().cpu(), labels, indexes=index.detach().long().cpu())
+    with warnings.catch_warnings():  # torchmetrics warns (and returns 0) on one-class sets: handled below
+        warnings.simplefilter("ignore")
+        out = {k: float(v) for k, v in m.compute().items()}
+    for k in undefined(labels):
+        out[k] = float("nan")
+    return out
+
+
+def undefined(labels: torch.Tensor) -> tuple[str, ...]:
+    """Names of the metrics that have no meaning on a set with these labels."""
+    n_pos = int(labels.long().sum())
+    if n_pos == 0:
+        return METRIC_NAMES
+    if n_pos == len(labels):
+        return ("auroc", "mcc", "protein_auroc")
+    return ()
+
+
+def undefined_warning(metrics: dict, where: str) -> str | None:
+    """One line naming the undefined (NaN) metrics of ``metrics``, or None when all are defined."""
+    bad = [k for k in METRIC_NAMES if k in metrics and metrics[k] != metrics[k]]
+    if not bad:
+        return None
+    return (f"warning: {', '.join(bad)} undefined on {where} (no allosteric residue, or no other residue, among "
+            "them); written as null, not 0.")
 
 
 def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from .metrics import probe_metrics, set_threshold
+from .metrics import probe_metrics
 
 PROBE_KINDS = ("logreg", "mlp")
 
@@ -49,30 +50,22 @@ def build_net(kind: str, n_features: int, hidden: int = 32, dropout: float = 0.1
 
 class ProbeModule(L.LightningModule):
     """Trains ``net`` (injected) on batches ``(x [N, F], y [N], protein index [N])`` with a
-    class-weighted BCE loss. One MetricCollection per stage, on the CPU (kept in a plain dict so that
-    Lightning does not move them to the accelerator): validation (every epoch, early stopping on
-    ``val/auprc``) has the pooled metrics, test adds the per-protein ones."""
+    class-weighted BCE loss. The validation loop (every epoch) feeds one MetricCollection of pooled
+    metrics, kept on the CPU in a plain dict so that Lightning does not move it to the accelerator;
+    ``val/auprc`` drives early stopping. Scores of a finished probe come from ``trainer.predict``
+    (:meth:`predict_step`: sigmoid of the output, a ranking score, see probe.calibration), and their
+    metrics from :func:`probe.metrics.compute_metrics`: one scoring path for validation and test."""
 
     def __init__(self, net: nn.Module, pos_weight: float = 1.0, lr: float = 0.01, weight_decay: float = 1e-4,
-                 top_k: int = 10, threshold: float = 0.5) -> None:
+                 top_k: int = 10) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
-        self.threshold = float(threshold)
-        self.stage_metrics = {"val": probe_metrics(top_k, per_protein=False), "test": probe_metrics(top_k)}
+        self.val_metrics = {"val": probe_metrics(top_k, per_protein=False)}
 
     def forward(self, x_NF: torch.Tensor) -> torch.Tensor:
         return self.net(x_NF)
-
-    @torch.no_grad()
-    def score(self, x_NF: torch.Tensor) -> torch.Tensor:
-        """Probabilities [N] (eval mode)."""
-        was = self.training
-        self.eval()
-        out = torch.sigmoid(self(x_NF.to(self.device))).float().cpu()
-        self.train(was)
-        return out
 
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
@@ -80,33 +73,26 @@ class ProbeModule(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def _update(self, stage: str, batch) -> None:
-        x, y, idx = batch
-        probs = torch.sigmoid(self(x)).detach().float().cpu()
-        self.stage_metrics[stage].update(probs, y.long().cpu(), indexes=idx.long().cpu())
-
     def validation_step(self, batch, batch_idx):
-        self._update("val", batch)
-
-    def test_step(self, batch, batch_idx):
-        self._update("test", batch)
-
-    def _log_stage(self, stage: str) -> None:
-        values = self.stage_metrics[stage].compute()
-        self.stage_metrics[stage].reset()
-        # validation: an undefined metric (no site in the batch) counts as 0 for early stopping
-        clean = {f"{stage}/{k}": (0.0 if stage == "val" and math.isnan(float(v)) else float(v))
-                 for k, v in values.items()}
-        self.log_dict(clean, batch_size=1)
+        x, y, idx = batch
+        scores = torch.sigmoid(self(x)).detach().float().cpu()
+        self.val_metrics["val"].update(scores, y.long().cpu(), indexes=idx.long().cpu())
 
     def on_validation_epoch_end(self) -> None:
-        self._log_stage("val")
+        metrics = self.val_metrics["val"]
+        with warnings.catch_warnings():  # one-class validation: handled below
+            warnings.simplefilter("ignore")
+            values = metrics.compute()
+        metrics.reset()
+        # An undefined validation metric (NaN) counts as 0 for early stopping and KeepBest: the first
+        # epoch is kept and training stops after ``patience`` epochs. train_probe refuses a validation
+        # set without a site, so this only guards API users.
+        self.log_dict({f"val/{k}": (0.0 if math.isnan(float(v)) else float(v)) for k, v in values.items()},
+                      batch_size=1)
 
-    def on_test_epoch_start(self) -> None:
-        set_threshold(self.stage_metrics["test"], self.threshold)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_stage("test")
+    def predict_step(self, batch, batch_idx):
+        """Ranking scores [N] of a batch (the first element: features)."""
+        return torch.sigmoid(self(batch[0])).float()
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

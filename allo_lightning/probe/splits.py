@@ -46,10 +46,10 @@ def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protei
     return [groups[k] for k in keys]
 
 
-def _need(n_groups: int, want: int, by: str) -> None:
+def _need(n_groups: int, want: int, by: str, purpose: str = "to train, validate and test") -> None:
     if n_groups < want:
         raise InputError(f"only {n_groups} {'clusters' if by == 'cluster' else 'proteins'} in the data: at least "
-                         f"{want} are needed to train, validate and test without sharing one. Add proteins, or use "
+                         f"{want} are needed {purpose} without sharing one. Add proteins, or use "
                          "--probe.split protein if clusters are too coarse.")
 
 
@@ -68,7 +68,13 @@ def _carve_val(rest: list[list[Protein]], val_fraction: float, n_all: int) -> tu
 
 def train_val_test(proteins: Sequence[Protein], by: str = "cluster", val_fraction: float = 0.2,
                    test_fraction: float = 0.2, seed: int = 0) -> Split:
+    """One holdout split. ``test_fraction=0``: no test set (the final probe, trained on all proteins
+    but the validation part; estimate its performance with report or evaluate)."""
     groups = _groups(proteins, by, seed)
+    if test_fraction <= 0:
+        _need(len(groups), 2, by, "to train and validate")
+        train, val = _carve_val(groups, val_fraction, len(groups))
+        return check(Split(_flat(train), _flat(val), [], "all"), by)
     _need(len(groups), 3, by)
     n_test = min(_n(test_fraction, len(groups)), len(groups) - 2)
     test, rest = groups[:n_test], groups[n_test:]
@@ -82,7 +88,10 @@ def kfold(proteins: Sequence[Protein], k: int = 5, by: str = "cluster", val_frac
     from the other folds' groups."""
     groups = _groups(proteins, by, seed)
     _need(len(groups), 3, by)
-    k = max(2, min(k, len(groups) - 1))
+    if k > len(groups):
+        raise InputError(f"--report.folds {k}: the data has only {len(groups)} "
+                         f"{'clusters' if by == 'cluster' else 'proteins'}, so at most {len(groups)} folds are possible. "
+                         "Give fewer folds, or use --report.scheme logo.")
     folds = [groups[i::k] for i in range(k)]
     out = []
     for i in range(k):

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.protein import Protein
-from ..errors import InputError
-from .bootstrap import FoldBootstrap
-from .features import FeatureSpec, head_spec
-from .splits import Split, check, group_of, make_splits
+from .data.protein import Protein
+from .errors import InputError
+from .probe.bootstrap import FoldBootstrap
+from .probe.features import FeatureSpec, head_spec
+from .probe.splits import Split, check, group_of, make_splits
 
 METRICS = ("auprc", "auroc", "f1", "mcc", "precision_at_k", "protein_auprc", "base_rate")
 COLUMNS = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd", "auroc", "auroc_lo", "auroc_hi",
@@ -42,7 +42,7 @@ def transfer_pool(test: Sequence[Protein], limit: int | None = None, max_length:
     """Training pool of the transfer scheme: the bundled ASD proteins that are not GPCRs, labelled
     from a ligand modulator (no ion/additive rows), sharing no id, cluster or sequence with ``test``.
     ``limit``: a seeded random sample of at most that many (kept in table order)."""
-    from ..data.bundled import read_bundled
+    from .data.bundled import read_bundled
 
     ids = {p.id for p in test}
     clusters = {p.cluster for p in test if p.cluster}

@@ -1,21 +1,22 @@
-"""One honest fit on one split: heads selected on the training proteins only, then the probe."""
+"""One honest fit on one split: heads selected on the training proteins only (analysis), then the
+probe on those heads (probe). This is where the two meet; probe/ itself only knows feature specs and
+head lists, never how heads are chosen."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from ..attention.stats import ProteinStats
-from ..data.protein import Protein
-from .features import FeatureSpec, head_spec
-from .splits import Split
-from .train import ProbeRun, train_probe
+from .attention.stats import ProteinStats
+from .data.protein import Protein
+from .probe import FeatureSpec, ProbeRun, Split, head_spec, items_of, train_probe
 
 Analyse = Callable[..., Any]
 
 
 def _analyse() -> Analyse:
-    from ..analysis import analyse_heads  # noqa: PLC0415 - the analysis package is optional at import time
+    from .analysis import analyse_heads  # the analysis package loads on first use
 
     return analyse_heads
 
@@ -50,10 +51,6 @@ class FitResult:
     split: Split
     choice: HeadChoice
     run: ProbeRun
-
-
-def items_of(proteins: Sequence[Protein], stats: Mapping[str, ProteinStats]) -> list[tuple[Protein, ProteinStats]]:
-    return [(p, stats[p.id]) for p in proteins]
 
 
 def fit_split(split: Split, stats: Mapping[str, ProteinStats], probe_cfg, heads_cfg, seed: int = 0,

@@ -1,0 +1,78 @@
+"""Stopping on SIGTERM / SIGINT (schedulers, ``timeout``, Ctrl-C) without losing finished work.
+
+The command-line entry point runs every command inside :func:`installed`. Outside a :func:`graceful` block a signal stops the
+command at once (an :class:`~allo_lightning.errors.Interrupted` is raised where the program is, and
+outputs are only ever written atomically, so no partial result is left that a later command accepts).
+Inside a :func:`graceful` block (extraction) the signal is only recorded: the batch in flight is
+finished and cached, then :func:`check` raises. A second signal always stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+from .errors import Interrupted
+
+_state = {"signal": None, "graceful": 0}
+_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+
+def _message(signum: int, resume: bool) -> str:
+    name = _NAMES.get(signum, f"signal {signum}")
+    if resume:
+        return (f"interrupted by {name}; finished proteins are cached: run the same command again to resume.")
+    return f"interrupted by {name}; no result was written. Run the same command again."
+
+
+def _raise(signum: int, resume: bool) -> None:
+    err = Interrupted(_message(signum, resume))
+    err.exit_code = 128 + int(signum)
+    raise err
+
+
+def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    first = _state["signal"] is None
+    _state["signal"] = signum
+    if _state["graceful"] and first:
+        return  # finish the batch in flight; check() raises afterwards
+    _raise(signum, resume=bool(_state["graceful"]))
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """Handle SIGTERM and SIGINT as described above while the block runs (main thread only; elsewhere
+    nothing changes); the previous handlers are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state["signal"] = None
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _state["signal"] = None
+
+
+def requested() -> bool:
+    return _state["signal"] is not None
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal arrived (call between units of work)."""
+    if _state["signal"] is not None:
+        _raise(_state["signal"], resume=True)
+
+
+@contextlib.contextmanager
+def graceful() -> Iterator[None]:
+    """Within this block a first signal is only recorded (see :func:`check`)."""
+    _state["graceful"] += 1
+    try:
+        yield
+    finally:
+        _state["graceful"] -= 1

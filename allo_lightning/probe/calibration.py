@@ -1,0 +1,111 @@
+"""What a probe score means, and a probability made from it.
+
+The probe is trained with a class-weighted loss (positives weighted by negatives / positives), so its
+``score`` (the sigmoid of its output) ranks residues but is not a probability: a score of 0.5 sits
+near the class boundary of a balanced problem, not at a 50 % chance of being allosteric. A
+``Calibration`` fitted on the VALIDATION scores maps a score to a probability:
+
+- ``platt``: logistic regression of the label on logit(score) (two parameters, robust on few sites);
+  a non-positive slope (scores that do not rank the validation sites) becomes slope 0: every residue
+  gets the validation base rate;
+- ``isotonic``: a monotone step function (scikit-learn's IsotonicRegression, clipped at the ends).
+
+Both are monotone non-decreasing in the score, so rankings and the decision threshold (always on the
+score) are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+CALIBRATIONS = ("platt", "isotonic", "none")
+
+SCORE_MEANING = ("score: ranking score of the probe (sigmoid of a class-weighted classifier: higher = more "
+                 "likely allosteric, NOT a probability); predicted = score >= threshold (the threshold with "
+                 "the best F1 on the validation proteins, on the score scale)")
+PROBABILITY_MEANING = ("probability: the score calibrated on the validation proteins ({method}; {n_pos} sites "
+                       "among {n} residues): an estimate of P(allosteric) for proteins like those")
+
+_EPS = 1e-6
+
+
+def _logit(scores: np.ndarray) -> np.ndarray:
+    s = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(s) - np.log1p(-s)
+
+
+@dataclass
+class Calibration:
+    """A monotone map score -> probability, fitted on validation scores (see module docstring)."""
+
+    method: str
+    params: dict = field(default_factory=dict)
+    n: int = 0
+    n_pos: int = 0
+
+    @classmethod
+    def fit(cls, scores: torch.Tensor, labels: torch.Tensor, method: str = "platt") -> Calibration | None:
+        """Fit on validation scores; ``None`` when ``method`` is "none" or the labels have one class only."""
+        if method not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATIONS)}.")
+        s = scores.detach().double().cpu().numpy()
+        y = labels.detach().long().cpu().numpy()
+        n, n_pos = len(y), int(y.sum())
+        if method == "none" or n_pos == 0 or n_pos == n:
+            return None
+        if method == "platt":
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(s)[:, None], y)
+            params = {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+            if params["a"] <= 0:  # scores that do not rank the validation sites: the base rate for every residue
+                params = {"a": 0.0, "b": float(np.log(n_pos / (n - n_pos)))}
+        else:
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(s, y)
+            params = {"x": [float(v) for v in iso.X_thresholds_], "y": [float(v) for v in iso.y_thresholds_]}
+        return cls(method, params, n, n_pos)
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        """Probabilities [N] of scores [N]."""
+        s = scores.detach().double().cpu().numpy()
+        if self.method == "platt":
+            z = self.params["a"] * _logit(s) + self.params["b"]
+            p = 1.0 / (1.0 + np.exp(-z))
+        elif self.method == "isotonic":
+            p = np.interp(s, self.params["x"], self.params["y"])
+        else:
+            raise ValueError(f"unknown calibration {self.method!r}")
+        return torch.from_numpy(p).float()
+
+    @property
+    def meaning(self) -> str:
+        return PROBABILITY_MEANING.format(method=self.method, n_pos=self.n_pos, n=self.n)
+
+    def to_config(self) -> dict:
+        return {"method": self.method, "params": self.params, "n": self.n, "n_pos": self.n_pos,
+                "fitted_on": "validation"}
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> Calibration | None:
+        if not config:
+            return None
+        method = str(config["method"])
+        if method not in ("platt", "isotonic"):
+            raise ValueError(f"unknown calibration {method!r}")
+        params = dict(config["params"])
+        if method == "platt":
+            params = {"a": float(params["a"]), "b": float(params["b"])}
+            values = list(params.values())
+        else:
+            params = {"x": [float(v) for v in params["x"]], "y": [float(v) for v in params["y"]]}
+            if len(params["x"]) != len(params["y"]) or not params["x"]:
+                raise ValueError("isotonic calibration: x and y differ in length")
+            values = params["x"] + params["y"]
+        if not all(np.isfinite(values)):
+            raise ValueError("calibration parameters are not finite")
+        return cls(method, params, int(config.get("n", 0)), int(config.get("n_pos", 0)))

@@ -1,0 +1,423 @@
+"""The command-line shell: one parser, one error handler, one console script for every command.
+
+``allo-lightning <command> [flags]`` (or ``python -m allo_lightning <command>``, or
+``python -m allo_lightning.<command>``) with the commands extract, heads, fit, evaluate, predict,
+report and bench. A command module declares itself with :func:`command`::
+
+    @command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
+    def main(cfg: Config) -> dict: ...
+
+and gets ``main(args=None)``: parse (flags follow LightningCLI naming, ``--section.key``; ``--config
+FILE`` YAML files give the defaults, flags override them), check every value (choices are ``Literal``s,
+ranges are checked by the config dataclasses) before any data or model is loaded, run, and turn any
+:class:`~allo_lightning.errors.UserError` into one line on stderr and exit status 2 (an interrupted run:
+128 + the signal number). Nothing else is caught: a bug keeps its traceback.
+
+One YAML file serves every command: a command reads the sections it uses and ignores the others, but
+an unknown section or key is refused (with the closest valid name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib
+import json
+import logging
+import os
+import re
+import stat
+import sys
+import typing
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import DataConfig, HeadsConfig, ModelConfig, ProbeConfig, ReportConfig, TrainerConfig
+from .errors import InputError, Interrupted, UserError
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig,
+                             "heads": HeadsConfig, "probe": ProbeConfig, "report": ReportConfig}
+TOP_LEVEL = ("seed",)
+COMMANDS = {
+    "extract": "attention statistics of a protein set, cached (resumable)",
+    "heads": "which attention heads see the allosteric sites (scores, p/q-values, selection, maps)",
+    "fit": "train a probe on the selected heads and save a checkpoint",
+    "evaluate": "score a trained probe on your own labelled proteins",
+    "predict": "score new proteins with a trained probe (CSV, plots, PyMOL/ChimeraX)",
+    "report": "cross-validated metrics per head subset against baselines",
+    "bench": "speed and memory benchmarks",
+}
+# Flags people try that do not exist here, and what to use instead.
+HINTS = {
+    "--trainer.precision": "--model.dtype fp32|bf16 (precision changes the statistics: it is a model setting "
+                           "with its own cache key)",
+    "--trainer.max_epochs": "--probe.max_epochs (the probe's Trainer) or --report.max_epochs",
+    "--trainer.min_epochs": "--probe.max_epochs",
+    "--trainer.deterministic": "--seed (runs are seeded and deterministic)",
+    "--probe.precision": "--model.dtype",
+    "--model.precision": "--model.dtype",
+    "--data.fasta": "--data.path FILE",
+    "--fasta": "--data.path FILE",
+    "--out": "--trainer.default_root_dir DIR",
+}
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+@dataclass
+class Spec:
+    name: str
+    description: str
+    sections: tuple[str, ...]
+    flags: Callable | None = None
+    defaults: dict | None = None
+
+
+class Config:
+    """A parsed command line: ``cfg.model``, ``cfg.data``... are the config dataclasses of the command's
+    sections (checked), ``cfg.seed`` the seed, ``cfg.out_dir`` the output folder, and the command's own
+    flags are attributes too (``cfg.overwrite``, ``cfg.checkpoint``...; also ``cfg.get(name)``)."""
+
+    def __init__(self, spec: Spec, values: dict) -> None:
+        self.spec = spec
+        self.values = values
+        for name in spec.sections:
+            setattr(self, name, SECTIONS[name](**values[name]))
+        self.seed: int = values.get("seed", 0)
+        for key, value in values.items():
+            if key not in SECTIONS and key != "seed":
+                setattr(self, key, value)
+        trainer = getattr(self, "trainer", None)
+        self.out_dir = Path(trainer.default_root_dir if trainer is not None else "outputs/run")
+
+    def get(self, key: str, default=None):
+        return self.values.get(key, default)
+
+    def as_dict(self) -> dict:
+        out: dict[str, Any] = {name: asdict(getattr(self, name)) for name in self.spec.sections}
+        out["seed"] = self.seed
+        return out
+
+
+# -- argv and config files ------------------------------------------------------------------------
+def _list_flags(sections) -> dict[str, type]:
+    """``--section.field`` -> element type, for every list-valued field (``--heads.proteins A B``)."""
+    out = {}
+    for name in sections:
+        hints = typing.get_type_hints(SECTIONS[name])
+        for f in dataclasses.fields(SECTIONS[name]):
+            t = hints[f.name]
+            args = [a for a in typing.get_args(t) if a is not type(None)] if typing.get_origin(t) is typing.Union or \
+                type(t).__name__ == "UnionType" else [t]
+            for a in args:
+                if typing.get_origin(a) is list:
+                    (elem,) = typing.get_args(a) or (str,)
+                    out[f"--{name}.{f.name}"] = elem
+    return out
+
+
+def _gather_lists(argv: list[str], list_flags: dict[str, type]) -> list[str]:
+    """``--heads.proteins A B C`` -> ``--heads.proteins '["A", "B", "C"]'`` (a YAML/JSON list is kept)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        out.append(tok)
+        i += 1
+        if tok not in list_flags:
+            continue
+        values = []
+        while i < len(argv) and not argv[i].startswith("--"):
+            values.append(argv[i])
+            i += 1
+        if len(values) == 1 and values[0].lstrip().startswith("["):
+            out.append(values[0])
+            continue
+        elem = list_flags[tok]
+        if elem is int:
+            try:
+                values = [int(v) for v in values]
+            except ValueError:
+                bad = next(v for v in values if not re.fullmatch(r"[+-]?\d+", v))
+                raise InputError(f"{tok}: {bad!r} is not a whole number.", todo="Give whole numbers.") from None
+        out.append(json.dumps(values))
+    return out
+
+
+def read_config_file(path: str, spec: Spec) -> dict:
+    """The sections of YAML config ``path`` that ``spec`` uses (flat ``section.key`` -> value); unknown
+    sections or keys are refused; sections of other commands are ignored."""
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"--config {path}: file not found.", todo="Check the path (e.g. configs/smoke.yaml).") from None
+    except OSError as e:
+        raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"--config {path}: not a regular file.", todo="Give a YAML config file.")
+    if st.st_size > _MAX_CONFIG_BYTES:
+        raise InputError(f"--config {path}: {st.st_size} bytes is too large for a config file.",
+                         todo="Give a YAML config file (configs/*.yaml).")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+        if "\x00" in text:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+    except UnicodeDecodeError:
+        raise InputError(f"--config {path}: not a text file (binary or not UTF-8).",
+                         todo="Give a YAML config file (configs/*.yaml).") from None
+    except OSError as e:
+        raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise InputError(f"--config {path}{where}: {problem}.", todo="Fix the YAML syntax.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"--config {path}: expected sections (model:, data:, ...), got a {type(data).__name__}.",
+                         todo="See configs/smoke.yaml for the layout.")
+    flat: dict = {}
+    known = list(SECTIONS) + list(TOP_LEVEL)
+    for key, value in data.items():
+        key = str(key)
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)" if close
+                             else "") + f". Sections: {', '.join(known)}.")
+        if key in TOP_LEVEL:
+            flat[key] = value
+            continue
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise InputError(f"--config {path}: section {key!r} must be a mapping of settings, got {value!r}.")
+        fields = [f.name for f in dataclasses.fields(SECTIONS[key])]
+        for sub, v in value.items():
+            if sub not in fields:
+                close = difflib.get_close_matches(str(sub), fields, n=1)
+                raise InputError(f"--config {path}: unknown setting {key}.{sub}" + (
+                    f" (did you mean {key}.{close[0]}?)" if close else "") + f". Settings of {key}: {', '.join(fields)}.")
+            if key in spec.sections:
+                flat[f"{key}.{sub}"] = v
+    return flat
+
+
+def _split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
+    rest, configs = [], []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--config":
+            if i + 1 >= len(argv):
+                raise InputError("--config: give a YAML file (e.g. --config configs/smoke.yaml).")
+            configs.append(argv[i + 1])
+            i += 2
+            continue
+        if tok.startswith("--config="):
+            configs.append(tok.split("=", 1)[1])
+        else:
+            rest.append(tok)
+        i += 1
+    return rest, configs
+
+
+# -- the parser -------------------------------------------------------------------------------------
+def build_parser(spec: Spec, prog: str | None = None):
+    from jsonargparse import ArgumentParser
+
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    prog = prog or f"allo-lightning {spec.name}"
+    parser = ArgumentParser(prog=prog, description=spec.description, exit_on_error=False, default_env=False,
+                            usage=f"{prog} [--config FILE] [--section.key VALUE ...]")
+    parser.add_argument("--config", type=str, default=None,
+                        help="YAML config file (configs/*.yaml); flags override it. May be given more than once.")
+    parser.add_argument("--seed", type=int, default=0, help="seed for everything random")
+    for name in spec.sections:
+        parser.add_class_arguments(SECTIONS[name], name)
+    if spec.flags is not None:
+        spec.flags(parser)
+    if spec.defaults:
+        parser.set_defaults(spec.defaults)
+    return parser
+
+
+def _option_strings(parser) -> list[str]:
+    return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+
+
+def _did_you_mean(flag: str, parser) -> str:
+    name = flag.split("=", 1)[0]
+    if name in HINTS:
+        return f" Use {HINTS[name]}."
+    close = difflib.get_close_matches(name, _option_strings(parser), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]}?" if close else " See --help for the flags."
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", str(text)).strip()
+
+
+def _parse_error(message: str, parser) -> InputError:
+    msg = str(message)
+    m = re.search(r"unrecognized arguments: (.*)", msg, re.S)
+    if m:
+        tokens = m.group(1).split()
+        flag = next((t for t in tokens if t.startswith("-")), None)
+        if flag is None:
+            return InputError(f"unexpected argument {tokens[0]!r}: flags look like --section.key VALUE.",
+                              todo="See --help.")
+        return InputError(f"unknown flag {flag.split('=', 1)[0]}.{_did_you_mean(flag, parser)}")
+    m = re.search(r'Parser key "([^"]+)":\s*(.*)', msg, re.S)
+    if m:
+        key, rest = m.group(1), _one_line(m.group(2))
+        got = re.search(r"(?:Got value|Given value): (.*?)(?: - |$)", rest)
+        value = got.group(1) if got else ""
+        choices = re.findall(r"Literal\[([^\]]*)\]", rest)
+        if choices:
+            allowed = ", ".join(c.strip().strip("'\"") for c in choices[0].split(","))
+            extra = " (or a whole number)" if "int" in rest and "Union" in rest else ""
+            return InputError(f"--{key}: {value!r} is not accepted; choose one of: {allowed}{extra}.")
+        kinds = re.findall(r"Expected a <class '(\w+)'>", rest)
+        kind = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text",
+                "list": "a list, e.g. [a, b] or several values", "dict": "a mapping, e.g. {A: [1, 2]}"}.get(
+                    kinds[0] if kinds else "", "another value")
+        if "NoneType" in rest:
+            kind += " (or null)"
+        return InputError(f"--{key}: {value!r} is not accepted; expected {kind}.")
+    m = re.search(r"Group '(\w+)' does not accept option '([^']+)'", msg) or \
+        re.search(r"Option '([\w.]+)' is not accepted", msg)
+    if m:
+        flag = "--" + (".".join(m.groups()) if len(m.groups()) == 2 else m.group(1))
+        return InputError(f"unknown setting {flag}.{_did_you_mean(flag, parser)}")
+    m = re.search(r"expected one argument", msg)
+    if m:
+        return InputError(f"{_one_line(msg)}.", todo="Give a value after the flag.")
+    return InputError(_one_line(msg))
+
+
+def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) -> Config:
+    """Parse and check ``args`` for ``spec``; any problem is an :class:`InputError` naming the flag."""
+    from jsonargparse import ArgumentError
+
+    argv = list(sys.argv[1:] if args is None else args)
+    parser = build_parser(spec, prog)
+    argv, configs = _split_configs(argv)
+    from_files: dict = {}
+    for path in configs:
+        from_files.update(read_config_file(path, spec))
+    # config values become flags placed before the command line's own: checked exactly like flags,
+    # and overridden by them
+    prefix = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in from_files.items()]
+    argv = prefix + _gather_lists(argv, _list_flags(spec.sections))
+    try:
+        ns = parser.parse_args(argv)
+    except ArgumentError as e:
+        err = _parse_error(str(e), parser)
+        if configs and str(err).split(":")[0].lstrip("-") in from_files:
+            err = InputError(f"--config {configs[-1]}: {err}")
+        raise err from None
+    values = ns.as_dict()
+    values.pop("config", None)
+    values.pop("__path__", None)
+    for name in SECTIONS:  # the group-config actions (--model CONFIG) leave no key of their own
+        values.pop(f"{name}.__path__", None)
+    return Config(spec, values)
+
+
+# -- running a command ------------------------------------------------------------------------------
+def quiet_lightning() -> None:
+    """Hide Lightning's tips and PyTorch warnings that say nothing to our users."""
+    warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def report_error(err: BaseException) -> int:
+    """Print ``err`` as one line on stderr; return the exit status."""
+    print(f"error: {_one_line(str(err))}", file=sys.stderr)
+    return int(getattr(err, "exit_code", 2))
+
+
+def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None, prog: str | None = None) -> Any:
+    """Parse, check and run ``body`` with the one error handler (see the module docstring)."""
+    from . import interrupt
+
+    quiet_lightning()
+    try:
+        with interrupt.installed():
+            cfg = parse(spec, args, prog)
+            return body(cfg)
+    except Interrupted as e:
+        raise SystemExit(report_error(e)) from None
+    except UserError as e:
+        raise SystemExit(report_error(e)) from None
+    except OSError as e:  # a file or folder the user named (disk full, permissions): not a bug
+        if getattr(e, "filename", None) is None:
+            raise
+        raise SystemExit(report_error(InputError(f"{e.filename}: {e.strerror or e}. Check the path, its "
+                                                 "permissions and the free disk space."))) from None
+
+
+def command(name: str, description: str | None, sections: tuple[str, ...], flags: Callable | None = None,
+            defaults: dict | None = None) -> Callable:
+    """Decorator of a command's body ``body(cfg) -> result``: gives ``main(args=None, prog=None)``."""
+    spec = Spec(name, (description or "").strip(), tuple(sections), flags, defaults)
+
+    def decorate(body: Callable[[Config], Any]) -> Callable:
+        @functools.wraps(body)
+        def main(args: list[str] | None = None, prog: str | None = None) -> Any:
+            return run(spec, body, args, prog or (None if args is not None else _module_prog(name)))
+
+        main.spec = spec  # type: ignore[attr-defined]
+        main.body = body  # type: ignore[attr-defined]
+        return main
+
+    return decorate
+
+
+def _module_prog(name: str) -> str:
+    script = Path(sys.argv[0]).name
+    return f"python -m allo_lightning.{name}" if script == f"{name}.py" else f"allo-lightning {name}"
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: allo-lightning COMMAND [--config FILE] [--section.key VALUE ...]", "",
+             "Attention heads of a frozen protein language model that see allosteric sites, and a probe "
+             "trained on them.", "", "commands:"]
+    lines += [f"  {c:<{width}}  {d}" for c, d in COMMANDS.items()]
+    lines += ["", "allo-lightning COMMAND --help lists the flags of a command."]
+    return "\n".join(lines)
+
+
+def console_main(argv: list[str] | None = None) -> Any:
+    """The ``allo-lightning`` console script: ``allo-lightning COMMAND [flags]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        if not argv:
+            raise SystemExit(2)
+        return None
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        print(f"error: unknown command {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
+              + f" Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(f"allo_lightning.{name}")  # the dispatcher is not a command
+    if name == "bench":
+        return module.main(rest)
+    return module.main(rest, prog=f"allo-lightning {name}")
