@@ -193,8 +193,9 @@ def main(cfg, analyse=None) -> dict:
     scheme_line = {
         "kfold": f"cluster {len(splits)}-fold (by `{cfg.probe.split}`)",
         "logo": f"leave one {cfg.probe.split} out ({len(splits)} folds)",
-        "transfer": f"transfer: trained on {len(splits[0].train)} non-GPCR ASD proteins (ligand modulators; "
-                    f"{len(splits[0].val)} more for validation), tested on the {len(splits[0].test)} data proteins",
+        "transfer": f"heads selected and probes trained on {len(splits[0].train)} non-GPCR ASD proteins (ligand "
+                    f"modulators; {len(splits[0].val)} more for validation), tested on the {len(splits[0].test)} "
+                    "data proteins",
     }[rcfg.scheme]
     md += [f"- backbone identity: `{backbone.identity}`, theta {cfg.model.theta:g}, probe `{cfg.probe.kind}` "
            f"(window {cfg.probe.window}), seed {cfg.seed}",
@@ -206,6 +207,8 @@ def main(cfg, analyse=None) -> dict:
            f"the test proteins ({rcfg.n_boot} samples, proteins resampled within each fold); `_sd`: sd over folds "
            "(random rows: over the random draws of the fold means); f1 and mcc at the threshold with the best "
            f"validation F1; precision_at_k: k={cfg.probe.top_k} per protein",
+           *([f"- only {min(n_test)} test proteins in a fold: a percentile bootstrap over so few proteins is too "
+               "narrow; read the intervals as descriptive"] if min(n_test) < 10 else []),
            "- selected heads per fold (layer, head 0-based): " + "; ".join(" ".join(heads_label(c.heads))
                                                                            for c in choices), "",
            to_markdown(rows, COLUMNS), "## Selected heads against each baseline (paired bootstrap)", "",
