@@ -30,7 +30,8 @@ from .shell import command
 def _flags(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--checkpoint", type=str, default=None,
-                        help="where to save the checkpoint (default: PROBE.CHECKPOINT_DIR/<run>.<backbone>.safetensors)")
+                        help="where to save the checkpoint (default: "
+                             "PROBE.CHECKPOINT_DIR/<run>.<backbone>.safetensors)")
 
 
 def probe_trainer_kwargs(cfg) -> dict:
@@ -85,7 +86,8 @@ def main(cfg) -> dict:
         check_checkpoint_path(ckpt_path, overwrite)
         splits = []
         backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
-            ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)))
+            ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)),
+            require_sites=True)
         split = splits[0]
         extraction = run_extraction(cfg, backbone, proteins)
         stats = {p.id: s for p, s in extraction}

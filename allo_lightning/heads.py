@@ -9,14 +9,14 @@ An existing heads.csv is not replaced without ``--overwrite``.
 
 from __future__ import annotations
 
-import re
 import time
 
 from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
 from .backbone import TINY_MEANINGLESS
-from .outputs import prepare_out_dir
+from .outputs import prepare_out_dir, record_outputs
 from .pipeline import load_inputs, run_extraction, select_subset
 from .shell import command
+from .tables import file_names
 
 HEATMAP = "heads_heatmap.png"
 MAPS_DIR = "maps"
@@ -26,17 +26,14 @@ def _extra(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing heads.csv and its siblings")
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "protein"
-
-
 @command("heads", __doc__, sections=("model", "data", "trainer", "heads"), flags=_extra)
 def main(cfg) -> dict:
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
     if True:  # (one block: kept for a small diff)
         from .plots.heads import plot_head_heatmap, plot_protein_map
 
-        backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins))
+        backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins),
+                                       require_sites=True)
         proteins = select_subset(proteins, cfg.heads.proteins)
         t0 = time.perf_counter()
         extraction = run_extraction(cfg, backbone, proteins)
@@ -58,10 +55,12 @@ def main(cfg) -> dict:
         heads_text = ", ".join(head_label(ly, h) for ly, h in analysis.selected[:8])
         if len(analysis.selected) > 8:
             heads_text += ", ..."
-        plotted = []
-        for protein in used[: max(0, cfg.heads.plot_proteins)]:
+        plotted, to_plot = [], used[: max(0, cfg.heads.plot_proteins)]
+        map_files = {pid: out / MAPS_DIR / f"{name}.png" for pid, name in file_names(p.id for p in to_plot).items()}
+        record_outputs(out, "heads.csv", map_files.values())  # the next --overwrite run removes them
+        for protein in to_plot:
             stats = with_maps.stats(protein)
-            path = out / MAPS_DIR / f"{_safe_name(protein.id)}.png"
+            path = map_files[protein.id]
             plot_protein_map(stats.maps.mean(0), protein.sites or (), path, sequence=protein.sequence,
                              orthosteric=cfg.heads.orthosteric.get(protein.id, ()),
                              title=f"{protein.id} ({protein.length} aa, {backbone.label}): mean attention of {len(analysis.selected)} "
@@ -69,6 +68,7 @@ def main(cfg) -> dict:
             plotted.append(str(path))
         files = {"heads_csv": str(out / "heads.csv"), "heads_json": str(out / "heads.json"),
                  "heatmap": str(out / HEATMAP), "maps": plotted,
+                 "map_files": {pid: str(path) for pid, path in map_files.items()},
                  "attention_to_sites": str(out / "attention_to_sites.csv")}
         # heads.json last: its presence means the run finished
         write_heads_json(out / "heads.json", analysis, backbone=backbone.name, meaningless=backbone.meaningless,

@@ -1,8 +1,9 @@
 """Stopping on SIGTERM / SIGINT (schedulers, ``timeout``, Ctrl-C) without losing finished work.
 
-The command-line entry point runs every command inside :func:`installed`. Outside a :func:`graceful` block a signal stops the
-command at once (an :class:`~allo_lightning.errors.Interrupted` is raised where the program is, and
-outputs are only ever written atomically, so no partial result is left that a later command accepts).
+The command-line entry point runs every command inside :func:`installed`. Outside a :func:`graceful`
+block a signal stops the command at once (an :class:`~allo_lightning.errors.Interrupted` is raised
+where the program is, and outputs are only ever written atomically, so no partial result is left that
+a later command accepts).
 Inside a :func:`graceful` block (extraction) the signal is only recorded: the batch in flight is
 finished and cached, then :func:`check` raises. A second signal always stops at once.
 """

@@ -1,16 +1,22 @@
 """Writing outputs safely: atomic files (temporary name, then rename) and output folders that are
-not overwritten without ``--overwrite``."""
+not overwritten without ``--overwrite``.
+
+Per-protein files (maps/, pymol/, chimerax/ ...) depend on the proteins of a run, so a new run would
+not replace all of them. A command records them with :func:`record_outputs` before writing them, in a
+manifest ``.allo_lightning.<marker>.files.json`` in the output folder; :func:`prepare_out_dir` of the
+next run of that command (with ``--overwrite``, or after an unfinished run) deletes exactly the files
+listed there, nothing else: no stale file is left beside new ones, and no unrelated file is touched."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from .errors import OutputError, OutputExistsError
 
@@ -70,12 +76,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """A table written by the csv module (quoting handled), atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return Path(path)
+    """A table written atomically by the package's one table writer (:func:`allo_lightning.tables.write_csv`:
+    csv quoting, spreadsheet formulas neutralised); floats not formatted by the caller are written exactly."""
+    from .tables import write_csv as _write_csv
+
+    return _write_csv(path, header, rows, float_format="{!r}")
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
@@ -88,15 +93,78 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
     return Path(path)
 
 
+def _manifest(out_dir: Path, marker: str) -> Path:
+    return out_dir / f".allo_lightning.{marker}.files.json"
+
+
+def _recorded(out_dir: Path, marker: str) -> list[str]:
+    try:
+        files = json.loads(_manifest(out_dir, marker).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def _inside(out_dir: Path, rel: str) -> Path | None:
+    """``out_dir / rel`` when ``rel`` is a plain relative path that stays inside ``out_dir``, else None."""
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or any(p in ("..", "") for p in parts) or "\\" in rel:
+        return None
+    path = out_dir / rel
+    try:
+        if not path.parent.resolve().is_relative_to(out_dir.resolve()):
+            return None  # a folder replaced by a link to elsewhere
+    except OSError:
+        return None
+    return path
+
+
+def record_outputs(out_dir: str | Path, marker: str, files: Iterable[str | Path]) -> None:
+    """Add ``files`` (paths inside ``out_dir``) to the manifest of the command whose marker file is
+    ``marker``; call it before writing them, so that even an interrupted run's files are known."""
+    out_dir = Path(out_dir)
+    rel = set(_recorded(out_dir, marker))
+    for f in map(Path, files):
+        try:
+            f = f.relative_to(out_dir)
+        except ValueError:
+            pass  # already relative to out_dir
+        rel.add(f.as_posix())
+    write_json(_manifest(out_dir, marker), {"marker": marker, "files": sorted(rel)})
+
+
+def remove_recorded(out_dir: str | Path, marker: str) -> list[Path]:
+    """Delete the files listed in the manifest of ``marker`` (and folders left empty by that), then the
+    manifest. Entries that point outside ``out_dir`` or are not files are skipped. Returns what was deleted."""
+    out_dir = Path(out_dir)
+    removed, folders = [], set()
+    for rel in _recorded(out_dir, marker):
+        path = _inside(out_dir, rel)
+        if path is None or not (path.is_file() or path.is_symlink()):
+            continue
+        path.unlink()
+        removed.append(path)
+        folders.update(p for p in path.parents if p != out_dir and out_dir in p.parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()  # only when empty: a user's file in maps/ keeps the folder
+        except OSError:
+            pass
+    _manifest(out_dir, marker).unlink(missing_ok=True)
+    return removed
+
+
 def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
     """Create the output folder. If ``marker`` (a file this command writes) already exists there,
-    refuse unless ``overwrite``: a finished result is never replaced by accident."""
+    refuse unless ``overwrite``: a finished result is never replaced by accident. Otherwise the
+    per-protein files the previous run of this command recorded (:func:`record_outputs`) are deleted."""
     path = check_writable_dir(path, "the output folder")
     if (path / marker).exists() and not overwrite:
         raise OutputExistsError(
             f"{path / marker} already exists. Pass --overwrite to replace it, or choose another folder "
             "with --trainer.default_root_dir DIR."
         )
+    remove_recorded(path, marker)
     return path
 
 

@@ -47,13 +47,18 @@ def bf16_supported(device_type: str) -> bool:
     return False
 
 
-def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None) -> tuple[Backbone, list[Protein]]:
+def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
+                require_sites: bool = False) -> tuple[Backbone, list[Protein]]:
     """Checks that need no model, then the proteins (parsed and validated, then ``check(proteins)``: the
-    command's own checks of the data), and only then the backbone."""
+    command's own checks of the data), and only then the backbone. ``require_sites`` for commands that
+    train or score heads (a protein without sites is refused, naming its row). Notes of the reader
+    (shared sequences put in one cluster) are printed."""
     check_devices(cfg.trainer, cfg.model.dtype)
     check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
     L.seed_everything(cfg.seed, verbose=False)
-    proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone))
+    proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone), require_sites=require_sites)
+    for note in getattr(proteins, "notes", ()):
+        print(f"note: {note}")
     if check is not None:
         check(proteins)
     check_orthosteric(getattr(cfg, "heads", None), proteins)
@@ -85,7 +90,8 @@ def check_orthosteric(heads_cfg, proteins: Sequence[Protein]) -> None:
                              f"{outside[:5]} lie outside it (1-based).")
 
 
-def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None, flag: str = "--heads.proteins") -> list[Protein]:
+def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None,
+                  flag: str = "--heads.proteins") -> list[Protein]:
     """The proteins named by ``ids`` (all when None), in that order; unknown ids are refused."""
     if not ids:
         return list(proteins)

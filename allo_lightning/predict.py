@@ -18,9 +18,6 @@ and insertion codes. Without it the scripts use sequence positions on chain ``--
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import time
 
 import torch
@@ -28,9 +25,10 @@ import torch
 from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, load_backbone
 from .errors import CheckpointError
-from .outputs import prepare_out_dir, write_json, write_text
+from .outputs import prepare_out_dir, record_outputs, write_json
 from .pipeline import check_devices, check_writable_dir, run_extraction
 from .shell import command
+from .tables import file_names, write_csv
 
 
 def _flags(parser) -> None:
@@ -50,15 +48,6 @@ def _flags(parser) -> None:
     parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")
 
 
-# TODO(lead): switch to the collision-safe id sanitiser being added by another helper (ids like a/b and a_b).
-def safe_name(pid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", pid)[:100] or "protein"
-
-
-def _csv_text(rows: list[list]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
 
 
 # backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
@@ -102,7 +91,8 @@ def main(cfg) -> dict:
             print(TINY_MEANINGLESS)
         proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length)
         structure, chain = cfg.get("structure"), cfg.get("chain")
-        mappings = structures_for(proteins, structure, chain, options, safe_name) if structure else {}
+        names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
+        mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
         for p in proteins:  # aligned and checked before the backbone runs
             if structure:
                 print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
@@ -115,10 +105,14 @@ def main(cfg) -> dict:
     probabilities = ckpt.probability(scores)  # None when the checkpoint has no calibration
     header = ["id", "position", "residue", "score"] + (["probability"] if probabilities is not None else []) \
         + ["rank", "predicted"] + (["chain", "resnum", "icode"] if structure else [])
-    rows = [header]
+    rows = []
     notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
              "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
     summary = []
+    per_protein = {p.id: [out / "pymol" / f"{names[p.id]}.pml", out / "chimerax" / f"{names[p.id]}.cxc"]
+                   + ([out / "structures" / f"{names[p.id]}.{mappings[p.id].fmt}"] if p.id in mappings else [])
+                   + ([out / "plots" / f"{names[p.id]}.png"] if cfg.get("plots") else []) for p in proteins}
+    record_outputs(out, "predictions.csv", [f for fs in per_protein.values() for f in fs])  # --overwrite removes them
     for i, p in enumerate(proteins):
         s = scores[data.index == i]
         prob = [f"{v:.6f}" for v in probabilities[data.index == i].tolist()] if probabilities is not None else None
@@ -131,7 +125,7 @@ def main(cfg) -> dict:
         for pos, (v, r, loc) in enumerate(zip(values, rank.tolist(), where), start=1):
             rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([prob[pos - 1]] if prob else []), r,
                          int(v >= ckpt.threshold), *loc])
-        fname = safe_name(p.id)
+        fname = names[p.id]
         record = write_protein_scripts(out, p.id, fname, p.sequence, values, mapping, chain, cfg.get("top"), notes)
         windows = getattr(p, "windows", None)  # 1-based (start, end) regions of a windowed (long) protein
         if cfg.get("plots"):
@@ -147,13 +141,14 @@ def main(cfg) -> dict:
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
-    write_text(out / "predictions.csv", _csv_text(rows))
+    write_csv(out / "predictions.csv", header, rows)
     info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
             "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
                               "probability": ckpt.calibration.meaning if ckpt.calibration else
                               "no calibration in this checkpoint: no probability column"},
-            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary, "meaningless": backbone.meaningless,
+            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary,
+            "file_names": names, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)
     print(f"predictions: {out / 'predictions.csv'} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"

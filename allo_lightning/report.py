@@ -133,7 +133,7 @@ def main(cfg, analyse=None) -> dict:
                 am.append(read_alphamissense(rcfg.alphamissense, [p.id for p in ps]))
             made.append(report_splits(ps, rcfg, cfg.probe, cfg.seed, context_length(cfg.model.backbone)))
 
-        backbone, proteins = load_inputs(cfg, check=check)
+        backbone, proteins = load_inputs(cfg, check=check, require_sites=True)
         splits, am_table = made[0], (am[0] if am else None)
         everyone = list({p.id: p for s in splits for p in (*s.train, *s.val, *s.test)}.values())
         extraction = run_extraction(cfg, backbone, everyone, embeddings=rcfg.embeddings)

@@ -355,15 +355,10 @@ def fmt(v) -> str:
 
 
 def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    import csv
-    import io
+    """CSV text through the package's table writer (csv module, formula cells neutralised)."""
+    from .tables import csv_text
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([fmt(r.get(c, "")) for c in columns])
-    return buf.getvalue()
+    return csv_text(columns, ([fmt(r.get(c, "")) for c in columns] for r in rows))
 
 
 def to_markdown(rows: Sequence[dict], columns: Sequence[str]) -> str:

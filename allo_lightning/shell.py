@@ -155,7 +155,8 @@ def read_config_file(path: str, spec: Spec) -> dict:
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise InputError(f"--config {path}: file not found.", todo="Check the path (e.g. configs/smoke.yaml).") from None
+        raise InputError(f"--config {path}: file not found.",
+                         todo="Check the path (e.g. configs/smoke.yaml).") from None
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
     if not stat.S_ISREG(st.st_mode):
@@ -203,8 +204,9 @@ def read_config_file(path: str, spec: Spec) -> dict:
         for sub, v in value.items():
             if sub not in fields:
                 close = difflib.get_close_matches(str(sub), fields, n=1)
-                raise InputError(f"--config {path}: unknown setting {key}.{sub}" + (
-                    f" (did you mean {key}.{close[0]}?)" if close else "") + f". Settings of {key}: {', '.join(fields)}.")
+                hint = f" (did you mean {key}.{close[0]}?)" if close else ""
+                raise InputError(f"--config {path}: unknown setting {key}.{sub}{hint}. Settings of {key}: "
+                                 f"{', '.join(fields)}.")
             if key in spec.sections:
                 flat[f"{key}.{sub}"] = v
     return flat

@@ -87,7 +87,8 @@ def test_cli_real_weights_offline_exits_2_with_one_line(tmp_path, offline, capsy
 def test_cli_real_weights_offline_in_a_subprocess(tmp_path):
     """The same through ``python -m`` with only the environment set (builds the real 300M model first)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "JSONARGPARSE_DEPRECATION_WARNINGS": "off", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+           "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("INFRA_PROVIDER", None)
     proc = subprocess.run([sys.executable, "-m", "allo_lightning.extract", "--model.backbone", "esmc_300m",
                            "--data.bundled", "seed", "--model.cache_dir", str(tmp_path / "c"),

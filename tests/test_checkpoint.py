@@ -83,7 +83,8 @@ def test_other_backbone_refused(tmp_path, tiny, tiny_esm2):
 
 def test_heads_missing_from_backbone_refused(tmp_path, tiny):
     path, *_ = _saved(tmp_path, tiny, heads=((0, 1), (5, 0)), n_layers=6)
-    with pytest.raises(CheckpointError, match=r"layer 6 head 1 do not exist in tiny \(2 layers x 4 heads\)"):
+    with pytest.raises(CheckpointError, match=r"heads L5H0 \(layer, head 0-based\) do not exist in tiny \(2 layers x 4 "
+                                              r"heads\)"):
         load_checkpoint(path).check_backbone(tiny)
 
 
@@ -92,6 +93,75 @@ def test_feature_spec_round_trip():
     spec.mean, spec.std = torch.zeros(25), torch.ones(25)
     again = FeatureSpec.from_settings(spec.settings(), spec.mean, spec.std)
     assert again.settings() == spec.settings()
+
+
+def _contents(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+
+
+def _plain_sha256(tensors, config_json: str) -> str:
+    """The checksum an editor can recompute: a plain SHA-256 over the config and the tensors (the scheme of
+    format version 1)."""
+    import hashlib
+
+    h = hashlib.sha256(config_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def test_hand_edited_checkpoint_with_recomputed_plain_checksum_refused(tmp_path, tiny):
+    import json
+
+    from safetensors.torch import save_file
+
+    from allo_lightning.digest import tensors_digest
+    from allo_lightning.probe import checkpoint as ck
+
+    path, *_ = _saved(tmp_path, tiny)
+    meta, tensors = _contents(path)
+    config = json.loads(meta["config"])
+    config["threshold"] = 0.01  # the attack: every residue predicted allosteric
+    edited = json.dumps(config, sort_keys=True, default=str)
+    forged = {**meta, "config": edited, "sha256": _plain_sha256(tensors, edited),
+              "hmac_sha256": tensors_digest(tensors, context=edited)}  # plain SHA-256 in every checksum field
+    save_file(tensors, str(path), metadata=forged)
+    with pytest.raises(CheckpointError, match="checksum mismatch.*edited"):
+        load_checkpoint(path)
+    # negative control: the same edit with the checksum keyed by the backbone identity is read (so the
+    # refusal above comes from the key, not from something else in the edit)
+    save_file(tensors, str(path), metadata={**forged, "hmac_sha256": ck._digest(tensors, edited)})
+    assert load_checkpoint(path).threshold == 0.01
+
+
+@pytest.mark.parametrize("what", ["weight", "threshold", "std"])
+def test_nan_or_inf_checkpoint_refused(tmp_path, tiny, what):
+    from allo_lightning.probe import checkpoint as ck
+
+    path, net, spec, _ = _saved(tmp_path, tiny)
+    meta, tensors = _contents(path)
+    config = __import__("json").loads(meta["config"])
+    if what == "weight":
+        name = next(k for k in sorted(tensors) if k.startswith("net."))
+        tensors[name].view(-1)[0] = float("nan")
+    elif what == "std":
+        tensors["features.std"][0] = float("inf")
+    else:
+        config["threshold"] = float("inf")
+    ck._write(path, tensors, config)  # a valid checksum: only the values are wrong
+    with pytest.raises(CheckpointError, match="not finite"):
+        load_checkpoint(path)
+    if what == "weight":  # and fit never writes one
+        with torch.no_grad():
+            next(iter(net.parameters())).view(-1)[0] = float("nan")
+        with pytest.raises(CheckpointError, match="not finite"):
+            save_checkpoint(tmp_path / "nan.safetensors", net, spec, 0.5, tiny, 0.3, {"kind": "mlp", "hidden": 8})
+        assert not (tmp_path / "nan.safetensors").exists()
 
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])

@@ -89,6 +89,7 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     assert f"setattr #1/A:1 residues allo_score {score1:.4f} create true" in cxc
     assert not (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").exists()
     assert (tmp_path / "pred" / "plots" / f"{pid}.png").read_bytes()[:4] == b"\x89PNG"
+    _predict_awkward_ids_distinct_files_and_overwrite_removes_stale_ones(tmp_path)
 
 
 def test_predict_refuses_other_backbone(fitted, capsys):
@@ -106,6 +107,44 @@ def test_predict_refuses_other_backbone(fitted, capsys):
         predict.main(base + ["--out", str(tmp_path / "p2"), "--model.seed", "1"])  # other weights
     assert "other weights" in capsys.readouterr().err
     assert not (tmp_path / "p2" / "predictions.csv").exists()
+
+
+def _predict_awkward_ids_distinct_files_and_overwrite_removes_stale_ones(tmp_path):
+    """(issue 9; part of the round-trip test, to share its fit) ids with commas, formulas and ids that collide
+    after sanitising: exact ids back from predictions.csv, one script each, the mapping in predictions.json;
+    --overwrite with other proteins leaves no stale script and keeps unrelated files."""
+    import json
+
+    from allo_lightning.tables import read_csv
+
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    ids = ["a/b", "a:b", "a_b", "=HYPERLINK(x),1"]  # FASTA ids are one word: no spaces
+    ps = random_proteins(len(ids), lo=20, hi=30, seed=9)
+    fasta = tmp_path / "awkward.fasta"
+    fasta.write_text("".join(f">{i}\n{p.sequence}\n" for i, p in zip(ids, ps)))
+    out = tmp_path / "pred_awkward"
+    base = ["--checkpoint", str(ckpt), "--out", str(out), "--model.cache_dir", str(tmp_path / "cache"),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    info = predict.main(base + ["--fasta", str(fasta)])
+    rows = read_csv(out / "predictions.csv")
+    assert list(dict.fromkeys(r["id"] for r in rows)) == ids  # exact ids back, in order
+    assert sum(len(p.sequence) for p in ps) == len(rows)
+    raw = (out / "predictions.csv").read_text()
+    assert "\n=HYPERLINK" not in raw and "'=HYPERLINK" in raw  # neutralised for spreadsheets
+    names = info["file_names"]
+    assert list(names) == ids and len(set(names.values())) == len(ids)
+    assert sorted(p.name for p in (out / "pymol").iterdir()) == sorted(f"{n}.pml" for n in names.values())
+    assert json.loads((out / "predictions.json").read_text())["file_names"] == names
+    for pid, name in names.items():
+        assert pid in (out / "pymol" / f"{name}.pml").read_text()
+
+    (out / "pymol" / "mine.pml").write_text("a user's file")  # unrelated: must survive
+    one = tmp_path / "one.fasta"
+    one.write_text(f">Q1\n{ps[0].sequence}\n")
+    predict.main(base + ["--fasta", str(one), "--overwrite"])
+    assert sorted(p.name for p in (out / "pymol").iterdir()) == ["Q1.pml", "mine.pml"]  # no stale script
+    assert sorted(p.name for p in (out / "chimerax").iterdir()) == ["Q1.cxc"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["Q1.png"]
 
 
 # -- metrics.json is what scikit-learn computes from the table it was written beside ------------------------------

@@ -45,6 +45,11 @@ def test_heads_command_writes_the_documented_files(tmp_path, capsys):
 
     pngs = [out / "heads_heatmap.png"] + sorted((out / "maps").glob("*.png"))
     assert len(pngs) == 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # the id -> file mapping is in the run's JSON, and the files are recorded for the next --overwrite run
+    map_files = meta["files"]["map_files"]
+    assert list(map_files) == [p.id for p in proteins[:2]] and sorted(map_files.values()) == sorted(map(str, pngs[1:]))
+    recorded = json.loads((out / ".allo_lightning.heads.csv.files.json").read_text())["files"]
+    assert sorted(recorded) == sorted(f"maps/{p.name}" for p in pngs[1:])
 
     with open(out / "attention_to_sites.csv", newline="") as f:
         reader = csv.DictReader(f)

@@ -168,7 +168,8 @@ def test_header_problems(tmp_path):
 def test_file_level_problems(tmp_path):
     assert "file not found" in str(refused(read_proteins, tmp_path / "nope.tsv"))
     assert "is a folder" in str(refused(read_proteins, tmp_path))
-    e = refused(read_proteins, write(tmp_path, "latin1.tsv", "id\tsequence\tsites\nA\u00e9\tMKT\t1\n".encode("latin-1")))
+    latin1 = "id\tsequence\tsites\nA\u00e9\tMKT\t1\n".encode("latin-1")
+    e = refused(read_proteins, write(tmp_path, "latin1.tsv", latin1))
     assert e.line == 2 and "not valid UTF-8" in str(e) and "Save the file as UTF-8" in str(e)
     e = refused(read_proteins, write(tmp_path, "nul.tsv", b"id\tsequence\tsites\n\x00\x01"))
     assert e.line == 2 and "NUL" in str(e)
@@ -205,3 +206,124 @@ def test_every_allowed_letter_has_its_own_esm_token_and_ours_match():
     for letter in "JabcJ":
         if letter.upper() not in ALPHABET:
             assert esm_tok.encode(letter.upper())[1] == unk
+
+
+# -- issue 9: inputs that used to pass silently ------------------------------------------------------------
+
+@pytest.mark.parametrize("name,text,line", [
+    # the quote opened on line 3 is never closed: the csv module read lines 3.. into one field (A and C vanished)
+    ("eof.tsv", 'id\tsequence\tsites\nA\tMKTAYI\t2\nB\t"MKTAYI\t3\nC\tMKTAYI\t4\nD\tMKTAYI\t5\n', 3),
+    # ... closed much later by another quote, in the middle of a row
+    ("later.csv", 'id,sequence,sites\nA,MKTAYI,2\nB,"MKTAYI,3\nC,MKTAYI,4\nD,"MKTAYI",5\n', 3),
+    # ... closed later by a quote that happens to end a field
+    ("closed.csv", 'id,sequence,sites\nA,MKTAYI,2\nB,"MKTAYI,3\nC,MKTAYI,"4"\n', 3),
+    # in the header
+    ("head.tsv", 'id\t"sequence\tsites\nA\tMKTAYI\t2\n', 1),
+])
+def test_unclosed_quote_refused_at_the_line_where_it_opened(tmp_path, name, text, line):
+    path = write(tmp_path, name, text)
+    e = refused(read_proteins, path)
+    assert e.line == line and "quote" in str(e) and str(e).startswith(f"{path}, line {line}:"), str(e)
+
+
+def test_quoted_field_over_several_lines_still_accepted(tmp_path):
+    ps = read_table(write(tmp_path, "t.csv", 'id,sequence,sites\nA,"MKT\nAYI",2\nB,MKTAYW,3\n'))
+    assert [(p.id, p.sequence, p.source.rsplit(":", 1)[1]) for p in ps] == [("A", "MKTAYI", "2"),
+                                                                              ("B", "MKTAYW", "4")]
+
+
+def test_shared_sequences_without_cluster_share_a_cluster_with_a_note(tmp_path):
+    a = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"  # 33 residues
+    text = ("id\tsequence\tsites\n"
+            f"A\t{a}\t2\nA_copy\t{a.lower()}\t3\nfragment\t{a[5:30]}\t1\nshort\t{a[:6]}\t1\n"
+            f"other\t{a[::-1]}\t1\n")
+    ps = read_table(write(tmp_path, "t.tsv", text))
+    by_id = {p.id: p for p in ps}
+    shared = by_id["A"].cluster
+    assert shared and shared.startswith("seq:")
+    assert by_id["A_copy"].cluster == shared  # identical sequence
+    assert by_id["fragment"].cluster == shared  # contained in A (25 residues >= MIN_CONTAINED)
+    assert by_id["short"].cluster is None and by_id["other"].cluster is None  # too short / unrelated
+    assert len(ps.notes) == 2 and "A, A_copy, fragment" in ps.notes[0] and shared in ps.notes[0]
+    rows = text.splitlines()
+    again = read_table(write(tmp_path, "r.tsv", "\n".join([rows[0], *reversed(rows[1:])]) + "\n"))  # other order
+    assert {p.id: p.cluster for p in again} == {p.id: p.cluster for p in ps}
+    # (a split by cluster keeps a cluster on one side: tests/test_probe.py)
+    # an explicit cluster column is kept; a member without one joins its group's cluster
+    ps = read_table(write(tmp_path, "c.tsv", f"id\tsequence\tsites\tcluster\nA\t{a}\t2\tgpcr1\nB\t{a}\t2\t\n"))
+    assert [p.cluster for p in ps] == ["gpcr1", "gpcr1"] and ps.notes
+    ps = read_table(write(tmp_path, "u.tsv", f"id\tsequence\tsites\nA\t{a}\t2\nB\t{a[::-1]}\t2\n"))
+    assert [p.cluster for p in ps] == [None, None] and ps.notes == []  # negative control: nothing shared
+
+
+def test_sites_and_labels_disagreeing_refused(tmp_path):
+    e = refused(read_table, write(tmp_path, "t.tsv", "id\tsequence\tsites\tlabels\nA\tMKTAYI\t2,4\t010001\n"))
+    assert e.line == 2 and e.pid == "A" and "disagree" in str(e) and "only in sites: 4" in str(e)
+    assert "only in labels: 6" in str(e)
+    ps = read_table(write(tmp_path, "ok.tsv", "id\tsequence\tsites\tlabels\nA\tMKTAYI\t2,4\t010100\n"
+                                              "B\tMKTAYI\t\t001000\nC\tMKTAYI\t5\t\n"))
+    assert [p.sites for p in ps] == [(2, 4), (3,), (5,)]
+
+
+def test_empty_sites_refused_for_training_allowed_for_predict(tmp_path):
+    path = write(tmp_path, "t.tsv", "id\tsequence\tsites\nA\tMKTAYI\t2\nB\tMKTAYI\t\nC\tMKTAYW\tnone\n")
+    e = refused(read_proteins, path, require_sites=True)
+    assert e.line == 3 and e.pid == "B" and "'sites' cell is empty" in str(e) and "write none" in str(e)
+    assert [p.sites for p in read_proteins(path)] == [(2,), (), ()]  # predict: allowed
+    cfg = SimpleNamespace(path=str(path), bundled=None, family=None, limit=None, max_length=None)
+    assert refused(load_proteins, cfg, require_sites=True).line == 3
+    ok = write(tmp_path, "ok.tsv", "id\tsequence\tsites\nA\tMKTAYI\t2\nC\tMKTAYW\tNone\n")
+    assert [p.sites for p in read_proteins(ok, require_sites=True)] == [(2,), ()]  # 'none': explicitly no site
+    e = refused(read_proteins, write(tmp_path, "f.fasta", ">A\nMKT\n"), require_sites=True)
+    assert "no site labels" in str(e)
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\u200d", "\u202e", "\u2066", "\ufeff", "\u00ad", "\ue000"])
+def test_invisible_or_bidi_characters_in_ids_refused(tmp_path, char):
+    e = refused(read_table, write(tmp_path, "t.tsv", f"id\tsequence\tsites\nA{char}B\tMKTAYI\t2\n"))
+    assert e.line == 2 and f"U+{ord(char):04X}" in str(e)
+    e = refused(read_fasta, write(tmp_path, "t.fasta", f">A{char}B\nMKT\n"))
+    assert e.line == 1 and "invisible or control character" in str(e)
+    e = refused(read_table, write(tmp_path, "c.tsv", f"id\tsequence\tsites\tcluster\nA\tMKTAYI\t2\tc{char}1\n"))
+    assert "the cluster contains" in str(e)
+    assert read_table(write(tmp_path, "ok.tsv", "id\tsequence\tsites\nA-1 (β2AR)\tMKTAYI\t2\n"))[0].id == "A-1 (β2AR)"
+
+
+def _returns_within(fn, seconds: float = 10.0):
+    """Run ``fn`` in a daemon thread: (finished, result or exception); a hang fails instead of blocking."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["value"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive(), box.get("value")
+
+
+def test_non_regular_files_refused_before_reading(tmp_path):
+    import os
+    import socket
+    import tempfile
+
+    fifo = tmp_path / "pipe.tsv"
+    os.mkfifo(fifo)
+    sock_dir = tempfile.mkdtemp(prefix="al")  # a short path: socket names are limited to ~100 bytes
+    sock_path = os.path.join(sock_dir, "s.tsv")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(sock_path)
+    try:
+        for path, kind in ((fifo, "FIFO"), ("/dev/zero", "device"), (sock_path, "socket")):
+            done, value = _returns_within(lambda p=path: read_proteins(p))
+            assert done, f"reading {path} hangs"
+            assert isinstance(value, InputError) and kind in str(value) and "not a regular file" in str(value)
+    finally:
+        sock.close()
+        os.unlink(sock_path)
+        os.rmdir(sock_dir)

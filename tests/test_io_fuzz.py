@@ -68,7 +68,8 @@ good = "ACDEFGHIKLMNPQRSTVWYXBZUOacdefghiklmnpqrstvwy"
 valid_residues = st.text(alphabet=good + " \t", min_size=1, max_size=60)  # lowercase, spaces
 residues = st.one_of(
     valid_residues, valid_residues, valid_residues,
-    st.builds(lambda s, end: s + end, st.text(alphabet=good, min_size=1, max_size=30), st.sampled_from(["*", "**", ""])),
+    st.builds(lambda s, end: s + end, st.text(alphabet=good, min_size=1, max_size=30),
+              st.sampled_from(["*", "**", ""])),
     st.text(alphabet=string.ascii_letters + "XBZUO*-. \t0123456789" + "\u017f\u0131\u00e9", max_size=60),
 )
 words = st.text(st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=12)
@@ -116,8 +117,9 @@ def table_rows(draw, head: list[str]) -> list[list[str]]:
     rows = []
     for i in range(draw(st.integers(0, 6))):
         seq = draw(residues)
-        value = {"id": draw(st.one_of(st.just(f"P{i}"), st.just(f"P{i}"), st.just("P0"), words, st.text(max_size=8))), "sequence": seq,
-                 "sites": draw(site_text), "labels": draw(st.one_of(st.text("01", max_size=40), st.just("0" * len(seq))))}
+        pid = draw(st.one_of(st.just(f"P{i}"), st.just(f"P{i}"), st.just("P0"), words, st.text(max_size=8)))
+        labels = draw(st.one_of(st.text("01", max_size=40), st.just("0" * len(seq))))
+        value = {"id": pid, "sequence": seq, "sites": draw(site_text), "labels": labels}
         row = [value.get(c, draw(st.text(max_size=6))) for c in head]
         if draw(st.integers(0, 9)) == 0:  # a wrong number of fields
             row = row[: draw(st.integers(0, len(row)))] + draw(st.lists(st.text(max_size=4), max_size=2))

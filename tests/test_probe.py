@@ -117,7 +117,7 @@ def test_features_standardised_on_training_proteins_only():
     assert torch.allclose(spec.std, raw.std(0, unbiased=False), atol=1e-5)
     x = spec(*items[4])
     assert x.shape == (ps[4].length, 4 * 3) and spec.n_features == 12
-    assert torch.allclose(x[1:-1, 4:8], ((raw[:0].new_tensor(spec.raw(*items[4])) - spec.mean) / spec.std)[1:-1])
+    assert torch.allclose(x[1:-1, 4:8], ((spec.raw(*items[4]).clone() - spec.mean) / spec.std)[1:-1])
     w = window_features(torch.arange(6.0).reshape(3, 2), 1)
     assert w.tolist() == [[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 0, 0]]
 

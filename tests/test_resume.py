@@ -251,3 +251,46 @@ def test_damaged_entries_never_raise(tmp_path, cached, proteins):
         assert not cached.cache.complete(p.sequence) or bytes(data) == good
 
     damaged()
+
+
+# -- a cache entry is bound to its sequence and its exact theta ----------------------------------------------
+
+def _fake_entry(seed: int, length: int = 12):
+    from allo_lightning.attention.stats import ProteinStats
+
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(2, 3, length, generator=g)
+    return ProteinStats(received=r, count=r.round(), mass=r * 2, total=r.sum(-1))
+
+
+def test_entry_of_another_sequence_renamed_to_this_one_is_not_used(tmp_path):
+    cache = StatsCache(tmp_path, "tiny-x", 0.3)
+    a, b = "MKTAYIAKQRQI", "MKTAYIAKQRQL"  # same length: only the sequence binding can tell them apart
+    cache.save(a, _fake_entry(1))
+    assert cache.complete(a)
+    cache.stats_path(b).parent.mkdir(parents=True, exist_ok=True)
+    cache.stats_path(a).rename(cache.stats_path(b))  # the entry of a under b's name
+    assert not cache.complete(b)
+    with pytest.raises(KeyError):
+        cache.load(b)
+    cache.stats_path(b).rename(cache.stats_path(a))  # negative control: under its own name it is fine
+    assert cache.complete(a) and torch.equal(cache.load(a).received, _fake_entry(1).received)
+
+
+def test_theta_that_prints_like_another_is_another_entry(tmp_path):
+    seq = "MKTAYIAKQRQI"
+    exact, close = StatsCache(tmp_path, "tiny-x", 0.3), StatsCache(tmp_path, "tiny-x", 0.2999996)
+    assert f"{0.2999996:g}" == f"{0.3:g}"  # the old file name and key could not tell them apart
+    assert exact.stats_path(seq) != close.stats_path(seq)
+    exact.save(seq, _fake_entry(2))
+    assert exact.complete(seq) and not close.complete(seq)
+    close.stats_path(seq).write_bytes(exact.stats_path(seq).read_bytes())  # 0.3's entry under 0.2999996's name
+    assert not close.complete(seq)
+    # and the metadata alone cannot be edited into a match: the checksum is bound to the exact theta
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(exact.stats_path(seq)), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+    save_file(tensors, str(close.stats_path(seq)), metadata={**meta, "theta": repr(0.2999996)})
+    assert not close.complete(seq)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Iterable
@@ -11,7 +10,8 @@ import torch
 
 from ..attention.stats import ProteinStats
 from ..data.protein import Protein
-from ..outputs import atomic_path, write_json
+from ..outputs import write_json
+from ..tables import write_csv
 from .select import HeadAnalysis
 
 ATTENTION_TO_SITES_COLUMNS = ("protein", "layer", "head", "query_position", "query_residue", "site_position",
@@ -29,12 +29,7 @@ def _fmt(v) -> str:
 def write_heads_csv(path: str | Path, analysis: HeadAnalysis) -> Path:
     """heads.csv: one row per head in rank order (columns: see HeadAnalysis.rows)."""
     rows = analysis.rows()
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(list(rows[0]))
-        for r in rows:
-            w.writerow([_fmt(v) for v in r.values()])
-    return Path(path)
+    return write_csv(path, list(rows[0]), ([_fmt(v) for v in r.values()] for r in rows))
 
 
 def write_heads_json(path: str | Path, analysis: HeadAnalysis, **extra) -> Path:
@@ -62,9 +57,5 @@ def attention_to_sites_rows(protein: Protein, stats: ProteinStats) -> Iterable[t
 
 def write_attention_to_sites(path: str | Path, pairs: Iterable[tuple[Protein, ProteinStats]]) -> Path:
     """attention_to_sites.csv (long format, one row per protein x head x query residue x site)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(ATTENTION_TO_SITES_COLUMNS)
-        for protein, stats in pairs:
-            w.writerows(attention_to_sites_rows(protein, stats))
-    return Path(path)
+    return write_csv(path, ATTENTION_TO_SITES_COLUMNS,
+                     (row for protein, stats in pairs for row in attention_to_sites_rows(protein, stats)))

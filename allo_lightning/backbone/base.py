@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
+
+from ..digest import tensors_digest
 
 # ESM-C and ESM-2 share these token ids for residues and specials.
 VOCAB = (
@@ -49,14 +50,7 @@ def tokenize(sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def hash_parameters(module: nn.Module) -> str:
     """Content hash of a state dict (names, shapes, dtypes and float32 bytes): the weights identity."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().to("cpu")
-        if t.is_floating_point():
-            t = t.float()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors_digest(module.state_dict(), context="allo_lightning.weights", float32=True)
 
 
 class Backbone(nn.Module):

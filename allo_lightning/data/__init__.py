@@ -2,10 +2,10 @@
 
 from ..errors import InputError
 from .bundled import bundled_path, load_proteins
-from .io import read_fasta, read_proteins, read_table
+from .io import ProteinList, read_fasta, read_proteins, read_table, shared_sequence_clusters
 from .protein import ALPHABET, Protein
 
 __all__ = [
-    "ALPHABET", "InputError", "Protein", "bundled_path", "load_proteins", "read_fasta", "read_proteins",
-    "read_table",
+    "ALPHABET", "InputError", "Protein", "ProteinList", "bundled_path", "load_proteins", "read_fasta",
+    "read_proteins", "read_table", "shared_sequence_clusters",
 ]

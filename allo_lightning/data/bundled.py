@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
-from .io import read_proteins, read_table
+from .io import ProteinList, read_proteins, read_table
 from .protein import Protein
 
 BUNDLED = {"gpcr": "gpcr_allosteric.tsv", "asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
@@ -50,14 +50,15 @@ def _positive(value, flag: str) -> int | None:
     return value
 
 
-def load_proteins(cfg, max_length: int | None = None) -> list[Protein]:
+def load_proteins(cfg, max_length: int | None = None, require_sites: bool = False) -> list[Protein]:
     """Proteins for a DataConfig: ``cfg.path`` whole, or the bundled set with its subset options.
 
     ``max_length`` is the backbone's limit: a user's file with a longer protein is an error (named, with
     the limit and what to do, before any work starts); the bundled set's longer proteins are skipped
-    with a message."""
+    with a message. ``require_sites`` (training): every protein of a user file must have its sites (see
+    read_proteins); the bundled sets are curated (the seed set's pocket rows have no allosteric label)."""
     if cfg.path:
-        return read_proteins(cfg.path, max_length=max_length)
+        return read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
     limit = _positive(cfg.limit, "--data.limit")
     cfg_max = _positive(cfg.max_length, "--data.max_length")
     proteins = read_bundled(cfg.bundled)
@@ -92,4 +93,10 @@ def load_proteins(cfg, max_length: int | None = None) -> list[Protein]:
             "backbone's context). Raise --data.max_length or choose another backbone.",
             todo="Raise --data.max_length or choose another backbone.",
         )
-    return proteins
+    groups: dict[str, list[str]] = {}  # the reader's notes, for the proteins kept
+    for p in proteins:
+        if p.cluster and p.cluster.startswith("seq:"):
+            groups.setdefault(p.cluster, []).append(p.id)
+    return ProteinList(proteins, [f"bundled {cfg.bundled!r} set: proteins {', '.join(ids[:6])} share a sequence; "
+                                  f"they are in cluster {c!r} so that no split puts them on two sides."
+                                  for c, ids in groups.items() if len(ids) > 1])

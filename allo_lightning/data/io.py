@@ -9,14 +9,30 @@ Accepted real-world forms: UTF-8 (with or without a byte-order mark) or UTF-16 w
 case, with whitespace or line breaks inside and one trailing ``*``; tables separated by tabs, commas or
 semicolons.
 
+Refused besides bad content: anything that is not a regular file (a folder, ``/dev/zero``, a FIFO, a
+socket: checked before reading, so nothing hangs); a quote that is never closed (named at the line where
+it opened, instead of swallowing the rest of the file into one field); ids (and clusters) with control,
+zero-width or bidi characters (Unicode categories Cc, Cf, Cs, Co, Cn, Zl, Zp); ``sites`` and ``labels``
+that disagree; with ``require_sites=True`` (training), a row without sites (write ``none`` for a
+protein with no allosteric site).
+
+Proteins without a cluster that share a sequence (identical, or one contained in the other, a fragment
+or domain: see :func:`shared_sequence_clusters`) get a common cluster ``seq:<sha256[:12]>``, so that a
+split by cluster never puts them on both sides; the returned :class:`ProteinList` carries a note about it.
+
 Residue positions are 1-based everywhere a user sees them.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import hashlib
 import io
+import itertools
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +85,7 @@ def clean_sequence(raw: str, where: str | _Where, max_length: int | None = None)
     """Strip whitespace and one trailing '*', upper-case; check letters and length."""
     w = _as_where(where)
     seq = _WHITESPACE.sub("", raw)
-    if seq.endswith("*"):
-        seq = seq[:-1]
+    seq = seq.removesuffix("*")
     if not seq:
         raise w.error("empty sequence.", "Give the amino-acid sequence or remove the entry.")
     seq = seq.translate(_ASCII_UPPER)  # not str.upper(): it maps some non-ASCII letters ('ſ', 'ı') to ASCII
@@ -142,22 +157,61 @@ def parse_labels(text: str, sequence: str, where: str | _Where) -> tuple[int, ..
     return tuple(i + 1 for i, c in enumerate(s) if c == "1")
 
 
-def _check_id(pid: str, w: _Where) -> None:
-    bad = next((c for c in pid if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")), None)
+_BAD_ID_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format (zero-width, bidi), ...
+
+
+def _check_id(pid: str, w: _Where, what: str = "id") -> None:
+    """Refuse control and invisible characters: zero-width or bidi characters make ids (and clusters)
+    that look alike but differ, or that display reordered."""
+    bad = next((c for c in pid if unicodedata.category(c) in _BAD_ID_CATEGORIES), None)
     if bad is not None:
-        raise w.error(f"the id contains the control character {bad!r}.", "Use printable characters in ids.")
+        name = unicodedata.name(bad, "")
+        raise w.error(f"the {what} contains the invisible or control character U+{ord(bad):04X}"
+                      f"{f' ({name})' if name else ''}.",
+                      f"Use printable characters in {what}s (remove zero-width, bidi and control characters).")
+
+
+class ProteinList(list):
+    """The proteins of a file (a list), plus ``notes``: things the reader did that the user should know
+    (e.g. clusters given to shared sequences). Commands print them."""
+
+    notes: list[str]
+
+    def __init__(self, proteins=(), notes=()) -> None:
+        super().__init__(proteins)
+        self.notes = list(notes)
 
 
 def _read_text(path: Path) -> str:
     w = _Where(path)
+
+    def refuse_irregular(mode: int) -> None:
+        if stat.S_ISDIR(mode):
+            raise w.error("is a folder, not a file.", "Give a TSV/CSV table or a FASTA file.")
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "something else")
+            raise w.error(f"is {kind}, not a regular file.",
+                          "Give a TSV/CSV table or a FASTA file saved on disk (save piped data to a file first).")
+
     try:
-        data = path.read_bytes()
+        refuse_irregular(os.stat(path).st_mode)  # before opening: opening a FIFO waits for a writer
+        # O_NONBLOCK and fstat: a file swapped for a FIFO after the check is refused too, never waited on
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise w.error("file not found.", "Check the path (given with --data.path).") from None
-    except IsADirectoryError:
-        raise w.error("is a folder, not a file.", "Give a TSV/CSV table or a FASTA file.") from None
     except OSError as e:
         raise w.error(f"cannot read the file ({e.strerror}).", "Check the path and its permissions.") from None
+    try:
+        refuse_irregular(os.fstat(fd).st_mode)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            data = f.read()
+    except OSError as e:
+        raise w.error(f"cannot read the file ({e.strerror}).", "Check the path and its permissions.") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     encoding = "utf-8"
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -186,10 +240,10 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
-def read_fasta(path: str | Path, max_length: int | None = None) -> list[Protein]:
+def read_fasta(path: str | Path, max_length: int | None = None) -> ProteinList:
     """FASTA (UniProt headers accepted: the id is the accession of ``sp|P29274|AA2AR_HUMAN``)."""
     path = Path(path)
-    return _parse_fasta(_read_text(path), path, max_length)
+    return ProteinList(_parse_fasta(_read_text(path), path, max_length))
 
 
 def _parse_fasta(text: str, path: Path, max_length: int | None) -> list[Protein]:
@@ -251,14 +305,87 @@ def _delimiter(header_line: str) -> str:
 _DELIM_NAME = {"\t": "tab", ",": "comma", ";": "semicolon"}
 
 
-def read_table(path: str | Path, max_length: int | None = None) -> list[Protein]:
+def read_table(path: str | Path, max_length: int | None = None, require_sites: bool = False) -> ProteinList:
     """TSV or CSV with ``id``, ``sequence`` and ``sites`` or ``labels``; optional ``cluster``,
-    ``family``, ``gene``. The delimiter is a tab if the header has one, else a comma, else a semicolon."""
+    ``family``, ``gene``, ``orthosteric_sites``, ``modulator_class``. The delimiter is a tab if the header
+    has one, else a comma, else a semicolon. ``require_sites``: refuse a row without sites (training);
+    otherwise an empty cell reads as no sites."""
     path = Path(path)
-    return _parse_table(_read_text(path), path, max_length)
+    return _parse_table(_read_text(path), path, max_length, require_sites)
 
 
-def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]:
+def _quote_opened(lines: list[str], lo: int, hi: int) -> int:
+    """Index in ``lines`` of the line (within ``lines[lo:hi + 1]``) where the quote that is still open at
+    the end of that range was opened: the last line that made the count of quotes odd."""
+    opened, odd = lo, False
+    for i in range(lo, min(hi, len(lines) - 1) + 1):
+        n = lines[i].count('"')
+        if n % 2:
+            odd = not odd
+            if odd:
+                opened = i
+    return opened
+
+
+class _Rows:
+    """csv rows with the file line where each starts; an unclosed quote is named at the line where it
+    opened (the csv module would otherwise read the rest of the file into one field)."""
+
+    def __init__(self, lines: list[str], first: int, delim: str, path: Path) -> None:
+        self.lines, self.first, self.delim, self.path = lines, first, delim, path
+        self.reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=delim, strict=True)
+
+    def _unclosed(self, start: int, end: int) -> InputError:
+        opened = _quote_opened(self.lines, self.first + start - 1, self.first + end - 1) + 1
+        return _Where(self.path, opened).error(
+            "a quote (\") opened on this line is not closed where the field ends.",
+            'Close the quote, or remove it (a quote inside a quoted field is written "").')
+
+    def next(self) -> tuple[int, list[str]] | None:
+        """(file line where the row starts, fields), or None at the end."""
+        start = self.reader.line_num + 1
+        try:
+            row = next(self.reader)
+        except StopIteration:
+            return None
+        except csv.Error as e:
+            if self.reader.line_num > start or "end of data" in str(e):
+                raise self._unclosed(start, self.reader.line_num) from None
+            raise _Where(self.path, start + self.first).error(
+                f"cannot parse the row ({e}).", "Check the quotes and delimiters in this row.") from None
+        end = self.reader.line_num
+        if end > start and any(self.delim in c.partition("\n")[2] for c in row if "\n" in c):
+            # a quoted field running over lines that hold delimiters: rows swallowed by an unclosed quote
+            raise self._unclosed(start, end)
+        return start + self.first, row
+
+
+def _sites_of(get, col, seq: str, w: _Where, require_sites: bool) -> tuple[int, ...]:
+    sites_text, labels_text = get("sites"), get("labels") if "labels" in col else ""
+    if sites_text.lower() == "none":
+        sites: tuple[int, ...] | None = ()
+    else:
+        sites = parse_sites(sites_text, seq, w) if sites_text else None
+    labels = parse_labels(labels_text, seq, w) if labels_text else None
+    if sites is not None and labels is not None and sites != labels:
+        only_s = sorted(set(sites) - set(labels))
+        only_l = sorted(set(labels) - set(sites))
+
+        def show(xs: list[int]) -> str:
+            return ", ".join(map(str, xs[:8])) + (" ..." if len(xs) > 8 else "") if xs else "none"
+
+        raise w.error(f"'sites' and 'labels' disagree (only in sites: {show(only_s)}; only in labels: "
+                      f"{show(only_l)}).", "Keep one of the two columns, or make them agree.")
+    if sites is None and labels is None:
+        if require_sites:
+            raise w.error("no sites: the 'sites' cell is empty" + (" and so is 'labels'." if "labels" in col else "."),
+                          "Training needs every protein's allosteric sites: give them (1-based positions), "
+                          "write none for a protein without any, or remove the row.")
+        return ()
+    return sites if sites is not None else labels
+
+
+def _parse_table(text: str, path: Path, max_length: int | None, require_sites: bool = False) -> ProteinList:
     lines = _lines(text)
     first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first is None:
@@ -266,12 +393,12 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
     header_where = _Where(path, first + 1)
     delim = _delimiter(lines[first])
     csv.field_size_limit(1 << 30)
-    reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=delim)
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except (csv.Error, StopIteration) as e:
-        raise header_where.error(f"cannot read the header ({e}).",
-                                 "The first line must name the columns: id, sequence, sites.") from None
+    rows = _Rows(lines, first, delim, path)
+    got = rows.next()
+    if got is None:
+        raise header_where.error("cannot read the header.",
+                                 "The first line must name the columns: id, sequence, sites.")
+    header = [h.strip().lower() for h in got[1]]
     need = "The header must name id, sequence and sites (1-based positions) or labels (a 0/1 string)."
     missing = [c for c in ("id", "sequence") if c not in header]
     if "sites" not in header and "labels" not in header:
@@ -287,15 +414,8 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
     required = max(col["id"], col["sequence"], col["sites"] if "sites" in col else col["labels"])
     proteins: list[Protein] = []
     seen: dict[str, int] = {}
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise _Where(path, reader.line_num + first).error(
-                f"cannot parse the row ({e}).", "Check the quotes and delimiters in this row.") from None
-        line_no = reader.line_num + first
+    while (got := rows.next()) is not None:
+        line_no, row = got
         if not row or all(not c.strip() for c in row):
             continue
         w = _Where(path, line_no)
@@ -307,7 +427,7 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
             )
         row = row + [""] * (len(header) - len(row))
 
-        def get(name: str) -> str:
+        def get(name: str, row: list[str] = row) -> str:
             return row[col[name]].strip() if name in col else ""
 
         pid = get("id")
@@ -319,11 +439,10 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
             raise w.error(f"duplicate id (first at line {seen[pid]}).", "Give every protein a unique id.")
         seen[pid] = line_no
         seq = clean_sequence(get("sequence"), w, max_length)
-        if get("sites") or "labels" not in col:
-            sites = parse_sites(get("sites"), seq, w)
-        else:
-            sites = parse_labels(get("labels"), seq, w)
+        sites = _sites_of(get, col, seq, w, require_sites)
         ortho = parse_sites(get("orthosteric_sites"), seq, w) if get("orthosteric_sites") else None
+        if get("cluster"):
+            _check_id(get("cluster"), w, "cluster")
         proteins.append(
             Protein(
                 id=pid,
@@ -339,7 +458,87 @@ def _parse_table(text: str, path: Path, max_length: int | None) -> list[Protein]
         )
     if not proteins:
         raise _Where(path).error("the table has a header but no proteins.", "Add one row per protein.")
-    return proteins
+    grouped, notes = shared_sequence_clusters(proteins)
+    return ProteinList(grouped, [f"{path}: {n}" for n in notes])
+
+
+MIN_CONTAINED = 20  # a shorter sequence is not grouped for being contained in another (chance matches)
+
+
+def shared_sequence_clusters(proteins: list[Protein]) -> tuple[list[Protein], list[str]]:
+    """Give proteins without a cluster that share a sequence a common cluster, and say so.
+
+    Shared: identical sequences, or one sequence (at least MIN_CONTAINED residues) contained in another
+    (a fragment, a domain, a construct with a tag); groups are closed transitively. A group that
+    contains a protein with a cluster takes that cluster (the first in file order); otherwise it gets
+    ``seq:<sha256[:12]>`` of its longest sequence. Proteins that have a cluster keep it. Cost: one
+    substring search per distinct sequence through all of them (0.1 s for the 372 ASD sequences).
+    Returns the proteins (in order) and notes for the user; no note when nothing changed."""
+    from dataclasses import replace
+
+    by_seq: dict[str, list[int]] = {}
+    for i, p in enumerate(proteins):
+        by_seq.setdefault(p.sequence, []).append(i)
+    parent = list(range(len(proteins)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    for members in by_seq.values():
+        for j in members[1:]:
+            union(members[0], j)
+    # containment: search each distinct sequence in all of them joined by a separator (one C-level scan each)
+    distinct = list(by_seq)
+    joined = "|".join(distinct)
+    starts = list(itertools.accumulate((len(x) + 1 for x in distinct[:-1]), initial=0))
+    for k, short in enumerate(distinct):
+        if len(short) < MIN_CONTAINED:
+            continue
+        at = joined.find(short)
+        if at == starts[k]:
+            at = joined.find(short, at + 1)
+        if at >= 0:  # inside another sequence (a match cannot run over a separator)
+            union(by_seq[short][0], by_seq[distinct[bisect.bisect_right(starts, at) - 1]][0])
+    groups: dict[int, list[int]] = {}
+    for i in range(len(proteins)):
+        groups.setdefault(find(i), []).append(i)
+    out, notes = list(proteins), []
+    for members in groups.values():
+        if len(members) < 2 or all(proteins[i].cluster for i in members):
+            continue
+        given = next((proteins[i].cluster for i in members if proteins[i].cluster), None)
+        longest = max((proteins[i] for i in members), key=lambda p: p.length)
+        cluster = given or "seq:" + hashlib.sha256(longest.sequence.encode()).hexdigest()[:12]
+        changed = [i for i in members if not proteins[i].cluster]
+        for i in changed:
+            out[i] = replace(proteins[i], cluster=cluster)
+        ids = [proteins[i].id for i in members]
+        how = "identical sequences" if len({proteins[i].sequence for i in members}) == 1 else \
+            "identical sequences or one contained in another"
+        shown = ", ".join(_short(x, 30) for x in ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+        notes.append(f"{len(ids)} proteins share a sequence ({how}): {shown}; they are put in cluster "
+                     f"{cluster!r} so that no split puts them on two sides.")
+    clusters = {}
+    for p in proteins:  # explicit clusters that split one sequence: the user's choice, but say it
+        if p.cluster:
+            clusters.setdefault(p.sequence, set()).add(p.cluster)
+    for seq, cs in clusters.items():
+        if len(cs) > 1:
+            ids = [p.id for p in proteins if p.sequence == seq]
+            notes.append(f"proteins {', '.join(_short(x, 30) for x in ids[:6])} have identical sequences but "
+                         f"different clusters ({', '.join(sorted(cs)[:4])}): a split by cluster can put them on "
+                         "two sides (train/test leakage).")
+    if notes:
+        notes.append("Give a 'cluster' column to group proteins yourself (e.g. by sequence identity).")
+    return out, notes
 
 
 def looks_like_fasta(path: Path, text: str) -> bool:
@@ -352,10 +551,18 @@ def looks_like_fasta(path: Path, text: str) -> bool:
     return False
 
 
-def read_proteins(path: str | Path, max_length: int | None = None) -> list[Protein]:
-    """A FASTA file (a FASTA suffix, or first non-blank line starting with '>' or ';') or a TSV/CSV table."""
+def read_proteins(path: str | Path, max_length: int | None = None, require_sites: bool = False) -> ProteinList:
+    """A FASTA file (a FASTA suffix, or first non-blank line starting with '>' or ';') or a TSV/CSV table.
+
+    ``require_sites=True`` (training): every protein must come with its sites: a FASTA file (no labels)
+    or a table row with an empty sites cell is refused."""
     path = Path(path)
     text = _read_text(path)
     if looks_like_fasta(path, text):
-        return _parse_fasta(text, path, max_length)
-    return _parse_table(text, path, max_length)
+        proteins = _parse_fasta(text, path, max_length)
+        if require_sites:
+            raise _Where(path, None, proteins[0].id).error(
+                "a FASTA file has no site labels, and training needs them.",
+                "Give a TSV/CSV table with columns id, sequence, sites.")
+        return ProteinList(proteins)
+    return _parse_table(text, path, max_length, require_sites)

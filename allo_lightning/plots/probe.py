@@ -30,7 +30,11 @@ def pr_curves(curves: Mapping[str, tuple], path: str | Path, title: str = "preci
     if base is not None:
         ax.axhline(base, color="grey", ls="--", lw=1, label=f"base rate {base:.3f}")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
-    ax.legend(fontsize=7, loc="upper right")
+    if base is None:  # no labelled site: precision and recall are undefined
+        ax.text(0.5, 0.5, "no allosteric site in these labels:\nprecision and recall are undefined", ha="center",
+                va="center", transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=7, loc="upper right")
     return save_figure(fig, path)
 
 

@@ -1,19 +1,26 @@
 """Probe checkpoints: a safetensors file (no code is executed when it is read) with a format version,
 the probe weights, the feature settings and standardisation statistics, the selected heads, the
 decision threshold (on the ranking score), the score -> probability calibration (fitted on the
-validation proteins; absent when disabled), the backbone's name and identity, theta, and a SHA-256
-checksum over all of it (so a corrupted file is refused, never used for a wrong prediction)."""
+validation proteins; absent when disabled), the backbone's name and identity, theta, and an HMAC-SHA256
+checksum over all of it keyed by the backbone identity (so a corrupted or hand-edited file is refused,
+never used for a wrong prediction: recomputing a plain SHA-256 after an edit does not make a valid file).
+Weights, statistics, threshold and theta must be finite.
+
+Format: version 2. The ``config`` JSON in the metadata is a dict; a later version may add keys and
+readers ignore keys they do not know. Bump ``FORMAT_VERSION`` only when a reader of the current version
+would misread a new file."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..digest import derive_key, tensors_digest
 from ..errors import CheckpointError
 from ..outputs import atomic_path
 from .calibration import Calibration
@@ -21,7 +28,7 @@ from .features import FeatureSpec
 from .module import build_net
 
 FORMAT = "allo_lightning.probe"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: HMAC-SHA256 keyed by the backbone identity; finite values only
 _REMAKE = "Make a new one with python -m allo_lightning.fit --config CONFIG."
 
 
@@ -59,11 +66,11 @@ class ProbeCheckpoint:
                 f"{backbone.name} with python -m allo_lightning.fit.")
         bad = [(ly, h) for ly, h in self.spec.heads if not (0 <= ly < backbone.n_layers and 0 <= h < backbone.n_heads)]
         if bad:
-            shown = ", ".join(f"layer {ly + 1} head {h + 1}" for ly, h in bad[:5])
+            shown = ", ".join(f"L{ly}H{h}" for ly, h in bad[:5])
             raise CheckpointError(
-                f"{self.path}: the checkpoint's heads {shown} do not exist in {backbone.name} "
-                f"({backbone.n_layers} layers x {backbone.n_heads} heads). The file does not belong to this "
-                f"backbone. {_REMAKE}")
+                f"{self.path}: the checkpoint's heads {shown} (layer, head 0-based) do not exist in "
+                f"{backbone.name} ({backbone.n_layers} layers x {backbone.n_heads} heads). The file does not "
+                f"belong to this backbone. {_REMAKE}")
         if backbone.identity != self.backbone_identity:
             raise CheckpointError(
                 f"{self.path}: this probe was trained on {self.backbone_identity}, but the loaded "
@@ -71,21 +78,45 @@ class ProbeCheckpoint:
                 f"weights it was trained with (--model.weights), or retrain. {_REMAKE}")
 
 
+def _identity_of(config_json: str) -> str:
+    try:
+        return str(json.loads(config_json)["backbone"]["identity"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 def _digest(tensors: dict[str, torch.Tensor], config_json: str) -> str:
-    h = hashlib.sha256(config_json.encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """HMAC-SHA256 over the config JSON and the tensors, keyed by the backbone identity in the config."""
+    key = derive_key("allo_lightning.probe", str(FORMAT_VERSION), _identity_of(config_json))
+    return tensors_digest(tensors, context=config_json, key=key)
+
+
+def _not_finite(tensors: dict[str, torch.Tensor], config: dict) -> list[str]:
+    """Names of the tensors and settings that are NaN or infinite."""
+    bad = [k for k, t in sorted(tensors.items()) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    for key in ("threshold", "theta"):
+        v = config.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            bad.append(key)
+    return bad
+
+
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
+    from safetensors.torch import save_file
+
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config_json,
+            "hmac_sha256": _digest(tensors, config_json)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
 
 
 def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, threshold: float, backbone,
                     theta: float, probe_cfg: dict, extra: dict | None = None, backbone_seed: int = 0,
                     calibration: Calibration | None = None) -> Path:
-    """Write the checkpoint atomically (temporary file, then rename)."""
-    from safetensors.torch import save_file
-
+    """Write the checkpoint atomically (temporary file, then rename). Refuses NaN/inf weights or threshold
+    (a diverged training): such a probe would score every residue NaN."""
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tensors["features.mean"] = spec.mean.detach().cpu().contiguous()
     tensors["features.std"] = spec.std.detach().cpu().contiguous()
@@ -100,12 +131,11 @@ def save_checkpoint(path: str | Path, net: nn.Module, spec: FeatureSpec, thresho
     }
     if calibration is not None:
         config["calibration"] = calibration.to_config()
-    config_json = json.dumps(config, sort_keys=True, default=str)
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config_json,
-            "sha256": _digest(tensors, config_json)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    return Path(path)
+    bad = _not_finite(tensors, config)
+    if bad:
+        raise CheckpointError(f"{path}: not written: {', '.join(bad[:5])} not finite (NaN or inf); the probe training "
+                              "diverged. Lower --probe.lr or check the features, then train again.")
+    return _write(path, tensors, config)
 
 
 def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
@@ -134,10 +164,14 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
                               f"reads version {FORMAT_VERSION}. Use the allo_lightning version that wrote it, or "
                               f"retrain. {_REMAKE}")
     config_json = meta.get("config", "")
-    if _digest(tensors, config_json) != meta.get("sha256"):
-        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted. {_REMAKE}")
+    if _digest(tensors, config_json) != meta.get("hmac_sha256"):
+        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted or was edited. {_REMAKE}")
     try:
         config = json.loads(config_json)
+        bad = _not_finite(tensors, config)
+        if bad:
+            raise CheckpointError(f"{path}: {', '.join(bad[:5])} not finite (NaN or inf); the probe cannot score. "
+                                  f"{_REMAKE}")
         feats = config["features"]
         spec = FeatureSpec.from_settings(feats, tensors["features.mean"], tensors["features.std"])
         pc = config["probe"]
@@ -150,6 +184,8 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
         return ProbeCheckpoint(path, net, spec, float(config["threshold"]), str(bb["name"]), str(bb["identity"]),
                                int(bb.get("seed", 0)), int(bb["n_layers"]), int(bb["n_heads"]), float(config["theta"]),
                                config, Calibration.from_config(config.get("calibration")))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
                               f"{_REMAKE}") from None

@@ -90,7 +90,8 @@ def kfold(proteins: Sequence[Protein], k: int = 5, by: str = "cluster", val_frac
     _need(len(groups), 3, by)
     if k > len(groups):
         raise InputError(f"--report.folds {k}: the data has only {len(groups)} "
-                         f"{'clusters' if by == 'cluster' else 'proteins'}, so at most {len(groups)} folds are possible. "
+                         f"{'clusters' if by == 'cluster' else 'proteins'}, so at most {len(groups)} folds are "
+                         "possible. "
                          "Give fewer folds, or use --report.scheme logo.")
     folds = [groups[i::k] for i in range(k)]
     out = []

@@ -1,0 +1,146 @@
+"""Every CSV table the package writes goes through :func:`write_csv` (or :func:`csv_text`), and every
+per-protein file name through :func:`file_names`.
+
+Tables: written with the ``csv`` module (fields with the delimiter, quotes or line breaks are quoted),
+``\\r\\n`` line endings (RFC 4180), UTF-8, atomically. Text cells that a spreadsheet would run as a formula (starting
+with ``=``, ``+``, ``-``, ``@``, a tab or a line break) get a leading apostrophe, the usual neutraliser;
+numbers such as ``-0.5`` or ``-1e-05`` are left alone, and so is every non-text value. A text cell that
+itself starts with an apostrophe gets one more, so :func:`unescape_cell` (used by :func:`read_csv`) gives
+back exactly the text that was written: ids with commas, quotes or such leading characters round-trip.
+
+File names: ids are reduced to ``[A-Za-z0-9_.-]`` (at most 80 characters, no leading dot); an id whose
+name would collide with another's (also case-insensitively, as on macOS and Windows) gets a short hash
+of the id appended, so ``a/b``, ``a_b`` and ``a:b`` get three files (``a_b`` keeps its own name). The
+id -> name mapping is returned so that commands can record it in their run JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .outputs import atomic_path
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
+
+
+def escape_cell(text: str) -> str:
+    """Neutralise a text cell against spreadsheet formula injection (reversible, see unescape_cell)."""
+    if text.startswith("'") or (text.startswith(FORMULA_START) and not _NUMBER.match(text)):
+        return "'" + text
+    return text
+
+
+def unescape_cell(text: str) -> str:
+    """The text :func:`escape_cell` was given."""
+    return text.removeprefix("'")
+
+
+def format_cell(value: Any, float_format: str = "{:.6g}") -> str:
+    """A cell's text: '' for None, true/false, integers as they are, floats with ``float_format`` (nan,
+    inf, -inf spelled so), text neutralised with :func:`escape_cell`."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return escape_cell(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return float_format.format(value)
+    return escape_cell(str(value))
+
+
+Row = Sequence[Any] | Mapping[str, Any]
+
+
+def _cells(row: Row, columns: Sequence[str], float_format: str) -> list[str]:
+    values = [row.get(c) for c in columns] if isinstance(row, Mapping) else list(row)
+    if len(values) != len(columns):
+        raise ValueError(f"a row has {len(values)} cells for {len(columns)} columns")
+    return [format_cell(v, float_format) for v in values]
+
+
+def _write(f, columns: Sequence[str], rows: Iterable[Row], float_format: str) -> None:
+    # "\r\n" (RFC 4180): the csv module quotes a field only for characters of the line terminator, so
+    # with "\n" alone a cell with a bare "\r" would be written unquoted and split the row when read
+    w = csv.writer(f, lineterminator="\r\n")
+    w.writerow([escape_cell(str(c)) for c in columns])
+    for row in rows:
+        w.writerow(_cells(row, columns, float_format))
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> str:
+    """The table as text (for callers that write it themselves)."""
+    buf = io.StringIO()
+    _write(buf, columns, rows, float_format)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> Path:
+    """Write a table atomically. ``rows``: sequences in column order or mappings (missing keys: empty)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        _write(f, columns, rows, float_format)
+    return Path(path)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """A table written by :func:`write_csv`, as dicts of text with the neutralising apostrophes removed."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, strict=True)
+        header = [unescape_cell(h) for h in next(reader)]
+        return [dict(zip(header, (unescape_cell(c) for c in row))) for row in reader]
+
+
+# -- file names -------------------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+
+
+def _hash(text: str, n: int) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
+
+
+def _base(pid: str, max_length: int) -> str:
+    safe = _UNSAFE.sub("_", pid).lstrip(".")[:max_length] or "protein"
+    return f"{safe}-{_hash(pid, 8)}" if safe.split(".")[0].upper() in _RESERVED else safe
+
+
+def file_names(ids: Iterable[str], max_length: int = 80) -> dict[str, str]:
+    """Distinct, portable file names (without suffix) for ``ids``: ``{id: name}`` in the order given.
+
+    An id keeps its reduced form (``rec/1`` -> ``rec_1``) unless that collides with another id's
+    (case-insensitively): then every colliding id except one that is already spelled that way gets a
+    hash of itself appended (``a/b`` -> ``a_b-1c0f3e2a`` beside ``a_b``). The result depends only on
+    the set of ids, not on their order."""
+    ids = list(dict.fromkeys(ids))
+    names = {pid: _base(pid, max_length) for pid in ids}
+    n = 8
+    while True:
+        groups: dict[str, list[str]] = {}
+        for pid, name in names.items():
+            groups.setdefault(name.casefold(), []).append(pid)
+        clashes = [pids for pids in groups.values() if len(pids) > 1]
+        if not clashes:
+            return names
+        for pids in clashes:
+            exact = [pid for pid in pids if names[pid] == pid]
+            for pid in pids:
+                if len(exact) == 1 and pid == exact[0]:
+                    continue  # the id spelled exactly like the name keeps it
+                base = _base(pid, max_length)
+                names[pid] = f"{base}-{_hash(pid, n)}" if n <= 64 else f"{base}-{_hash(pid, 64)}-{ids.index(pid)}"
+        n += 8

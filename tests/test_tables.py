@@ -1,0 +1,155 @@
+"""One table writer and one file-name sanitiser: formula injection neutralised, numbers untouched, awkward
+ids round-trip exactly through our own reader, colliding ids get distinct files; --overwrite removes the
+previous run's per-protein files and nothing else."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from allo_lightning.data.protein import Protein
+from allo_lightning.outputs import prepare_out_dir, record_outputs
+from allo_lightning.tables import (
+    csv_text,
+    escape_cell,
+    file_names,
+    read_csv,
+    unescape_cell,
+    write_csv,
+)
+
+AWKWARD_IDS = ["=HYPERLINK(\"http://x\",\"y\")", "+1-2", "-cmd|' /C calc'!A0", "@SUM(A1)", "\tTAB", "'quoted",
+               "''two", "a,b", 'say "hi"', "semi;colon", "multi\nline", "-0.5", "P29274", "ß-arrestin",
+               "a/b", "a_b", "a:b", "A_B", "..", ".hidden", "CON", "x" * 300]
+DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _raw_cells(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_formula_cells_neutralised_numbers_untouched():
+    numbers = ["-0.5", "+3", "-1e-05", "1E+10", "-.5", "0"]
+    texts = ["=1+1", "+A1", "-A1", "@cmd", "\t=1", "\r=1", "-inf", "- 1", "--1"]
+    text = csv_text(["value"], [[v] for v in numbers + texts] + [[-0.5], [float("-inf")], [7], [True], [None]])
+    cells = [r[0] for r in _raw_cells(text)[1:]]
+    assert cells[: len(numbers)] == numbers  # numbers written as they are
+    for raw, cell in zip(texts, cells[len(numbers):]):
+        assert cell == "'" + raw, raw  # a spreadsheet shows text, never runs a formula
+    assert cells[len(numbers) + len(texts):] == ["-0.5", "-inf", "7", "true", ""]  # non-text values: as they are
+    for cell in cells:  # negative control: no cell that starts like a formula unless it is a number
+        assert not cell.startswith(DANGEROUS) or re.fullmatch(r"[+-][0-9.eE+-]+|-inf", cell), cell
+
+
+def test_awkward_ids_round_trip_exactly(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["id", "score"], [(pid, 0.25) for pid in AWKWARD_IDS])
+    rows = read_csv(path)
+    assert [r["id"] for r in rows] == AWKWARD_IDS and {r["score"] for r in rows} == {"0.25"}
+    for raw in (r[0] for r in _raw_cells(path.read_text(encoding="utf-8"))[1:]):
+        assert not raw.startswith(DANGEROUS) or re.fullmatch(r"[+-][0-9.eE+-]+", raw), raw
+    for pid in AWKWARD_IDS:
+        assert unescape_cell(escape_cell(pid)) == pid
+    with pytest.raises(ValueError):  # a row of the wrong width is a bug, never a shifted table
+        csv_text(["a", "b"], [[1]])
+
+
+def test_colliding_ids_get_distinct_safe_file_names():
+    names = file_names(AWKWARD_IDS)
+    assert list(names) == AWKWARD_IDS
+    values = list(names.values())
+    assert len({v.casefold() for v in values}) == len(values)  # distinct, also on case-insensitive file systems
+    for v in values:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", v) and not v.startswith(".") and v.split(".")[0] != "CON"
+    assert names["P29274"] == "P29274" and file_names(["a/b", "a_b", "a:b"])["a_b"] == "a_b"  # safe ids keep theirs
+    assert names["a/b"] != names["a:b"] and names["a/b"].startswith("a_b-")
+    assert names["A_B"] != names["a_b"] and names["A_B"].casefold() != names["a_b"].casefold()
+    assert file_names(reversed(AWKWARD_IDS)) == names  # the same whatever the order
+    assert file_names(["rec/1", "P1"]) == {"rec/1": "rec_1", "P1": "P1"}  # no collision: readable names
+    # an id spelled like another's hashed name still gets its own file
+    tricky = [names["a/b"], "a/b"]
+    assert len(set(file_names(tricky).values())) == 2
+
+
+def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
+    from allo_lightning.analysis.export import write_attention_to_sites
+    from allo_lightning.attention.stats import ProteinStats
+    from allo_lightning.outputs import write_csv as write_table
+    from allo_lightning.probe.train import ResidueSet
+    from allo_lightning.report import to_csv
+
+    ids = ["=cmd|calc", "a,b", 'q"x', "-x", "+1"]
+    proteins = [Protein(pid, "MKTA", sites=(2,)) for pid in ids]
+    pairs = []
+    for p in proteins:
+        z = torch.zeros(1, 1, 4)
+        pairs.append((p, ProteinStats(z, z, z, z[..., 0], maps=torch.full((1, 4, 4), 0.25), map_heads=[(0, 1)])))
+    rows = read_csv(write_attention_to_sites(tmp_path / "a.csv", pairs))
+    assert [r["protein"] for r in rows] == [pid for pid in ids for _ in range(4)]
+    assert {r["attention"] for r in rows} == {"0.25"} and {r["site_position"] for r in rows} == {"2"}
+
+    # test_scores.csv / scores.csv of fit and evaluate: ResidueSet.rows through outputs.write_csv
+    test_set = SimpleNamespace(proteins=proteins, index=torch.arange(5).repeat_interleave(4),
+                               y=torch.tensor([0, 1, 0, 0] * 5))
+    path = write_table(tmp_path / "test_scores.csv", *ResidueSet.rows(test_set, torch.linspace(-0.5, 0.5, 20)))
+    rows = read_csv(path)
+    assert [r["id"] for r in rows] == [pid for pid in ids for _ in range(4)]
+    assert [float(r["score"]) for r in rows] == pytest.approx(torch.linspace(-0.5, 0.5, 20).tolist(), abs=1e-6)
+    assert [int(r["label"]) for r in rows] == [0, 1, 0, 0] * 5
+
+    path.write_text(to_csv([{"subset": "=evil,1", "auprc": -0.25}], ["subset", "auprc"]), encoding="utf-8")
+    assert read_csv(path) == [{"subset": "=evil,1", "auprc": "-0.2500"}]
+    assert read_csv(write_table(tmp_path / "x.csv", ["id", "v"], [["=x", 0.1 + 0.2]])) == [
+        {"id": "=x", "v": repr(0.1 + 0.2)}]  # raw floats written exactly
+
+
+# -- --overwrite and the previous run's per-protein files ---------------------------------------------------
+
+def _run(out, ids, marker="predictions.csv", overwrite=False):
+    out = prepare_out_dir(out, overwrite, marker)
+    names = file_names(ids)
+    files = [out / "pymol" / f"{names[i]}.pml" for i in ids]
+    record_outputs(out, marker, files)
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("x")
+    (out / marker).write_text("done")
+    return files
+
+
+def test_overwrite_removes_previous_per_protein_files_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    first = _run(out, ["A", "B", "a/b"])
+    mine = [out / "notes.txt", out / "pymol" / "my_own.pml", tmp_path / "outside.pml"]
+    for f in mine:
+        f.write_text("keep")
+    other_cmd = _run(out, ["Z"], marker="heads.csv")  # another command's files in the same folder
+    with pytest.raises(Exception, match="--overwrite"):
+        _run(out, ["C"])
+    assert all(f.exists() for f in first)  # refused: nothing deleted
+    second = _run(out, ["C"], overwrite=True)
+    assert not any(f.exists() for f in first)  # no stale file beside the new ones
+    assert all(f.exists() for f in second + mine + other_cmd)
+    assert sorted(p.name for p in (out / "pymol").iterdir()) == sorted(["C.pml", "my_own.pml", "Z.pml"])
+
+
+def test_a_tampered_manifest_never_deletes_outside_the_folder(tmp_path):
+    out = tmp_path / "out"
+    _run(out, ["A"])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (out / "sub").mkdir()
+    manifest = out / ".allo_lightning.predictions.csv.files.json"
+    json_text = json.dumps({"files": ["../victim.txt", str(victim), "sub", "pymol/A.pml", 5, "", "."]})
+    manifest.write_text(json_text)
+    _run(out, ["B"], overwrite=True)
+    assert victim.read_text() == "keep" and (out / "sub").is_dir()
+    assert not (out / "pymol" / "A.pml").exists() and (out / "pymol" / "B.pml").exists()
+    manifest.write_text("not json")  # a damaged manifest: nothing deleted, no crash
+    _run(out, ["C"], overwrite=True)
+    assert (out / "pymol" / "B.pml").exists()
