@@ -187,13 +187,18 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
 
 # -- rows with intervals ----------------------------------------------------------------------------
 
+def _valid(values) -> list:
+    """Values without None (an undefined metric) and NaN."""
+    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def _mean(values) -> float:
-    vals = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    vals = _valid(values)
     return mean(vals) if vals else float("nan")
 
 
 def _sd(values) -> float:
-    vals = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    vals = _valid(values)
     return pstdev(vals) if len(vals) > 1 else 0.0
 
 

@@ -116,3 +116,8 @@ def test_rows_have_intervals_and_paired_comparison():
     comp = {c["subset"]: c for c in comparisons}
     assert set(comp) == {"identity", "random3"}
     assert comp["identity"]["delta_lo"] > 0 and comp["identity"]["selected_better"] == "yes"
+
+
+def test_undefined_metrics_are_left_out_of_means():
+    assert reporting._mean([0.2, None, float("nan"), 0.4]) == pytest.approx(0.3)
+    assert reporting._sd([None, 0.5]) == 0.0
