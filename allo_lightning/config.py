@@ -304,23 +304,40 @@ class ReportConfig:
     """Reports per head subset (see allo_lightning.report): every subset under the same folds.
 
     Args:
-        scheme: kfold (cluster k-fold) or logo (leave one cluster, e.g. one GPCR, out).
+        scheme: kfold (cluster k-fold), logo (leave one cluster, e.g. one GPCR, out) or transfer
+            (heads selected and probes trained on non-GPCR proteins of the bundled ASD set, ligand
+            modulators only; tested on the data's proteins, e.g. the curated GPCRs).
         folds: number of folds (scheme=kfold).
         ks: top-k head subsets (capped at the number of heads).
         random_seeds: random k-head subsets drawn per k (mean and sd over them; at least 5).
         train_sizes: training-set sizes of the data-efficiency curve (the whole training fold is
             always added).
+        efficiency_draws: random draws of the training proteins per training size (at least 5
+            recommended); validation proteins are drawn in proportion.
         max_epochs: epochs at most per probe in the report (null: the probe's max_epochs).
         embeddings: include the final-layer embedding probe (needs embeddings in the cache).
+        transfer_pool: scheme=transfer: use at most this many non-GPCR training proteins (a seeded
+            random sample; null: all of them, ~330). Small values are for quick offline runs.
+        n_boot: bootstrap samples of the test proteins for the 95 % intervals (at least 100).
+        alphamissense: AlphaMissense file (per-variant table: uniprot_id, protein_variant,
+            am_pathogenicity, am_class; or the per-residue average file; .gz or plain): compare the
+            mean pathogenicity of predicted-allosteric residues with the other residues.
+        am_top_k: predicted-allosteric residues for that comparison: each protein's top k scored
+            residues; null: residues scored at or above the probe's decision threshold.
     """
 
-    scheme: Literal["kfold", "logo"] = "kfold"
+    scheme: Literal["kfold", "logo", "transfer"] = "kfold"
     folds: int = 5
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 50])
     random_seeds: int = 5
     train_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    efficiency_draws: int = 5
     max_epochs: int | None = None
     embeddings: bool = True
+    transfer_pool: int | None = None
+    n_boot: int = 1000
+    alphamissense: str | None = None
+    am_top_k: int | None = None
 
     def __post_init__(self) -> None:
         check_range("report.folds", self.folds, low=2, integer=True)
@@ -330,3 +347,7 @@ class ReportConfig:
         for n in self.train_sizes:
             _positive("report.train_sizes", n)
         _positive("report.max_epochs", self.max_epochs, allow_none=True)
+        _positive("report.efficiency_draws", self.efficiency_draws)
+        check_range("report.n_boot", self.n_boot, low=100, integer=True)
+        check_range("report.transfer_pool", self.transfer_pool, low=2, integer=True, allow_none=True)
+        _positive("report.am_top_k", self.am_top_k, allow_none=True)
