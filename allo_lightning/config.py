@@ -168,17 +168,27 @@ class HeadsConfig:
 
     Args:
         score: statistic that ranks heads and whose p/q/SNR the rules use: p_alpha (Vig et al.:
-            share of confident attention that lands on sites) or mass (confident attention mass sent
-            to sites per confident pair, as the original Allo-Allo scripts).
+            share of confident residue pairs whose key is a site) or mass (confident attention mass
+            sent to sites per confident residue pair, as in the seed scripts).
         strategy: top_k (the top_k heads by pooled score), significance (q < q_max and SNR > snr_min),
-            original (p < p_max and SNR > snr_min) or consistency (significant in at least
+            original (p < p_max and SNR > snr_min; after the seed scripts) or consistency (significant in at least
             min_fraction of the proteins). A rule that selects no head falls back to top_k, and says so.
         top_k: heads kept by top_k, and by the fallback.
         q_max: Benjamini-Hochberg q-value threshold of the significance rule.
         p_max: p-value threshold of the original rule and of the per-protein significance.
         snr_min: SNR (observed - random mean) / random sd that a selected head must exceed.
         min_fraction: consistency rule: fraction of proteins in which a head must be significant.
-        n_permutations: random site sets drawn per protein for the permutation p-values.
+        n_permutations: random site sets drawn per protein for the permutation p-values (heads whose
+            p-value is not resolved get more, up to max_permutations; see allo_lightning.analysis.scores).
+        max_permutations: most random site sets any head's p-value may use.
+        min_confident: heads with fewer pooled confident residue pairs are not testable (reported,
+            never selected; Vig et al. ignore heads below 100).
+        null: random site sets of the null: permutation (same number of sites drawn from all
+            residues), composition (each site replaced by a residue of the same amino-acid type) or
+            shift (the site pattern circularly shifted: keeps contiguity).
+        max_selected: at most this many heads are selected (the best by q-value, then score).
+        exclude_orthosteric: drop heads at least as enriched on the orthosteric residues as on the
+            sites (proteins with orthosteric_sites only; heads without that contrast are kept).
         proteins: ids of the proteins to analyse (e.g. the training split); default: all labelled ones.
         plot_proteins: number of proteins that get a mean attention map PNG.
         orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
@@ -192,6 +202,11 @@ class HeadsConfig:
     snr_min: float = 2.0
     min_fraction: float = 0.5
     n_permutations: int = 2000
+    max_permutations: int = 1_000_000
+    min_confident: int = 100
+    null: Literal["permutation", "composition", "shift"] = "permutation"
+    max_selected: int = 20
+    exclude_orthosteric: bool = False
     proteins: list[str] | None = None
     plot_proteins: int = 4
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
@@ -210,6 +225,11 @@ class HeadsConfig:
             bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or p < 1]
             if bad:
                 _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
+        check_range("heads.min_confident", self.min_confident, low=1, integer=True)
+        check_range("heads.max_selected", self.max_selected, low=1, integer=True)
+        if self.null not in ("permutation", "composition", "shift"):
+            _fail("heads.null", f"{self.null!r} is not one of permutation, composition, shift.")
+        check_range("heads.max_permutations", self.max_permutations, low=self.n_permutations, integer=True)
 
 
 @dataclass
@@ -292,23 +312,40 @@ class ReportConfig:
     """Reports per head subset (see allo_lightning.report): every subset under the same folds.
 
     Args:
-        scheme: kfold (cluster k-fold) or logo (leave one cluster, e.g. one GPCR, out).
+        scheme: kfold (cluster k-fold), logo (leave one cluster, e.g. one GPCR, out) or transfer
+            (heads selected and probes trained on non-GPCR proteins of the bundled ASD set, ligand
+            modulators only; tested on the data's proteins, e.g. the curated GPCRs).
         folds: number of folds (scheme=kfold).
         ks: top-k head subsets (capped at the number of heads).
         random_seeds: random k-head subsets drawn per k (mean and sd over them; at least 5).
         train_sizes: training-set sizes of the data-efficiency curve (the whole training fold is
             always added).
+        efficiency_draws: random draws of the training proteins per training size (at least 5
+            recommended); validation proteins are drawn in proportion.
         max_epochs: epochs at most per probe in the report (null: the probe's max_epochs).
         embeddings: include the final-layer embedding probe (needs embeddings in the cache).
+        transfer_pool: scheme=transfer: use at most this many non-GPCR training proteins (a seeded
+            random sample; null: all of them, ~330). Small values are for quick offline runs.
+        n_boot: bootstrap samples of the test proteins for the 95 % intervals (at least 100).
+        alphamissense: AlphaMissense file (per-variant table: uniprot_id, protein_variant,
+            am_pathogenicity, am_class; or the per-residue average file; .gz or plain): compare the
+            mean pathogenicity of predicted-allosteric residues with the other residues.
+        am_top_k: predicted-allosteric residues for that comparison: each protein's top k scored
+            residues; null: residues scored at or above the probe's decision threshold.
     """
 
-    scheme: Literal["kfold", "logo"] = "kfold"
+    scheme: Literal["kfold", "logo", "transfer"] = "kfold"
     folds: int = 5
     ks: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 50])
     random_seeds: int = 5
     train_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    efficiency_draws: int = 5
     max_epochs: int | None = None
     embeddings: bool = True
+    transfer_pool: int | None = None
+    n_boot: int = 1000
+    alphamissense: str | None = None
+    am_top_k: int | None = None
 
     def __post_init__(self) -> None:
         check_range("report.folds", self.folds, low=2, integer=True)
@@ -318,3 +355,7 @@ class ReportConfig:
         for n in self.train_sizes:
             _positive("report.train_sizes", n)
         _positive("report.max_epochs", self.max_epochs, allow_none=True)
+        _positive("report.efficiency_draws", self.efficiency_draws)
+        check_range("report.n_boot", self.n_boot, low=100, integer=True)
+        check_range("report.transfer_pool", self.transfer_pool, low=2, integer=True, allow_none=True)
+        _positive("report.am_top_k", self.am_top_k, allow_none=True)

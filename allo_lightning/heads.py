@@ -67,7 +67,7 @@ def main(cfg) -> dict:
             stats = with_maps.stats(protein)
             path = map_files[protein.id]
             plot_protein_map(stats.maps.mean(0), protein.sites or (), path, sequence=protein.sequence,
-                             orthosteric=cfg.heads.orthosteric.get(protein.id, ()),
+                             orthosteric=protein.orthosteric_sites or cfg.heads.orthosteric.get(protein.id, ()),
                              title=f"{protein.id} ({protein.length} aa, {backbone.label}): mean attention of {len(analysis.selected)} "
                                    f"selected heads\n{heads_text}")
             plotted.append(str(path))

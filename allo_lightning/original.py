@@ -1,14 +1,22 @@
-"""The original approach, reimplemented faithfully as the baseline of the benchmark (issue 5).
+"""The seed scripts' approach, reimplemented as the baseline of the benchmark (issue 5).
 
-The analysis this project grew from (the A2A / ADRB2 scripts) kept, for one protein, the full
-attention maps of every layer and head, then looped over the heads in Python. Per head it took the
-map, kept the confident entries (alpha > theta), summed the confident attention mass sent to the
-site residues over the head's confident count, and drew 1000 random residue sets of the same size
-(from the non-site residues) one after the other to get impact, SNR and a p-value.
+The seed scripts (the A2A / ADRB2 analysis this project grew from: a third-party reproduction of
+Allo-Allo, not the paper's own code) kept, for one protein, the full attention maps of every layer and
+head, then looped over the heads in Python. Per head they took the map, kept the confident entries
+(alpha > theta), summed the confident attention mass sent to the site residues over the head's confident
+count, and drew 1000 random residue sets of the same size (from the non-site residues) one after the
+other to get impact, SNR and a p-value; their head selection then used a t-test of a head's impact
+against all heads' impacts.
+
+This reimplementation fixes two defects of the seed: its off-by-one site indexing (the seed scored the
+residue BEFORE each labelled one, forgetting that token 0 is BOS: here site residue j is token j + 1)
+and its BOS/EOS handling (here the queries are residues only). Like the seed, the confident count still
+runs over all real keys (BOS/EOS included), which the package's own scores do not do (see
+:mod:`allo_lightning.analysis.scores`).
 
 Nothing here is used by the pipeline: it exists so that ``python -m allo_lightning.bench`` can time
-the old way next to the new one (and so that the new scores can be checked against it: the observed
-score of a head here equals ``mass`` of :func:`allo_lightning.analysis.score_heads` for one protein).
+the old way next to the new one (and check the statistics against it: the observed score of a head
+here equals ``sum_{j in sites} mass_j / total`` from :class:`allo_lightning.attention.ProteinStats`).
 """
 
 from __future__ import annotations

@@ -1,28 +1,36 @@
 """``python -m allo_lightning.report --config configs/gpcr.yaml``: how each head subset performs.
 
-Every subset is trained and tested with the same probe under the same folds (cluster k-fold, or
-leave one cluster out with ``--report.scheme logo``); heads are ranked and selected on each fold's
-training proteins only. Rows of ``report.csv`` / ``report.md``:
+Every subset is trained and tested with the same probe under the same folds; heads are ranked and
+selected on each fold's TRAINING proteins only. Schemes (``--report.scheme``):
+
+- ``kfold``: cluster k-fold; ``logo``: leave one cluster (with the curated GPCRs: one GPCR) out;
+- ``transfer``: heads selected and probes trained on non-GPCR proteins of the bundled ASD set (ligand
+  modulators only; ``--report.transfer_pool N`` for a smaller pool), tested on the data's proteins
+  (``--data.bundled gpcr``: the curated GPCRs). Does head selection generalise to GPCRs?
+
+Rows of ``report.csv`` / ``report.md``:
 
 - ``selected``: the heads the analysis selects (as fit uses them);
 - ``top{k}``: the k best-ranked heads, k in ``report.ks`` capped at the number of heads;
-- ``random{k}``: k random heads, ``report.random_seeds`` draws (mean and sd over the draws);
+- ``random{k}``: k random testable heads, ``report.random_seeds`` draws (mean and sd over the draws);
 - ``all``: every head; ``best_layer``: the heads of the layer with the best mean head score on the
   training proteins;
 - ``embedding``: the backbone's final-layer embeddings with the same probe;
+  ``selected+embedding``: the selected heads' statistics and the embedding concatenated;
 - ``identity``: no language model, the residue letter only.
 
-Metrics are means over the folds' test sets (sd: over folds; for random rows over the draws).
-Also: ``pr_curves.png`` (test scores pooled over folds), ``data_efficiency.csv`` / ``.png``
-(test AUPRC against the number of training proteins).
+Metrics are means over the folds' test sets (sd: over folds; for random rows over the draws), with
+95 % percentile bootstrap intervals over the test proteins (``_lo``/``_hi``; proteins resampled within
+each fold's test set). report.md compares ``selected`` with every other row by a paired bootstrap (the
+AUPRC difference with its interval). Also: ``comparison.csv``, ``pr_curves.png`` (test scores pooled
+over folds), ``data_efficiency.csv`` / ``.png`` (test AUPRC against the number of training proteins:
+``report.efficiency_draws`` random draws per size, validation drawn in proportion) and, with
+``--report.alphamissense FILE``, ``alphamissense.csv`` (pathogenicity of predicted and labelled sites).
 """
 
 from __future__ import annotations
 
-import math
-import random
 import time
-from statistics import mean, pstdev
 
 from .analysis import head_label
 from .backbone import TINY_MEANINGLESS
@@ -30,222 +38,210 @@ from .outputs import prepare_out_dir, write_json, write_text
 from .pipeline import load_inputs, run_extraction
 from .shell import command
 
-COLUMNS = ("subset", "n_heads", "auprc", "auprc_sd", "auroc", "auroc_sd", "f1", "f1_sd", "mcc", "mcc_sd",
-           "precision_at_k", "protein_auprc", "base_rate", "folds", "note")
-METRICS = ("auprc", "auroc", "f1", "mcc", "precision_at_k", "protein_auprc", "base_rate")
-
 
 def _flags(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
-
-
-def _sd(values: list[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return pstdev(vals) if len(vals) > 1 else 0.0
-
-
-def _mean(values: list[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return mean(vals) if vals else float("nan")
-
-
-def capped_ks(ks, n_total: int) -> list[int]:
-    return sorted({min(int(k), n_total) for k in ks if int(k) >= 1})
-
-
-def best_layer(analysis) -> int:
-    """Layer whose heads have the best mean score on the training proteins (NaN scores ignored)."""
-    score = analysis.get("").double()
-    score = score.nan_to_num(float("-inf"))
-    finite = score.clamp_min(-1e30)
-    return int(finite.mean(dim=1).argmax())
-
-
-def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, selected) -> list[tuple]:
-    """(row name, group for random draws or None, FeatureSpec, note) for one fold."""
-    from .probe import FeatureSpec, head_spec
-    from .workflow import ranking_of
-
-    all_heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
-    ranking = ranking_of(analysis)
-    out = [("selected", None, head_spec(selected, pcfg), "")]
-    ks = capped_ks(rcfg.ks, len(all_heads))
-    for k in ks:
-        out.append((f"top{k}", None, head_spec(ranking[:k], pcfg), ""))
-    for k in ks:
-        if k >= len(all_heads):
-            continue  # random k of all heads = all heads
-        for r in range(rcfg.random_seeds):
-            rng = random.Random(seed * 1_000_003 + k * 1009 + r)
-            out.append((f"random{k}", r, head_spec(sorted(rng.sample(all_heads, k)), pcfg), ""))
-    out.append(("all", None, head_spec(all_heads, pcfg), ""))
-    layer = best_layer(analysis)
-    out.append(("best_layer", None, head_spec([(layer, h) for h in range(n_heads)], pcfg), f"L{layer}"))
-    if rcfg.embeddings:
-        out.append(("embedding", None, FeatureSpec("embedding", [], log1p=False, window=pcfg.window), ""))
-    out.append(("identity", None, FeatureSpec("identity", [], log1p=False, window=pcfg.window), ""))
-    return out
-
-
-def aggregate(results: list[dict]) -> list[dict]:
-    """results: dicts name, draw, fold, n_heads, note, metrics -> one row per name."""
-    rows = []
-    for name in dict.fromkeys(r["name"] for r in results):
-        sub = [r for r in results if r["name"] == name]
-        draws = sorted({r["draw"] for r in sub if r["draw"] is not None})
-        row: dict = {"subset": name, "n_heads": _mean([r["n_heads"] for r in sub]),
-                     "folds": len({r["fold"] for r in sub}),
-                     "note": " ".join(dict.fromkeys(r["note"] for r in sub if r["note"]))}
-        if draws:  # mean over folds per draw, then mean and sd over draws
-            per_draw = {m: [_mean([r["metrics"][m] for r in sub if r["draw"] == d]) for d in draws] for m in METRICS}
-            row["note"] = f"{len(draws)} random draws"
-        else:
-            per_draw = {m: [r["metrics"][m] for r in sub] for m in METRICS}
-        for m in METRICS:
-            row[m] = _mean(per_draw[m])
-            if m in ("auprc", "auroc", "f1", "mcc"):
-                row[f"{m}_sd"] = _sd(per_draw[m])
-        rows.append(row)
-    return rows
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else (f"{v:.4f}" if abs(v - round(v)) > 1e-9 or abs(v) < 1 else f"{v:g}")
-    return str(v)
-
-
-def to_csv(rows: list[dict], columns) -> str:
-    from .tables import csv_text
-
-    return csv_text(columns, ([_fmt(r.get(c, "")) for c in columns] for r in rows))
-
-
-def to_markdown(rows: list[dict], columns) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def data_efficiency(splits, stats, cfg, analyse=None, trainer_kwargs=None) -> list[dict]:
-    """Test AUPRC against the number of training proteins (random subsets of each fold's training
-    proteins; heads selected on the subset only), for the selected heads and the embeddings."""
-    from .probe import FeatureSpec, head_spec, items_of, train_probe
-    from .workflow import select_heads
-
-    results = []
-    for f, split in enumerate(splits):
-        sizes = sorted({n for n in cfg.report.train_sizes if n < len(split.train)} | {len(split.train)})
-        for n in sizes:
-            rng = random.Random(cfg.seed * 7919 + f * 101 + n)
-            labelled = [p for p in split.train if p.sites]
-            train = rng.sample(split.train, n) if n < len(split.train) else list(split.train)
-            if not any(p.sites for p in train):  # a training set needs at least one site
-                train[0] = rng.choice(labelled)
-            items = items_of(train, stats)
-            kinds = [("selected heads", None)]
-            if cfg.report.embeddings:
-                kinds.append(("embedding", FeatureSpec("embedding", [], log1p=False, window=cfg.probe.window)))
-            for name, spec in kinds:
-                if spec is None:
-                    spec = head_spec(select_heads(items, cfg.heads, cfg.seed, analyse).heads, cfg.probe)
-                run = train_probe(spec, items, items_of(split.val, stats), items_of(split.test, stats), cfg.probe,
-                                  cfg.seed, trainer_kwargs, cfg.report.max_epochs)
-                results.append({"features": name, "n": n, "all": n == len(split.train), "fold": f,
-                                "auprc": run.test["auprc"], "base_rate": run.test["base_rate"]})
-    rows = []
-    for name in dict.fromkeys(r["features"] for r in results):
-        for n in sorted({r["n"] for r in results if r["features"] == name and not r["all"]}) + ["all"]:
-            sub = [r for r in results if r["features"] == name and (r["all"] if n == "all" else r["n"] == n)]
-            if not sub:
-                continue
-            rows.append({"features": name, "n_train": _mean([r["n"] for r in sub]), "label": str(n),
-                         "auprc": _mean([r["auprc"] for r in sub]), "auprc_sd": _sd([r["auprc"] for r in sub]),
-                         "folds": len(sub), "base_rate": _mean([r["base_rate"] for r in sub])})
-    return rows
 
 
 def heads_label(heads) -> list[str]:
     return [head_label(ly, h) for ly, h in heads]
 
 
-@command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
-def main(cfg, analyse=None) -> dict:
-    from .plots.probe import data_efficiency as plot_efficiency
-    from .plots.probe import pr_curves
-    from .probe import items_of, make_splits, train_probe
+def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_kwargs) -> list[dict]:
+    """Data-efficiency probes: per fold and training size, ``report.efficiency_draws`` draws of the
+    training proteins (validation drawn in proportion; early stopping on it as in every probe).
+    ``full_runs``: (fold, row name) -> test scores of the main rows, reused for the whole training set;
+    a draw identical to an earlier one (small folds) reuses its probes."""
+    import random
+
+    from .probe import FeatureSpec, head_spec, items_of, train_probe
+    from .reporting import efficiency_plan, efficiency_rows, testable_heads
     from .workflow import select_heads
 
+    rcfg, results = cfg.report, []
+    reuse = {"selected heads": "selected", "embedding": "embedding", "identity": "identity"}
+    for f, split in enumerate(splits):
+        test = items_of(split.test, stats)
+        done: dict = {}
+        for d in efficiency_plan(split, rcfg.train_sizes, rcfg.efficiency_draws, cfg.seed, f):
+            key = (frozenset(p.id for p in d.train), frozenset(p.id for p in d.val))
+            train, val = items_of(d.train, stats), items_of(d.val, stats)
+            if key not in done:
+                choice = choices[f] if d.full else select_heads(train, cfg.heads, cfg.seed, analyse)
+                n_layers, n_heads = choice.analysis.n_layers, choice.analysis.n_heads
+                pool = testable_heads(choice.analysis, n_layers, n_heads)
+                rng = random.Random(cfg.seed * 31 + f * 1009 + d.n * 17 + d.draw)
+                kinds = [("selected heads", head_spec(choice.heads, cfg.probe)),
+                         ("random heads", head_spec(sorted(rng.sample(pool, min(len(choice.heads), len(pool)))),
+                                                    cfg.probe))]
+                if rcfg.embeddings:
+                    kinds.append(("embedding", FeatureSpec("embedding", [], log1p=False, window=cfg.probe.window)))
+                kinds.append(("identity", FeatureSpec("identity", [], log1p=False, window=cfg.probe.window)))
+                outcome = {}
+                for name, spec in kinds:
+                    if d.full and (f, reuse.get(name)) in full_runs:
+                        outcome[name] = full_runs[(f, reuse[name])]
+                        continue
+                    run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs, rcfg.max_epochs)
+                    outcome[name] = (run.test["auprc"], run.test["base_rate"], run.test_scores.numpy())
+                done[key] = outcome
+            for name, (auprc, base_rate, scores) in done[key].items():
+                results.append({"features": name, "label": "all" if d.full else str(d.n), "n": d.n,
+                                "n_val": len(d.val), "draw": d.draw, "fold": f, "auprc": auprc,
+                                "base_rate": base_rate, "scores": scores})
+    return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
+
+
+@command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
+def main(cfg, analyse=None) -> dict:
+    import torch
+
+    from .plots.probe import data_efficiency as plot_efficiency
+    from .plots.probe import pr_curves
+    from .probe import items_of, train_probe
+    from .reporting import (
+        COLUMNS,
+        COMPARISON_COLUMNS,
+        EFFICIENCY_COLUMNS,
+        Collected,
+        aggregate,
+        fold_subsets,
+        report_splits,
+        to_csv,
+        to_markdown,
+    )
+
     t0 = time.perf_counter()
+    rcfg = cfg.report
+    from .workflow import select_heads
+
     if True:  # (one block: kept for a small diff)
         trainer_kwargs = {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
-        if cfg.report.random_seeds < 5:
-            print(f"note: report.random_seeds={cfg.report.random_seeds}; at least 5 are recommended")
+        if rcfg.random_seeds < 5:
+            print(f"note: report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
+        if rcfg.efficiency_draws < 5:
+            print(f"note: report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
         out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
-        made = []
-        backbone, proteins = load_inputs(cfg, check=lambda ps: made.append(make_splits(
-            ps, cfg.report.scheme, cfg.report.folds, cfg.probe.split, cfg.probe.val_fraction, cfg.seed)),
-            require_sites=True)
-        splits = made[0]
-        extraction = run_extraction(cfg, backbone, proteins, embeddings=cfg.report.embeddings)
+        made, am = [], []
+
+        def check(ps) -> None:  # the folds, and the AlphaMissense file, before the model is loaded
+            from .backbone import context_length
+
+            if rcfg.alphamissense:
+                from .analysis.alphamissense import read_alphamissense
+
+                am.append(read_alphamissense(rcfg.alphamissense, [p.id for p in ps]))
+            made.append(report_splits(ps, rcfg, cfg.probe, cfg.seed, context_length(cfg.model.backbone)))
+
+        backbone, proteins = load_inputs(cfg, check=check, require_sites=True)
+        splits, am_table = made[0], (am[0] if am else None)
+        everyone = list({p.id: p for s in splits for p in (*s.train, *s.val, *s.test)}.values())
+        extraction = run_extraction(cfg, backbone, everyone, embeddings=rcfg.embeddings)
         stats = {p.id: s for p, s in extraction}
-        results, curves, selected_per_fold = [], {}, []
-        for f, split in enumerate(splits):
-            train = items_of(split.train, stats)
-            choice = select_heads(train, cfg.heads, cfg.seed, analyse)
-            selected_per_fold.append(heads_label(choice.heads))
-            subsets = fold_subsets(choice.analysis, backbone.n_layers, backbone.n_heads, cfg.report, cfg.probe,
+        choices = [select_heads(items_of(split.train, stats), cfg.heads, cfg.seed, analyse) for split in splits]
+        col, curves = Collected(), {}
+        for f, (split, choice) in enumerate(zip(splits, choices)):
+            train, val, test = (items_of(ps, stats) for ps in (split.train, split.val, split.test))
+            subsets = fold_subsets(choice.analysis, backbone.n_layers, backbone.n_heads, rcfg, cfg.probe,
                                    cfg.seed, choice.heads)
+            same: dict = {}  # identical feature sets (e.g. selected = top3) are trained once
             for name, draw, spec, note in subsets:
-                run = train_probe(spec, train, items_of(split.val, stats), items_of(split.test, stats), cfg.probe,
-                                  cfg.seed, trainer_kwargs, cfg.report.max_epochs)
-                results.append({"name": name, "draw": draw, "fold": f, "n_heads": len(spec.heads), "note": note,
-                                "metrics": run.test})
+                key = (type(spec).__name__, spec.kind, tuple(spec.heads), getattr(spec, "layer", None))
+                if key not in same:
+                    same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs,
+                                            rcfg.max_epochs)
+                run = same[key]
+                if len(col.folds) == f:
+                    col.add_fold(run.test_set.y.numpy(), run.test_set.index.numpy())
+                col.add(name, draw, f, len(spec.heads), note, run.test, run.test_scores.numpy(), run.threshold)
                 if draw in (None, 0):
                     ys, ss = curves.setdefault(name if draw is None else f"{name} (draw 0)", ([], []))
                     ys.append(run.test_set.y)
                     ss.append(run.test_scores)
             print(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
                   f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
-        efficiency = data_efficiency(splits, stats, cfg, analyse, trainer_kwargs)
-    rows = aggregate(results)
-    write_text(out / "report.csv", to_csv(rows, COLUMNS))
-    eff_cols = ("features", "label", "n_train", "auprc", "auprc_sd", "folds", "base_rate")
-    write_text(out / "data_efficiency.csv", to_csv(efficiency, eff_cols))
-    import torch
+        full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
+                     for r in col.results if r["draw"] is None}
+        efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
+        rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed)
+        am_rows = None
+        if am_table is not None:
+            from .analysis.alphamissense import association_rows
 
-    keep = [n for n in curves if n in ("selected", "all", "best_layer", "embedding", "identity") or n.startswith("random")]
+            selected = [r for r in col.results if r["name"] == "selected"]
+            scored = []
+            for r in selected:
+                split = splits[r["fold"]]
+                _, index = col.folds[r["fold"]]
+                for i, p in enumerate(split.test):
+                    scored.append((p, r["scores"][index == i], r["threshold"]))
+            am_rows = association_rows(am_table, scored, rcfg.am_top_k)
+    write_text(out / "report.csv", to_csv(rows, COLUMNS))
+    write_text(out / "comparison.csv", to_csv(comparisons, COMPARISON_COLUMNS))
+    write_text(out / "data_efficiency.csv", to_csv(efficiency, EFFICIENCY_COLUMNS))
+    keep = [n for n in curves if n in ("selected", "all", "best_layer", "embedding", "selected+embedding",
+                                        "identity") or n.startswith("random")]
     keep = [n for n in keep if not n.startswith("random")] + [n for n in keep if n.startswith("random")][-1:]
     pr_curves({n: (torch.cat(curves[n][0]), torch.cat(curves[n][1])) for n in keep}, out / "pr_curves.png",
-              title=f"test PR curves pooled over {len(splits)} folds ({backbone.label})")
-    base = _mean([r["metrics"]["base_rate"] for r in results])
+              title=f"test PR curves pooled over {len(splits)} fold(s) ({backbone.label})")
+    base = sum(r["base_rate"] for r in rows) / len(rows)
     plot_efficiency(efficiency, out / "data_efficiency.png", base, title=f"data efficiency ({backbone.label})")
+    n_test = [len(s.test) for s in splits]
     md = [f"# Head-subset report ({backbone.name})", ""]
     if backbone.meaningless:
         md += [f"**{TINY_MEANINGLESS}**", ""]
+    scheme_line = {
+        "kfold": f"cluster {len(splits)}-fold (by `{cfg.probe.split}`)",
+        "logo": f"leave one {cfg.probe.split} out ({len(splits)} folds)",
+        "transfer": f"heads selected and probes trained on {len(splits[0].train)} non-GPCR ASD proteins (ligand "
+                    f"modulators; {len(splits[0].val)} more for validation), tested on the {len(splits[0].test)} "
+                    "data proteins",
+    }[rcfg.scheme]
     md += [f"- backbone identity: `{backbone.identity}`, theta {cfg.model.theta:g}, probe `{cfg.probe.kind}` "
            f"(window {cfg.probe.window}), seed {cfg.seed}",
-           f"- {len(proteins)} proteins, scheme `{cfg.report.scheme}` by `{cfg.probe.split}`: {len(splits)} folds; heads "
-           "ranked and selected on each fold's training proteins only",
-           "- metrics: mean over folds of the test metrics; `_sd`: sd over folds (random rows: over the random "
-           "draws of the fold means); f1 and mcc at the threshold with the best validation F1; "
-           f"precision_at_k: k={cfg.probe.top_k} per protein",
-           "- selected heads per fold (layer, head 0-based): "
-           + "; ".join(" ".join(h) for h in selected_per_fold), "",
-           to_markdown(rows, COLUMNS), "## Data efficiency", "",
-           "Test AUPRC (mean over folds) against the number of training proteins; heads selected on those "
-           "proteins only.", "", to_markdown(efficiency, eff_cols),
-           "![PR curves](pr_curves.png)", "", "![data efficiency](data_efficiency.png)", ""]
+           f"- {len(proteins)} data proteins; scheme `{rcfg.scheme}`: {scheme_line}; heads ranked and selected on "
+           "each fold's training proteins only",
+           "- test proteins per fold: " + ", ".join(f"{s.name} {n}" for s, n in zip(splits, n_test))
+           + f" ({sum(n_test)} in all)",
+           "- metrics: mean over folds of the test metrics; `_lo`/`_hi`: 95 % percentile bootstrap interval over "
+           f"the test proteins ({rcfg.n_boot} samples, proteins resampled within each fold); `_sd`: sd over folds "
+           "(random rows: over the random draws of the fold means); f1 and mcc at the threshold with the best "
+           f"validation F1; precision_at_k: k={cfg.probe.top_k} per protein",
+           *([f"- only {min(n_test)} test proteins in a fold: a percentile bootstrap over so few proteins is too "
+               "narrow; read the intervals as descriptive"] if min(n_test) < 10 else []),
+           "- selected heads per fold (layer, head 0-based): " + "; ".join(" ".join(heads_label(c.heads))
+                                                                           for c in choices), "",
+           to_markdown(rows, COLUMNS), "## Selected heads against each baseline (paired bootstrap)", "",
+           "AUPRC of `selected` minus that of the row, same protein draws for both; `selected_better`: yes when "
+           "the whole 95 % interval is above 0, `not resolved` when it contains 0.", "",
+           to_markdown(comparisons, COMPARISON_COLUMNS), "## Data efficiency", "",
+           f"Test AUPRC against the number of training proteins: {rcfg.efficiency_draws} random draws of n training "
+           "proteins per size and fold, validation proteins drawn in proportion (round(n_val x n / n_train), at "
+           "least 1; early stopping and the threshold on them); heads selected on the drawn proteins only. "
+           "`auprc`: mean over draws of the fold means; `_lo`/`_hi`: bootstrap over test proteins; `_sd`: over "
+           "draws.", "", to_markdown(efficiency, EFFICIENCY_COLUMNS)]
+    if am_rows is not None:
+        from .analysis.alphamissense import AM_COLUMNS
+
+        write_text(out / "alphamissense.csv", to_csv(am_rows, AM_COLUMNS))
+        md += ["## AlphaMissense pathogenicity of predicted and labelled sites", "",
+               "Mean AlphaMissense pathogenicity per residue (mean over the substitutions at that position); "
+               "sites against the other residues of the same proteins, one-sided Mann-Whitney U (sites higher), "
+               "effect size = common-language AUC (P(site > other) + ties/2). Predicted: "
+               + (f"each protein's top {rcfg.am_top_k} residues" if rcfg.am_top_k else
+                  "residues at or above the fold's decision threshold")
+               + " by the `selected` probe's out-of-fold test scores.", "", to_markdown(am_rows, AM_COLUMNS)]
+    md += ["![PR curves](pr_curves.png)", "", "![data efficiency](data_efficiency.png)", ""]
     write_text(out / "report.md", "\n".join(md))
-    summary = {"rows": rows, "data_efficiency": efficiency, "folds": [s.ids() for s in splits],
-               "selected_per_fold": selected_per_fold, "backbone": backbone.name,
+    summary = {"rows": rows, "comparisons": comparisons, "data_efficiency": efficiency, "alphamissense": am_rows,
+               "scheme": rcfg.scheme, "folds": [s.ids() for s in splits], "test_proteins_per_fold": n_test,
+               "selected_per_fold": [heads_label(c.heads) for c in choices], "backbone": backbone.name,
                "backbone_identity": backbone.identity, "meaningless": backbone.meaningless,
                "note": TINY_MEANINGLESS if backbone.meaningless else "",
                "seconds": round(time.perf_counter() - t0, 2), "config": cfg.as_dict()}
     write_json(out / "report.json", summary)
-    print(to_markdown([{c: r[c] for c in ("subset", "n_heads", "auprc", "auprc_sd", "auroc", "f1", "mcc")}
-                       for r in rows], ("subset", "n_heads", "auprc", "auprc_sd", "auroc", "f1", "mcc")))
+    cols = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auroc", "f1", "mcc")
+    print(to_markdown([{c: r[c] for c in cols} for r in rows], cols))
     print(f"report: {out / 'report.md'} ({summary['seconds']:.0f} s)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)

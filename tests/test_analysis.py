@@ -37,16 +37,15 @@ def test_closed_form_null_matches_monte_carlo():
     values = torch.as_tensor(rng.exponential(2.0, size=(3, L)) ** 2)  # skewed, like confident counts
     labels = np.zeros(L, dtype=int)
     labels[rng.choice(L, 9, replace=False)] = 1
-    mean, sd = closed_form_null(values, labels)
-    nonsite = np.flatnonzero(labels == 0)
-    draws = np.array([values[:, rng.choice(nonsite, 9, replace=False)].sum(-1).numpy() for _ in range(20000)])
+    mean, sd = closed_form_null(values, labels)  # permutation null: k residues drawn from ALL residues
+    draws = np.array([values[:, rng.choice(L, 9, replace=False)].sum(-1).numpy() for _ in range(20000)])
     assert np.allclose(mean.numpy(), draws.mean(0), rtol=0.02)
     assert np.allclose(sd.numpy(), draws.std(0), rtol=0.03)
-    # the vectorised sampler draws k distinct non-site residues and has the same moments
+    # the vectorised sampler draws k distinct residues (sites included) and has the same moments
     idx = random_site_sets(labels, 20000, torch.Generator().manual_seed(1))
     assert idx.shape == (20000, 9)
     assert all(len(set(row)) == 9 for row in idx[:200].tolist())
-    assert not labels[idx.numpy()].any()
+    assert labels[idx.numpy()].any() and (~labels.astype(bool))[idx.numpy()].any()
     sums = values[:, idx].sum(-1)  # [3, draws]
     assert torch.allclose(sums.mean(-1), mean, rtol=0.02)
     assert torch.allclose(sums.std(-1), sd, rtol=0.03)
@@ -59,15 +58,19 @@ def test_permutation_pvalue_matches_exact_enumeration():
     labels[[5, 10, 13]] = 1  # observed sum 2 + 3 + 4 = 9
     stats = ProteinStats(received=values[None].clone(), count=values[None].clone(), mass=values[None] * 0.5,
                          total=torch.tensor([[40.0]]))
-    nonsite = [v for v, y in zip(values[0].tolist(), labels) if not y]
-    combos = [sum(c) for c in itertools.combinations(nonsite, n_sites)]
-    exact = (1 + sum(c >= 9 for c in combos) * 20000 / len(combos)) / 20001
+    combos = [sum(c) for c in itertools.combinations(values[0].tolist(), n_sites)]  # all residues
+    exact = sum(c >= 9 for c in combos) / len(combos)
     assert 0.02 < exact < 0.5
-    s = score_heads([(stats, labels)], 1, 1, n_permutations=20000, seed=0)
-    assert s["p_alpha_pvalue_perm"].item() == pytest.approx(exact, abs=0.006)
-    assert s["p_alpha_pvalue"].item() == s["p_alpha_pvalue_perm"].item()  # not at the floor: unchanged
-    assert s["p_alpha"].item() == pytest.approx(9 / 40)
-    assert s["mass"].item() == pytest.approx(4.5 / 40)
+    mc = score_heads([(stats, labels)], 1, 1, n_permutations=20000, seed=0, min_confident=1, exact=False)
+    assert mc["p_alpha_pvalue"].item() == pytest.approx((1 + exact * 20000) / 20001, abs=0.006)
+    assert mc["p_alpha_pvalue_draws"].item() == 20000  # resolved: no escalation
+    s = score_heads([(stats, labels)], 1, 1, n_permutations=20, seed=0, min_confident=1)  # unresolved: exact
+    assert s["p_alpha_pvalue"].item() == pytest.approx(exact, rel=1e-9)  # exact dynamic programme
+    assert s.p_alpha.pvalue_draws.item() == 0
+    # specials excluded on both axes: the denominator is the confident pairs to residue keys (29), not
+    # the cached total (40, BOS/EOS keys included)
+    assert s["p_alpha"].item() == pytest.approx(9 / 29)
+    assert s["mass"].item() == pytest.approx(4.5 / 29)
 
 
 def _bh_direct(p: list[float]) -> list[float]:
@@ -117,7 +120,7 @@ def _reference(maps_per_protein, labels_per_protein, theta):
                 received_mass = [0.0] * L
                 p_hit = p_conf = 0.0
                 for i in range(1, L + 1):  # residue queries
-                    for j in range(0, L + 2):  # every real token as key
+                    for j in range(1, L + 1):  # residue keys: BOS (0) and EOS (L + 1) excluded
                         if a[i][j] > theta:
                             p_conf += 1
                             if 1 <= j <= L:
@@ -126,13 +129,10 @@ def _reference(maps_per_protein, labels_per_protein, theta):
                                 if y[j - 1]:
                                     p_hit += 1
                                     mass_hit += a[i][j]
-                k = sum(y)
-                nonsite_c = [c for c, s in zip(received_count, y) if not s]
-                nonsite_m = [m for m, s in zip(received_mass, y) if not s]
-                n = len(nonsite_c)
-                mean_c += k * statistics.fmean(nonsite_c)
-                var_c += k * statistics.pvariance(nonsite_c) * (n - k) / (n - 1)
-                mean_m += k * statistics.fmean(nonsite_m)
+                k = sum(y)  # null: k residues drawn from all L residues
+                mean_c += k * statistics.fmean(received_count)
+                var_c += k * statistics.pvariance(received_count) * (L - k) / (L - 1)
+                mean_m += k * statistics.fmean(received_mass)
                 hit += p_hit
                 conf += p_conf
                 if p_conf > 0:
@@ -153,11 +153,14 @@ def test_fast_scores_equal_plain_loop_over_full_maps(tiny, tmp_path):
     proteins = random_proteins(4, lo=18, hi=40, seed=11, site_rate=0.2)
     extraction = extract(proteins, tiny, theta=THETA, cache_dir=str(tmp_path), trainer_kwargs=CPU)
     items = [(stats, p.labels()) for p, stats in extraction]
-    fast = score_heads(items, tiny.n_layers, tiny.n_heads, n_permutations=300, seed=0)
+    fast = score_heads(items, tiny.n_layers, tiny.n_heads, n_permutations=300, seed=0, min_confident=1)
     ref = _reference([_full_maps(tiny, p.sequence) for p in proteins], [p.labels().tolist() for p in proteins], THETA)
     assert float(ref["confident"].min()) > 0  # the tiny model has confident attention in every head
     for key, expected in ref.items():
         assert torch.allclose(fast[key], expected, rtol=1e-4, atol=1e-5), key
+    # negative control: the cached total (BOS/EOS keys included) is a different, wrong denominator
+    items_total = torch.stack([s.total for s, _ in items]).sum(0).double()
+    assert not torch.allclose(items_total, ref["confident"])
     assert set(fast["n_proteins"].unique().tolist()) == {4.0}
     assert ((fast["p_alpha_qvalue"] >= fast["p_alpha_pvalue"] - 1e-12) & (fast["p_alpha_qvalue"] <= 1)).all()
 
@@ -221,7 +224,7 @@ def test_analysis_uses_only_the_given_proteins(tiny, tmp_path):
     proteins = random_proteins(6, lo=25, hi=50, seed=8)
     extraction = extract(proteins, tiny, theta=THETA, cache_dir=str(tmp_path), trainer_kwargs=CPU)
     train = proteins[:4]
-    cfg = HeadsConfig(strategy="top_k", top_k=2, n_permutations=200)
+    cfg = HeadsConfig(strategy="top_k", top_k=2, n_permutations=200, min_confident=1)
     a = analyse_heads(extraction, train, cfg, seed=0)
     assert a.protein_ids == [p.id for p in train] and a.theta == THETA
     assert a.backbone_identity == tiny.identity and len(a.ranking) == 8 and a.selected == a.ranking[:2]

@@ -111,3 +111,25 @@ def test_samples_without_positives_are_left_out_and_counted():
     ss = [np.array([0.1, 0.2, 0.3, 0.4])] * 2 + [np.array([0.1, 0.9, 0.2, 0.3])]
     ci = bootstrap_ci(ys, ss, n_boot=200)["auprc"]
     assert 0 < ci.n_valid < 200 and ci.estimate == 1.0
+
+
+def test_fold_bootstrap_one_fold_equals_plain_bootstrap_and_averages_folds():
+    from allo_lightning.probe.bootstrap import FoldBootstrap
+
+    ys, ss = proteins(12, seed=9)
+    y, s = np.concatenate(ys), np.concatenate(ss)
+    g = np.concatenate([np.full(len(a), i) for i, a in enumerate(ys)])
+    fb = FoldBootstrap([(y, g)], n_boot=200, seed=3)
+    assert fb.interval([[s]], "auprc") == bootstrap_ci(y, s, groups=g, n_boot=200, seed=3 * 1_000_003)["auprc"]
+    # two folds: the estimate is the mean of the folds' metrics, the interval contains it
+    half = int(g.searchsorted(6))
+    fb2 = FoldBootstrap([(y[:half], g[:half]), (y[half:], g[half:])], n_boot=200)
+    iv = fb2.interval([[s[:half], s[half:]]], "auroc")
+    expect = (roc_auc_score(y[:half], s[:half]) + roc_auc_score(y[half:], s[half:])) / 2
+    assert iv.estimate == pytest.approx(expect) and iv.lo <= iv.estimate <= iv.hi and iv.n_proteins == 12
+    # identical rows: zero difference; two random draws of one row average their metrics
+    d = fb2.difference([[s[:half], s[half:]]], [[s[:half].copy(), s[half:].copy()]])
+    assert d.estimate == d.lo == d.hi == 0
+    flipped = [-s[:half], -s[half:]]
+    two = fb2.interval([[s[:half], s[half:]], flipped], "auroc")
+    assert two.estimate == pytest.approx((expect + (1 - expect)) / 2)

@@ -6,6 +6,7 @@ on K is at most ~1.2x K's frequency), so "only that head" is the correct answer.
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -70,6 +71,24 @@ def _analyse(backbone, proteins, tmp_path, **cfg):
     return analyse_heads(extraction, proteins, HeadsConfig(n_permutations=1000, **cfg), seed=0)
 
 
+@pytest.mark.parametrize("null", ["permutation", "shift"])
+def test_planted_head_found_under_each_null(planted, tmp_path, null):
+    a = _analyse(planted, k_proteins(), tmp_path, strategy="significance", null=null)
+    assert a.ranking[0] == PLANTED and PLANTED in a.testable
+    assert a.get("qvalue")[PLANTED] < 0.05 and a.selected == [PLANTED] and a.fallback is None
+    assert a.provenance()["null"] == null
+
+
+def test_composition_null_discounts_a_residue_type_preference(planted, tmp_path):
+    """The planted head attends to lysine, and the sites are exactly the lysines: under the composition
+    null every random set IS the site set (same residue type), so the head still ranks first by p_alpha
+    but is (rightly) not significant: a head that merely likes a residue type is not "allosteric"."""
+    a = _analyse(planted, k_proteins(), tmp_path, strategy="significance", null="composition")
+    assert a.ranking[0] == PLANTED
+    assert a.get("pvalue")[PLANTED] == 1.0 and not a.get("qvalue")[PLANTED] < 0.05
+    assert a.fallback and "fell back" in a.fallback  # nothing significant: the top-k fallback, said so
+
+
 @pytest.mark.parametrize("score", ["p_alpha", "mass"])
 def test_analysis_ranks_the_planted_head_first(planted, tmp_path, score):
     a = _analyse(planted, k_proteins(), tmp_path, score=score, strategy="significance")
@@ -78,7 +97,13 @@ def test_analysis_ranks_the_planted_head_first(planted, tmp_path, score):
     assert a.fallback is None and PLANTED in a.selected
     # heads without the signal: at q < 0.05 with one true head, no false discovery is expected
     assert [h for h in a.selected if h != PLANTED] == []
-    assert a.get("n_significant")[PLANTED] >= 0.8 * len(a.protein_ids)
+    # per protein, p < p_max can only be reached where the null has more than 1 / p_max site sets: the
+    # sites are one of the C(L, k) equally likely sets (one K among 40 residues: p >= 1/40 > 0.01)
+    proteins = {p.id: p for p in k_proteins()}
+    reachable = [pid for pid in a.protein_ids
+                 if math.comb(proteins[pid].length, len(proteins[pid].sites)) > 1 / HeadsConfig().p_max]
+    assert len(reachable) >= 8
+    assert a.get("n_significant")[PLANTED] >= 0.8 * len(reachable)
 
 
 def test_without_the_plant_the_head_is_not_found(tiny, tmp_path):

@@ -1,33 +1,75 @@
-"""report command on the tiny backbone: one row per head subset under the same folds."""
+"""report command on the tiny backbone: one row per head subset under the same folds, with bootstrap
+intervals, paired comparisons, data efficiency with draws, and the AlphaMissense association."""
 
 from __future__ import annotations
 
 import csv
+
+import numpy as np
+import pytest
 
 from allo_lightning import report
 
 from .conftest import common, random_proteins, write_table
 
 
+def am_file(path, proteins):
+    rng = np.random.default_rng(0)
+    with open(path, "w") as fh:
+        fh.write("uniprot_id\tprotein_variant\tam_pathogenicity\tam_class\n")
+        for p in proteins:
+            fh.writelines(f"{p.id}\t{c}{i}A\t{rng.random():.3f}\tambiguous\n"
+                          for i, c in enumerate(p.sequence, start=1))
+    return path
+
+
 def test_report_rows_and_files(tmp_path, capsys):
-    table = write_table(tmp_path / "train.tsv", random_proteins(10, lo=30, hi=50, seed=4))
+    proteins = random_proteins(10, lo=30, hi=50, seed=4)
+    table = write_table(tmp_path / "train.tsv", proteins)
     out = tmp_path / "rep"
     summary = report.main(common(tmp_path, table) + [
         "--trainer.default_root_dir", str(out), "--report.folds", "2", "--report.max_epochs", "2",
-        "--report.train_sizes", "[1, 2]"])
+        "--report.train_sizes", "[1]", "--report.efficiency_draws", "2", "--report.ks", "[1, 3, 20]",
+        "--report.n_boot", "200",
+        "--report.alphamissense", str(am_file(tmp_path / "am.tsv", proteins[:6])), "--report.am_top_k", "3"])
     rows = list(csv.DictReader((out / "report.csv").open()))
-    assert list(rows[0])[:6] == ["subset", "n_heads", "auprc", "auprc_sd", "auroc", "auroc_sd"]
+    assert list(rows[0])[:6] == ["subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd"]
     names = [r["subset"] for r in rows]
-    # tiny: 8 heads, so k in 1, 3, 5, 8 (10, 20, 50 capped); random k < 8 only (random 8 = all)
-    assert names == ["selected", "top1", "top3", "top5", "top8", "random1", "random3", "random5", "all",
-                     "best_layer", "embedding", "identity"]
+    # tiny: 8 heads, so k in 1, 3, 8 (20 capped); random k < 8 only (random 8 = all)
+    assert names == ["selected", "top1", "top3", "top8", "random1", "random3", "all", "best_layer", "embedding",
+                     "selected+embedding", "identity"]
     by = {r["subset"]: r for r in rows}
-    assert by["random3"]["note"] == "5 random draws" and by["top3"]["n_heads"] == "3"
+    assert by["random3"]["note"].startswith("5 random draws") and by["top3"]["n_heads"] == "3"
     assert all(0 <= float(r["auprc"]) <= 1 and "f1" in r and "mcc" in r for r in rows)
+    for r in rows:
+        assert float(r["auprc_lo"]) <= float(r["auprc_hi"]) and float(r["auroc_lo"]) <= float(r["auroc_hi"])
+        assert r["test_proteins"] == "10"
+    comparison = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [c["subset"] for c in comparison] == names[1:]
+    assert all(float(c["delta_lo"]) <= float(c["delta_auprc"]) <= float(c["delta_hi"]) for c in comparison)
     eff = list(csv.DictReader((out / "data_efficiency.csv").open()))
-    assert {r["label"] for r in eff} >= {"1", "2", "all"}
+    assert {r["features"] for r in eff} == {"selected heads", "random heads", "embedding", "identity"}
+    assert {r["label"] for r in eff} == {"1", "all"}
+    assert all(r["draws"] == "2" and r["n_val"] == "1" for r in eff if r["label"] == "1")
+    am = list(csv.DictReader((out / "alphamissense.csv").open()))
+    pooled = {r["sites"]: r for r in am if r["protein"] == "pooled"}
+    assert set(pooled) == {"predicted", "labelled"} and pooled["predicted"]["n_sites"] == str(6 * 3)
     for name in ("report.md", "pr_curves.png", "data_efficiency.png"):
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text()
-    assert "| subset | n_heads | auprc |" in md and "NOTHING" in md
-    assert summary["meaningless"]
+    assert "| subset | n_heads | auprc |" in md and "NOTHING" in md and "test proteins per fold" in md
+    assert "paired bootstrap" in md and "AlphaMissense" in md
+    assert summary["meaningless"] and sum(summary["test_proteins_per_fold"]) == 10
+    assert "efficiency_draws=2; at least 5 are recommended" in capsys.readouterr().out
+
+
+def test_alphamissense_without_the_data_proteins_is_refused_before_any_work(tmp_path, capsys):
+    proteins = random_proteins(6, seed=1)
+    table = write_table(tmp_path / "t.tsv", proteins)
+    other = [p.__class__(id=f"X{p.id}", sequence=p.sequence, sites=p.sites) for p in proteins]
+    with pytest.raises(SystemExit) as info:
+        report.main(common(tmp_path, table) + ["--trainer.default_root_dir", str(tmp_path / "o"),
+                                               "--report.alphamissense", str(am_file(tmp_path / "am.tsv", other))])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "none of the 6 proteins of the data" in err and not (tmp_path / "o" / "report.csv").exists()

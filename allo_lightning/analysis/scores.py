@@ -1,58 +1,96 @@
-"""Head scores with a random baseline: closed-form null, vectorised permutation test, BH q-values.
+"""Head scores against a random-site null: Vig et al.'s p_alpha, calibrated p-values, BH q-values.
 
-Two statistics are scored for every head, from the per-residue column statistics of
-:mod:`allo_lightning.attention.stats` (``count``, ``mass``, ``total``), with S = the protein's sites:
+Inputs are the per-residue column statistics of :mod:`allo_lightning.attention.stats`: ``count``
+(confident residue queries received by residue key j) and ``mass`` (their attention), both with BOS,
+EOS and padding excluded on BOTH axes. S_p is protein p's set of sites. Two statistics are scored:
 
-- ``p_alpha`` (Vig et al. 2021): confident attention whose key is a site over all confident
-  attention, ``sum_j in S count_j / total``. Pooled over proteins as in their definition:
-  ``sum_p sum_j in S_p count_pj / sum_p total_p``;
-- ``mass`` (the original Allo-Allo scripts): confident attention *mass* sent to sites over the
-  head's confident count, ``sum_j in S mass_j / total`` (pooled the same way).
+- ``p_alpha`` (Vig et al. 2021, "BERTology meets biology"): the share of a head's confident
+  (query residue, key residue) pairs whose key is a site, pooled over proteins as in their definition:
+  ``sum_p sum_{j in S_p} count_pj / sum_p sum_j count_pj``. Special tokens are excluded on both
+  axes (the denominator is ``count.sum(-1)``, not the cached ``total``, which includes BOS/EOS keys);
+- ``mass``: the confident attention mass sent to sites per confident residue pair,
+  ``sum_p sum_{j in S_p} mass_pj / sum_p sum_j count_pj`` (same denominator, so both statistics are
+  "per confident residue pair"; the seed scripts divided by a count that included BOS/EOS).
 
-Random baseline: for each protein, site sets of the same size k drawn without replacement from the
-n NON-site residues of that protein. The sum over such a set has mean ``k*mu`` and variance
-``k*sigma^2*(n-k)/(n-1)`` (mu, sigma^2: mean and population variance over the non-site residues), so
-the null mean / sd of every score is closed form; pooled over proteins the draws are independent,
-so means and variances add. The permutation test draws ``n_permutations`` random site sets per
-protein once (shared by all heads: one ``embedding_bag`` sum gives every head's null sums) and
-compares the observed numerator with the drawn ones.
+Neither denominator depends on the labels, so a test of the numerator is a test of the score.
 
-Keys of the dict returned by :func:`score_heads` (every value a float64 tensor [n_layers, n_heads];
-``{s}`` is ``p_alpha`` or ``mass``):
+Testable heads: Vig et al. do not interpret heads with fewer than 100 confident pairs. Heads whose
+pooled ``confident`` count is below ``min_confident`` are *not testable*: their scores are reported,
+their p- and q-values are NaN (not tested, and not counted in the BH correction), and they are never
+ranked above a testable head nor selected.
+
+Nulls (``null``): random site sets, drawn per protein and pooled exactly as the observed score:
+
+- ``permutation`` (default): the same number of sites drawn uniformly from ALL residues of the
+  protein (the observed set is one of the possible draws, so no p-value can be 0);
+- ``composition``: each site replaced by a random residue of the same amino-acid type (per type, as
+  many residues as the protein has sites of that type, drawn from all its residues of that type):
+  the random set has exactly the sites' composition;
+- ``shift``: the site pattern circularly shifted along the sequence by a uniform shift in 0..L-1
+  (keeps the contiguity of the sites). For one protein the L shifts are enumerated exactly; pooled
+  over several proteins, draws take an independent uniform shift per protein (the exact null is
+  uniform over the product of the shifts; sampling it gives a valid Monte-Carlo p-value).
+
+p-values (one-sided: more attention on the sites than random), never anti-conservative, never 0:
+
+1. ``n_permutations`` (B) random site sets per protein are drawn once and shared by all heads (one
+   ``embedding_bag`` gives every head's null sums); ``p = (1 + b) / (1 + B)``, b = draws >= observed.
+2. Heads at the floor (b = 0) whose floor 1/(B+1) is above what Benjamini-Hochberg can ever need
+   (q_max / m, m = testable heads: a p below it is selected whatever the others) get more draws, for
+   those heads only (vectorised over them), until the floor is below q_max / m or B reaches
+   ``max_permutations``; all draws are pooled (stopping as soon as b > 0 keeps p valid).
+3. Where an exact computation is cheap, it replaces the Monte-Carlo p of the heads with b < 10:
+   ``p_alpha`` under the ``permutation`` null (integer counts: a dynamic programme over the distinct
+   count values of each protein, :func:`exact_permutation_pvalue`, within a cost budget), and
+   ``shift`` with one protein (the L shifts, always).
+   ``{s}_pvalue_draws`` says which (0 = exact); ``{s}_pvalue_at_floor`` is true when no draw reached
+   the observed value: then p is the floor 1/(B+1), an upper bound, reported as such.
+
+Mean, sd, impact and SNR are descriptive (closed form: a sum over k residues drawn without
+replacement from n has mean ``k*mu`` and variance ``k*sigma^2*(n-k)/(n-1)``, summed over amino-acid
+types for ``composition``, from the L shifts for ``shift``; proteins are independent, so means and
+variances add). The SNR is NaN when the null sd is 0. No p-value comes from a normal tail.
+
+Orthosteric contrast: when ``orthosteric`` labels are given for some proteins, the same test is run
+with the orthosteric residues as "sites" on those proteins; ``{s}_specificity`` is
+``log2(allosteric impact / orthosteric impact)`` (impact = observed / null mean): > 0 means more
+enriched on the allosteric sites than on the orthosteric pocket.
+
+:func:`score_heads` returns a :class:`HeadScores`; ``HeadScores.columns()`` are the heads.csv
+columns (every one a float64 or bool tensor [n_layers, n_heads]; ``{s}`` is ``p_alpha`` or ``mass``):
 
 ============================  =========================================================================
-``{s}``                       pooled observed score
-``{s}_null_mean``             pooled random-baseline mean (closed form)
-``{s}_null_sd``               pooled random-baseline standard deviation (closed form)
-``{s}_impact``                ``{s} / {s}_null_mean`` (inf when only the baseline is 0, NaN when both are)
-``{s}_snr``                   ``({s} - {s}_null_mean) / {s}_null_sd``; when the null sd is 0 (e.g. no
-                              non-site residue receives confident attention) +-inf if the observed
-                              value differs from the null mean (then the p-value is 0: no random set
-                              can reach it), else 0
-``{s}_pvalue_perm``           one-sided permutation p-value ``(1 + #{draw >= observed}) / (B + 1)``
-``{s}_pvalue``                the p-value used for decisions: the permutation p-value, except that
-                              when the observed value beats every one of the B draws (the permutation
-                              p-value is at its floor 1/(B+1)) the Gaussian tail of the closed-form
-                              null, ``min(1/(B+1), 1 - Phi(snr))``, resolves it further. Without this,
-                              BH over many heads could never reach q < 0.05 (648 heads, B = 2000:
-                              the smallest possible q would be 648/2001 = 0.32)
-``{s}_qvalue``                Benjamini-Hochberg q-value of ``{s}_pvalue`` across all heads
-``{s}_protein_mean``          mean over proteins of the per-protein score (proteins where the head has
-                              no confident attention are left out)
-``{s}_protein_sd``            standard deviation (ddof=1) of the per-protein score
-``{s}_protein_snr``           mean over proteins of the per-protein SNR against that protein's null
-                              (proteins with a non-finite SNR, i.e. a degenerate null, are left out
-                              unless all are)
-``{s}_n_significant``         number of proteins where the head is significant by itself
-                              (per-protein p-value < ``p_max`` and per-protein SNR > ``snr_min``)
-``confident``                 pooled confident (query, key) pairs, sum_p total_p
+``confident``                 pooled confident (residue query, residue key) pairs, sum_p sum_j count_pj
+``testable``                  confident >= min_confident
 ``n_proteins``                proteins that entered the scores (see :func:`usable`)
+``{s}``                       pooled observed score
+``{s}_null_mean``             pooled null mean of the score (closed form)
+``{s}_null_sd``               pooled null standard deviation of the score (closed form)
+``{s}_impact``                observed / null mean (inf when only the null mean is 0, NaN when both are)
+``{s}_snr``                   (observed - null mean) / null sd; NaN when the null sd is 0
+``{s}_pvalue``                one-sided p-value (see above); NaN for heads that are not testable
+``{s}_pvalue_draws``          random draws behind the p-value; 0 = computed exactly
+``{s}_pvalue_at_floor``       no draw reached the observed value: p is the floor 1/(draws+1)
+``{s}_qvalue``                Benjamini-Hochberg q-value of ``{s}_pvalue`` over the testable heads
+``{s}_protein_mean``          mean over proteins of the per-protein score (proteins where the head has
+                              no confident residue pair are left out)
+``{s}_protein_sd``            standard deviation (ddof=1) of the per-protein score
+``{s}_protein_snr``           mean over proteins of the per-protein SNR (NaN ones left out)
+``{s}_n_significant``         proteins where the head is significant on its own: per-protein p-value
+                              (from the B shared draws, or exact for ``shift``) < ``p_max`` and
+                              per-protein SNR > ``snr_min``
+``{s}_orthosteric``           (with orthosteric data) the same score with the orthosteric residues as
+                              sites, pooled over the proteins that have them
+``{s}_orthosteric_pvalue``    its p-value (same null and procedure)
+``{s}_specificity``           log2(impact on the sites / impact on the orthosteric residues)
 ============================  =========================================================================
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -60,10 +98,106 @@ import torch
 from ..attention.stats import ProteinStats
 
 STATISTICS = ("p_alpha", "mass")
-_SUFFIXES = ("", "_null_mean", "_null_sd", "_impact", "_snr", "_pvalue_perm", "_pvalue", "_qvalue",
-             "_protein_mean", "_protein_sd", "_protein_snr", "_n_significant")
-SCORE_KEYS = tuple(f"{s}{suf}" for s in STATISTICS for suf in _SUFFIXES) + ("confident", "n_proteins")
+NULLS = ("permutation", "composition", "shift")
+RESOLVED = 10  # exceedances that make a Monte-Carlo p "resolved" (relative error about 30 %)
+CHUNK = 20000  # draws generated at once while escalating
+EXACT_BUDGET = 1e7  # cost (see exact_permutation_cost) of one exact p-value (about 10 ms); 5x that in all
 
+_STAT_SUFFIXES = ("", "_null_mean", "_null_sd", "_impact", "_snr", "_pvalue", "_pvalue_draws",
+                  "_pvalue_at_floor", "_qvalue", "_protein_mean", "_protein_sd", "_protein_snr",
+                  "_n_significant")
+_ORTHO_SUFFIXES = ("_orthosteric", "_orthosteric_pvalue", "_specificity")
+
+
+# -- typed result -------------------------------------------------------------------------------------
+
+@dataclass
+class StatisticScores:
+    """Every column of one statistic (``p_alpha`` or ``mass``); tensors [n_layers, n_heads]."""
+
+    name: str
+    value: torch.Tensor
+    null_mean: torch.Tensor
+    null_sd: torch.Tensor
+    impact: torch.Tensor
+    snr: torch.Tensor
+    pvalue: torch.Tensor
+    pvalue_draws: torch.Tensor
+    pvalue_at_floor: torch.Tensor
+    qvalue: torch.Tensor
+    protein_mean: torch.Tensor
+    protein_sd: torch.Tensor
+    protein_snr: torch.Tensor
+    n_significant: torch.Tensor
+    orthosteric: torch.Tensor | None = None
+    orthosteric_pvalue: torch.Tensor | None = None
+    specificity: torch.Tensor | None = None
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """``{name}{suffix}`` -> tensor, in heads.csv order (orthosteric columns only when present)."""
+        out = {}
+        for f in fields(self)[1:]:
+            v = getattr(self, f.name)
+            if v is not None:
+                out[self.name + ("" if f.name == "value" else f"_{f.name}")] = v
+        return out
+
+
+@dataclass
+class HeadScores:
+    """Scores of every head (see the module docstring for the meaning of each column).
+
+    ``scores.p_alpha.qvalue`` (typed) and ``scores["p_alpha_qvalue"]`` (by heads.csv column name) are
+    the same tensor."""
+
+    p_alpha: StatisticScores
+    mass: StatisticScores
+    confident: torch.Tensor  # [n_layers, n_heads] pooled confident residue pairs
+    testable: torch.Tensor  # [n_layers, n_heads] bool: confident >= min_confident
+    n_proteins: int
+    null: str
+    min_confident: int
+    n_permutations: int
+    n_orthosteric_proteins: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.confident.shape[0]), int(self.confident.shape[1])
+
+    def stat(self, name: str) -> StatisticScores:
+        if name not in STATISTICS:
+            raise KeyError(f"unknown statistic {name!r}; one of {STATISTICS}")
+        return getattr(self, name)
+
+    def testable_heads(self) -> list[tuple[int, int]]:
+        """0-based (layer, head) pairs of the testable heads, in (layer, head) order."""
+        return [(int(ly), int(h)) for ly, h in torch.nonzero(self.testable).tolist()]
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """The heads.csv columns after layer/head/rank/selected, in order."""
+        out = {"confident": self.confident, "testable": self.testable,
+               "n_proteins": torch.full(self.shape, float(self.n_proteins), dtype=torch.float64)}
+        for s in STATISTICS:
+            out.update(self.stat(s).columns())
+        return out
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self.columns()[name]
+        except KeyError:
+            raise KeyError(f"no score column {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns()
+
+    def keys(self):
+        return self.columns().keys()
+
+    def __iter__(self):
+        return iter(self.columns())
+
+
+# -- labels, nulls ----------------------------------------------------------------------------------
 
 def as_labels(labels, length: int | None = None) -> torch.Tensor:
     """0/1 labels (numpy, torch, list) as a bool tensor, checked against ``length``."""
@@ -74,48 +208,195 @@ def as_labels(labels, length: int | None = None) -> torch.Tensor:
 
 
 def usable(labels) -> bool:
-    """A protein enters the scores when it has k >= 1 sites and at least k non-site residues (the
-    random baseline draws k residues from the non-sites without replacement)."""
+    """A protein enters the scores when it has k >= 1 sites and at least k non-site residues."""
     y = as_labels(labels)
     k = int(y.sum())
     return k >= 1 and y.numel() - k >= k
 
 
-def closed_form_null(values: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and sd of the sum of ``values[..., j]`` over k random non-site residues (k = number of
-    sites), drawn without replacement. ``values``: [..., L]; returns two tensors [...] (float64)."""
-    y = as_labels(labels, values.shape[-1])
-    k, n = int(y.sum()), int((~y).sum())
-    v = values[..., ~y].double()
-    var, mu = torch.var_mean(v, -1, unbiased=False)
-    fpc = (n - k) / (n - 1) if n > 1 else 0.0
-    return k * mu, (k * var * fpc).clamp_min(0).sqrt()
-
-
-def random_site_sets(labels, n_draws: int, generator: torch.Generator) -> torch.Tensor:
-    """[n_draws, k] residue indices (0-based, into the full protein): each row k distinct non-site
-    residues chosen uniformly at random (k = number of sites)."""
-    y = as_labels(labels)
-    nonsite = torch.nonzero(~y).reshape(-1)
-    k, n = int(y.sum()), nonsite.numel()
-    if k > 64:  # many sites: top-k of random keys
+def _floyd(n: int, k: int, n_draws: int, generator: torch.Generator) -> torch.Tensor:
+    """[n_draws, k] indices into range(n), each row k distinct ones uniformly at random."""
+    if k == 0:
+        return torch.empty(n_draws, 0, dtype=torch.long)
+    if k > 64:  # many: top-k of random keys
         keys = torch.rand(n_draws, n, generator=generator)
-        return nonsite[keys.topk(k, dim=1, sorted=False).indices]
-    # Floyd's algorithm, vectorised over draws: k steps, each uniform on [0, j], replaced by j if taken
+        return keys.topk(k, dim=1, sorted=False).indices
+    if k * (k - 1) < n:  # few: k draws with replacement, rows with a repeat drawn again (>= 60 % kept)
+        out = torch.randint(0, n, (n_draws, k), generator=generator)
+        redo = torch.arange(n_draws)
+        while redo.numel():
+            srt = out[redo].sort(1).values
+            bad = (srt[:, 1:] == srt[:, :-1]).any(1)
+            redo = redo[bad]
+            if redo.numel():
+                out[redo] = torch.randint(0, n, (redo.numel(), k), generator=generator)
+        return out
     chosen = torch.empty(n_draws, k, dtype=torch.long)
-    for step, j in enumerate(range(n - k, n)):
+    for step, j in enumerate(range(n - k, n)):  # Floyd's algorithm, vectorised over draws
         t = torch.randint(0, j + 1, (n_draws,), generator=generator)
         taken = (chosen[:, :step] == t[:, None]).any(1)
         chosen[:, step] = torch.where(taken, torch.full_like(t, j), t)
-    return nonsite[chosen]
+    return chosen
 
 
-def random_subset_sums(values: torch.Tensor, labels, n_draws: int, generator: torch.Generator) -> torch.Tensor:
-    """Sums of ``values`` [C, L] over ``n_draws`` random same-size non-site sets: [n_draws, C].
-    One ``embedding_bag`` call (a gather-and-sum, no [n_draws, L] one-hot matrix)."""
-    idx = random_site_sets(labels, n_draws, generator)
-    return torch.nn.functional.embedding_bag(idx, values.float().t().contiguous(), mode="sum")
+class ProteinNull:
+    """The null of one protein: how random "site" sets of the same make-up are drawn.
 
+    ``labels``: bool [L]; ``sequence``: needed by ``composition``."""
+
+    def __init__(self, null: str, labels, sequence: str | None = None) -> None:
+        if null not in NULLS:
+            raise ValueError(f"unknown null {null!r}; one of {NULLS}")
+        self.null = null
+        self.y = as_labels(labels)
+        self.L = self.y.numel()
+        self.k = int(self.y.sum())
+        self.sites = torch.nonzero(self.y).reshape(-1)
+        if null == "permutation":
+            self.groups = [(torch.arange(self.L), self.k)]
+        elif null == "composition":
+            if sequence is None or len(sequence) != self.L:
+                raise ValueError("the composition null needs each protein's sequence (same length as its labels)")
+            letters = np.frombuffer(sequence.encode("ascii", "replace"), dtype=np.uint8)
+            self.groups = []
+            for a in np.unique(letters[self.y.numpy()]):
+                members = torch.as_tensor(np.flatnonzero(letters == a))
+                self.groups.append((members, int(self.y[members].sum())))
+        else:
+            self.groups = []
+
+    def draw(self, n_draws: int, generator: torch.Generator) -> torch.Tensor:
+        """[n_draws, k] residue indices (0-based) of random site sets."""
+        if self.null == "shift":
+            s = torch.randint(0, self.L, (n_draws, 1), generator=generator)
+            return (self.sites[None, :] + s) % self.L
+        parts = [members[_floyd(members.numel(), k, n_draws, generator)] for members, k in self.groups]
+        return torch.cat(parts, 1)
+
+    def shift_sums(self, values: torch.Tensor) -> torch.Tensor:
+        """[L, C]: the sums of ``values`` [C, L] over every circular shift of the sites (row 0 = observed)."""
+        idx = (self.sites[None, :] + torch.arange(self.L)[:, None]) % self.L
+        return torch.nn.functional.embedding_bag(idx, values.float().t().contiguous(), mode="sum").double()
+
+    def sample_sums(self, values: torch.Tensor, n_draws: int, generator: torch.Generator) -> torch.Tensor:
+        """[n_draws, C]: sums of ``values`` [C, L] over ``n_draws`` random site sets (one gather-and-sum)."""
+        idx = self.draw(n_draws, generator)
+        return torch.nn.functional.embedding_bag(idx, values.float().t().contiguous(), mode="sum")
+
+    def moments(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Null mean and variance [C] of the sum of ``values`` [C, L] over a random site set (float64)."""
+        v = values.double()
+        if self.null == "shift":
+            sums = self.shift_sums(values)
+            var, mean = torch.var_mean(sums, 0, unbiased=False)
+            return mean, var
+        mean = torch.zeros(v.shape[0], dtype=torch.float64)
+        var = torch.zeros_like(mean)
+        for members, k in self.groups:
+            n = members.numel()
+            var_a, mu_a = torch.var_mean(v[:, members], -1, unbiased=False)
+            mean += k * mu_a
+            if n > 1:
+                var += k * var_a * (n - k) / (n - 1)
+        return mean, var
+
+
+def closed_form_null(values: torch.Tensor, labels, null: str = "permutation",
+                     sequence: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Null mean and sd of the sum of ``values[..., j]`` over a random site set (``null``, see the
+    module docstring). ``values``: [..., L]; returns two float64 tensors [...]."""
+    shape = values.shape[:-1]
+    mean, var = ProteinNull(null, labels, sequence).moments(values.reshape(-1, values.shape[-1]))
+    return mean.reshape(shape), var.clamp_min(0).sqrt().reshape(shape)
+
+
+def random_site_sets(labels, n_draws: int, generator: torch.Generator, null: str = "permutation",
+                     sequence: str | None = None) -> torch.Tensor:
+    """[n_draws, k] residue indices (0-based): random site sets of the same size as the sites."""
+    return ProteinNull(null, labels, sequence).draw(n_draws, generator)
+
+
+def random_subset_sums(values: torch.Tensor, labels, n_draws: int, generator: torch.Generator,
+                       null: str = "permutation", sequence: str | None = None) -> torch.Tensor:
+    """Sums of ``values`` [C, L] over ``n_draws`` random site sets: [n_draws, C]."""
+    return ProteinNull(null, labels, sequence).sample_sums(values, n_draws, generator)
+
+
+# -- exact p-values -------------------------------------------------------------------------------
+
+def _log_factorials(n: int) -> np.ndarray:
+    """log(i!) for i = 0..n."""
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+
+def _log_comb(lf: np.ndarray, n, k) -> np.ndarray:
+    """log C(n, k) from the table ``lf`` of log-factorials; -inf where k < 0 or k > n."""
+    n, k = np.broadcast_arrays(np.asarray(n), np.asarray(k))
+    ok = (k >= 0) & (k <= n)
+    kk, nk = np.where(ok, k, 0), np.where(ok, n - k, 0)
+    return np.where(ok, lf[np.where(ok, n, 0)] - lf[kk] - lf[nk], -np.inf)
+
+
+def exact_permutation_cost(values: Sequence[np.ndarray], ks: Sequence[int], observed: float) -> float:
+    """Rough cost of :func:`exact_permutation_pvalue` in array elements touched, each Python-level
+    step counted as 5000 elements (to decide whether it is cheap)."""
+    T = max(0, math.ceil(observed - 1e-9))
+    cost = 0.0
+    for v, k in zip(values, ks):
+        groups = np.unique(np.minimum(np.asarray(v), T), return_counts=True)[1]
+        steps = float(np.minimum(groups, k).sum() + len(groups))
+        cost += steps * ((k + 1) * (T + 1) + 5000)
+    return cost
+
+
+def exact_permutation_pvalue(values: Sequence[np.ndarray], ks: Sequence[int], observed: float) -> float:
+    """Exact P(T >= observed) for T = sum over proteins p of the sum of ``values[p]`` (non-negative
+    integers, one per residue) over ``ks[p]`` residues drawn uniformly without replacement from ALL
+    residues of protein p, independently across proteins.
+
+    A dynamic programme over the distinct values of each protein: state (residues chosen so far,
+    running sum capped at ``observed``); a group of n residues of equal value v contributes m of them
+    with the hypergeometric probability of m given how many are still to choose. Probabilities, not
+    counts, so nothing overflows."""
+    T = math.ceil(observed - 1e-9)
+    if T <= 0:
+        return 1.0
+    Q = np.zeros(T + 1)
+    Q[0] = 1.0
+    for v, k in zip(values, ks):
+        v = np.asarray(v, dtype=np.float64)
+        if np.any(v < 0) or np.any(v != np.round(v)):
+            raise ValueError("exact_permutation_pvalue needs non-negative integer values")
+        vals, mult = np.unique(np.minimum(v.astype(np.int64), T), return_counts=True)
+        lf = _log_factorials(len(v))
+        P = np.zeros((k + 1, T + 1))
+        P[0] = Q
+        remaining = len(v)
+        need = k - np.arange(k + 1)  # still to choose, per state c (chosen so far)
+        for val, n in zip(vals.tolist(), mult.tolist()):
+            # W[c, m] = P(m of the n residues of this group | need[c] chosen from the remaining ones)
+            m_all = np.arange(min(n, k) + 1)
+            den = _log_comb(lf, remaining, need)  # [k + 1]
+            logw = (_log_comb(lf, n, m_all)[None, :] + _log_comb(lf, remaining - n, need[:, None] - m_all[None, :])
+                    - np.where(np.isfinite(den), den, 0.0)[:, None])
+            W = np.where(np.isfinite(den)[:, None], np.exp(logw), 0.0)
+            new = np.zeros_like(P)
+            for m in m_all.tolist():
+                w = W[: k + 1 - m, m]  # states c that can take m more
+                if not w.any():
+                    continue
+                src = P[: k + 1 - m] * w[:, None]
+                shift = min(m * val, T)
+                new[m:, shift:] += src[:, : T + 1 - shift]
+                if shift:
+                    new[m:, T] += src[:, T + 1 - shift :].sum(1)
+            P = new
+            remaining -= n
+        Q = P[k]
+    return float(min(1.0, max(0.0, Q[T])))
+
+
+# -- BH and small helpers ---------------------------------------------------------------------------
 
 def bh_qvalues(p: torch.Tensor) -> torch.Tensor:
     """Benjamini-Hochberg q-values (step-up, monotone, capped at 1) of all entries of ``p``; NaN
@@ -135,10 +416,6 @@ def bh_qvalues(p: torch.Tensor) -> torch.Tensor:
     return q.reshape(p.shape)
 
 
-def _normal_sf(z: torch.Tensor) -> torch.Tensor:
-    return torch.special.ndtr(-z)
-
-
 def _safe_div(a: torch.Tensor, b: torch.Tensor, fill: float = float("nan")) -> torch.Tensor:
     return torch.where(b > 0, a / torch.where(b > 0, b, torch.ones_like(b)), torch.full_like(a, fill))
 
@@ -151,13 +428,131 @@ def _ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _snr(obs: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
-    """(obs - mean) / sd; where the null is degenerate (sd == 0): +-inf if obs differs from the
-    mean (no random set can reach it), 0 if it equals it."""
-    diff = obs - mean
-    tol = 1e-9 * (obs.abs() + mean.abs() + 1.0)
-    degenerate = torch.where(diff.abs() <= tol, torch.zeros_like(diff), torch.sign(diff) * float("inf"))
-    return torch.where(sd > 0, diff / torch.where(sd > 0, sd, torch.ones_like(sd)), degenerate)
+    """(obs - mean) / sd; NaN where the null sd is 0 (undefined)."""
+    return _safe_div(obs - mean, sd)
 
+
+def _tol(obs: torch.Tensor) -> torch.Tensor:
+    """Ties: draws within this of the observed sum count as reaching it (float32 sums; conservative)."""
+    return 1e-5 * (obs.abs() + 1.0)
+
+
+# -- the pooled test ----------------------------------------------------------------------------------
+
+@dataclass
+class _Test:
+    obs: torch.Tensor  # [S] pooled observed numerator
+    null_mean: torch.Tensor
+    null_var: torch.Tensor
+    pvalue: torch.Tensor
+    draws: torch.Tensor  # [S] draws behind each p (0 = exact)
+    at_floor: torch.Tensor  # [S] bool
+    per_obs: list  # per protein [S]
+    per_snr: list
+    per_p: list
+
+
+def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, gen: torch.Generator,
+                 tested: torch.Tensor, floor_target: torch.Tensor, max_B: int, exact_rows: torch.Tensor | None,
+                 ) -> _Test:
+    """One-sided test of sum_p sum_{j in S_p} values_p[:, j] (rows S) against ``nulls``.
+
+    ``tested``: rows that get a p-value (others NaN); ``floor_target``: per row, the p below which
+    more precision is useless; ``exact_rows``: rows with integer values where the exact permutation
+    p-value may be used."""
+    S = values[0].shape[0]
+    obs = torch.zeros(S, dtype=torch.float64)
+    mean = torch.zeros(S, dtype=torch.float64)
+    var = torch.zeros(S, dtype=torch.float64)
+    single_shift = len(nulls) == 1 and nulls[0].null == "shift"
+    pooled = None if single_shift else torch.zeros(B, S, dtype=torch.float32)
+    per_obs, per_snr, per_p = [], [], []
+    for v, nl in zip(values, nulls):
+        o = v[:, nl.y].double().sum(-1)
+        if nl.null == "shift":
+            sums = nl.shift_sums(v)
+            s2, m = torch.var_mean(sums, 0, unbiased=False)
+        else:
+            m, s2 = nl.moments(v)
+        obs += o
+        mean += m
+        var += s2
+        if nl.null == "shift":  # exact per protein: the L shifts
+            p_one = ((sums >= (o - _tol(o))[None]).sum(0).double()) / nl.L
+            if pooled is not None:
+                pooled += sums[torch.randint(0, nl.L, (B,), generator=gen)].float()
+        else:
+            d = nl.sample_sums(v, B, gen)
+            p_one = (1.0 + (d >= (o - _tol(o)).float()).sum(0).double()) / (B + 1.0)
+            pooled += d
+        per_obs.append(o)
+        per_snr.append(_snr(o, m, s2.clamp_min(0).sqrt()))
+        per_p.append(p_one)
+
+    nan = torch.full((S,), float("nan"), dtype=torch.float64)
+    if single_shift:  # exact: the observed shift is one of the L
+        p = per_p[0].clone()
+        draws = torch.zeros(S, dtype=torch.float64)
+        at_floor = torch.zeros(S, dtype=torch.bool)
+        return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor, per_obs, per_snr, per_p)
+
+    b = (pooled >= (obs - _tol(obs)).float()).sum(0).double()
+    draws = torch.full((S,), float(B), dtype=torch.float64)
+    exact = torch.zeros(S, dtype=torch.bool)
+    p_exact = torch.zeros(S, dtype=torch.float64)
+
+    def at_the_floor() -> torch.Tensor:  # no draw reached it, and the floor is above what BH can need
+        return tested & ~exact & (b == 0) & (1 / (draws + 1) > floor_target) & (draws < max_B)
+
+    # exact where cheap (integer values, permutation null), for the heads that need precision
+    if exact_rows is not None and nulls[0].null == "permutation":
+        rows = torch.nonzero(tested & (b < RESOLVED) & exact_rows).reshape(-1).tolist()
+        if rows:
+            vals_np = [v.numpy() for v in values]
+            ks = [nl.k for nl in nulls]
+            budget = EXACT_BUDGET * 5
+            for r in rows:
+                col = [vv[r] for vv in vals_np]
+                cost = exact_permutation_cost(col, ks, float(obs[r]))
+                if cost > EXACT_BUDGET or cost > budget:
+                    continue
+                budget -= cost
+                p_exact[r] = exact_permutation_pvalue(col, ks, float(obs[r]))
+                exact[r] = True
+
+    # adaptive escalation of the Monte-Carlo p for the heads at the floor: enough draws for a floor
+    # below q_max / m (then BH can select the head whatever the other p-values), at most max_B
+    cur = B
+    while True:
+        need = at_the_floor()
+        if not bool(need.any()):
+            break
+        rows = torch.nonzero(need).reshape(-1)
+        needed = math.ceil(1.0 / float(floor_target[rows].min())) - 1
+        target = min(max_B, max(cur * 2, needed))
+        sub = [v[rows] for v in values]
+        o_sub = (obs[rows] - _tol(obs[rows])).float()
+        done = cur
+        while done < target:
+            n = min(CHUNK, target - done)
+            acc = torch.zeros(n, rows.numel(), dtype=torch.float32)
+            for v, nl in zip(sub, nulls):
+                if nl.null == "shift":
+                    acc += nl.shift_sums(v)[torch.randint(0, nl.L, (n,), generator=gen)].float()
+                else:
+                    acc += nl.sample_sums(v, n, gen)
+            b[rows] += (acc >= o_sub).sum(0).double()
+            done += n
+        draws[rows] = float(target)
+        cur = target
+
+    p = torch.where(exact, p_exact, (b + 1) / (draws + 1))
+    draws = torch.where(exact, torch.zeros_like(draws), draws)
+    at_floor = ~exact & (b == 0)
+    return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor & tested, per_obs, per_snr, per_p)
+
+
+# -- score_heads --------------------------------------------------------------------------------------
 
 def score_heads(
     items: Sequence[tuple[ProteinStats, object]],
@@ -167,94 +562,103 @@ def score_heads(
     seed: int = 0,
     p_max: float = 0.01,
     snr_min: float = 2.0,
-) -> dict[str, torch.Tensor]:
+    *,
+    null: str = "permutation",
+    min_confident: int = 100,
+    max_permutations: int = 1_000_000,
+    q_max: float = 0.05,
+    sequences: Sequence[str | None] | None = None,
+    orthosteric: Sequence[object | None] | None = None,
+    exact: bool = True,
+) -> HeadScores:
     """Score every head of a model over proteins given as ``(ProteinStats, labels)`` pairs (labels:
-    0/1 of length L). Returns the dict documented in this module's docstring. Proteins that are not
-    :func:`usable` (no sites, or more sites than non-sites) are skipped. Seeded: the same inputs and
-    seed give the same p-values."""
-    HD = n_layers * n_heads
-    S = 2 * HD  # rows 0..HD-1: count (p_alpha), HD..2HD-1: mass
+    0/1 of length L). ``sequences`` (parallel to ``items``) is needed by ``null="composition"``;
+    ``orthosteric`` (parallel, 0/1 labels or None) adds the orthosteric contrast. Proteins that are
+    not :func:`usable` are skipped. ``exact=False`` turns the exact permutation p-value off (tests).
+    Seeded: the same inputs and seed give the same result. See the module docstring."""
+    if null not in NULLS:
+        raise ValueError(f"null must be one of {NULLS} (got {null!r})")
     B = int(n_permutations)
     if B < 1:
         raise ValueError("n_permutations must be at least 1")
+    HD = n_layers * n_heads
+    S = 2 * HD  # rows 0..HD-1: count (p_alpha), HD..2HD-1: mass
     gen = torch.Generator().manual_seed(int(seed))
-    obs = torch.zeros(S, dtype=torch.float64)
-    null_mean = torch.zeros(S, dtype=torch.float64)
-    null_var = torch.zeros(S, dtype=torch.float64)
-    confident = torch.zeros(HD, dtype=torch.float64)
-    draws_sum = torch.zeros(B, S, dtype=torch.float32)
-    per_score, per_snr, per_sig = [], [], []
-    for stats, labels in items:
+    items = list(items)
+    seqs = list(sequences) if sequences is not None else [None] * len(items)
+    orth = list(orthosteric) if orthosteric is not None else [None] * len(items)
+    values, nulls, denoms, ortho_idx = [], [], [], []
+    for (stats, labels), seq, o in zip(items, seqs, orth):
         Ly, H = stats.shape
         if (Ly, H) != (n_layers, n_heads):
             raise ValueError(f"statistics have {Ly} layers x {H} heads, expected {n_layers} x {n_heads}")
         y = as_labels(labels, stats.length)
         if not usable(y):
             continue
-        values = torch.cat([stats.count.reshape(HD, -1), stats.mass.reshape(HD, -1)]).float()  # [S, L]
-        total = stats.total.reshape(HD).double().repeat(2)  # [S]
-        o = values[:, y].double().sum(-1)
-        mean, sd = closed_form_null(values, y)
-        draws = random_subset_sums(values, y, B, gen)  # [B, S]
-        tol = 1e-5 * (o.abs() + 1.0)
-        n_ge = (draws >= (o - tol).float()).sum(0).double()
-        p_perm = (1.0 + n_ge) / (B + 1.0)
-        snr = _snr(o, mean, sd)
-        p = torch.where(n_ge == 0, torch.minimum(p_perm, _normal_sf(snr)), p_perm)
-        obs += o
-        null_mean += mean
-        null_var += sd**2
-        confident += stats.total.reshape(HD).double()
-        draws_sum += draws
-        per_score.append(_safe_div(o, total))
-        per_snr.append(snr)
-        per_sig.append(((p < p_max) & (snr > snr_min)).double())
+        v = torch.cat([stats.count.reshape(HD, -1), stats.mass.reshape(HD, -1)]).float()  # [S, L]
+        values.append(v)
+        nulls.append(ProteinNull(null, y, seq))
+        denoms.append(stats.count.reshape(HD, -1).double().sum(-1))
+        if o is not None and usable(as_labels(o, stats.length)):
+            ortho_idx.append((len(values) - 1, ProteinNull(null, as_labels(o, stats.length), seq)))
+    n_used = len(values)
+    confident = torch.stack(denoms).sum(0) if denoms else torch.zeros(HD, dtype=torch.float64)
+    testable_hd = confident >= min_confident
+    tested = testable_hd.repeat(2)
+    m = max(1, int(testable_hd.sum()))
+    floor_target = torch.full((S,), q_max / m, dtype=torch.float64)
+    exact_rows = torch.zeros(S, dtype=torch.bool)
+    if exact:
+        exact_rows[:HD] = True  # counts are integers
+    shape = (n_layers, n_heads)
 
-    n_used = len(per_score)
-    denom = confident.repeat(2)
-    null_sd = null_var.sqrt()
-    tol = 1e-5 * (obs.abs() + 1.0)
-    n_ge = (draws_sum >= (obs - tol).float()).sum(0).double()
-    p_perm = (1.0 + n_ge) / (B + 1.0)
-    snr = _snr(obs, null_mean, null_sd)
-    p = torch.where(n_ge == 0, torch.minimum(p_perm, _normal_sf(snr)), p_perm)
+    def hd(t: torch.Tensor, i: int) -> torch.Tensor:
+        return t[i * HD : (i + 1) * HD].reshape(shape).clone()
+
     if n_used == 0:
-        p_perm = p = torch.ones(S, dtype=torch.float64)
-    if n_used:
-        ps, pz, sig = torch.stack(per_score), torch.stack(per_snr), torch.stack(per_sig)
-    else:
-        ps = pz = sig = torch.full((1, S), float("nan"), dtype=torch.float64)
+        nan = torch.full(shape, float("nan"), dtype=torch.float64)
+        zero = torch.zeros(shape, dtype=torch.float64)
+        empty = {s: StatisticScores(s, zero, zero, zero, nan, nan, nan, zero, torch.zeros(shape, dtype=torch.bool),
+                                    nan, nan, nan, nan, zero) for s in STATISTICS}
+        return HeadScores(empty["p_alpha"], empty["mass"], confident.reshape(shape), testable_hd.reshape(shape),
+                          0, null, int(min_confident), B)
+
+    t = _pooled_test(values, nulls, B, gen, tested, floor_target, int(max_permutations), exact_rows)
+    denom = confident.repeat(2)
+    null_sd = t.null_var.clamp_min(0).sqrt()
+    per_denom = [d.repeat(2) for d in denoms]
+    ps = torch.stack([_safe_div(o, d) for o, d in zip(t.per_obs, per_denom)])
+    pz = torch.stack(t.per_snr)
+    sig = torch.stack([((p < p_max) & (z > snr_min)).double() for p, z in zip(t.per_p, t.per_snr)])
     n_ok = (~torch.isnan(ps)).sum(0)
     prot_sd = torch.where(n_ok > 1, _nanstd(ps), torch.full((S,), float("nan"), dtype=torch.float64))
+    impact = _ratio(t.obs, t.null_mean)
 
-    columns = {
-        "": _safe_div(obs, denom, 0.0),
-        "_null_mean": _safe_div(null_mean, denom, 0.0),
-        "_null_sd": _safe_div(null_sd, denom, 0.0),
-        "_impact": _ratio(obs, null_mean),
-        "_snr": snr,
-        "_pvalue_perm": p_perm,
-        "_pvalue": p,
-        "_protein_mean": torch.nanmean(ps, 0),
-        "_protein_sd": prot_sd,
-        "_protein_snr": _finite_mean(pz),
-        "_n_significant": torch.nan_to_num(sig, nan=0.0).sum(0),
-    }
-    out: dict[str, torch.Tensor] = {}
+    ortho = None
+    if ortho_idx:
+        o_vals = [values[i] for i, _ in ortho_idx]
+        o_nulls = [nl for _, nl in ortho_idx]
+        ot = _pooled_test(o_vals, o_nulls, B, gen, tested, floor_target, int(max_permutations), exact_rows)
+        o_denom = torch.stack([denoms[i] for i, _ in ortho_idx]).sum(0).repeat(2)
+        o_impact = _ratio(ot.obs, ot.null_mean)
+        specificity = torch.log2(impact) - torch.log2(o_impact)
+        ortho = (_safe_div(ot.obs, o_denom), ot.pvalue, specificity)
+
+    out = {}
     for i, s in enumerate(STATISTICS):
-        for suffix, col in columns.items():
-            out[f"{s}{suffix}"] = col[i * HD : (i + 1) * HD].reshape(n_layers, n_heads).clone()
-        out[f"{s}_qvalue"] = bh_qvalues(out[f"{s}_pvalue"])
-    out["confident"] = confident.reshape(n_layers, n_heads)
-    out["n_proteins"] = torch.full((n_layers, n_heads), float(n_used), dtype=torch.float64)
-    return {k: out[k] for k in SCORE_KEYS}
-
-
-def _finite_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean along dim 0 over finite entries; where none is finite, the mean of the others (+-inf/NaN)."""
-    finite = torch.isfinite(x)
-    m = torch.nanmean(torch.where(finite, x, torch.full_like(x, float("nan"))), 0)
-    return torch.where(finite.any(0), m, torch.nanmean(x, 0))
+        pvalue = hd(t.pvalue, i)
+        out[s] = StatisticScores(
+            name=s, value=hd(_safe_div(t.obs, denom, 0.0), i), null_mean=hd(_safe_div(t.null_mean, denom, 0.0), i),
+            null_sd=hd(_safe_div(null_sd, denom, 0.0), i), impact=hd(impact, i),
+            snr=hd(_snr(t.obs, t.null_mean, null_sd), i), pvalue=pvalue, pvalue_draws=hd(t.draws, i),
+            pvalue_at_floor=hd(t.at_floor, i), qvalue=bh_qvalues(pvalue),
+            protein_mean=hd(torch.nanmean(ps, 0), i), protein_sd=hd(prot_sd, i),
+            protein_snr=hd(torch.nanmean(pz, 0), i), n_significant=hd(sig.sum(0), i),
+            orthosteric=hd(ortho[0], i) if ortho else None, orthosteric_pvalue=hd(ortho[1], i) if ortho else None,
+            specificity=hd(ortho[2], i) if ortho else None,
+        )
+    return HeadScores(out["p_alpha"], out["mass"], confident.reshape(shape), testable_hd.reshape(shape), n_used,
+                      null, int(min_confident), B, len(ortho_idx))
 
 
 def _nanstd(x: torch.Tensor) -> torch.Tensor:
@@ -264,4 +668,3 @@ def _nanstd(x: torch.Tensor) -> torch.Tensor:
     mean = torch.nanmean(x, 0)
     sq = torch.where(ok, (x - mean) ** 2, torch.zeros_like(x)).sum(0)
     return (sq / (n - 1).clamp_min(1)).sqrt()
-

@@ -1,22 +1,32 @@
 """Head selection: rank heads by the chosen pooled score, apply a selection strategy, keep provenance.
 
-Strategies (``HeadsConfig.strategy``), all on the statistic ``HeadsConfig.score`` (p_alpha or mass):
+Ranking: testable heads (at least ``HeadsConfig.min_confident`` pooled confident pairs) first, by
+pooled score (ties by SNR, then layer and head); the heads that are not testable after them.
+
+Strategies (``HeadsConfig.strategy``), all on the statistic ``HeadsConfig.score`` (p_alpha or mass),
+among the testable heads only:
 
 - ``top_k``: the ``top_k`` best heads by pooled score;
 - ``significance``: BH q-value < ``q_max`` and SNR > ``snr_min``;
-- ``original``: the original Allo-Allo rule, p-value < ``p_max`` and SNR > ``snr_min``;
+- ``original``: the rule of the seed scripts (a third-party reproduction of Allo-Allo, not the
+  paper's code), p-value < ``p_max`` and SNR > ``snr_min``; the seed itself took its p from a
+  t-test of a head's impact against all heads' impacts, here the head's own permutation p is used;
 - ``consistency``: significant on its own (p < ``p_max`` and SNR > ``snr_min``) in at least
   ``min_fraction`` of the proteins.
 
-A rule that selects no head falls back to ``top_k`` (a probe needs heads); ``HeadAnalysis.fallback``
-says why, and it is written to heads.json and printed.
+With ``exclude_orthosteric``, heads at least as enriched on the orthosteric residues as on the sites
+(``specificity <= 0``) are dropped. Then at most ``max_selected`` heads are kept (the best by q-value,
+then score), listed in rank order.
+
+A rule that selects no head falls back to the ``top_k`` best-ranked heads (a probe needs heads; testable
+ones first); ``HeadAnalysis.fallback`` says why, and it is written to heads.json and printed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 
@@ -25,7 +35,7 @@ from ..attention.stats import ProteinStats
 from ..config import HeadsConfig
 from ..data.protein import Protein
 from ..errors import InputError
-from .scores import STATISTICS, score_heads, usable
+from .scores import NULLS, STATISTICS, HeadScores, as_labels, score_heads, usable
 
 STRATEGIES = ("top_k", "significance", "original", "consistency")
 
@@ -34,7 +44,7 @@ STRATEGIES = ("top_k", "significance", "original", "consistency")
 class HeadAnalysis:
     """Scores of every head, the ranking and the selected heads (0-based (layer, head) pairs)."""
 
-    scores: dict[str, torch.Tensor]
+    scores: HeadScores
     ranking: list[tuple[int, int]]
     selected: list[tuple[int, int]]
     score: str
@@ -59,19 +69,31 @@ class HeadAnalysis:
             return self.scores[name]
         return self.scores[f"{self.score}_{name}"]
 
+    @property
+    def testable(self) -> list[tuple[int, int]]:
+        """The testable heads (enough confident pairs to be tested), in rank order: draw random
+        baseline heads from these."""
+        t = _testable(self.scores)
+        return [lh for lh in self.ranking if bool(t[lh])]
+
     def rank_of(self) -> dict[tuple[int, int], int]:
         return {h: i + 1 for i, h in enumerate(self.ranking)}
 
     def rows(self) -> list[dict]:
         """One row per head for heads.csv, in rank order: layer, head (0-based), rank, selected, then
-        every score (see allo_lightning.analysis.scores)."""
+        every column of :meth:`HeadScores.columns` (see allo_lightning.analysis.scores)."""
         chosen = set(self.selected)
+        columns = self.scores.columns()
         rows = []
         for rank, (ly, h) in enumerate(self.ranking, start=1):
             row: dict = {"layer": ly, "head": h, "rank": rank, "selected": (ly, h) in chosen}
-            for name, t in self.scores.items():
-                v = float(t[ly, h])
-                row[name] = int(v) if name.endswith("n_significant") or name in ("n_proteins",) else v
+            for name, t in columns.items():
+                if t.dtype == torch.bool:
+                    row[name] = bool(t[ly, h])
+                elif name.endswith(_INTEGER_COLUMNS):
+                    row[name] = int(t[ly, h])
+                else:
+                    row[name] = float(t[ly, h])
             rows.append(row)
         return rows
 
@@ -84,6 +106,13 @@ class HeadAnalysis:
             "score": self.score,
             "strategy": self.strategy,
             "fallback": self.fallback,
+            "null": self.scores.null,
+            "null_description": NULL_DESCRIPTIONS[self.scores.null],
+            "pvalues": PVALUE_DESCRIPTION,
+            "min_confident": self.scores.min_confident,
+            "n_testable": len(self.testable),
+            "n_permutations": self.scores.n_permutations,
+            "orthosteric_proteins": self.scores.n_orthosteric_proteins,
             "settings": self.settings,
             "backbone_identity": self.backbone_identity,
             "theta": self.theta,
@@ -95,7 +124,7 @@ class HeadAnalysis:
             "top": [
                 {"layer": ly, "head": h, self.score: _num(self.get("")[ly, h]),
                  "snr": _num(self.get("snr")[ly, h]), "pvalue": _num(self.get("pvalue")[ly, h]),
-                 "qvalue": _num(self.get("qvalue")[ly, h])}
+                 "qvalue": _num(self.get("qvalue")[ly, h]), "testable": bool(_testable(self.scores)[ly, h])}
                 for ly, h in self.ranking[: max(10, len(self.selected))]
             ],
             **self.extra,
@@ -104,21 +133,44 @@ class HeadAnalysis:
     def summary(self, n: int = 10) -> str:
         """A few lines for the terminal: the top heads with their scores."""
         s = self.score
-        lines = [f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
-                 f"score {s}, strategy {self.strategy}): {len(self.selected)} selected"]
+        lines = [(f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
+                  f"score {s}, strategy {self.strategy}, null {self.scores.null}): {len(self.selected)} selected; "
+                  f"{len(self.testable)} heads testable (>= {self.scores.min_confident} confident pairs)")]
         if self.fallback:
             lines.append(f"FALLBACK: {self.fallback}")
         lines.append(f"  {'rank':>4} {'layer':>5} {'head':>4} {s:>9} {'random':>9} {'impact':>7} {'SNR':>7} "
                      f"{'p':>9} {'q':>9} {'prot.sig':>8} sel")
         chosen = set(self.selected)
         for rank, (ly, h) in enumerate(self.ranking[:n], start=1):
-            g = lambda k: float(self.get(k)[ly, h])  # noqa: E731
+            def g(k: str, ly: int = ly, h: int = h) -> float:
+                return float(self.get(k)[ly, h])
+
             lines.append(
                 f"  {rank:>4} {ly:>5} {h:>4} {g(''):>9.4f} {g('null_mean'):>9.4f} {g('impact'):>7.2f} "
                 f"{g('snr'):>7.2f} {g('pvalue'):>9.2e} {g('qvalue'):>9.2e} "
                 f"{int(g('n_significant')):>4}/{int(g('n_proteins')):<3} {'*' if (ly, h) in chosen else ''}"
             )
         return "\n".join(lines)
+
+
+_INTEGER_COLUMNS = ("n_significant", "n_proteins", "pvalue_draws", "confident")
+
+NULL_DESCRIPTIONS = {
+    "permutation": "label permutation: per protein, the same number of sites drawn uniformly from all its residues",
+    "composition": "composition: each site replaced by a random residue of the same amino-acid type",
+    "shift": "circular shift: the site pattern shifted along the sequence by a uniform random shift (keeps contiguity)",
+}
+PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else permutation p = (b + 1) / (draws + 1) "
+                      "with more draws for unresolved heads; pvalue_at_floor: no draw reached the observed value, "
+                      "p is the floor 1/(draws + 1), an upper bound; never a normal tail")
+
+
+def _testable(scores) -> torch.Tensor:
+    """Bool [n_layers, n_heads]: ``scores["testable"]`` (all True for plain dicts without it)."""
+    if "testable" in scores:
+        return scores["testable"].bool()
+    first = scores[next(iter(scores.keys()))]
+    return torch.ones(first.shape, dtype=torch.bool)
 
 
 def head_label(layer: int, head: int) -> str:
@@ -134,12 +186,13 @@ def _num(x) -> float | str | None:
     return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
 
 
-def rank_heads(scores: dict[str, torch.Tensor], score: str) -> list[tuple[int, int]]:
-    """All heads, best first: by pooled ``score``, ties by its SNR, then by (layer, head)."""
-    value, snr = scores[score], scores[f"{score}_snr"]
+def rank_heads(scores, score: str) -> list[tuple[int, int]]:
+    """All heads, best first: testable heads before the others; then by pooled ``score``, ties by its
+    SNR, then by (layer, head)."""
+    value, snr, testable = scores[score], scores[f"{score}_snr"], _testable(scores)
     n_layers, n_heads = value.shape
     heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
-    return sorted(heads, key=lambda lh: (-_key(value[lh]), -_key(snr[lh]), lh))
+    return sorted(heads, key=lambda lh: (not bool(testable[lh]), -_key(value[lh]), -_key(snr[lh]), lh))
 
 
 def _key(x) -> float:
@@ -147,15 +200,34 @@ def _key(x) -> float:
     return -math.inf if math.isnan(v) else v
 
 
-def select_heads(scores: dict[str, torch.Tensor], cfg: HeadsConfig,
+def _key_up(x) -> float:
+    v = float(x)
+    return math.inf if math.isnan(v) else v
+
+
+def select_heads(scores, cfg: HeadsConfig,
                  ranking: list[tuple[int, int]] | None = None) -> tuple[list[tuple[int, int]], str | None]:
-    """Apply ``cfg.strategy``; returns (selected heads in rank order, fallback message or None)."""
+    """Apply ``cfg.strategy`` (testable heads only), ``exclude_orthosteric`` and ``max_selected``;
+    returns (selected heads in rank order, fallback message or None)."""
     check_config(cfg)
     s = cfg.score
     ranking = ranking if ranking is not None else rank_heads(scores, s)
-    top = ranking[: max(1, cfg.top_k)]
+    testable = _testable(scores)
+    keep = testable.clone()
+    dropped = ""
+    if cfg.exclude_orthosteric and f"{s}_specificity" in scores:
+        spec = scores[f"{s}_specificity"]
+        ortho_like = spec <= 0  # NaN (no contrast) compares False: kept
+        dropped = f"; {int((ortho_like & testable).sum())} testable heads dropped as orthosteric-like"
+        keep &= ~ortho_like
+    candidates = [lh for lh in ranking if bool(keep[lh])]
+    n_top = min(max(1, cfg.top_k), cfg.max_selected)
     if cfg.strategy == "top_k":
-        return top, None
+        if candidates:
+            return candidates[:n_top], None
+        return ranking[:n_top], (f"no testable head (fewer than {cfg.min_confident} confident pairs in every "
+                                 f"head{dropped}); fell back to the top {n_top} heads by {s}. Treat them as "
+                                 "unconfirmed.")
     snr = scores[f"{s}_snr"]
     if cfg.strategy == "significance":
         mask = (scores[f"{s}_qvalue"] < cfg.q_max) & (snr > cfg.snr_min)
@@ -170,11 +242,18 @@ def select_heads(scores: dict[str, torch.Tensor], cfg: HeadsConfig,
         mask &= n > 0
         rule = (f"significant (p < {cfg.p_max} and SNR > {cfg.snr_min}) in at least {cfg.min_fraction:.0%} "
                 "of the proteins")
-    selected = [lh for lh in ranking if bool(mask[lh])]
+    selected = [lh for lh in candidates if bool(mask[lh])]
+    if len(selected) > cfg.max_selected:
+        q, value = scores[f"{s}_qvalue"], scores[s]
+        best = sorted(selected, key=lambda lh: (_key_up(q[lh]), -_key(value[lh]), lh))[: cfg.max_selected]
+        chosen = set(best)
+        selected = [lh for lh in selected if lh in chosen]
     if selected:
         return selected, None
-    msg = (f"strategy {cfg.strategy!r} selected no head ({rule}); fell back to the top {len(top)} heads by "
-           f"{s}. Treat them as unconfirmed.")
+    top = (candidates or ranking)[:n_top]
+    n_testable = int(testable.sum())
+    msg = (f"strategy {cfg.strategy!r} selected no head ({rule}; {n_testable} of {testable.numel()} heads testable"
+           f"{dropped}); fell back to the top {len(top)} heads by {s}. Treat them as unconfirmed.")
     return top, msg
 
 
@@ -189,6 +268,8 @@ def check_config(cfg: HeadsConfig) -> None:
         raise InputError(f"heads.top_k is {cfg.top_k}; it must be at least 1 (it is also the fallback).")
     if cfg.n_permutations < 1:
         raise InputError(f"heads.n_permutations is {cfg.n_permutations}; it must be at least 1.")
+    if cfg.null not in NULLS:
+        raise InputError(f"heads.null is {cfg.null!r}; choose one of: {', '.join(NULLS)} (--heads.null).")
 
 
 def _pairs(source, proteins: Sequence[Protein] | None) -> tuple[list[tuple[Protein | None, ProteinStats]], dict]:
@@ -230,11 +311,12 @@ def analyse_heads(
     an iterable of ``(Protein, ProteinStats)`` pairs (what iterating an Extraction yields), or of
     ``(ProteinStats, labels)`` pairs (then ``proteins``, if given, is parallel to it, for the ids).
     Proteins without labels, without sites or with more sites than non-sites are left out and listed
-    in ``HeadAnalysis.excluded``.
+    in ``HeadAnalysis.excluded``. Orthosteric residues come from ``Protein.orthosteric_sites`` (else
+    ``cfg.orthosteric[id]``); ``cfg.null == "composition"`` needs the proteins (their sequences).
     """
     check_config(cfg)
     pairs, info = _pairs(extraction_or_items, proteins)
-    items, ids, excluded = [], [], {}
+    items, ids, excluded, sequences, ortho = [], [], {}, [], []
     for i, (p, s) in enumerate(pairs):
         if isinstance(s, tuple):
             stats, labels = s
@@ -251,12 +333,19 @@ def analyse_heads(
             continue
         items.append((stats, labels))
         ids.append(pid)
+        sequences.append(p.sequence if p is not None else None)
+        ortho.append(_orthosteric_labels(p, cfg, stats.length))
     if not items:
         raise InputError("no protein with site labels to analyse heads on: give proteins with a 'sites' (or "
                          f"'labels') column. Left out: {excluded or 'none given'}.")
+    if cfg.null == "composition" and any(q is None for q in sequences):
+        raise InputError("--heads.null composition needs the protein sequences: pass the proteins (or an "
+                         "extraction) to analyse_heads.")
     n_layers, n_heads = items[0][0].shape
     scores = score_heads(items, n_layers, n_heads, n_permutations=cfg.n_permutations, seed=seed,
-                         p_max=cfg.p_max, snr_min=cfg.snr_min)
+                         p_max=cfg.p_max, snr_min=cfg.snr_min, null=cfg.null, min_confident=cfg.min_confident,
+                         max_permutations=cfg.max_permutations, q_max=cfg.q_max, sequences=sequences,
+                         orthosteric=ortho)
     ranking = rank_heads(scores, cfg.score)
     selected, fallback = select_heads(scores, cfg, ranking)
     return HeadAnalysis(
@@ -266,3 +355,19 @@ def analyse_heads(
         seed=seed, theta=theta if theta is not None else info.get("theta"),
         backbone_identity=backbone_identity or info.get("backbone_identity"),
     )
+
+
+def _orthosteric_labels(protein: Protein | None, cfg: HeadsConfig, length: int):
+    """0/1 orthosteric labels of ``protein`` (None when it has none)."""
+    if protein is None:
+        return None
+    positions = protein.orthosteric_sites or tuple(cfg.orthosteric.get(protein.id, ()))
+    if not positions:
+        return None
+    bad = [q for q in positions if not 1 <= int(q) <= length]
+    if bad:
+        raise InputError(f"protein {protein.id!r}: orthosteric positions {bad[:5]} are outside 1..{length}.",
+                         pid=protein.id)
+    y = torch.zeros(length, dtype=torch.bool)
+    y[torch.as_tensor([int(q) - 1 for q in positions])] = True
+    return as_labels(y)

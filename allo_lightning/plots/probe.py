@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ..outputs import save_figure  # noqa: E402
+from ..outputs import save_figure
 
 
 def pr_curves(curves: Mapping[str, tuple], path: str | Path, title: str = "precision-recall") -> Path:
@@ -40,18 +40,23 @@ def pr_curves(curves: Mapping[str, tuple], path: str | Path, title: str = "preci
 
 def data_efficiency(rows: Sequence[dict], path: str | Path, base_rate: float | None = None,
                     title: str = "data efficiency") -> Path:
-    """AUPRC against the number of training proteins; ``rows``: dicts with features, n_train, auprc,
-    auprc_sd (one line per features kind)."""
+    """AUPRC against the number of training proteins; ``rows``: dicts with features, n_train, auprc and
+    auprc_lo/auprc_hi (error bars: that interval) or auprc_sd (one line per features kind)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     for name in dict.fromkeys(r["features"] for r in rows):
         sub = sorted((r for r in rows if r["features"] == name), key=lambda r: r["n_train"])
         x = np.array([r["n_train"] for r in sub], dtype=float)
         y = np.array([r["auprc"] for r in sub], dtype=float)
-        sd = np.array([r.get("auprc_sd") or 0.0 for r in sub], dtype=float)
-        ax.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=name)
+        if all("auprc_lo" in r for r in sub):
+            lo = np.array([r["auprc_lo"] for r in sub], dtype=float)
+            hi = np.array([r["auprc_hi"] for r in sub], dtype=float)
+            err = np.nan_to_num(np.stack([y - lo, hi - y]).clip(min=0))
+        else:
+            err = np.array([r.get("auprc_sd") or 0.0 for r in sub], dtype=float)
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
     if base_rate is not None:
         ax.axhline(base_rate, color="grey", ls="--", lw=1, label=f"base rate {base_rate:.3f}")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="training proteins", ylabel="test AUPRC (mean over folds)", ylim=(0, 1.02), title=title)
+    ax.set(xlabel="training proteins", ylabel="test AUPRC (mean; bars: 95 % interval)", ylim=(0, 1.02), title=title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)

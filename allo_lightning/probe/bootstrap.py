@@ -11,9 +11,9 @@ Metrics (pooled over residues, ties handled as scikit-learn does):
   (equal to ``sklearn.metrics.average_precision_score``);
 - ``auroc``: area under the ROC curve (ties count one half; equal to ``roc_auc_score``).
 
-Vectorised: the residues are sorted by score once; a bootstrap sample is a vector of protein
-multiplicities, so every metric of every sample is a weighted cumulative sum over the same order,
-computed for a block of samples at a time.
+Vectorised: the residues are sorted by score once and counted per protein at the tied-score runs
+that hold a positive; a bootstrap sample is a vector of protein multiplicities, so the counts of a
+block of samples are one matrix product.
 
 A sample without positive (or, for auroc, without negative) residues has no metric; such samples are
 left out and counted (``n_valid``). The paired bootstrap applies the SAME protein draws to two score
@@ -75,36 +75,54 @@ def _as_flat(labels, scores, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 class _Sorted:
-    """Residues in descending score order, with the ends of tied-score runs."""
+    """Residues in descending score order, grouped into runs of tied scores.
+
+    Both metrics only need the counts at the runs that hold a positive residue (AP sums precision
+    over them; AUROC counts, for each positive, the negatives ranked below it). Per protein p and
+    such run r: positives / negatives up to and including r and within r ([P, R] matrices), so that
+    a bootstrap sample with protein multiplicities w [B, P] gets every count by a matrix product."""
 
     def __init__(self, y: np.ndarray, s: np.ndarray, g: np.ndarray) -> None:
         order = np.argsort(-s, kind="mergesort")
-        self.y = y[order]
-        self.g = g[order]
-        s_sorted = s[order]
-        last = np.ones(len(s_sorted), dtype=bool)
-        last[:-1] = s_sorted[1:] != s_sorted[:-1]
-        self.ends = np.flatnonzero(last)  # index of the last residue of every tie run
+        y, g, s_sorted = y[order], g[order], s[order]
+        n_proteins = int(g.max() + 1) if len(g) else 0
+        new_run = np.ones(len(s_sorted), dtype=bool)
+        new_run[1:] = s_sorted[1:] != s_sorted[:-1]
+        run = np.cumsum(new_run) - 1  # run number of every residue
+        pos_runs = np.unique(run[y == 1])  # runs holding a positive, in rank order
+        R = len(pos_runs)
+        col = np.searchsorted(pos_runs, run)  # first positive run at or after the residue's run
+        is_pos, is_neg = y == 1, y == 0
+        d_pos = np.zeros((n_proteins, R))
+        np.add.at(d_pos, (g[is_pos], col[is_pos]), 1.0)
+        in_run = is_neg & (col < R)
+        if R:
+            in_run &= pos_runs[np.minimum(col, R - 1)] == run
+        d_neg = np.zeros((n_proteins, R))  # negatives tied with the positives of the run
+        np.add.at(d_neg, (g[in_run], col[in_run]), 1.0)
+        upto = np.zeros((n_proteins, R))  # negatives ranked in or before the run (bucketed, then summed)
+        before = is_neg & (col < R)
+        np.add.at(upto, (g[before], col[before]), 1.0)
+        self.d_pos, self.d_neg = d_pos, d_neg
+        self.cum_pos, self.cum_neg = np.cumsum(d_pos, axis=1), np.cumsum(upto, axis=1)
+        self.n_pos = np.bincount(g, weights=y, minlength=n_proteins)
+        self.n_neg = np.bincount(g, weights=1.0 - y, minlength=n_proteins)
 
     def metrics(self, weights: np.ndarray, which: Sequence[str]) -> dict[str, np.ndarray]:
         """weights [B, P] protein multiplicities -> metric values [B] (NaN where undefined)."""
-        w = weights[:, self.g]  # [B, N]
-        tp = np.cumsum(w * self.y, axis=1)[:, self.ends]  # [B, T] at each distinct threshold
-        fp = np.cumsum(w * (1.0 - self.y), axis=1)[:, self.ends]
-        pos, neg = tp[:, -1], fp[:, -1]
+        pos, neg = weights @ self.n_pos, weights @ self.n_neg
+        d_tp, tp = weights @ self.d_pos, weights @ self.cum_pos  # [B, R]
+        fp = weights @ self.cum_neg
         out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
             if "auprc" in which:
-                d_tp = np.diff(tp, axis=1, prepend=0.0)
                 prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1e-300), 0.0)
                 ap = (d_tp * prec).sum(axis=1) / pos
                 out["auprc"] = np.where(pos > 0, ap, np.nan)
-            if "auroc" in which:
-                d_fp = np.diff(fp, axis=1, prepend=0.0)
-                tp_prev = tp - np.diff(tp, axis=1, prepend=0.0)
-                area = (d_fp * (tp_prev + 0.5 * np.diff(tp, axis=1, prepend=0.0))).sum(axis=1)
-                auc = area / (pos * neg)  # each negative: positives ranked above it, ties one half
-                out["auroc"] = np.where((pos > 0) & (neg > 0), auc, np.nan)
+            if "auroc" in which:  # per positive: negatives ranked below it, ties one half
+                d_fp = weights @ self.d_neg
+                area = (d_tp * (neg[:, None] - fp + 0.5 * d_fp)).sum(axis=1)
+                out["auroc"] = np.where((pos > 0) & (neg > 0), area / (pos * neg), np.nan)
         return out
 
 
@@ -192,3 +210,74 @@ def paired_bootstrap(labels, scores_a, scores_b, groups=None, metric: str = "aup
         w = weights[a:b]
         diff[a:b] = a_sorted.metrics(w, (which,))[which] - b_sorted.metrics(w, (which,))[which]
     return _interval(point, diff, level, p, n_boot)
+
+
+class FoldBootstrap:
+    """Bootstrap over the test proteins of several folds (each protein tested in one fold).
+
+    A report row's metric is the mean over folds (and over random draws) of each fold's pooled test
+    metric; its interval comes from resampling the proteins WITHIN each fold's test set (stratified by
+    fold), recomputing every fold's metric and averaging as the row does. The draws are fixed at
+    construction, so every row of a report, and the paired difference of two rows, uses the same ones.
+
+    ``folds``: per fold, (labels, groups) of its test residues in the order the scores will come in.
+    """
+
+    def __init__(self, folds: Sequence[tuple], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> None:
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        self.n_boot, self.level = n_boot, level
+        self.folds = []
+        for f, (labels, groups) in enumerate(folds):
+            y = np.asarray(labels).astype(np.float64).ravel()
+            _, g = np.unique(np.asarray(groups).ravel(), return_inverse=True)
+            p = int(g.max() + 1) if len(g) else 0
+            self.folds.append((y, g.astype(np.int64), p, _draws(p, n_boot, seed * 1_000_003 + f) if p else None))
+
+    @property
+    def n_proteins(self) -> int:
+        return sum(p for _, _, p, _ in self.folds)
+
+    def _fold_values(self, f: int, scores, metric: str) -> tuple[float, np.ndarray]:
+        y, g, p, weights = self.folds[f]
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        if len(s) != len(y):
+            raise ValueError(f"fold {f}: {len(s)} scores for {len(y)} test residues")
+        if p == 0:
+            return float("nan"), np.full(self.n_boot, np.nan)
+        sorted_ = _Sorted(y, s, g)
+        point = float(sorted_.metrics(np.ones((1, p)), (metric,))[metric][0])
+        boot = np.empty(self.n_boot)
+        for a, b in _blocks(self.n_boot, len(y)):
+            boot[a:b] = sorted_.metrics(weights[a:b], (metric,))[metric]
+        return point, boot
+
+    def values(self, draws: Sequence[Sequence], metric: str) -> tuple[float, np.ndarray]:
+        """``draws``: one or more score sets (random draws), each a list with one array per fold. The
+        mean over folds (folds whose metric is undefined left out, as the row's mean does), then
+        over draws; per bootstrap sample likewise."""
+        (metric,) = _check(metric)
+        points, boots = [], []
+        for per_fold in draws:
+            if len(per_fold) != len(self.folds):
+                raise ValueError(f"{len(per_fold)} score arrays for {len(self.folds)} folds")
+            vals = [self._fold_values(f, s, metric) for f, s in enumerate(per_fold)]
+            pts = np.array([v[0] for v in vals])
+            ok = ~np.isnan(pts)
+            points.append(pts[ok].mean() if ok.any() else np.nan)
+            boots.append(np.stack([v[1] for v, k in zip(vals, ok) if k]).mean(axis=0) if ok.any()
+                         else np.full(self.n_boot, np.nan))
+        return float(np.mean(points)), np.mean(np.stack(boots), axis=0)
+
+    def interval(self, draws: Sequence[Sequence], metric: str = "auprc") -> Interval:
+        return self.interval_of(*self.values(draws, metric))
+
+    def interval_of(self, point: float, boot: np.ndarray) -> Interval:
+        """The interval of values computed with :meth:`values` (or a difference of two of them)."""
+        return _interval(point, boot, self.level, self.n_proteins, self.n_boot)
+
+    def difference(self, draws_a: Sequence[Sequence], draws_b: Sequence[Sequence], metric: str = "auprc") -> Interval:
+        """Row a minus row b, paired: the same protein draws for both."""
+        pa, ba = self.values(draws_a, metric)
+        pb, bb = self.values(draws_b, metric)
+        return self.interval_of(pa - pb, ba - bb)

@@ -1,0 +1,123 @@
+"""Report logic: the transfer scheme never trains on a GPCR, data-efficiency draws scale the validation
+set, testable heads, rows with bootstrap intervals and paired comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from allo_lightning import reporting
+from allo_lightning.config import DataConfig, ProbeConfig, ReportConfig
+from allo_lightning.data import InputError, load_proteins
+from allo_lightning.data.bundled import read_bundled
+from allo_lightning.probe.splits import kfold
+from allo_lightning.reporting import (
+    Collected,
+    aggregate,
+    efficiency_plan,
+    report_splits,
+    transfer_pool,
+    transfer_split,
+)
+
+from .conftest import random_proteins
+
+
+def test_transfer_never_puts_a_gpcr_in_training():
+    gpcrs = load_proteins(DataConfig(bundled="gpcr"))
+    every_gpcr = {p.id for p in read_bundled("asd") if p.family == "GPCR"} | {p.id for p in gpcrs}
+    gpcr_clusters = {p.cluster for p in read_bundled("asd") if p.family == "GPCR"} | {p.cluster for p in gpcrs}
+    pool = transfer_pool(gpcrs)
+    assert len(pool) > 300 and all(p.modulator_class == "ligand" for p in pool)
+    split = transfer_split(gpcrs, pool, val_fraction=0.2, seed=3)
+    for part in (split.train, split.val):
+        assert part and not any(p.family == "GPCR" for p in part)
+        assert not {p.id for p in part} & every_gpcr and not {p.cluster for p in part} & gpcr_clusters
+    assert [p.id for p in split.test] == [p.id for p in gpcrs]
+    # even a pool that holds GPCRs (e.g. the ASD rows, with family) never trains on them
+    sneaky = transfer_split(gpcrs[:5], read_bundled("asd")[:60], seed=1)
+    assert not any(p.family == "GPCR" or p.id in every_gpcr for p in sneaky.train + sneaky.val)
+    # the small pool of quick runs: a seeded sample, still no GPCR; the config drives it
+    small = report_splits(gpcrs, ReportConfig(scheme="transfer", transfer_pool=12), ProbeConfig(), seed=0)
+    assert len(small) == 1 and len(small[0].train) + len(small[0].val) == 12
+    assert not any(p.family == "GPCR" for p in small[0].train + small[0].val)
+    assert transfer_pool(gpcrs, limit=12, seed=0) == transfer_pool(gpcrs, limit=12, seed=0)
+
+
+def test_transfer_pool_too_small_is_a_clear_error():
+    gpcrs = load_proteins(DataConfig(bundled="gpcr"))
+    with pytest.raises(InputError, match="transfer_pool"):
+        transfer_split(gpcrs, transfer_pool(gpcrs, limit=1))
+
+
+def test_efficiency_validation_size_scales_with_training_size():
+    proteins = random_proteins(40, lo=20, hi=30, seed=2)
+    split = kfold(proteins, k=4, by="protein", val_fraction=0.25, seed=0)[0]
+    n_train, n_val = len(split.train), len(split.val)
+    assert (n_train, n_val) == (20, 10)
+    plan = efficiency_plan(split, [2, 4, 10, 50], draws=5, seed=0)
+    by_n: dict[int, list] = {}
+    for d in plan:
+        by_n.setdefault(d.n, []).append(d)
+        assert {p.id for p in d.train} <= {p.id for p in split.train}
+        assert {p.id for p in d.val} <= {p.id for p in split.val}
+        assert any(p.sites for p in d.train) and any(p.sites for p in d.val)
+    assert sorted(by_n) == [2, 4, 10, 20]  # 50 > the fold: only the whole fold
+    for n, expect_val in ((2, 1), (4, 2), (10, 5)):
+        assert len(by_n[n]) == 5 and all(len(d.train) == n and len(d.val) == expect_val for d in by_n[n])
+        assert len({frozenset(p.id for p in d.train) for d in by_n[n]}) > 1  # different draws
+    (full,) = by_n[20]
+    assert full.full and len(full.val) == n_val
+    assert [len(d.val) for d in efficiency_plan(split, [2], 5, seed=1)] == [1] * 5 + [10]
+
+
+class _Analysis:
+    def __init__(self, testable):
+        self.testable = testable
+
+
+def test_testable_heads():
+    import torch
+
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    mask[1, 2] = mask[0, 0] = True
+    assert reporting.testable_heads(_Analysis(mask), 2, 3) == [(0, 0), (1, 2)]
+    assert reporting.testable_heads(_Analysis([(1, 1)]), 2, 3) == [(1, 1)]
+    assert len(reporting.testable_heads(object(), 2, 3)) == 6  # no such attribute: all heads
+    assert len(reporting.testable_heads(_Analysis(torch.zeros(2, 3, dtype=torch.bool)), 2, 3)) == 6
+
+
+def test_rows_have_intervals_and_paired_comparison():
+    rng = np.random.default_rng(0)
+    col = Collected()
+    truth = []
+    for f in range(2):
+        groups = np.repeat(np.arange(10), 50)
+        y = (rng.random(len(groups)) < 0.08).astype(int)
+        col.add_fold(y, groups)
+        good, bad = y * 2.0 + rng.normal(size=len(y)), rng.normal(size=len(y))
+        truth.append((y, good, bad))
+        def m(s, y=y):
+            return {"auprc": average_precision_score(y, s), "auroc": roc_auc_score(y, s), "base_rate": y.mean()}
+
+        col.add("selected", None, f, 3, "", m(good), good, 0.5)
+        col.add("identity", None, f, 0, "", m(bad), bad, 0.5)
+        for d in range(5):
+            col.add("random3", d, f, 3, "", m(bad + 0.1 * d * y), bad + 0.1 * d * y, 0.5)
+    rows, comparisons = aggregate(col, n_boot=300)
+    by = {r["subset"]: r for r in rows}
+    expect = np.mean([average_precision_score(y, g) for y, g, _ in truth])
+    assert by["selected"]["auprc"] == pytest.approx(expect)
+    for r in rows:
+        assert r["auprc_lo"] <= r["auprc"] <= r["auprc_hi"] and r["test_proteins"] == 20
+        assert r["auroc_lo"] <= r["auroc_hi"]
+    assert by["random3"]["note"].startswith("5 random draws")
+    comp = {c["subset"]: c for c in comparisons}
+    assert set(comp) == {"identity", "random3"}
+    assert comp["identity"]["delta_lo"] > 0 and comp["identity"]["selected_better"] == "yes"
+
+
+def test_undefined_metrics_are_left_out_of_means():
+    assert reporting._mean([0.2, None, float("nan"), 0.4]) == pytest.approx(0.3)
+    assert reporting._sd([None, 0.5]) == 0.0
