@@ -81,17 +81,16 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     ckpt_path = Path(cfg.get("checkpoint") or default_checkpoint(cfg))
     overwrite = bool(cfg.get("overwrite"))
-    if True:  # (one block: kept for a small diff)
-        out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
-        check_checkpoint_path(ckpt_path, overwrite)
-        splits = []
-        backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
-            ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)),
-            require_sites=True)
-        split = splits[0]
-        extraction = run_extraction(cfg, backbone, proteins)
-        stats = {p.id: s for p, s in extraction}
-        result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, probe_trainer_kwargs(cfg))
+    out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
+    check_checkpoint_path(ckpt_path, overwrite)
+    splits = []
+    backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
+        ps, cfg.probe.split, cfg.probe.val_fraction, cfg.probe.test_fraction, cfg.seed)),
+        require_sites=True)
+    split = splits[0]
+    extraction = run_extraction(cfg, backbone, proteins)
+    stats = {p.id: s for p, s in extraction}
+    result = fit_split(split, stats, cfg.probe, cfg.heads, cfg.seed, probe_trainer_kwargs(cfg))
     run, choice = result.run, result.choice
     test = run.test
     warnings = [w for w in (undefined_warning(run.val, f"the {len(split.val)} validation proteins"),

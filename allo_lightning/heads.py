@@ -29,55 +29,54 @@ def _extra(parser) -> None:
 @command("heads", __doc__, sections=("model", "data", "trainer", "heads"), flags=_extra)
 def main(cfg) -> dict:
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
-    if True:  # (one block: kept for a small diff)
-        from .plots.heads import plot_head_heatmap, plot_protein_map
+    from .plots.heads import plot_head_heatmap, plot_protein_map
 
-        backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins),
-                                       require_sites=True)
-        proteins = select_subset(proteins, cfg.heads.proteins)
-        t0 = time.perf_counter()
-        extraction = run_extraction(cfg, backbone, proteins)
-        t_extract = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        analysis = analyse_heads(extraction, proteins, cfg.heads, seed=cfg.seed)
-        t_score = time.perf_counter() - t0
-        used = [p for p in proteins if p.id in set(analysis.protein_ids)]
+    backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins),
+                                     require_sites=True)
+    proteins = select_subset(proteins, cfg.heads.proteins)
+    t0 = time.perf_counter()
+    extraction = run_extraction(cfg, backbone, proteins)
+    t_extract = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    analysis = analyse_heads(extraction, proteins, cfg.heads, seed=cfg.seed)
+    t_score = time.perf_counter() - t0
+    used = [p for p in proteins if p.id in set(analysis.protein_ids)]
 
-        write_heads_csv(out / "heads.csv", analysis)
-        s = cfg.heads.score
-        plot_head_heatmap(
-            analysis.get(""), analysis.selected, out / HEATMAP, label=f"pooled {s}",
-            title=f"{backbone.label}: pooled {s} over {len(used)} proteins (theta={cfg.model.theta}); "
-                  f"strategy {analysis.strategy}" + (" [FALLBACK]" if analysis.fallback else ""),
-        )
-        # second pass, only over the proteins that get a map or CSV rows and only up to the deepest
-        # selected layer (their full statistics are cached already)
-        plot_ids = {p.id for p in used[: max(0, cfg.heads.plot_proteins)]}
-        second = [p for p in used if p.id in plot_ids or p.sites]
-        with_maps = run_extraction(cfg, backbone, second, map_heads=analysis.selected,
-                                   heads=analysis.selected or None)
-        write_attention_to_sites(out / "attention_to_sites.csv", with_maps)
-        heads_text = ", ".join(head_label(ly, h) for ly, h in analysis.selected[:8])
-        if len(analysis.selected) > 8:
-            heads_text += ", ..."
-        plotted, to_plot = [], used[: max(0, cfg.heads.plot_proteins)]
-        map_files = {pid: out / MAPS_DIR / f"{name}.png" for pid, name in file_names(p.id for p in to_plot).items()}
-        record_outputs(out, "heads.csv", map_files.values())  # the next --overwrite run removes them
-        for protein in to_plot:
-            stats = with_maps.stats(protein)
-            path = map_files[protein.id]
-            plot_protein_map(stats.maps.mean(0), protein.sites or (), path, sequence=protein.sequence,
-                             orthosteric=protein.orthosteric_sites or cfg.heads.orthosteric.get(protein.id, ()),
-                             title=f"{protein.id} ({protein.length} aa, {backbone.label}): mean attention of {len(analysis.selected)} "
-                                   f"selected heads\n{heads_text}")
-            plotted.append(str(path))
-        files = {"heads_csv": str(out / "heads.csv"), "heads_json": str(out / "heads.json"),
-                 "heatmap": str(out / HEATMAP), "maps": plotted,
-                 "map_files": {pid: str(path) for pid, path in map_files.items()},
-                 "attention_to_sites": str(out / "attention_to_sites.csv")}
-        # heads.json last: its presence means the run finished
-        write_heads_json(out / "heads.json", analysis, backbone=backbone.name, meaningless=backbone.meaningless,
-                         files=files, seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
+    write_heads_csv(out / "heads.csv", analysis)
+    s = cfg.heads.score
+    plot_head_heatmap(
+        analysis.get(""), analysis.selected, out / HEATMAP, label=f"pooled {s}",
+        title=f"{backbone.label}: pooled {s} over {len(used)} proteins (theta={cfg.model.theta}); "
+              f"strategy {analysis.strategy}" + (" [FALLBACK]" if analysis.fallback else ""),
+    )
+    # second pass, only over the proteins that get a map or CSV rows and only up to the deepest
+    # selected layer (their full statistics are cached already)
+    plot_ids = {p.id for p in used[: max(0, cfg.heads.plot_proteins)]}
+    second = [p for p in used if p.id in plot_ids or p.sites]
+    with_maps = run_extraction(cfg, backbone, second, map_heads=analysis.selected,
+                               heads=analysis.selected or None)
+    write_attention_to_sites(out / "attention_to_sites.csv", with_maps)
+    heads_text = ", ".join(head_label(ly, h) for ly, h in analysis.selected[:8])
+    if len(analysis.selected) > 8:
+        heads_text += ", ..."
+    plotted, to_plot = [], used[: max(0, cfg.heads.plot_proteins)]
+    map_files = {pid: out / MAPS_DIR / f"{name}.png" for pid, name in file_names(p.id for p in to_plot).items()}
+    record_outputs(out, "heads.csv", map_files.values())  # the next --overwrite run removes them
+    for protein in to_plot:
+        stats = with_maps.stats(protein)
+        path = map_files[protein.id]
+        plot_protein_map(stats.maps.mean(0), protein.sites or (), path, sequence=protein.sequence,
+                         orthosteric=protein.orthosteric_sites or cfg.heads.orthosteric.get(protein.id, ()),
+                         title=f"{protein.id} ({protein.length} aa, {backbone.label}): mean attention of "
+                               f"{len(analysis.selected)} selected heads\n{heads_text}")
+        plotted.append(str(path))
+    files = {"heads_csv": str(out / "heads.csv"), "heads_json": str(out / "heads.json"),
+             "heatmap": str(out / HEATMAP), "maps": plotted,
+             "map_files": {pid: str(path) for pid, path in map_files.items()},
+             "attention_to_sites": str(out / "attention_to_sites.csv")}
+    # heads.json last: its presence means the run finished
+    write_heads_json(out / "heads.json", analysis, backbone=backbone.name, meaningless=backbone.meaningless,
+                     files=files, seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
 
     print(analysis.summary())
     if analysis.excluded:

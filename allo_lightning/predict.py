@@ -69,44 +69,43 @@ def main(cfg) -> dict:
     )
 
     t0 = time.perf_counter()
-    if True:  # (one block: kept for a small diff)
-        options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
-        check_structure_spec(cfg.get("structure"))
-        check_devices(cfg.trainer, cfg.model.dtype)
-        ckpt = load_checkpoint(cfg.get("checkpoint"))
-        if ckpt.spec.kind != "heads":
-            raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; predict runs probes on "
-                                  "attention heads (written by python -m allo_lightning.fit).")
-        name = (cfg.model.backbone or ckpt.backbone_name).lower()
-        if name != ckpt.backbone_name:
-            raise CheckpointError(
-                f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
-                f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
-                "python -m allo_lightning.fit.")
-        if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
-            raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
-                                  f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
-        out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
-        check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
-        seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
-        backbone = load_backbone(name, cfg.model.weights, seed)
-        ckpt.check_backbone(backbone)
-        if backbone.meaningless:
-            print(TINY_MEANINGLESS)
-        cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
-        proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
-        proteins = long_policy(cfg, proteins)
-        structure, chain = cfg.get("structure"), cfg.get("chain")
-        names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
-        mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
-        for p in proteins:  # aligned and checked before the backbone runs
-            if structure:
-                print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
-                                     f"no structure in {structure}; scripts use sequence numbering"))
-        # early exit: only the probe's heads, the backbone run up to the deepest of them
-        needed = list(ckpt.spec.heads)
-        extraction = run_extraction(cfg, backbone, proteins, heads=needed)
-        items = list(extraction)
+    options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
+    check_structure_spec(cfg.get("structure"))
+    check_devices(cfg.trainer, cfg.model.dtype)
+    ckpt = load_checkpoint(cfg.get("checkpoint"))
+    if ckpt.spec.kind != "heads":
+        raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; predict runs probes on "
+                              "attention heads (written by python -m allo_lightning.fit).")
+    name = (cfg.model.backbone or ckpt.backbone_name).lower()
+    if name != ckpt.backbone_name:
+        raise CheckpointError(
+            f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
+            f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
+            "python -m allo_lightning.fit.")
+    if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
+        raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
+                              f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
+    out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
+    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
+    seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
+    backbone = load_backbone(name, cfg.model.weights, seed)
+    ckpt.check_backbone(backbone)
+    if backbone.meaningless:
+        print(TINY_MEANINGLESS)
+    cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
+    proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
+    proteins = long_policy(cfg, proteins)
+    structure, chain = cfg.get("structure"), cfg.get("chain")
+    names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
+    mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
+    for p in proteins:  # aligned and checked before the backbone runs
+        if structure:
+            print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
+                                 f"no structure in {structure}; scripts use sequence numbering"))
+    # early exit: only the probe's heads, the backbone run up to the deepest of them
+    needed = list(ckpt.spec.heads)
+    extraction = run_extraction(cfg, backbone, proteins, heads=needed)
+    items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items, labelled=False)
     scores = ckpt.score(data.x)
     probabilities = ckpt.probability(scores)  # None when the checkpoint has no calibration

@@ -115,67 +115,66 @@ def main(cfg, analyse=None) -> dict:
     rcfg = cfg.report
     from .workflow import select_heads
 
-    if True:  # (one block: kept for a small diff)
-        trainer_kwargs = {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
-        if rcfg.random_seeds < 5:
-            print(f"note: report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
-        if rcfg.efficiency_draws < 5:
-            print(f"note: report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
-        out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
-        made, am = [], []
+    trainer_kwargs = {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
+    if rcfg.random_seeds < 5:
+        print(f"note: report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
+    if rcfg.efficiency_draws < 5:
+        print(f"note: report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
+    out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
+    made, am = [], []
 
-        def check(ps) -> None:  # the folds, and the AlphaMissense file, before the model is loaded
-            from .backbone import context_length
+    def check(ps) -> None:  # the folds, and the AlphaMissense file, before the model is loaded
+        from .backbone import context_length
 
-            if rcfg.alphamissense:
-                from .analysis.alphamissense import read_alphamissense
+        if rcfg.alphamissense:
+            from .analysis.alphamissense import read_alphamissense
 
-                am.append(read_alphamissense(rcfg.alphamissense, [p.id for p in ps]))
-            made.append(report_splits(ps, rcfg, cfg.probe, cfg.seed, context_length(cfg.model.backbone)))
+            am.append(read_alphamissense(rcfg.alphamissense, [p.id for p in ps]))
+        made.append(report_splits(ps, rcfg, cfg.probe, cfg.seed, context_length(cfg.model.backbone)))
 
-        backbone, proteins = load_inputs(cfg, check=check, require_sites=True)
-        splits, am_table = made[0], (am[0] if am else None)
-        everyone = list({p.id: p for s in splits for p in (*s.train, *s.val, *s.test)}.values())
-        extraction = run_extraction(cfg, backbone, everyone, embeddings=rcfg.embeddings)
-        stats = {p.id: s for p, s in extraction}
-        choices = [select_heads(items_of(split.train, stats), cfg.heads, cfg.seed, analyse) for split in splits]
-        col, curves = Collected(), {}
-        for f, (split, choice) in enumerate(zip(splits, choices)):
-            train, val, test = (items_of(ps, stats) for ps in (split.train, split.val, split.test))
-            subsets = fold_subsets(choice.analysis, backbone.n_layers, backbone.n_heads, rcfg, cfg.probe,
-                                   cfg.seed, choice.heads)
-            same: dict = {}  # identical feature sets (e.g. selected = top3) are trained once
-            for name, draw, spec, note in subsets:
-                key = (type(spec).__name__, spec.kind, tuple(spec.heads), getattr(spec, "layer", None))
-                if key not in same:
-                    same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs,
-                                            rcfg.max_epochs)
-                run = same[key]
-                if len(col.folds) == f:
-                    col.add_fold(run.test_set.y.numpy(), run.test_set.index.numpy())
-                col.add(name, draw, f, len(spec.heads), note, run.test, run.test_scores.numpy(), run.threshold)
-                if draw in (None, 0):
-                    ys, ss = curves.setdefault(name if draw is None else f"{name} (draw 0)", ([], []))
-                    ys.append(run.test_set.y)
-                    ss.append(run.test_scores)
-            print(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
-                  f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
-        full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
-                     for r in col.results if r["draw"] is None}
-        efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
-        rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed)
-        am_rows = None
-        if am_table is not None:
-            from .analysis.alphamissense import association_rows
+    backbone, proteins = load_inputs(cfg, check=check, require_sites=True)
+    splits, am_table = made[0], (am[0] if am else None)
+    everyone = list({p.id: p for s in splits for p in (*s.train, *s.val, *s.test)}.values())
+    extraction = run_extraction(cfg, backbone, everyone, embeddings=rcfg.embeddings)
+    stats = {p.id: s for p, s in extraction}
+    choices = [select_heads(items_of(split.train, stats), cfg.heads, cfg.seed, analyse) for split in splits]
+    col, curves = Collected(), {}
+    for f, (split, choice) in enumerate(zip(splits, choices)):
+        train, val, test = (items_of(ps, stats) for ps in (split.train, split.val, split.test))
+        subsets = fold_subsets(choice.analysis, backbone.n_layers, backbone.n_heads, rcfg, cfg.probe,
+                               cfg.seed, choice.heads)
+        same: dict = {}  # identical feature sets (e.g. selected = top3) are trained once
+        for name, draw, spec, note in subsets:
+            key = (type(spec).__name__, spec.kind, tuple(spec.heads), getattr(spec, "layer", None))
+            if key not in same:
+                same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs,
+                                        rcfg.max_epochs)
+            run = same[key]
+            if len(col.folds) == f:
+                col.add_fold(run.test_set.y.numpy(), run.test_set.index.numpy())
+            col.add(name, draw, f, len(spec.heads), note, run.test, run.test_scores.numpy(), run.threshold)
+            if draw in (None, 0):
+                ys, ss = curves.setdefault(name if draw is None else f"{name} (draw 0)", ([], []))
+                ys.append(run.test_set.y)
+                ss.append(run.test_scores)
+        print(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
+              f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
+    full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
+                 for r in col.results if r["draw"] is None}
+    efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
+    rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed)
+    am_rows = None
+    if am_table is not None:
+        from .analysis.alphamissense import association_rows
 
-            selected = [r for r in col.results if r["name"] == "selected"]
-            scored = []
-            for r in selected:
-                split = splits[r["fold"]]
-                _, index = col.folds[r["fold"]]
-                for i, p in enumerate(split.test):
-                    scored.append((p, r["scores"][index == i], r["threshold"]))
-            am_rows = association_rows(am_table, scored, rcfg.am_top_k)
+        selected = [r for r in col.results if r["name"] == "selected"]
+        scored = []
+        for r in selected:
+            split = splits[r["fold"]]
+            _, index = col.folds[r["fold"]]
+            for i, p in enumerate(split.test):
+                scored.append((p, r["scores"][index == i], r["threshold"]))
+        am_rows = association_rows(am_table, scored, rcfg.am_top_k)
     write_text(out / "report.csv", to_csv(rows, COLUMNS))
     write_text(out / "comparison.csv", to_csv(comparisons, COMPARISON_COLUMNS))
     write_text(out / "data_efficiency.csv", to_csv(efficiency, EFFICIENCY_COLUMNS))

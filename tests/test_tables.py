@@ -81,7 +81,7 @@ def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
     from allo_lightning.attention.stats import ProteinStats
     from allo_lightning.outputs import write_csv as write_table
     from allo_lightning.probe.train import ResidueSet
-    from allo_lightning.report import to_csv
+    from allo_lightning.reporting import to_csv
 
     ids = ["=cmd|calc", "a,b", 'q"x', "-x", "+1"]
     proteins = [Protein(pid, "MKTA", sites=(2,)) for pid in ids]
