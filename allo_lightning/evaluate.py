@@ -20,10 +20,18 @@ import sys
 import time
 
 from .attention.cache import default_cache_dir
-from .backbone import TINY_MEANINGLESS, context_length, load_backbone
-from .errors import CheckpointError, InputError
+from .backbone import TINY_MEANINGLESS, context_length
+from .errors import InputError
 from .outputs import prepare_out_dir, write_csv, write_json
-from .pipeline import check_devices, check_writable_dir, long_of, long_policy, run_extraction
+from .pipeline import (
+    check_devices,
+    check_writable_dir,
+    load_checkpoint_backbone,
+    load_probe_checkpoint,
+    long_of,
+    long_policy,
+    run_extraction,
+)
 from .shell import command
 
 
@@ -43,39 +51,22 @@ def _fmt(v) -> str:
 def main(cfg) -> dict:
     from .data import load_proteins
     from .plots.probe import pr_curves
-    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint, undefined_warning
+    from .probe import SCORE_MEANING, ResidueSet, undefined_warning
     from .probe.evaluation import evaluate_scores_with_intervals
 
     t0 = time.perf_counter()
     if cfg.get("bootstrap") < 1:
         raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
     check_devices(cfg.trainer, cfg.model.dtype)
-    ckpt = load_checkpoint(cfg.get("checkpoint"))
-    if ckpt.spec.kind != "heads":
-        raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; evaluate runs probes on "
-                              "attention heads (written by python -m allo_lightning.fit).")
-    name = (cfg.model.backbone or ckpt.backbone_name).lower()
-    if name != ckpt.backbone_name:
-        raise CheckpointError(
-            f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
-            f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
-            "python -m allo_lightning.fit.")
-    if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
-        raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
-                              f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
+    ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
     check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
-    cfg.model.backbone = name  # (the --data.long policy reads it)
+    name = cfg.model.backbone
     proteins = load_proteins(cfg.data, max_length=context_length(name) if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
     for p in proteins:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
-    seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
-    backbone = load_backbone(name, cfg.model.weights, seed)
-    ckpt.check_backbone(backbone)
-    if backbone.meaningless:
-        print(TINY_MEANINGLESS)
-    cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
+    backbone = load_checkpoint_backbone(cfg, ckpt)
     # early exit: only the probe's heads, the backbone run up to the deepest of them
     items = list(run_extraction(cfg, backbone, proteins, heads=list(ckpt.spec.heads)))
     data = ResidueSet.build(ckpt.spec, items)

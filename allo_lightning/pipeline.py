@@ -134,3 +134,38 @@ def select_subset(proteins: Sequence[Protein], ids: Sequence[str] | None,
         raise InputError(f"{flag}: ids {unknown[:5]} are not among the {len(proteins)} loaded proteins (check --data.* "
                          "and the ids).")
     return [by_id[pid] for pid in ids]
+
+
+def load_probe_checkpoint(cfg, command: str):
+    """The checkpoint of ``--checkpoint`` for predict / evaluate, checked against the command line: a probe
+    on attention heads, and the backbone and theta it was trained with (``--model.backbone`` /
+    ``--model.theta`` may repeat them, never change them). Sets ``cfg.model.backbone``, ``theta`` and
+    ``seed`` from the checkpoint. No model is loaded yet."""
+    from .errors import CheckpointError
+    from .probe import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.get("checkpoint"))
+    if ckpt.spec.kind != "heads":
+        raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; {command} runs probes on "
+                              "attention heads (written by python -m allo_lightning.fit).")
+    name = (cfg.model.backbone or ckpt.backbone_name).lower()
+    if name != ckpt.backbone_name:
+        raise CheckpointError(
+            f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
+            f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
+            "python -m allo_lightning.fit.")
+    if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
+        raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
+                              f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
+    seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
+    cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
+    return ckpt
+
+
+def load_checkpoint_backbone(cfg, ckpt) -> Backbone:
+    """The backbone the checkpoint was trained on (same weights: identity checked)."""
+    backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
+    ckpt.check_backbone(backbone)
+    if backbone.meaningless:
+        print(TINY_MEANINGLESS)
+    return backbone

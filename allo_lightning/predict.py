@@ -24,10 +24,17 @@ from typing import Literal
 import torch
 
 from .attention.cache import default_cache_dir
-from .backbone import TINY_MEANINGLESS, load_backbone
-from .errors import CheckpointError
+from .backbone import TINY_MEANINGLESS
 from .outputs import prepare_out_dir, record_outputs, write_json
-from .pipeline import check_devices, check_writable_dir, long_of, long_policy, run_extraction
+from .pipeline import (
+    check_devices,
+    check_writable_dir,
+    load_checkpoint_backbone,
+    load_probe_checkpoint,
+    long_of,
+    long_policy,
+    run_extraction,
+)
 from .shell import command
 from .tables import file_names, write_csv
 
@@ -59,7 +66,7 @@ def _flags(parser) -> None:
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
     from .data import read_fasta
-    from .probe import SCORE_MEANING, ResidueSet, load_checkpoint
+    from .probe import SCORE_MEANING, ResidueSet
     from .structures import (
         StructureOptions,
         check_structure_spec,
@@ -72,27 +79,10 @@ def main(cfg) -> dict:
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_structure_spec(cfg.get("structure"))
     check_devices(cfg.trainer, cfg.model.dtype)
-    ckpt = load_checkpoint(cfg.get("checkpoint"))
-    if ckpt.spec.kind != "heads":
-        raise CheckpointError(f"{ckpt.path}: a probe on {ckpt.spec.kind!r} features; predict runs probes on "
-                              "attention heads (written by python -m allo_lightning.fit).")
-    name = (cfg.model.backbone or ckpt.backbone_name).lower()
-    if name != ckpt.backbone_name:
-        raise CheckpointError(
-            f"{ckpt.path}: this probe was trained on backbone {ckpt.backbone_name!r}, but {name!r} was "
-            f"requested. Use --model.backbone {ckpt.backbone_name}, or train a probe for {name} with "
-            "python -m allo_lightning.fit.")
-    if cfg.model.theta is not None and abs(cfg.model.theta - ckpt.theta) > 1e-12:
-        raise CheckpointError(f"{ckpt.path}: the probe's features use theta={ckpt.theta:g}, not "
-                              f"{cfg.model.theta:g}. Leave --model.theta out (it comes from the checkpoint).")
+    ckpt = load_probe_checkpoint(cfg, "predict")
     out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
     check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
-    seed = cfg.model.seed if cfg.model.seed is not None else ckpt.backbone_seed
-    backbone = load_backbone(name, cfg.model.weights, seed)
-    ckpt.check_backbone(backbone)
-    if backbone.meaningless:
-        print(TINY_MEANINGLESS)
-    cfg.model.backbone, cfg.model.theta, cfg.model.seed = name, ckpt.theta, seed
+    backbone = load_checkpoint_backbone(cfg, ckpt)
     proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
     structure, chain = cfg.get("structure"), cfg.get("chain")

@@ -405,7 +405,7 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def console_main(argv: list[str] | None = None) -> Any:
+def console_main(argv: list[str] | None = None) -> None:
     """The ``allo-lightning`` console script: ``allo-lightning COMMAND [flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -421,5 +421,7 @@ def console_main(argv: list[str] | None = None) -> Any:
         raise SystemExit(2)
     module = importlib.import_module(f"allo_lightning.{name}")  # the dispatcher is not a command
     if name == "bench":
-        return module.main(rest)
-    return module.main(rest, prog=f"allo-lightning {name}")
+        module.main(rest)
+    else:
+        module.main(rest, prog=f"allo-lightning {name}")
+    return None  # the console script exits with what this returns: 0 on success

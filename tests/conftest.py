@@ -12,7 +12,8 @@ import pytest
 import torch
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread per pytest-xdist worker (-n 2 runs two workers on two cores), else up to two
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 from allo_lightning.backbone import load_backbone  # noqa: E402
 from allo_lightning.data import Protein  # noqa: E402

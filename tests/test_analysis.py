@@ -31,6 +31,7 @@ THETA = 0.3
 
 # -- closed form, permutations, BH ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_closed_form_null_matches_monte_carlo():
     rng = np.random.default_rng(0)
     L = 60
@@ -179,6 +180,7 @@ def test_scores_are_seeded_and_skip_unusable_proteins(tiny, tmp_path):
 
 # -- calibration under the global null ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_random_labels_rarely_pass_the_significance_rule(tiny, tmp_path):
     """Sites drawn at random carry no signal for any head: BH at q < 0.05 should then report any head
     in at most ~5 % of data sets (it controls the family-wise error under the global null)."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from allo_lightning.attention import StatsCache, extract
@@ -53,6 +54,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
     from allo_lightning.data.batching import token_budget_batches
 

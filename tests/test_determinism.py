@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from allo_lightning import fit, predict
 
 from .conftest import common, random_proteins, write_table
@@ -23,6 +25,7 @@ def _run(tmp_path, name, table, fasta, seed):
     return saved, (base / "pred" / "predictions.csv").read_text(), metrics
 
 
+@pytest.mark.slow
 def test_same_seed_same_heads_metrics_predictions(tmp_path):
     proteins = random_proteins(12, lo=30, hi=60, seed=4)
     table = write_table(tmp_path / "train.tsv", proteins)

@@ -134,6 +134,7 @@ def _hub_model(n_heads: int, lengths: list[int], rng: np.random.Generator) -> li
     return out
 
 
+@pytest.mark.slow
 def test_calibration_under_random_labels_with_hub_attention():
     """Random labels carry no signal: the fraction of data sets in which `significance` selects any head
     stays <= 0.05 + MC error. The same statistics with a normal-tail p (the old behaviour) fail."""

@@ -20,6 +20,7 @@ def _args(tmp_path, *extra):
             "--heads.n_permutations", "300", "--heads.plot_proteins", "2", *extra]
 
 
+@pytest.mark.slow
 def test_heads_command_writes_the_documented_files(tmp_path, capsys):
     result = heads_cmd.main(_args(tmp_path, "--heads.strategy", "top_k", "--heads.top_k", "2"))
     out = tmp_path / "out"
@@ -66,6 +67,7 @@ def test_heads_command_writes_the_documented_files(tmp_path, capsys):
         assert s in p.sites and 0.0 <= float(r["attention"]) <= 1.0
 
 
+@pytest.mark.slow
 def test_heads_command_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "heads.csv").write_text("old\n")

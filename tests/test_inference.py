@@ -171,7 +171,8 @@ def test_partial_stats_through_windows_equal_full_windowed_stats():
         assert torch.isnan(getattr(part, name)[0, 0]).all()
 
 
-@pytest.mark.parametrize("context", [512, pytest.param(None, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("context", [512, None])
 def test_table_with_a_4092_residue_protein_extracts_by_default(context, tmp_path):
     """The tiny backbone's context is lowered to 512 residues to keep the test fast (any backbone's
     ``max_length`` may be lowered like this; windows then get shorter); the slow case uses ESM-C's 2048."""

@@ -23,6 +23,7 @@ def am_file(path, proteins):
     return path
 
 
+@pytest.mark.slow
 def test_report_rows_and_files(tmp_path, capsys):
     proteins = random_proteins(10, lo=30, hi=50, seed=4)
     table = write_table(tmp_path / "train.tsv", proteins)

@@ -69,6 +69,7 @@ SLOW_EXTRACT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_and_matches_an_uninterrupted_run(tmp_path, tiny):
     # max_tokens=100 -> one protein per batch: many batches, and the batches of the resumed run are those of an
     # uninterrupted run (other compositions change float sums in the last bits, see the report in run.py)

@@ -34,7 +34,6 @@ def no_model(monkeypatch):
         raise AssertionError("a backbone was loaded before the refusal")
 
     monkeypatch.setattr(pipeline, "load_backbone", boom)
-    monkeypatch.setattr(predict, "load_backbone", boom)
 
 
 @pytest.fixture
@@ -175,6 +174,7 @@ def test_help_of_a_command_is_short_and_its_own(capsys):
     assert "--trainer.max_epochs" not in out and len(out.splitlines()) < 120
 
 
+@pytest.mark.slow
 def test_real_process_prints_one_line_and_exits_2(tmp_path):
     res = subprocess.run([sys.executable, "-m", "allo_lightning.fit", "--probe.kind", "svm"], capture_output=True,
                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -251,6 +251,7 @@ def test_data_checks_come_before_the_model(tmp_path, table, capsys, no_model):
     refused(capsys, fit.main, fit_args(tmp_path, two), "only 1 clusters")
 
 
+@pytest.mark.slow
 def test_console_script_is_installed_and_runs_a_command(tmp_path):
     from importlib.metadata import entry_points
 
@@ -260,3 +261,8 @@ def test_console_script_is_installed_and_runs_a_command(tmp_path):
     res = subprocess.run([str(exe), "extract", "--model.thetta", "0.3"], capture_output=True, text=True, check=False,
                          cwd=tmp_path)
     assert res.returncode == 2 and "Did you mean --model.theta?" in res.stderr and "Traceback" not in res.stderr
+    table = write_table(tmp_path / "t.tsv", random_proteins(2, lo=20, hi=25, seed=1))
+    ok = subprocess.run([str(exe), "extract", "--model.backbone", "tiny", "--data.path", str(table),
+                         "--model.cache_dir", str(tmp_path / "c"), "--trainer.default_root_dir", str(tmp_path / "o"),
+                         "--trainer.accelerator", "cpu"], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert ok.returncode == 0 and (tmp_path / "o" / "extraction.json").is_file(), ok.stderr  # success: exit 0
