@@ -68,7 +68,8 @@ def main(cfg) -> dict:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
     backbone = load_checkpoint_backbone(cfg, ckpt)
     # early exit: only the probe's heads, the backbone run up to the deepest of them
-    items = list(run_extraction(cfg, backbone, proteins, heads=list(ckpt.spec.heads)))
+    extraction = run_extraction(cfg, backbone, proteins, heads=list(ckpt.spec.heads))
+    items = list(extraction)
     data = ResidueSet.build(ckpt.spec, items)
     scores = ckpt.score(data.x)
     probabilities = ckpt.probability(scores)
@@ -89,6 +90,7 @@ def main(cfg) -> dict:
                           "no calibration in this checkpoint: no probability column"},
         "auprc_definition": "average precision (sklearn.metrics.average_precision_score on scores.csv)",
         "seen_in_training": trained_on,
+        "windowed": list(extraction.windowed),  # proteins longer than the context: statistics from windows
         "warnings": warnings,
         "checkpoint": str(ckpt.path), "data": cfg.data.path or f"bundled:{cfg.data.bundled}",
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,

@@ -100,7 +100,7 @@ def main(cfg) -> dict:
     scores = ckpt.score(data.x)
     probabilities = ckpt.probability(scores)  # None when the checkpoint has no calibration
     header = ["id", "position", "residue", "score"] + (["probability"] if probabilities is not None else []) \
-        + ["rank", "predicted"] + (["chain", "resnum", "icode"] if structure else [])
+        + ["rank", "predicted", "windowed"] + (["chain", "resnum", "icode"] if structure else [])
     rows = []
     notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
              "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
@@ -120,7 +120,7 @@ def main(cfg) -> dict:
         where = mapping_columns(mapping.residues) if mapping else [()] * p.length
         for pos, (v, r, loc) in enumerate(zip(values, rank.tolist(), where), start=1):
             rows.append([p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([prob[pos - 1]] if prob else []), r,
-                         int(v >= ckpt.threshold), *loc])
+                         int(v >= ckpt.threshold), int(p.id in extraction.windowed), *loc])
         fname = names[p.id]
         record = write_protein_scripts(out, p.id, fname, p.sequence, values, mapping, chain, cfg.get("top"), notes)
         windows = extraction.window_regions(p)  # 1-based (start, end) windows of a long protein, else None

@@ -67,7 +67,8 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     predict.main(pargs)
     out = capsys.readouterr().out
     pred = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
-    assert list(pred[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted"]
+    assert list(pred[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "windowed"]
+    assert {r["windowed"] for r in pred} == {"0"}  # short proteins: one window, not marked
     assert {r["id"] for r in pred} == test_ids
     want = {(r["id"], int(r["position"])): (float(r["score"]), float(r["probability"])) for r in rows}
     for r in pred:
@@ -354,8 +355,8 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
     printed = capsys.readouterr().out
     assert "rec.pdb chain A: 38 of 40 positions mapped, identity 1.000" in printed
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert list(rows[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "chain",
-                             "resnum", "icode"]
+    assert list(rows[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "windowed",
+                             "chain", "resnum", "icode"]
     for r in rows:
         want = layout.get(int(r["position"]), ("", "", ""))
         assert (r["chain"], r["resnum"], r["icode"]) == tuple(str(x) for x in want)
