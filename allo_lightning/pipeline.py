@@ -100,12 +100,13 @@ def long_policy(cfg, proteins: list[Protein]) -> list[Protein]:
 
 def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],
                    map_heads: Sequence[tuple[int, int]] = (), embeddings: bool = False,
-                   heads: Sequence[tuple[int, int]] | None = None) -> Extraction:
-    """``heads``: early exit (only these heads' statistics, the backbone run up to the deepest)."""
+                   heads: Sequence[tuple[int, int]] | None = None, embedding_layer: int | None = None) -> Extraction:
+    """``heads``: early exit (only these heads' statistics, the backbone run up to the deepest);
+    ``embedding_layer``: embeddings are that layer's hidden states (the output of its block)."""
     return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
                    trainer_kwargs=cfg.trainer.kwargs(), max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
                    map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype, heads=heads,
-                   long=long_of(cfg), window_overlap=cfg.model.window_overlap)
+                   long=long_of(cfg), window_overlap=cfg.model.window_overlap, embedding_layer=embedding_layer)
 
 
 def check_orthosteric(heads_cfg, proteins: Sequence[Protein]) -> None:

@@ -15,7 +15,8 @@ Rows of ``report.csv`` / ``report.md``:
 - ``random{k}``: k random testable heads, ``report.random_seeds`` draws (mean and sd over the draws);
 - ``all``: every head; ``best_layer``: the heads of the layer with the best mean head score on the
   training proteins;
-- ``embedding``: the backbone's final-layer embeddings with the same probe;
+- ``embedding``: the backbone's final-layer embeddings with the same probe; ``best_layer_embedding``: the
+  hidden states (output of the block) of that best layer, chosen on each fold's training proteins;
   ``selected+embedding``: the selected heads' statistics and the embedding concatenated;
 - ``identity``: no language model, the residue letter only.
 
@@ -31,6 +32,7 @@ over folds), ``data_efficiency.csv`` / ``.png`` (test AUPRC against the number o
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from .analysis import head_label
 from .backbone import TINY_MEANINGLESS
@@ -92,6 +94,18 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
     return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
 
 
+def best_layer_hidden(cfg, backbone, proteins, choices) -> dict[int, dict]:
+    """Hidden states of each fold's best layer (chosen on that fold's training proteins: the layer whose
+    heads score best), for every protein: {layer: {id: [L, D]}}. One cached extraction per distinct layer."""
+    from .reporting import best_layer
+
+    out: dict[int, dict] = {}
+    for layer in sorted({best_layer(c.analysis) for c in choices}):
+        ex = run_extraction(cfg, backbone, proteins, embeddings=True, embedding_layer=layer)
+        out[layer] = {p.id: s.embedding for p, s in ex}
+    return out
+
+
 @command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
 def main(cfg, analyse=None) -> dict:
     import torch
@@ -105,6 +119,7 @@ def main(cfg, analyse=None) -> dict:
         EFFICIENCY_COLUMNS,
         Collected,
         aggregate,
+        best_layer,
         fold_subsets,
         report_splits,
         to_csv,
@@ -138,11 +153,15 @@ def main(cfg, analyse=None) -> dict:
     extraction = run_extraction(cfg, backbone, everyone, embeddings=rcfg.embeddings)
     stats = {p.id: s for p, s in extraction}
     choices = [select_heads(items_of(split.train, stats), cfg.heads, cfg.seed, analyse) for split in splits]
+    hidden = best_layer_hidden(cfg, backbone, everyone, choices) if rcfg.embeddings else {}
     col, curves = Collected(), {}
     for f, (split, choice) in enumerate(zip(splits, choices)):
-        train, val, test = (items_of(ps, stats) for ps in (split.train, split.val, split.test))
+        layer = best_layer(choice.analysis) if hidden else None
+        fold_stats = stats if layer is None else {pid: replace(s, hidden={layer: hidden[layer][pid]})
+                                                  for pid, s in stats.items()}
+        train, val, test = (items_of(ps, fold_stats) for ps in (split.train, split.val, split.test))
         subsets = fold_subsets(choice.analysis, backbone.n_layers, backbone.n_heads, rcfg, cfg.probe,
-                               cfg.seed, choice.heads)
+                               cfg.seed, choice.heads, hidden_layer=layer)
         same: dict = {}  # identical feature sets (e.g. selected = top3) are trained once
         for name, draw, spec, note in subsets:
             key = (type(spec).__name__, spec.kind, tuple(spec.heads), getattr(spec, "layer", None))

@@ -208,3 +208,35 @@ def test_chunked_column_stats_equal_dense(monkeypatch):
         ref = stats_mod._column_stats_dense(probs, residue, real, theta)
         for name in ("received", "count", "mass", "total"):
             torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny", "esm2_tiny"])
+def test_hidden_states_of_one_layer_are_that_blocks_output_and_cached_apart(name, tmp_path):
+    """``embedding_layer=l``: the embedding is the output of block l (the report's best-layer baseline),
+    equal to a plain forward hook's capture, cached as its own entry (never served as the final layer's)."""
+    from allo_lightning.attention import StatsCache
+    from allo_lightning.backbone import load_backbone
+
+    bb = load_backbone(name)
+    proteins = random_proteins(3, lo=15, hi=30, seed=4)
+    for layer in range(bb.n_layers):
+        got = extract(proteins, bb, 0.3, str(tmp_path), CPU, embeddings=True, embedding_layer=layer)
+        for p, s in got:
+            tokens, real = tokenize([p.sequence])
+            seen = []
+            handle = bb.blocks()[layer].register_forward_hook(
+                lambda _m, _i, out, seen=seen: seen.append(out[0] if isinstance(out, tuple) else out))
+            try:
+                final = bb(tokens, real)
+            finally:
+                handle.remove()
+            want = seen[0][0, 1 : p.length + 1].float()
+            assert torch.allclose(s.embedding, want, atol=1e-5)
+            if layer < bb.n_layers - 1:  # negative control: not the final hidden states
+                assert not torch.allclose(s.embedding, final[0, 1 : p.length + 1].float(), atol=1e-3)
+    final_cache = StatsCache(tmp_path, bb.identity, 0.3)
+    layer_cache = StatsCache(tmp_path, bb.identity, 0.3, embedding_layer=0)
+    p = proteins[0]
+    assert layer_cache.complete(p.sequence, embedding=True) and not final_cache.complete(p.sequence, embedding=True)
+    layer_cache.emb_path(p.sequence).rename(final_cache.emb_path(p.sequence))  # a swapped file is refused
+    assert not final_cache.complete(p.sequence, embedding=True)

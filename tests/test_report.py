@@ -38,7 +38,7 @@ def test_report_rows_and_files(tmp_path, capsys):
     names = [r["subset"] for r in rows]
     # tiny: 8 heads, so k in 1, 3, 8 (20 capped); random k < 8 only (random 8 = all)
     assert names == ["selected", "top1", "top3", "top8", "random1", "random3", "all", "best_layer", "embedding",
-                     "selected+embedding", "identity"]
+                     "best_layer_embedding", "selected+embedding", "identity"]
     by = {r["subset"]: r for r in rows}
     assert by["random3"]["note"].startswith("5 random draws") and by["top3"]["n_heads"] == "3"
     assert all(0 <= float(r["auprc"]) <= 1 and "f1" in r and "mcc" in r for r in rows)

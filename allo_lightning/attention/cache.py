@@ -72,10 +72,12 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 
 
 class StatsCache:
-    def __init__(self, root: str | Path | None, backbone_identity: str, theta: float) -> None:
+    def __init__(self, root: str | Path | None, backbone_identity: str, theta: float,
+                 embedding_layer: int | None = None) -> None:
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.dir = self.root / backbone_identity
         self.theta = float(theta)
+        self.embedding_layer = embedding_layer  # which hidden states the ``emb`` part holds (None: final)
         self._meta: dict[str, str] = {}  # metadata of the entry read last
 
     def _path(self, sequence: str, part: str) -> Path:
@@ -91,8 +93,13 @@ class StatsCache:
     def maps_path(self, sequence: str, heads: list[tuple[int, int]]) -> Path:
         return self._path(sequence, f"maps-{heads_key(heads)}")
 
+    @property
+    def _emb_part(self) -> str:
+        """``emb`` (final-layer hidden states) or ``emb-l<layer>`` (the output of block ``layer``)."""
+        return "emb" if self.embedding_layer is None else f"emb-l{self.embedding_layer}"
+
     def emb_path(self, sequence: str) -> Path:
-        return self._path(sequence, "emb")
+        return self._path(sequence, self._emb_part)
 
     def paths(self, sequence: str, map_heads=None, embedding: bool = False, heads=None) -> list[Path]:
         out = [self.stats_path(sequence) if heads is None else self.partial_path(sequence, heads)]
@@ -103,7 +110,8 @@ class StatsCache:
         return out
 
     def _context(self, kind: str, sequence_sha: str, length: int) -> str:
-        return entry_context(kind, sequence_sha, length, self.theta if kind in ("stats", "partial") else None)
+        name = self._emb_part if kind == "emb" else kind  # a layer's hidden states never pass as another's
+        return entry_context(name, sequence_sha, length, self.theta if kind in ("stats", "partial") else None)
 
     def _read(self, path: Path, sequence_sha: str, length: int, kind: str,
               map_heads=None) -> dict[str, torch.Tensor] | None:

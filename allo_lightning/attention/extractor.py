@@ -72,12 +72,16 @@ class AttentionExtractor(L.LightningModule):
 
     def __init__(self, backbone: Backbone, theta: float = 0.3, map_heads: Sequence[tuple[int, int]] = (),
                  embeddings: bool = False, dtype: str = "fp32", heads: Sequence[tuple[int, int]] | None = None,
-                 window_overlap: int = 256) -> None:
+                 window_overlap: int = 256, embedding_layer: int | None = None) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
         self.theta = float(theta)
         self.map_heads = [tuple(map(int, h)) for h in map_heads]
         self.embeddings = embeddings
+        if embedding_layer is not None and not 0 <= int(embedding_layer) < backbone.n_layers:
+            raise ValueError(f"embedding_layer {embedding_layer} does not exist in {backbone.name} "
+                             f"({backbone.n_layers} layers, 0-based).")
+        self.embedding_layer = None if embedding_layer is None else int(embedding_layer)
         self.dtype_choice = dtype
         self.heads = None if heads is None else sorted({tuple(map(int, h)) for h in heads})
         self.window_overlap = int(window_overlap)
@@ -151,8 +155,18 @@ class AttentionExtractor(L.LightningModule):
             for head in map_layers.get(layer, ()):  # a copy: the buffer is reused by the next layer
                 maps[(layer, head)] = probs_BHLL[:, head].to(torch.float32, copy=True)
 
-        emb = self.backbone(tokens, real, on_layer, reuse_probs=True, until_layer=self.until_layer)
-        return {"out": out, "maps": maps, "emb": emb}
+        hidden: list[torch.Tensor] = []
+        handle = None
+        if self.embeddings and self.embedding_layer is not None:  # the output of that block, not the last
+            block = self.backbone.blocks()[self.embedding_layer]
+            handle = block.register_forward_hook(
+                lambda _m, _i, output: hidden.append(output[0] if isinstance(output, tuple) else output))
+        try:
+            emb = self.backbone(tokens, real, on_layer, reuse_probs=True, until_layer=self.until_layer)
+        finally:
+            if handle is not None:
+                handle.remove()
+        return {"out": out, "maps": maps, "emb": hidden[0] if hidden else emb}
 
     def _protein(self, raw: dict, b: int, n: int) -> ProteinStats:
         out, maps, emb = raw["out"], raw["maps"], raw["emb"]

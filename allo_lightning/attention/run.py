@@ -80,6 +80,7 @@ def extract(
     heads: Sequence[tuple[int, int]] | None = None,
     long: str = "window",
     window_overlap: int = 256,
+    embedding_layer: int | None = None,
 ) -> Extraction:
     """Compute (or reuse from the cache) the attention statistics of ``proteins``.
 
@@ -90,13 +91,17 @@ def extract(
 
     ``long``: a protein longer than ``backbone.max_length`` is run as overlapping windows of that
     length (``window``, default; ``window_overlap`` residues shared), or refused (``error``).
-    Skipping long proteins (``skip``) happens when the proteins are loaded (:func:`split_long`)."""
+    Skipping long proteins (``skip``) happens when the proteins are loaded (:func:`split_long`).
+
+    ``embedding_layer`` (with ``embeddings``): the embedding is the output of that block (0-based; the
+    hidden states of one layer, cached as their own entry) instead of the final layer's."""
     if dtype not in ("fp32", "bf16"):
         raise InputError(f"--model.dtype {dtype!r}: choose fp32 or bf16.")
     if long not in ("window", "error", "skip"):
         raise InputError(f"--data.long {long!r}: choose window, skip or error.")
     # bf16 statistics differ from fp32 ones: they get their own cache entries
-    cache = StatsCache(cache_dir, backbone.identity + ("-bf16" if dtype == "bf16" else ""), theta)
+    cache = StatsCache(cache_dir, backbone.identity + ("-bf16" if dtype == "bf16" else ""), theta,
+                       embedding_layer if embeddings else None)
     map_heads = [tuple(map(int, h)) for h in map_heads]
     if heads is not None:
         heads = sorted({tuple(map(int, h)) for h in heads})
@@ -123,7 +128,8 @@ def extract(
                         windowed=[p.id for p in proteins if p.length > backbone.max_length],
                         max_length=backbone.max_length, window_overlap=window_overlap)
     if batches:
-        module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype, heads, window_overlap)
+        module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype, heads, window_overlap,
+                                    embedding_layer if embeddings else None)
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)

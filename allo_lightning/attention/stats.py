@@ -35,7 +35,8 @@ class ProteinStats:
     total: torch.Tensor  # [Ly, H]
     maps: torch.Tensor | None = None  # [K, L, L] for ``map_heads``
     map_heads: list[tuple[int, int]] = field(default_factory=list)
-    embedding: torch.Tensor | None = None  # [L, D] final-layer hidden states
+    embedding: torch.Tensor | None = None  # [L, D] final-layer hidden states (or those of ``embedding_layer``)
+    hidden: dict | None = None  # {layer: [L, D]} hidden states of chosen layers, attached by callers (report)
     # partial statistics (early exit): only these heads were computed; the tensors cover layers
     # 0..deepest and every other head is NaN (never a silent zero). None: every head of every layer.
     heads: list[tuple[int, int]] | None = None

@@ -88,5 +88,9 @@ class ESM2Backbone(Backbone):
     def _qk_to_BHLD(self, q, k):
         return q, k
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer layers, in order (their first output is the hidden states of each layer)."""
+        return list(self.model.encoder.layer)
+
     def _run(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=tokens, attention_mask=real.long()).last_hidden_state

@@ -87,6 +87,10 @@ class ESMCBackbone(Backbone):
     def _qk_to_BHLD(self, q_BLHD, k_BLHD):
         return q_BLHD.transpose(1, 2), k_BLHD.transpose(1, 2)
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks, in order (their outputs are the hidden states of each layer)."""
+        return list(self.model.transformer.blocks)
+
     def _run(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         return self.model(sequence_tokens=tokens, sequence_id=real).embeddings
 
