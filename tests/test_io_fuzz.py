@@ -7,10 +7,13 @@ import string
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from allo_lightning.data.io import ALPHABET, InputError, Protein, read_fasta, read_proteins, read_table
+
+pytestmark = pytest.mark.slow  # fuzzing: run by .ci/run (python -m pytest -m slow), not the inner loop
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 _DIR = Path(tempfile.mkdtemp(prefix="allo_fuzz_"))  # one file per parser call, overwritten (fast, no fixture)
