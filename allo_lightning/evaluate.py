@@ -19,13 +19,11 @@ import math
 import sys
 import time
 
-from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS, context_length
 from .errors import InputError
 from .outputs import prepare_out_dir, write_csv, write_json
 from .pipeline import (
-    check_devices,
-    check_writable_dir,
+    check_environment,
     load_checkpoint_backbone,
     load_probe_checkpoint,
     long_of,
@@ -57,10 +55,9 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     if cfg.get("bootstrap") < 1:
         raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
-    check_devices(cfg.trainer, cfg.model.dtype)
+    check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
-    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
     name = cfg.model.backbone
     proteins = load_proteins(cfg.data, max_length=context_length(name) if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)

@@ -40,6 +40,13 @@ def check_devices(trainer, dtype: str = "fp32") -> None:
                             "Use --model.dtype fp32.")
 
 
+def check_environment(cfg) -> None:
+    """Before anything is loaded: the devices (and dtype) asked for exist, and the cache folder can be
+    written."""
+    check_devices(cfg.trainer, cfg.model.dtype)
+    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
+
+
 def bf16_supported(device_type: str) -> bool:
     import torch
 
@@ -58,8 +65,7 @@ def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
     command's own checks of the data), and only then the backbone. ``require_sites`` for commands that
     train or score heads (a protein without sites is refused, naming its row). Notes of the reader
     (shared sequences put in one cluster) are printed."""
-    check_devices(cfg.trainer, cfg.model.dtype)
-    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
+    check_environment(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     long_error = long_of(cfg) == "error"
     proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone) if long_error else None,

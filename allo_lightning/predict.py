@@ -23,12 +23,10 @@ from typing import Literal
 
 import torch
 
-from .attention.cache import default_cache_dir
 from .backbone import TINY_MEANINGLESS
 from .outputs import prepare_out_dir, record_outputs, write_json
 from .pipeline import (
-    check_devices,
-    check_writable_dir,
+    check_environment,
     load_checkpoint_backbone,
     load_probe_checkpoint,
     long_of,
@@ -78,10 +76,9 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_structure_spec(cfg.get("structure"))
-    check_devices(cfg.trainer, cfg.model.dtype)
+    check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "predict")
     out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
-    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
     backbone = load_checkpoint_backbone(cfg, ckpt)
     proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
