@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from .. import interrupt
 from ..backbone import Backbone, tokenize
 from ..backbone.base import BOS_ID, EOS_ID
-from .cache import StatsCache
+from .cache import BackgroundWriter, StatsCache
 from .stats import STAT_NAMES, ProteinStats, column_stats
 
 
@@ -233,15 +233,38 @@ class AttentionExtractor(L.LightningModule):
 class CacheWriter(BasePredictionWriter):
     """Writes each protein's statistics to the cache as soon as its batch is done (so an interrupted
     run keeps its finished proteins), then stops the run if a signal arrived meanwhile (see
-    :mod:`allo_lightning.interrupt`). Under DDP every rank writes the proteins it ran."""
+    :mod:`allo_lightning.interrupt`). Under DDP every rank writes the proteins it ran.
 
-    def __init__(self, cache: StatsCache) -> None:
+    ``background`` (default): hashing and writing happen on a :class:`BackgroundWriter` thread with at
+    most ``max_pending`` proteins queued; the queue is drained when prediction ends (normally, by an
+    error or by a signal: the batch in flight is then on disk before the run stops), and an error of the
+    writer is raised in the main thread. ``background=False`` writes in place."""
+
+    def __init__(self, cache: StatsCache, background: bool = True, max_pending: int = 32) -> None:
         super().__init__(write_interval="batch")
         self.cache = cache
         self.written: list[str] = []
+        self._writer = BackgroundWriter(cache, max_pending) if background else None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for pid, seq, stats in prediction:
-            self.cache.save(seq, stats)
+            if self._writer is not None:
+                self._writer.submit(pid, seq, stats)
+            else:
+                self.cache.save(seq, stats)
             self.written.append(pid)
         interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Every queued entry on disk (then the writer's error, if any, is raised)."""
+        if self._writer is not None:
+            self._writer.close(raise_errors)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.close(raise_errors=False)  # the run fails with its own error; finished proteins are kept
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        self.close(raise_errors=False)  # drained already by one of the hooks above; this is a safety net
