@@ -64,7 +64,9 @@ def test_extract_on_cuda_equals_cpu(tiny, tmp_path):
     for (p, a), (_, b) in zip(cpu, gpu):
         assert _flip_share(a, b) <= 1e-3, p.id
         torch.testing.assert_close(b.received, a.received, rtol=1e-4, atol=1e-3)
-        torch.testing.assert_close(b.mass, a.mass, rtol=1e-3, atol=1e-2)
+        same = a.count == b.count  # where no pair crossed theta, the confident mass agrees too
+        assert same.float().mean() > 0.99
+        torch.testing.assert_close(b.mass[same], a.mass[same], rtol=1e-4, atol=1e-3)
     tiny.to("cpu")
 
 
@@ -121,7 +123,8 @@ def test_half_precision_scores_equal_upcast_scores(tiny, monkeypatch):
 def test_bench_smoke_on_cuda(capsys):
     from allo_lightning.bench import main
 
-    main(["--quick", "--device", "cuda", "--lengths", "64", "--repeats", "1", "--original-heads", "4"])
+    main(["--quick", "--device", "cuda", "--shapes", "tiny", "--lengths", "64", "--repeats", "1",
+          "--original-heads", "4"])
     out = capsys.readouterr().out
     assert "overhead=" in out and "nan" not in out.split("overhead=")[-1]
 
@@ -129,7 +132,8 @@ def test_bench_smoke_on_cuda(capsys):
 def test_bench_predict_bf16_on_cuda(capsys):
     from allo_lightning.bench import main
 
-    main(["--predict", "--quick", "--bf16", "--device", "cuda", "--lengths", "64", "--repeats", "1"])
+    main(["--predict", "--quick", "--bf16", "--device", "cuda", "--shapes", "tiny", "--lengths", "64",
+          "--repeats", "1"])
     out = capsys.readouterr().out
     assert "bf16 vs fp32" in out and "speed-up" in out and "predict_vs_full=" in out
 
@@ -137,6 +141,6 @@ def test_bench_predict_bf16_on_cuda(capsys):
 def test_bench_table_on_cuda(capsys):
     from allo_lightning.bench import main
 
-    main(["--table", "--device", "cuda", "--shapes", "esmc_300m", "--residues", "2000", "--max-tokens", "2048"])
+    main(["--table", "--device", "cuda", "--shapes", "tiny", "--residues", "2000", "--max-tokens", "2048"])
     out = capsys.readouterr().out
     assert "FAILED" not in out and "bf16 vs fp32 end to end" in out

@@ -47,6 +47,30 @@ def window_plan(length: int, window: int, overlap: int) -> tuple[list[int], torc
     return starts, best
 
 
+CPU_MAX_TOKENS = 4096  # the token budget of a batch on CPU / MPS (and the floor on CUDA)
+CUDA_MAX_TOKENS = 65536  # the most on CUDA: larger batches gained nothing on an H200 (issue 17)
+CUDA_MEMORY_FRACTION = 0.5  # of the free device memory, for one batch's attention buffers
+
+
+def token_budget(trainer_kwargs: dict | None, n_heads: int, longest: int) -> int:
+    """The default ``--model.max_tokens`` (batch size x padded length) for extraction on the device the
+    trainer will use: CPU_MAX_TOKENS on CPU and MPS; on CUDA, from the free memory of the current device
+    (``torch.cuda.mem_get_info``): half of it for one batch's attention buffers (float32 probabilities,
+    statistics scratch and a half-precision copy: about 12 bytes x heads x T per token, T = the longest
+    protein + 2 tokens), rounded down to a power of two (so that small changes in free memory do not change
+    the batches, which a resumed run must re-form identically), between CPU_MAX_TOKENS and CUDA_MAX_TOKENS
+    and never below one protein of length T. Set ``--model.max_tokens`` for a fixed budget."""
+    accel = str((trainer_kwargs or {}).get("accelerator") or "auto").lower()
+    cuda = torch.cuda.is_available() and accel in ("gpu", "cuda", "auto")
+    if not cuda:
+        return CPU_MAX_TOKENS
+    T = longest + 2
+    free, _total = torch.cuda.mem_get_info()
+    n = int(CUDA_MEMORY_FRACTION * free) // (12 * max(1, n_heads) * T)
+    n = 1 << max(0, n.bit_length() - 1) if n > 0 else 0
+    return max(T, CPU_MAX_TOKENS, min(n, CUDA_MAX_TOKENS))
+
+
 def cpu_bf16_supported() -> bool:
     """Whether this CPU has native bf16 arithmetic as torch sees it (x86: AVX512-BF16 or AMX;
     oneDNN's own check otherwise). Without it bf16 is emulated and slower than fp32."""
