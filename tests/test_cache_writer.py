@@ -108,3 +108,32 @@ def test_after_a_writer_error_submit_raises_and_nothing_more_is_written(tmp_path
     with pytest.raises(OutputError):
         writer.close()
     assert calls == [p[0].sequence]
+
+
+def test_extract_never_imports_matplotlib_plotting(tmp_path):
+    """extract draws nothing, so it must not import matplotlib's plotting (pyplot, and the font manager, which
+    on a fresh machine first builds its font cache: 40 s measured inside extract on a GPU node). Lightning
+    imports torchmetrics, which imports matplotlib.pyplot unless allo_lightning._matplotlib.defer() ran first.
+    (The esm package imports biotite, which imports matplotlib.patches when matplotlib is installed: a few
+    core modules, no font manager, no pyplot; outside this package.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import write_table
+
+    root = Path(__file__).resolve().parents[1]
+    table = write_table(tmp_path / "t.tsv", random_proteins(3, lo=15, hi=25, seed=6))
+    code = (
+        "import sys\n"
+        "from allo_lightning.extract import main\n"
+        f"main(['--data.path', {str(table)!r}, '--model.backbone', 'tiny', '--model.cache_dir', {str(tmp_path)!r},"
+        f" '--trainer.accelerator', 'cpu', '--trainer.enable_progress_bar', 'false',"
+        f" '--trainer.default_root_dir', {str(tmp_path / 'out')!r}])\n"
+        "print('MPL', sorted(m for m in sys.modules if m in ('matplotlib.pyplot', 'matplotlib.font_manager')))\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(root), "JSONARGPARSE_DEPRECATION_WARNINGS": "off"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "out" / "extraction.json").exists()
+    assert "MPL []" in res.stdout, res.stdout[-500:]
