@@ -162,6 +162,8 @@ class AttentionExtractor(L.LightningModule):
         stat_heads: dict[int, list[int]] = {}
         for layer, head in self.heads or ():
             stat_heads.setdefault(layer, []).append(head)
+        # index tensors made before the forward pass: a host-to-device copy inside it would wait for the device
+        stat_idx = {layer: torch.tensor(hs, device=tokens.device) for layer, hs in stat_heads.items()}
         maps: dict[tuple[int, int], torch.Tensor] = {}
         map_layers: dict[int, list[int]] = {}
         for layer, head in self.map_heads:
@@ -172,10 +174,9 @@ class AttentionExtractor(L.LightningModule):
                 for name, value in column_stats(probs_BHLL, residue, real, self.theta, rows).items():
                     out[name][:, layer] = value
             elif layer in stat_heads:  # only the heads asked for
-                hs = stat_heads[layer]
-                idx = torch.tensor(hs, device=probs_BHLL.device)
+                idx = stat_idx[layer]
                 for name, value in column_stats(probs_BHLL[:, idx], residue, real, self.theta, rows).items():
-                    out[name][:, layer, hs] = value
+                    out[name][:, layer].index_copy_(1, idx, value)
             for head in map_layers.get(layer, ()):  # a copy: the buffer is reused by the next layer
                 maps[(layer, head)] = probs_BHLL[:, head].to(torch.float32, copy=True)
 
@@ -190,6 +191,7 @@ class AttentionExtractor(L.LightningModule):
         finally:
             if handle is not None:
                 handle.remove()
+        out = {k: v.cpu() for k, v in out.items()}  # one device-to-host copy per statistic for the whole batch
         return {"out": out, "maps": maps, "emb": hidden[0] if hidden else emb}
 
     def _protein(self, raw: dict, b: int, n: int) -> ProteinStats:

@@ -204,6 +204,7 @@ def _one_pass(probs_BHLL: torch.Tensor, query_BL: torch.Tensor, theta_t: torch.T
 
 
 _COMPILED: dict[bool, object] = {}
+_THETAS: dict[tuple[str, float], torch.Tensor] = {}
 _COMPILE_FAILED = False
 
 
@@ -213,7 +214,10 @@ def _compiled_sums(probs: torch.Tensor, query_BL: torch.Tensor, theta: float, ro
     global _COMPILE_FAILED
     if _COMPILE_FAILED:
         return None
-    theta_t = torch.tensor(theta, dtype=torch.float32, device=probs.device)
+    key = (str(probs.device), float(theta))
+    theta_t = _THETAS.get(key)
+    if theta_t is None:  # once per device and theta: a host-to-device copy per layer would wait for the device
+        theta_t = _THETAS[key] = torch.tensor(theta, dtype=torch.float32, device=probs.device)
     try:
         fn = _COMPILED.get(rows)
         if fn is None:
