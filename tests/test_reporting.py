@@ -121,3 +121,24 @@ def test_rows_have_intervals_and_paired_comparison():
 def test_undefined_metrics_are_left_out_of_means():
     assert reporting._mean([0.2, None, float("nan"), 0.4]) == pytest.approx(0.3)
     assert reporting._sd([None, 0.5]) == 0.0
+
+
+def test_fallback_is_flagged_in_the_row_name_and_note():
+    rng = np.random.default_rng(3)
+    col = Collected()
+    for f in range(2):
+        groups = np.repeat(np.arange(4), 30)
+        y = (rng.random(len(groups)) < 0.2).astype(int)
+        col.add_fold(y, groups)
+        for name in ("selected", "top3"):
+            s = rng.normal(size=len(y))
+            col.add(name, None, f, 3, "", {"auprc": average_precision_score(y, s)}, s, 0.5)
+    msg = "strategy 'significance' selected no head (q < 0.1 and SNR > 0); fell back to the top 3 heads"
+    rows, comparisons = aggregate(col, n_boot=100, fallbacks=[msg, msg])
+    assert rows[0]["subset"] == "selected(top3 fallback)" and rows[0]["fallback_folds"] == "2/2"
+    assert "FALLBACK in 2 of 2 folds" in rows[0]["note"]
+    rows, _ = aggregate(col, n_boot=100, fallbacks=[None, msg])
+    assert rows[0]["subset"] == "selected(top3 fallback in 1/2 folds)" and rows[0]["fallback_folds"] == "1/2"
+    rows, _ = aggregate(col, n_boot=100, fallbacks=[None, None])
+    assert rows[0]["subset"] == "selected" and rows[0]["fallback_folds"] == "0/2"
+    assert "fallback_folds" in reporting.COLUMNS
