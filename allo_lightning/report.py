@@ -255,6 +255,7 @@ def main(cfg, analyse=None) -> dict:
            f"Test AUPRC against the number of training proteins: {rcfg.efficiency_draws} random draws of n training "
            "proteins per size and fold, validation proteins drawn in proportion (round(n_val x n / n_train), at "
            "least 1; early stopping and the threshold on them); heads selected on the drawn proteins only. "
+           "`n_train_val`: the proteins each point used, training + validation (the plot's x-axis). "
            "`auprc`: mean over draws of the fold means; `_lo`/`_hi`: bootstrap over test proteins; `_sd`: over "
            "draws.", "", to_markdown(efficiency, EFFICIENCY_COLUMNS)]
     if am_rows is not None:

@@ -28,7 +28,7 @@ COLUMNS = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd", "au
            "test_proteins", "fallback_folds", "note")
 COMPARISON_COLUMNS = ("subset", "delta_auprc", "delta_lo", "delta_hi", "p_value", "p_holm", "p_floor", "rotations",
                       "selected_better", "test_proteins")
-EFFICIENCY_COLUMNS = ("features", "label", "n_train", "n_val", "draws", "auprc", "auprc_lo", "auprc_hi", "auprc_sd",
+EFFICIENCY_COLUMNS = ("features", "label", "n_train", "n_val", "n_train_val", "draws", "auprc", "auprc_lo", "auprc_hi", "auprc_sd",
                       "folds", "test_proteins", "base_rate")
 
 
@@ -112,9 +112,14 @@ def testable_heads(analysis: Any, n_layers: int, n_heads: int) -> list[tuple[int
 
 
 def best_layer(analysis: Any) -> int:
-    """Layer whose heads have the best mean score on the training proteins (NaN scores ignored)."""
+    """Layer whose TESTABLE heads have the best mean score on the training proteins (NaN scores and heads
+    with too few confident pairs to be tested ignored; all heads when none is testable)."""
     score = analysis.get("").double()
-    ok = ~torch.isnan(score)
+    n_layers, n_heads = score.shape
+    testable = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+    for ly, h in testable_heads(analysis, n_layers, n_heads):
+        testable[ly, h] = True
+    ok = ~torch.isnan(score) & testable
     sums = torch.where(ok, score, torch.zeros_like(score)).sum(dim=1)
     counts = ok.sum(dim=1)
     means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("-inf")))
@@ -153,7 +158,8 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
                  hidden_layer: int | None = None) -> list[tuple]:
     """(row name, draw number for random rows or None, FeatureSpec, note) for one fold.
 
-    Rows: selected; top{k}; random{k} (``rcfg.random_seeds`` draws of k TESTABLE heads); all; best_layer
+    Rows: selected; top{k}; random{k} (``rcfg.random_seeds`` draws of k TESTABLE heads); random_matched (the
+    same draws with k = the number of selected heads of the fold: the size-matched baseline); all; best_layer
     (heads of the best layer on the training proteins); embedding (final layer); best_layer_embedding
     (hidden states of that best layer, when ``hidden_layer`` is given); selected+embedding; identity."""
     from .workflow import ranking_of
@@ -172,6 +178,12 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
             rng = random.Random(seed * 1_000_003 + k * 1009 + r)
             out.append((f"random{k}", r, head_spec(sorted(rng.sample(pool, k)), pcfg),
                         f"from {len(pool)} testable heads"))
+    k = len(selected)
+    if 1 <= k < len(pool):
+        for r in range(rcfg.random_seeds):
+            rng = random.Random(seed * 1_000_003 + k * 1009 + r + 500_009)
+            out.append(("random_matched", r, head_spec(sorted(rng.sample(pool, k)), pcfg),
+                        f"k = the {k} selected heads, from {len(pool)} testable heads"))
     out.append(("all", None, head_spec(all_heads, pcfg), ""))
     layer = best_layer(analysis)
     out.append(("best_layer", None, head_spec([(layer, h) for h in range(n_heads)], pcfg), f"L{layer}"))
@@ -363,7 +375,9 @@ def efficiency_plan(split: Split, sizes: Sequence[int], draws: int = 5, seed: in
 def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000,
                     seed: int = 0) -> list[dict]:
     """results: dicts features, label ("1", "2", ..., "all"), n, n_val, draw, fold, auprc, base_rate, scores.
-    One row per (features, label): mean over draws of the mean over folds, the bootstrap interval over
+    One row per (features, label): ``n_train_val`` = training + validation proteins the point used (the
+    validation proteins stop training early and set the threshold); mean over draws of the mean over folds,
+    the bootstrap interval over
     the test proteins of those folds, and the sd over draws (training-set variability)."""
     rows = []
     for name in dict.fromkeys(r["features"] for r in results):
@@ -382,7 +396,8 @@ def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarra
             iv = fb.interval(score_sets, "auprc")
             per_draw = [_mean([r["auprc"] for r in sub if r["draw"] == d]) for d in draws]
             rows.append({"features": name, "label": label, "n_train": _mean([r["n"] for r in sub]),
-                         "n_val": _mean([r["n_val"] for r in sub]), "draws": len(draws),
+                         "n_val": _mean([r["n_val"] for r in sub]),
+                         "n_train_val": _mean([r["n"] + r["n_val"] for r in sub]), "draws": len(draws),
                          "auprc": _mean(per_draw), "auprc_lo": iv.lo, "auprc_hi": iv.hi, "auprc_sd": _sd(per_draw),
                          "folds": len(fold_ids), "test_proteins": fb.n_proteins,
                          "base_rate": _mean([r["base_rate"] for r in sub])})

@@ -142,3 +142,60 @@ def test_fallback_is_flagged_in_the_row_name_and_note():
     rows, _ = aggregate(col, n_boot=100, fallbacks=[None, None])
     assert rows[0]["subset"] == "selected" and rows[0]["fallback_folds"] == "0/2"
     assert "fallback_folds" in reporting.COLUMNS
+
+
+class _Scored:
+    """A head analysis stand-in: pooled scores [layers, heads], testable heads, ranking."""
+
+    def __init__(self, score, testable):
+        import torch
+
+        self.score = torch.tensor(score, dtype=torch.float64)
+        self.testable = testable
+        self.ranking = sorted(((ly, h) for ly in range(self.score.shape[0]) for h in range(self.score.shape[1])),
+                              key=lambda lh: -float(self.score[lh]))
+
+    def get(self, name):
+        return self.score
+
+
+def test_best_layer_ignores_heads_that_are_not_testable():
+    # layer 0: one untestable head with a huge score (too few confident pairs); layer 1 is better on testable heads
+    a = _Scored([[0.9, 0.1, 0.1], [0.3, 0.3, 0.3]], testable=[(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)])
+    assert reporting.best_layer(a) == 1
+
+
+def test_random_rows_include_one_size_matched_to_the_selection():
+    a = _Scored([[0.9, 0.1, 0.2, 0.4], [0.3, 0.5, 0.6, 0.7]], testable=[(ly, h) for ly in range(2) for h in range(4)])
+    rcfg, pcfg = ReportConfig(ks=[1, 3], random_seeds=3), ProbeConfig()
+    for selected in ([(0, 0), (1, 3)], [(0, 0), (1, 3), (1, 2), (1, 1), (0, 3)]):
+        subsets = reporting.fold_subsets(a, 2, 4, rcfg, pcfg, 0, selected)
+        matched = [(draw, spec) for name, draw, spec, _ in subsets if name == "random_matched"]
+        assert [d for d, _ in matched] == [0, 1, 2]
+        assert all(len(spec.heads) == len(selected) for _, spec in matched)
+
+
+def test_efficiency_rows_and_plot_count_training_plus_validation_proteins(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from allo_lightning.plots.probe import data_efficiency
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(40) < 0.3).astype(int)
+    y[0] = 1
+    folds = [(y, np.repeat(np.arange(4), 10))]
+    results = [{"features": "selected heads", "label": label, "n": n, "n_val": n_val, "draw": 0, "fold": 0,
+                "auprc": 0.5, "base_rate": 0.3, "scores": rng.random(40)} for label, n, n_val in (("2", 2, 1),
+                                                                                                   ("all", 8, 3))]
+    rows = reporting.efficiency_rows(results, folds, n_boot=100)
+    assert [r["n_train_val"] for r in rows] == [3, 11] and "n_train_val" in reporting.EFFICIENCY_COLUMNS
+    seen = {}
+    original = Axes.errorbar
+
+    def spy(self, x, *args, **kw):
+        seen["x"] = list(x)
+        return original(self, x, *args, **kw)
+
+    monkeypatch.setattr(Axes, "errorbar", spy)
+    data_efficiency(rows, tmp_path / "eff.png")
+    assert seen["x"] == [3, 11]
