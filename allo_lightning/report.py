@@ -86,11 +86,13 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
                         continue
                     run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs, rcfg.max_epochs)
                     outcome[name] = (run.test["auprc"], run.test["base_rate"], run.test_scores.numpy())
-                done[key] = outcome
-            for name, (auprc, base_rate, scores) in done[key].items():
+                done[key] = (outcome, bool(choice.fallback))
+            outcome, fell_back = done[key]
+            for name, (auprc, base_rate, scores) in outcome.items():
                 results.append({"features": name, "label": "all" if d.full else str(d.n), "n": d.n,
                                 "n_val": len(d.val), "draw": d.draw, "fold": f, "auprc": auprc,
-                                "base_rate": base_rate, "scores": scores})
+                                "base_rate": base_rate, "scores": scores,
+                                "fallback": fell_back and name == "selected heads"})
     return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
 
 

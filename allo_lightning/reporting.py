@@ -28,7 +28,8 @@ COLUMNS = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd", "au
            "test_proteins", "fallback_folds", "note")
 COMPARISON_COLUMNS = ("subset", "delta_auprc", "delta_lo", "delta_hi", "p_value", "p_holm", "p_floor", "rotations",
                       "selected_better", "test_proteins")
-EFFICIENCY_COLUMNS = ("features", "label", "n_train", "n_val", "n_train_val", "draws", "auprc", "auprc_lo", "auprc_hi", "auprc_sd",
+EFFICIENCY_COLUMNS = ("features", "label", "n_train", "n_val", "n_train_val", "draws", "fallback_runs", "auprc",
+                      "auprc_lo", "auprc_hi", "auprc_sd",
                       "folds", "test_proteins", "base_rate")
 
 
@@ -181,7 +182,7 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
     k = len(selected)
     if 1 <= k < len(pool):
         for r in range(rcfg.random_seeds):
-            rng = random.Random(seed * 1_000_003 + k * 1009 + r + 500_009)
+            rng = random.Random(seed * 1_000_003 + k * 1009 + r)  # = random{k}: shared probes when k is in ks
             out.append(("random_matched", r, head_spec(sorted(rng.sample(pool, k)), pcfg),
                         f"k = the {k} selected heads, from {len(pool)} testable heads"))
     out.append(("all", None, head_spec(all_heads, pcfg), ""))
@@ -375,7 +376,9 @@ def efficiency_plan(split: Split, sizes: Sequence[int], draws: int = 5, seed: in
 def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000,
                     seed: int = 0) -> list[dict]:
     """results: dicts features, label ("1", "2", ..., "all"), n, n_val, draw, fold, auprc, base_rate, scores.
-    One row per (features, label): ``n_train_val`` = training + validation proteins the point used (the
+    One row per (features, label): ``fallback_runs`` (selected heads: how many of the fold x draw runs
+    fell back to the top-ranked heads because no head passed the selection); ``n_train_val`` = training +
+    validation proteins the point used (the
     validation proteins stop training early and set the threshold); mean over draws of the mean over folds,
     the bootstrap interval over
     the test proteins of those folds, and the sd over draws (training-set variability)."""
@@ -398,6 +401,8 @@ def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarra
             rows.append({"features": name, "label": label, "n_train": _mean([r["n"] for r in sub]),
                          "n_val": _mean([r["n_val"] for r in sub]),
                          "n_train_val": _mean([r["n"] + r["n_val"] for r in sub]), "draws": len(draws),
+                         "fallback_runs": (f"{sum(1 for r in sub if r.get('fallback'))}/{len(sub)}"
+                                           if name == "selected heads" else ""),
                          "auprc": _mean(per_draw), "auprc_lo": iv.lo, "auprc_hi": iv.hi, "auprc_sd": _sd(per_draw),
                          "folds": len(fold_ids), "test_proteins": fb.n_proteins,
                          "base_rate": _mean([r["base_rate"] for r in sub])})

@@ -189,6 +189,8 @@ def test_efficiency_rows_and_plot_count_training_plus_validation_proteins(tmp_pa
                                                                                                    ("all", 8, 3))]
     rows = reporting.efficiency_rows(results, folds, n_boot=100)
     assert [r["n_train_val"] for r in rows] == [3, 11] and "n_train_val" in reporting.EFFICIENCY_COLUMNS
+    results[0]["fallback"] = True
+    assert [r["fallback_runs"] for r in reporting.efficiency_rows(results, folds, n_boot=100)] == ["1/1", "0/1"]
     seen = {}
     original = Axes.errorbar
 

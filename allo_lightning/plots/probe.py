@@ -63,6 +63,7 @@ def data_efficiency(rows: Sequence[dict], path: str | Path, base_rate: float | N
     if base_rate is not None:
         ax.axhline(base_rate, color="grey", ls="--", lw=1, label=f"base rate {base_rate:.3f}")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="proteins used (training + validation)", ylabel="test AUPRC (mean; bars: 95 % interval)", ylim=(0, 1.02), title=title)
+    ax.set(xlabel="proteins used (training + validation)", ylabel="test AUPRC (mean; bars: 95 % interval)",
+           ylim=(0, 1.02), title=title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)

@@ -56,15 +56,55 @@ def average_precision_batch(scores_BN: np.ndarray, labels_N: np.ndarray) -> np.n
     return (yy * precision_at_end).sum(axis=1) / n_pos
 
 
+class _FoldCounts:
+    """For one fold: every count the average precision of any rotation needs, computed once.
+
+    AP (tie-aware) = mean over positive residues i of TP_i / K_i, with K_i the residues scoring >= i's score
+    and TP_i the positives among them. Under a rotation, protein p contributes the residues of the score
+    set it is given; so with ``count[p, c, i, c']`` = residues of protein p under set c scoring >= the score
+    of positive i under set c' (and ``count_pos`` likewise for positives), the AP of any rotation is a
+    gather and a sum: no sorting per rotation."""
+
+    def __init__(self, sets_SN: np.ndarray, y: np.ndarray, g: np.ndarray) -> None:
+        n_sets = len(sets_SN)
+        n_proteins = int(g.max()) + 1
+        pos = np.flatnonzero(y == 1)
+        self.q = g[pos]  # protein of every positive
+        queries = sets_SN[:, pos]  # [C', n_pos]: score of positive i under set c'
+        self.count = np.zeros((n_proteins, n_sets, len(pos), n_sets), dtype=np.int32)
+        self.count_pos = np.zeros_like(self.count)
+        for p in range(n_proteins):
+            in_p = g == p
+            is_pos = y[in_p] == 1
+            for c in range(n_sets):
+                vals = np.sort(sets_SN[c, in_p])
+                vals_pos = np.sort(sets_SN[c, in_p][is_pos])
+                # residues scoring >= v: all minus those strictly below
+                self.count[p, c] = (len(vals) - np.searchsorted(vals, queries, side="left")).T
+                self.count_pos[p, c] = (len(vals_pos) - np.searchsorted(vals_pos, queries, side="left")).T
+        self.n_sets, self.n_proteins, self.n_pos = n_sets, n_proteins, len(pos)
+
+    def ap(self, set_of_BP: np.ndarray) -> np.ndarray:
+        """AP of the hybrid score sets where protein p takes set ``set_of_BP[b, p]``: [B]."""
+        B = len(set_of_BP)
+        p_idx = np.arange(self.n_proteins)[None, :, None]
+        i_idx = np.arange(self.n_pos)[None, None, :]
+        c = set_of_BP[:, :, None]  # [B, P, 1]
+        c_query = set_of_BP[:, self.q][:, None, :]  # [B, 1, n_pos]: the set positive i itself is under
+        k = self.count[p_idx, c, i_idx, c_query].sum(axis=1, dtype=np.int64)  # [B, n_pos]
+        tp = self.count_pos[p_idx, c, i_idx, c_query].sum(axis=1, dtype=np.int64)
+        return (tp / k).mean(axis=1) if self.n_pos else np.full(B, np.nan)
+
+
 def _fold_values(sets_SN: np.ndarray, y: np.ndarray, g: np.ndarray, rotations_BP: np.ndarray) -> np.ndarray:
     """T of one fold for each rotation (rows of ``rotations_BP``: one shift per protein)."""
-    n_sets, n = sets_SN.shape
+    counts = _FoldCounts(sets_SN, y, g)
+    n_sets = len(sets_SN)
     out = np.empty(len(rotations_BP))
-    step = max(1, _BLOCK_CELLS // max(n, 1))
-    cols = np.arange(n)
+    step = max(1, _BLOCK_CELLS // max(counts.n_proteins * max(counts.n_pos, 1), 1))
     for a in range(0, len(rotations_BP), step):
-        rot = rotations_BP[a:a + step][:, g]  # [b, n] shift of every residue's protein
-        ap = [average_precision_batch(sets_SN[(j + rot) % n_sets, cols], y) for j in range(n_sets)]
+        rot = rotations_BP[a:a + step]
+        ap = [counts.ap((j + rot) % n_sets) for j in range(n_sets)]
         out[a:a + step] = ap[0] - np.mean(ap[1:], axis=0)
     return out
 
@@ -91,15 +131,16 @@ def paired_permutation(folds: Sequence[tuple], a: Sequence, b_draws: Sequence[Se
             continue  # AUPRC undefined on this fold: left out, as in the row means
         n_proteins, n_sets = int(g.max()) + 1, len(sets)
         size = n_sets ** n_proteins
-        observed = float(_fold_values(sets, y, g, np.zeros((1, n_proteins), dtype=np.int64))[0])
-        if size <= max_fold_exact:
+        exact_fold = size <= max_fold_exact
+        if exact_fold:  # the first rotation of the product is the identity
             rot = np.array(list(itertools.product(range(n_sets), repeat=n_proteins)), dtype=np.int64)
-            per_fold.append((observed, _fold_values(sets, y, g, rot), True))
             n_total *= size
         else:
-            rot = rng.integers(0, n_sets, size=(n_mc, n_proteins))
-            per_fold.append((observed, _fold_values(sets, y, g, rot), False))
+            rot = np.concatenate([np.zeros((1, n_proteins), dtype=np.int64),
+                                  rng.integers(0, n_sets, size=(n_mc, n_proteins))])
             enumerated = False
+        vals = _fold_values(sets, y, g, rot)
+        per_fold.append((float(vals[0]), vals if exact_fold else vals[1:], exact_fold))
     if not per_fold:
         nan = float("nan")
         return {"delta": nan, "p_greater": nan, "p_less": nan, "p_value": nan, "p_floor": nan, "n_rotations": 0,
