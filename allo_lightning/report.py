@@ -10,11 +10,13 @@ selected on each fold's TRAINING proteins only. Schemes (``--report.scheme``):
 
 Rows of ``report.csv`` / ``report.md``:
 
-- ``selected``: the heads the analysis selects (as fit uses them);
+- ``selected``: the heads the analysis selects (as fit uses them); ``selected(top3 fallback)`` when no
+  head passed the selection and the top-ranked heads were used (``... in 1/5 folds``: some folds);
 - ``top{k}``: the k best-ranked heads, k in ``report.ks`` capped at the number of heads;
 - ``random{k}``: k random testable heads, ``report.random_seeds`` draws (mean and sd over the draws);
-- ``all``: every head; ``best_layer``: the heads of the layer with the best mean head score on the
-  training proteins;
+  ``random_matched``: the same with k = the number of heads the fold selected;
+- ``all``: every head; ``best_layer``: the heads of the layer whose testable heads have the best mean
+  score on the training proteins;
 - ``embedding``: the backbone's final-layer embeddings with the same probe; ``best_layer_embedding``: the
   hidden states (output of the block) of that best layer, chosen on each fold's training proteins;
   ``selected+embedding``: the selected heads' statistics and the embedding concatenated;
@@ -22,9 +24,11 @@ Rows of ``report.csv`` / ``report.md``:
 
 Metrics are means over the folds' test sets (sd: over folds; for random rows over the draws), with
 95 % percentile bootstrap intervals over the test proteins (``_lo``/``_hi``; proteins resampled within
-each fold's test set). report.md compares ``selected`` with every other row by a paired bootstrap (the
-AUPRC difference with its interval). Also: ``comparison.csv``, ``pr_curves.png`` (test scores pooled
-over folds), ``data_efficiency.csv`` / ``.png`` (test AUPRC against the number of training proteins:
+each fold's test set). report.md compares ``selected`` with every other row: the AUPRC difference (with
+a descriptive paired bootstrap interval) and a permutation test over the test proteins, Holm-adjusted
+across rows, which alone gives the verdict (probe/paired.py). Also: ``comparison.csv``, ``pr_curves.png``
+(test scores pooled over folds), ``data_efficiency.csv`` / ``.png`` (test AUPRC against the number of
+training + validation proteins:
 ``report.efficiency_draws`` random draws per size, validation drawn in proportion) and, with
 ``--report.alphamissense FILE``, ``alphamissense.csv`` (pathogenicity of predicted and labelled sites).
 """

@@ -111,7 +111,7 @@ def test_exchangeable_score_sets_rarely_get_a_verdict():
     """Two exchangeable score sets at 3-4 test proteins per fold: p < 0.05 at most at the nominal rate
     (+ 3 standard errors of the simulation). The old percentile bootstrap excluded 0 in 8-10 % of runs
     (the slow test below measures both through the report's aggregate)."""
-    runs = 200
+    runs = 600
     new, _ = _false_verdict_rate(runs)
     assert new <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / runs)
 
