@@ -95,6 +95,7 @@ def main(cfg) -> dict:
         "checkpoint": str(ckpt.path), "data": cfg.data.path or f"bundled:{cfg.data.bundled}",
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,
         "heads": [list(h) for h in ckpt.spec.heads], "meaningless": backbone.meaningless,
+        "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))

@@ -135,8 +135,8 @@ def main(cfg) -> dict:
     summary = {k: test[k] for k in ("auprc", "auroc", "base_rate")} if split.test else None
     save_checkpoint(ckpt_path, run.module.net, run.spec, run.threshold, backbone, cfg.model.theta, vars(cfg.probe),
                     extra={"metrics": summary, "split": split.ids(),
-                           "seen": seen_sequences(split.train + split.val)}, backbone_seed=cfg.model.seed,
-                    calibration=run.calibration)
+                           "seen": seen_sequences(split.train + split.val), "heads_fallback": choice.fallback},
+                    backbone_seed=cfg.model.seed, calibration=run.calibration)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
     print(f"heads selected on {len(split.train)} training proteins (layer, head 0-based): {' '.join(metrics['heads'])}")

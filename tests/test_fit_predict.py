@@ -253,6 +253,7 @@ def test_evaluate_marks_a_training_protein_under_another_id_as_seen(fitted, caps
     evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "e_renamed"))
     saved = json.loads((tmp_path / "e_renamed" / "metrics.json").read_text())
     assert saved["seen_in_training"] == ["renamed_copy"] and saved["seen_in_training_by"].startswith("sequence")
+    assert "heads_fallback" in saved and saved["heads_fallback"] == metrics["heads_fallback"]
     assert "optimistic" in capsys.readouterr().err
 
 
