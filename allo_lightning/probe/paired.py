@@ -189,7 +189,9 @@ def verdict(delta: float, p_adjusted: float, p_floor: float, n_tests: int, ident
     Holm-adjusted p is below ``alpha``; not resolved otherwise."""
     if identical:
         return "identical scores"
-    if math.isnan(p_adjusted) or p_floor * max(1, n_tests) >= alpha:
+    if math.isnan(p_adjusted):
+        return "undefined (no site among the test proteins)"
+    if p_floor * max(1, n_tests) >= alpha:
         return "no verdict (too few test proteins)"
     if p_adjusted < alpha:
         return "yes" if delta > 0 else "no (worse)"
