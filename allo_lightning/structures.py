@@ -104,7 +104,8 @@ class ChainMapping:
     identical: int
     aligned: int
     chain_length: int  # amino-acid residues of the chain
-    reference: dict | None = None  # what the reference records said (see reference_summary), None without
+    reference: dict | None = None  # what the reference records said (see _alignable), None without
+    order: dict | None = None  # residue key -> index in the chain (file order), for segment breaks
 
     @property
     def identity(self) -> float:
@@ -121,7 +122,7 @@ class ChainMapping:
     @property
     def segments(self) -> list[str]:
         """Mapped stretches in the structure's numbering, e.g. ``["A:29-230", "A:263-342"]``."""
-        return mapped_segments(self.residues)
+        return mapped_segments(self.residues, self.order)
 
     def summary(self) -> str:
         ref = ""
@@ -236,16 +237,19 @@ def chain_residues(atoms, path: str | Path = "structure") -> dict[str, list[Resi
     return out
 
 
-def mapped_segments(residues: Sequence[Residue | None]) -> list[str]:
+def mapped_segments(residues: Sequence[Residue | None], order: Mapping | None = None) -> list[str]:
     """Runs of consecutive sequence positions mapped to consecutively numbered residues of one chain
-    (``117``, ``117A``, ``118`` are consecutive), as ``chain:first-last`` (``A:29-230``)."""
+    (``117``, ``117A``, ``118`` are consecutive; with ``order`` (residue key -> index in the chain) also
+    next to each other in the chain, so a run breaks where chain residues, e.g. an insert, were skipped),
+    as ``chain:first-last`` (``A:29-230``)."""
     runs: list[list[Residue]] = []
     prev: Residue | None = None
     for r in residues:
         if r is None:
             prev = None
             continue
-        if prev is not None and r.chain == prev.chain and r.number in (prev.number, prev.number + 1) \
+        adjacent = order is None or order.get(r.key, -2) == order.get(prev.key if prev else None, -5) + 1
+        if prev is not None and adjacent and r.chain == prev.chain and r.number in (prev.number, prev.number + 1) \
                 and (r.number, r.icode) != (prev.number, prev.icode):
             runs[-1].append(r)
         else:
@@ -550,7 +554,8 @@ def map_chain(pid: str, sequence: str, path: str | Path, chain: str | None = Non
     for c in candidates:
         for residues, reference in _alignable(refs, chains[c]):
             mapped, identical, aligned = align(sequence, residues)
-            m = ChainMapping(pid, path, c, mapped, identical, aligned, len(chains[c]), reference)
+            m = ChainMapping(pid, path, c, mapped, identical, aligned, len(chains[c]), reference,
+                             {r.key: k for k, r in enumerate(chains[c])})
             if best is None or (m.identical, m.identity) > (best.identical, best.identity):
                 best = m
     assert best is not None

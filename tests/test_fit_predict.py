@@ -84,7 +84,8 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     pid = pred[0]["id"]
     pml = (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
     score1 = float(first[0]["score"])
-    assert f"alter allo_{pid} and chain A and resi 1, b={score1:.4f}" in pml  # chain-qualified, sequence numbers
+    pct1 = (len(first) - int(first[0]["rank"])) / (len(first) - 1)  # colour: within-protein percentile
+    assert f"alter allo_{pid} and chain A and resi 1, b={pct1:.4f}" in pml  # chain-qualified, sequence numbers
     assert "positions in the input sequence, on chain A" in pml and "meaningless" in pml
     cxc = (tmp_path / "pred" / "chimerax" / f"{pid}.cxc").read_text()
     assert f"setattr #1/A:1 residues allo_score {score1:.4f} create true" in cxc
@@ -353,7 +354,8 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
                   "--trainer.enable_progress_bar", "false", "--structure", str(tmp_path / "rec.pdb"),
                   "--chain", "A", "--top", "3"])
     printed = capsys.readouterr().out
-    assert "rec.pdb chain A: 38 of 40 positions mapped, identity 1.000" in printed
+    # mapped segments on the terminal: the 4-residue insert after position 8 breaks the run
+    assert "rec.pdb chain A: 38 of 40 positions mapped (A:53-57, A:58-89), identity 1.000" in printed
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert list(rows[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "windowed",
                              "chain", "resnum", "icode"]
@@ -365,7 +367,7 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
     written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
     for i in range(written.array_length()):
         key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))
-        want = by_residue.get(key, 77.0)
+        want = by_residue.get(key, -1.0)  # a stated value (not crystallographic B) on unscored atoms
         assert float(written.b_factor[i]) == pytest.approx(want, abs=0.006), key
     pml = (out / "pymol" / "rec_1.pml").read_text()
     top = max(layout, key=lambda p: score[p])
@@ -375,4 +377,80 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
     assert "#1/A:55A" in (out / "chimerax" / "rec_1.cxc").read_text()
     info = json.loads((out / "predictions.json").read_text())
     assert info["proteins"][0]["chain"] == "A" and info["proteins"][0]["coverage"] == pytest.approx(0.95)
+    assert info["proteins"][0]["segments"] == ["A:53-57", "A:58-89"]
+    assert info["proteins"][0]["residues"][5] == ["A", 55, "A"] and info["proteins"][0]["residues"][0] is None
 
+
+
+def _predict(tmp_path, *extra):
+    return predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"),
+                         "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+                         "--trainer.enable_progress_bar", "false", *map(str, extra)])
+
+
+def test_predict_table_input_structure_table_leaving_a_protein_out_and_sites(fitted, capsys):
+    """Issue 18: the README's structure-table recipe with a protein left out (crashed with 'a row has 8
+    cells for 11 columns' after writing scripts), proteins from --data.path (a table with sites: known
+    sites marked), sites.csv with DCA success."""
+    from allo_lightning.data import Protein
+
+    tmp_path, *_ = fitted
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
+    layout = _structure_for(seq, tmp_path / "rec_t.pdb")
+    table = write_table(tmp_path / "new.tsv", [Protein("rec/1", seq, sites=(20, 21, 22)),
+                                               Protein("other", "ACDEFGHIKLMNPQRSTVWY" * 2, sites=(5,))])
+    (tmp_path / "map.csv").write_text("id,structure,chain\nrec/1,rec_t.pdb,A\n")
+    out = tmp_path / "pred_t"
+    info = _predict(tmp_path, "--data.path", table, "--out", out, "--structure", tmp_path / "map.csv")
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert list(rows[0])[-3:] == ["chain", "resnum", "icode"]
+    other = [r for r in rows if r["id"] == "other"]
+    assert len(other) == 40 and all((r["chain"], r["resnum"], r["icode"]) == ("", "", "") for r in other)
+    rec = {int(r["position"]): (r["chain"], r["resnum"], r["icode"]) for r in rows if r["id"] == "rec/1"}
+    assert rec[6] == ("A", "55", "A") and rec[1] == ("", "", "")
+    # known sites from the table: a selection in the script, in predictions.json, marked in the plot
+    pml = (out / "pymol" / "rec_1.pml").read_text()
+    assert "select allo_rec_1_known, allo_rec_1 and ((chain A and resi 69+70+71))" in pml
+    assert [p["known_sites"] for p in info["proteins"]] == [[20, 21, 22], [5]]
+    # sites.csv: structure-numbered patches for rec/1 (judged by DCA), sequence segments for the other
+    sites = list(csv.DictReader((out / "sites.csv").open()))
+    assert {s["id"] for s in sites} == {"rec/1", "other"}
+    first = [s for s in sites if s["id"] == "rec/1"]
+    assert [int(s["rank"]) for s in first] == list(range(1, len(first) + 1))
+    assert all(r.startswith("A:") for s in first for r in s["residues"].split())
+    assert all(s["centre_x"] and s["dca"] and s["hit"] in ("0", "1") for s in first)
+    assert all(not s["centre_x"] for s in sites if s["id"] == "other")
+    rec_info = info["proteins"][0]
+    assert rec_info["site_criterion"].startswith("DCA") and set(rec_info["site_success"]) == {"top1", "top3"}
+    assert info["site_success"]["n"] == 2 and "sites: #1" in printed and "site success" in printed
+    assert info["data"] == str(table) and layout[6] == ("A", 55, "A")
+
+
+def test_predict_refuses_hostile_structure_before_work(fitted, capsys):
+    """A chain id that is a multi-line mmCIF text field: one line, exit 2, no script written."""
+    from .test_structures_engineered import HOSTILE, SEQ, hostile_cif
+
+    tmp_path, *_ = fitted
+    (tmp_path / "h.fasta").write_text(f">P1\n{SEQ}\n")
+    for k, name in enumerate(HOSTILE):
+        (tmp_path / "hostile.cif").write_text(hostile_cif(*HOSTILE[name]))
+        with pytest.raises(SystemExit) as e:
+            _predict(tmp_path, "--fasta", tmp_path / "h.fasta", "--out", tmp_path / f"pred_h{k}",
+                     "--structure", tmp_path / "hostile.cif")
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and "hostile.cif" in err, name
+        assert not (tmp_path / f"pred_h{k}" / "pymol").exists()
+    with pytest.raises(SystemExit) as e:
+        _predict(tmp_path, "--out", tmp_path / "pred_none")
+    assert e.value.code == 2 and "--data.path" in capsys.readouterr().err
+
+
+def test_predict_own_data_flags_are_read():
+    """predict's --data.path / --data.long arrive nested ({"data": {...}}): --data.long skip was ignored."""
+    from allo_lightning.pipeline import long_of
+    from allo_lightning.predict import _proteins_path
+    from allo_lightning.shell import parse
+
+    cfg = parse(predict.main.spec, ["--checkpoint", "c", "--out", "o", "--data.path", "x.tsv", "--data.long", "skip"])
+    assert long_of(cfg) == "skip" and _proteins_path(cfg) == "x.tsv"
