@@ -6,7 +6,11 @@ The backbone, its weights check and theta come from the checkpoint (as in predic
 DIR: ``metrics.json`` (pooled auprc = average precision, auroc, f1 and mcc at the checkpoint's
 threshold, precision_at_k, per-protein AUPRC, base_rate, 95 % bootstrap intervals over proteins),
 ``scores.csv`` (id, position (1-based), residue, label, score[, probability]: every residue of the
-table, in order) and ``pr_curve.png`` (with the base rate).
+table, in order), ``pr_curve.png`` (with the base rate), ``per_protein.csv`` (one row per protein: id,
+length, n_sites, base_rate, auprc, auprc_lift (auprc / base_rate), auroc, precision_at_k,
+best_site_rank (rank of the best-ranked labelled residue, 1 = the protein's top score), windowed) and
+``plots/<id>.png`` (score along the sequence with the threshold and the labelled sites; ``--plots false``
+skips them). One line per protein is printed too.
 
 ``score`` is a ranking score (the probe was trained with a class-weighted loss), not a probability;
 ``probability`` is the score calibrated on the probe's validation proteins; the threshold applies to
@@ -37,10 +41,51 @@ def _flags(parser) -> None:
     parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples (over proteins) per interval")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
+    parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")
 
 
 def _fmt(v) -> str:
     return "undefined" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+PER_PROTEIN_COLUMNS = ["id", "length", "n_sites", "base_rate", "auprc", "auprc_lift", "auroc", "precision_at_k",
+                       "best_site_rank", "windowed"]
+
+
+def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, backbone_label: str, extraction,
+                         plots: bool, top_k: int) -> list[str]:
+    """per_protein.csv, plots/<id>.png and one terminal line per protein (returned)."""
+    import numpy as np
+
+    from .tables import file_names
+
+    names = file_names(p.id for p in data.proteins)
+    s_all, y_all, idx = scores.double().numpy(), data.y.numpy(), data.index.numpy()
+    rows, lines = [], []
+    for i, (p, m) in enumerate(zip(data.proteins, metrics["per_protein"])):
+        s, y = s_all[idx == i], y_all[idx == i]
+        order = np.argsort(-s, kind="stable")
+        ranks = np.empty(len(s), dtype=int)
+        ranks[order] = np.arange(1, len(s) + 1)
+        best_rank = int(ranks[y == 1].min()) if y.any() else None
+        base = float(y.mean()) if len(y) else float("nan")
+        lift = m["auprc"] / base if m["auprc"] is not None and base > 0 else None
+        windowed = p.id in extraction.windowed
+        rows.append([p.id, len(y), m["n_sites"], base, m["auprc"], lift, m["auroc"], m["precision_at_k"],
+                     best_rank, int(windowed)])
+        lines.append(f"  {p.id} ({len(y)} residues, {m['n_sites']} sites, base rate {base:.3f}): AUPRC "
+                     f"{_fmt(m['auprc'])}" + (f" ({lift:.1f}x base)" if lift is not None else "")
+                     + f", AUROC {_fmt(m['auroc'])}, precision@{top_k} {_fmt(m['precision_at_k'])}"
+                     + (f", best site at rank {best_rank}" if best_rank else "") + (", windowed" if windowed else ""))
+        if plots:
+            from .plots.predict import score_profile
+
+            sites = [int(k) + 1 for k in np.flatnonzero(y)]
+            score_profile(p.id, s.tolist(), out / "plots" / f"{names[p.id]}.png", threshold=threshold,
+                          backbone_label=backbone_label, sequence=p.sequence, sites=sites,
+                          windows=extraction.window_regions(p), top=10)
+    write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows)
+    return lines
 
 
 # backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
@@ -95,6 +140,8 @@ def main(cfg) -> dict:
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))
+    per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,
+                                             extraction, bool(cfg.get("plots")), cfg.probe.top_k)
     what = f"{len(ckpt.spec.heads)} heads" if ckpt.spec.kind == "heads" else ckpt.spec.kind
     pr_curves({f"probe on {what}": (data.y, scores)}, out / "pr_curve.png",
               title=f"PR curve ({backbone.label}, {len(proteins)} proteins)")
@@ -107,9 +154,12 @@ def main(cfg) -> dict:
           f"AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking score: "
           f"F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; precision@{cfg.probe.top_k} "
           f"{_fmt(metrics['precision_at_k'])}, mean per-protein AUPRC {_fmt(metrics['protein_auprc'])}")
+    for line in per_protein_lines:
+        print(line)
     for w in warnings:
         print(w, file=sys.stderr)
-    print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'})")
+    print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'}, per protein: {out / 'per_protein.csv'}"
+          + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return metrics

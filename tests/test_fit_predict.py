@@ -237,6 +237,19 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     assert set(saved["seen_in_training"]) == set(metrics["split"]["train"]) | set(metrics["split"]["val"])
     assert "optimistic" in captured.err and "NOTHING" in captured.out and saved["meaningless"] is True
     assert got["auprc"] == pytest.approx(saved["auprc"])
+    # per protein: a table recomputed from scores.csv with sklearn, one terminal line and one figure each
+    table_rows = list(csv.DictReader((tmp_path / "eval" / "per_protein.csv").open()))
+    assert [r["id"] for r in table_rows] == [p.id for p in proteins]
+    for r in table_rows:
+        mine = [x for x in rows if x["id"] == r["id"]]
+        y, s = [int(x["label"]) for x in mine], [float(x["score"]) for x in mine]
+        ranked = sorted(range(len(s)), key=lambda k: (-s[k], k))
+        best = min(ranked.index(k) + 1 for k in range(len(y)) if y[k]) if any(y) else None
+        assert float(r["auprc"]) == pytest.approx(average_precision_score(y, s), abs=1e-9)
+        assert float(r["base_rate"]) == pytest.approx(sum(y) / len(y))
+        assert (int(r["best_site_rank"]) if r["best_site_rank"] else None) == best
+        assert f"  {r['id']} ({len(y)} residues, {sum(y)} sites" in captured.out
+        assert (tmp_path / "eval" / "plots" / f"{r['id']}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_without_sites_reports_undefined_not_zero(fitted, capsys):
