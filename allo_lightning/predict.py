@@ -148,7 +148,7 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     _proteins_path(cfg)  # one of --data.path / --fasta, checked before anything is loaded
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
-    check_structure_spec(cfg.get("structure"))
+    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "predict")
     out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")

@@ -578,8 +578,11 @@ class StructureRequest:
     chain: str | None  # None: the best-matching chain
 
 
-def check_structure_spec(spec: str | Path | None) -> None:
-    """Model-free check of ``--structure`` (run before anything is loaded): it must exist."""
+def check_structure_spec(spec: str | Path | None, chain: str | None = None) -> None:
+    """Model-free check of ``--structure`` and ``--chain`` (run before anything is loaded): the structure
+    must exist, the chain id must be a short printable token."""
+    if chain is not None:
+        check_chain_id(chain, "--chain")
     if spec is not None and not Path(spec).exists():
         raise InputError(f"--structure {spec}: not found. Give a PDB/mmCIF file, a folder of them, or a table with "
                          "columns id, structure, chain.", path=spec, todo="Check the path.")

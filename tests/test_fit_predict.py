@@ -457,6 +457,9 @@ def test_predict_refuses_hostile_structure_before_work(fitted, capsys):
     with pytest.raises(SystemExit) as e:
         _predict(tmp_path, "--out", tmp_path / "pred_none")
     assert e.value.code == 2 and "--data.path" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # --chain goes into every script line: refused before work
+        _predict(tmp_path, "--fasta", tmp_path / "h.fasta", "--out", tmp_path / "pred_c", "--chain", "A;system x")
+    assert e.value.code == 2 and "--chain" in capsys.readouterr().err and not (tmp_path / "pred_c").exists()
 
 
 def test_predict_own_data_flags_are_read():

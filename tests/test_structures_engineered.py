@@ -278,3 +278,16 @@ def test_mapping_table_with_an_id_twice_or_a_hostile_chain_refused(tmp_path):
     table.write_text('id,structure,chain\nP1,a.pdb,"A;x"\n')
     with pytest.raises(InputError, match=r"map.csv, line 2, id 'P1': chain id"):
         resolve_structures(table, ["P1"])
+
+
+def test_hostile_pdb_chain_column_refused(tmp_path):
+    """PDB: the chain id is one column, but ';' fits in it (a ChimeraX command separator)."""
+    import biotite.structure as struc
+
+    atoms = struc.array([struc.Atom([k * 3.8, 0.0, 0.0], chain_id="A", res_id=k + 1, res_name=THREE[aa],
+                                    atom_name="CA", element="C") for k, aa in enumerate(SEQ)])
+    path = write_pdb(atoms, tmp_path / "h.pdb")
+    lines = [ln[:21] + ";" + ln[22:] if ln.startswith("ATOM") else ln for ln in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"h.pdb, residue 1: chain id ';'"):
+        map_chain("P1", SEQ, path)
