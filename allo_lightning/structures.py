@@ -306,7 +306,8 @@ def _pdb_references(text: str) -> References:
             if start is None or end is None:
                 continue
             segments.append(RefSegment(line[12].strip(), (start, line[18].strip()), (end, line[24].strip()),
-                                       line[26:32].strip(), line[33:41].strip(), line[42:54].strip(),
+                                       script_text(line[26:32].strip()), script_text(line[33:41].strip()),
+                                       script_text(line[42:54].strip()),
                                        _int(line[55:60]), _int(line[62:67])))
         elif rec == "DBREF1":
             start, end = _int(line[14:18]), _int(line[20:24])
@@ -315,7 +316,8 @@ def _pdb_references(text: str) -> References:
                                      line[26:32].strip(), line[47:67].strip())
         elif rec == "DBREF2" and line[12] in pending:
             chain, start, end, db, code = pending.pop(line[12])
-            segments.append(RefSegment(chain, start, end, db, line[18:40].strip(), code, _int(line[45:55]),
+            segments.append(RefSegment(chain, start, end, script_text(db), script_text(line[18:40].strip()),
+                                       script_text(code), _int(line[45:55]),
                                        _int(line[57:67])))
         elif rec == "SEQADV":
             number = _int(line[18:22])
@@ -334,8 +336,8 @@ def _cif_references(block) -> References:
         cols = {k: cat[k].as_array(str) for k in cat}
         return [{k: str(v[i]) for k, v in cols.items()} for i in range(cat.row_count)]
 
-    def clean(v: str | None) -> str:
-        return "" if v is None or v in (".", "?") else v.strip()
+    def clean(v: str | None) -> str:  # values printed and written into script comments: one printable line
+        return "" if v is None or v in (".", "?") else script_text(v.strip())
 
     refs = {r.get("id", ""): r for r in rows("struct_ref")}
     segments = []

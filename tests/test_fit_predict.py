@@ -470,3 +470,28 @@ def test_predict_own_data_flags_are_read():
 
     cfg = parse(predict.main.spec, ["--checkpoint", "c", "--out", "o", "--data.path", "x.tsv", "--data.long", "skip"])
     assert long_of(cfg) == "skip" and _proteins_path(cfg) == "x.tsv"
+
+
+def test_evaluate_with_structure_reports_site_success(fitted, capsys):
+    """Labels + a structure: predicted sites judged by DCA (centre within 4 A of a labelled residue's atom)."""
+    from allo_lightning import evaluate
+    from allo_lightning.data import Protein
+
+    tmp_path, *_ = fitted
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
+    _structure_for(seq, tmp_path / "rec_e.pdb")
+    table = write_table(tmp_path / "lab.tsv", [Protein("rec", seq, sites=tuple(range(10, 30))),
+                                               Protein("nostruct", "ACDEFGHIKLMNPQRSTVWY" * 2, sites=(5,))])
+    (tmp_path / "map_e.csv").write_text("id,structure,chain\nrec,rec_e.pdb,A\n")
+    evaluate.main(_eval_args(tmp_path, tmp_path / "ckpts" / "run.tiny.safetensors", table, tmp_path / "ev_s")
+                  + ["--structure", str(tmp_path / "map_e.csv"), "--plots", "false"])
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "ev_s" / "metrics.json").read_text())
+    per = {r["id"]: r for r in csv.DictReader((tmp_path / "ev_s" / "per_protein.csv").open())}
+    sites = [r for r in csv.DictReader((tmp_path / "ev_s" / "sites.csv").open()) if r["id"] == "rec"]
+    assert sites and all((float(r["dca"]) <= 4.0) == (r["hit"] == "1") for r in sites)
+    assert per["rec"]["site_top1"] == sites[0]["hit"]
+    assert per["rec"]["site_top3"] == str(int(any(r["hit"] == "1" for r in sites[:3])))
+    assert per["nostruct"]["site_top1"] == "" and saved["site_success"]["n_proteins"] == 1
+    assert saved["site_success"]["top1"] == float(per["rec"]["site_top1"]) and "site success over 1" in printed
+    assert not (tmp_path / "ev_s" / "plots").exists()
