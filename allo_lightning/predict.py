@@ -1,6 +1,7 @@
 """``python -m allo_lightning.predict --checkpoint CKPT --data.path FILE --out DIR``: score new proteins.
 
-Proteins: ``--data.path`` takes a FASTA file or a table (id, sequence[, sites]), detected as for every
+Proteins: ``--data.path`` takes a FASTA file or a table (id, sequence, sites; empty sites cells allowed),
+detected as for every
 other command (``--fasta FILE`` is the same for a FASTA file); sites given in a table are marked as known
 sites in the plots and scripts and used to judge the predicted sites.
 
@@ -48,8 +49,8 @@ from .tables import file_names, write_csv
 def _flags(parser) -> None:
     parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
     parser.add_argument("--data.path", type=Optional[str], default=None,
-                        help="proteins to score: a FASTA file or a table (id, sequence[, sites]), detected as "
-                             "elsewhere")
+                        help="proteins to score: a FASTA file or a table (id, sequence, sites; sites may be empty), "
+                             "detected as elsewhere")
     parser.add_argument("--fasta", type=Optional[str], default=None, help="FASTA file (same as --data.path FILE)")
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
@@ -71,8 +72,6 @@ def _flags(parser) -> None:
                              "crystallographic B)")
 
 
-
-
 def _proteins_path(cfg) -> str:
     """``--data.path`` or ``--fasta`` (exactly one)."""
     from .errors import InputError
@@ -82,7 +81,7 @@ def _proteins_path(cfg) -> str:
         raise InputError(f"--data.path {path} and --fasta {fasta}: give the proteins once.",
                          todo="Give --data.path FILE only.")
     if not (path or fasta):
-        raise InputError("no proteins to score: give --data.path FILE (FASTA or a table id, sequence[, sites]).",
+        raise InputError("no proteins to score: give --data.path FILE (FASTA or a table id, sequence, sites).",
                          todo="Give --data.path FILE.")
     return path or fasta
 
