@@ -1,9 +1,8 @@
 """``python -m allo_lightning.predict --checkpoint CKPT --data.path FILE --out DIR``: score new proteins.
 
 Proteins: ``--data.path`` takes a FASTA file or a table (id, sequence, sites; empty sites cells allowed),
-detected as for every
-other command (``--fasta FILE`` is the same for a FASTA file); sites given in a table are marked as known
-sites in the plots and scripts and used to judge the predicted sites.
+detected as for every other command (``--fasta FILE`` is the same for a FASTA file); sites given in a
+table are marked as known sites in the plots and scripts and used to judge the predicted sites.
 
 The backbone, its weights check and theta come from the checkpoint (a different ``--model.backbone``
 or other weights are refused). Writes ``DIR/predictions.csv`` (id, position (1-based), residue,
