@@ -69,19 +69,25 @@ def _components(adjacent: np.ndarray) -> list[list[int]]:
 
 
 def residue_atoms(atoms, residues) -> dict:
-    """Coordinates [n, 3] per residue key (chain, number, icode): ``side`` (side chain + CA, heavy atoms)
-    and ``all`` (every atom)."""
-    chain = atoms.chain_id.astype(str)
-    number = atoms.res_id.astype(int)
-    icode = np.char.strip(atoms.ins_code.astype(str))
+    """Coordinates [n, 3] per residue key (chain, number, icode): ``side`` (side chain + CA, heavy atoms;
+    every atom of a residue without one) and ``all`` (every atom)."""
+    import biotite.structure as struc
+
+    wanted = {(r.chain, r.number, r.icode) for r in residues}
+    starts = struc.get_residue_starts(atoms, add_exclusive_stop=True)
     name = atoms.atom_name.astype(str)
     heavy = atoms.element.astype(str) != "H"
+    sidechain = heavy & ~np.isin(name, BACKBONE)
+    spans: dict = {}
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        key = (str(atoms.chain_id[a]), int(atoms.res_id[a]), str(atoms.ins_code[a]).strip())
+        if key in wanted:
+            spans.setdefault(key, []).extend(range(a, b))
     out = {}
-    for r in residues:
-        sel = (chain == r.chain) & (number == r.number) & (icode == r.icode)
-        side = sel & heavy & ~np.isin(name, BACKBONE)
-        out[(r.chain, r.number, r.icode)] = {"side": atoms.coord[side if side.any() else sel],
-                                             "all": atoms.coord[sel]}
+    for key in wanted:
+        sel = np.asarray(spans.get(key, []), dtype=int)
+        side = sel[sidechain[sel]] if len(sel) else sel
+        out[key] = {"side": atoms.coord[side if len(side) else sel], "all": atoms.coord[sel]}
     return out
 
 
@@ -100,13 +106,14 @@ def predicted_sites(scores: Sequence[float], sequence: str, residues: Sequence |
     if structural:
         coords = residue_atoms(atoms, [residues[k] for k in order])
         side = [coords[residues[k].chain, residues[k].number, residues[k].icode]["side"] for k in order]
+        from scipy.spatial import cKDTree
+
         n = len(order)
+        owner = np.repeat(np.arange(n), [len(x) for x in side])
+        pairs = cKDTree(np.concatenate(side)).query_pairs(LINK_DISTANCE, output_type="ndarray")  # d <= 6 A
         adjacent = np.zeros((n, n), dtype=bool)
-        for a in range(n):
-            for b in range(a + 1, n):
-                d = np.linalg.norm(side[a][:, None, :] - side[b][None, :, :], axis=-1)
-                adjacent[a, b] = adjacent[b, a] = d.size > 0 and float(d.min()) <= LINK_DISTANCE
-        groups = _components(adjacent)
+        adjacent[owner[pairs[:, 0]], owner[pairs[:, 1]]] = True
+        groups = _components(adjacent | adjacent.T)
     else:
         groups, current = [], [0]
         for a in range(1, len(order)):
