@@ -342,7 +342,10 @@ def _cif_references(block) -> References:
     refs = {r.get("id", ""): r for r in rows("struct_ref")}
     segments = []
     for r in rows("struct_ref_seq"):
+        # author numbers; files without them (some model servers) number residues like label_seq_id
         start, end = _int(clean(r.get("pdbx_auth_seq_align_beg"))), _int(clean(r.get("pdbx_auth_seq_align_end")))
+        if start is None or end is None:
+            start, end = _int(clean(r.get("seq_align_beg"))), _int(clean(r.get("seq_align_end")))
         if start is None or end is None:
             continue
         ref = refs.get(r.get("ref_id", ""), {})
