@@ -10,7 +10,8 @@ table, in order), ``pr_curve.png`` (with the base rate), ``per_protein.csv`` (on
 length, n_sites, base_rate, auprc, auprc_lift (auprc / base_rate), auroc, precision_at_k,
 best_site_rank (rank of the best-ranked labelled residue, 1 = the protein's top score), windowed) and
 ``plots/<id>.png`` (score along the sequence with the threshold and the labelled sites; ``--plots false``
-skips them). One line per protein is printed too. ``sites.csv``: predicted sites per protein, as in
+skips them), ``per_protein.png`` (each protein's AUPRC against its base rate, sorted by lift). One line
+per protein is printed too. ``sites.csv``: predicted sites per protein, as in
 predict. With ``--structure`` (as in predict) the sites are spatial patches on each protein's structure
 and judged by DCA against the labelled residues: ``site_top1``/``site_top3`` in per_protein.csv and
 ``site_success`` (fraction of those proteins) in metrics.json.
@@ -112,6 +113,10 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
                           backbone_label=backbone_label, sequence=p.sequence, sites=sites,
                           windows=extraction.window_regions(p), top=10)
     write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows)
+    from .plots.probe import per_protein_auprc
+
+    per_protein_auprc([dict(zip(PER_PROTEIN_COLUMNS, r)) for r in rows], out / "per_protein.png",
+                      title=f"per-protein AUPRC ({backbone_label})")
     write_csv(out / "sites.csv", SITE_COLUMNS, all_sites)
     metrics["site_success"] = None if not judged else {
         "criterion": "DCA: a predicted site's centre within 4 A of an atom of a labelled residue (see sites.py)",

@@ -250,6 +250,7 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
         assert (int(r["best_site_rank"]) if r["best_site_rank"] else None) == best
         assert f"  {r['id']} ({len(y)} residues, {sum(y)} sites" in captured.out
         assert (tmp_path / "eval" / "plots" / f"{r['id']}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "eval" / "per_protein.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_without_sites_reports_undefined_not_zero(fitted, capsys):

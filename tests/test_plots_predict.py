@@ -145,3 +145,30 @@ def test_pr_and_data_efficiency_axes_fit_the_data(tmp_path):
     assert 0 < lo < 0.03 and 0.09 <= hi < 0.2  # spans base rate .. highest bar, not 0..1
     for f in figs:
         plt.close(f)
+
+
+def test_per_protein_auprc_figure_sorted_by_lift_without_undefined(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from allo_lightning.plots import probe as probe_plots
+
+    rows = [{"id": "a", "auprc": 0.30, "base_rate": 0.10}, {"id": "b", "auprc": 0.20, "base_rate": 0.02},
+            {"id": "none", "auprc": None, "base_rate": 0.0}, {"id": "c", "auprc": 0.05, "base_rate": 0.05}]
+    figs = []
+    real = probe_plots.save_figure
+    probe_plots.save_figure = lambda fig, path: figs.append(fig) or path
+    try:
+        probe_plots.per_protein_auprc(rows, tmp_path / "p.png")
+        probe_plots.per_protein_auprc([{"id": str(k), "auprc": 0.01 * (k + 1), "base_rate": 0.01}
+                                       for k in range(100)], tmp_path / "q.png", max_shown=10)
+    finally:
+        probe_plots.save_figure = real
+    ax = figs[0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c", "a", "b"]  # lift 1, 3, 10
+    dots = [ln for ln in ax.lines if ln.get_marker() == "o"][0]
+    assert list(dots.get_xdata()) == [0.05, 0.30, 0.20]
+    many = figs[1].axes[0]
+    assert [t.get_text() for t in many.get_yticklabels()] == ["0", "1", "2", "3", "4", "95", "96", "97", "98", "99"]
+    assert "10 of 100" in many.get_title()
+    for f in figs:
+        plt.close(f)

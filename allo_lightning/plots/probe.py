@@ -80,3 +80,31 @@ def data_efficiency(rows: Sequence[dict], path: str | Path, base_rate: float | N
            ylim=(max(0.0, lo - pad), min(1.02, hi + pad)), title=title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def per_protein_auprc(rows: Sequence[dict], path: str | Path, title: str = "per-protein AUPRC",
+                      max_shown: int = 80) -> Path:
+    """One row per protein with sites (``rows``: dicts with id, auprc, base_rate): its AUPRC (dot) and its
+    base rate (grey bar: what a random ranking scores), sorted by lift (auprc / base_rate). Proteins
+    without a site are left out (AUPRC undefined). With more than ``max_shown`` proteins, the best and
+    the worst ``max_shown // 2`` by lift are drawn (the title says so; per_protein.csv has them all)."""
+    usable = [r for r in rows if r.get("auprc") is not None and r.get("base_rate")]
+    usable.sort(key=lambda r: r["auprc"] / r["base_rate"])
+    note = ""
+    if len(usable) > max_shown:
+        half = max_shown // 2
+        note = f" ({max_shown} of {len(usable)}: the {half} worst and {half} best by lift)"
+        usable = usable[:half] + usable[-half:]
+    fig, ax = plt.subplots(figsize=(6.0, 1.2 + 0.2 * max(len(usable), 1)))
+    y = np.arange(len(usable))
+    ax.barh(y, [r["base_rate"] for r in usable], color="0.85", height=0.6, label="base rate (random ranking)")
+    ax.plot([r["auprc"] for r in usable], y, "o", color="tab:blue", ms=4, label="AUPRC")
+    ax.set_yticks(y, [str(r["id"])[:30] for r in usable], fontsize=6)
+    top = max([r["auprc"] for r in usable] + [r["base_rate"] for r in usable] + [0.01])
+    ax.set(xlabel="average precision", xlim=(0, min(1.02, 1.1 * top)), ylim=(-0.7, len(usable) - 0.3),
+           title=title + note)
+    if usable:
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no protein with a labelled site", ha="center", va="center", transform=ax.transAxes)
+    return save_figure(fig, path)
