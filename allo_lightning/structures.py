@@ -899,7 +899,9 @@ def chimerax_script(info: ScriptInput, model: str = "#1") -> str:
     lines += [f"cartoon {model}", f"color {model} lightgray"]
     if mapped:
         lines += [(f"color byattribute r:allo_percentile {_cx_spec(model, [r for r, _, _ in mapped])} "
-                   "palette 0,blue:0.5,white:1,red key true")]
+                   "palette 0,blue:0.5,white:1,red"),
+                  "# colour key: within-protein percentile (its own command: a failure leaves the colours as set)",
+                  "key blue:0 white:0.5 red:1"]
     if top:
         lines += [f"show {_cx_spec(model, top)} atoms", f"style {_cx_spec(model, top)} stick"]
     known = info.known_residues()

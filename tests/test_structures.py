@@ -243,6 +243,7 @@ def test_scripts_are_chain_qualified_in_structure_numbering(files, suffix):
     assert "setattr #1/A:117A residues allo_score 0.1800 create true" in cxc and ";" not in cxc
     assert f"setattr #1/A:117A residues allo_percentile {17 / 39:.4f} create true" in cxc
     assert "color byattribute r:allo_percentile" in cxc and "within-protein percentile" in cxc
+    assert "\nkey blue:0 white:0.5 red:1\n" in cxc  # the colour key
     assert "setattr #1/A:103 residues allo_score 0.0300 create true" in cxc
     assert "show #1/A:134,133,132 atoms" in cxc
     assert not any(ln.startswith(("close", "delete")) for ln in cxc.splitlines())

@@ -261,7 +261,7 @@ def test_ids_paths_and_notes_never_break_a_script_line():
         lines = text.splitlines()
         assert ";" not in text and all(ln.isprintable() for ln in lines)
         assert all(ln.startswith(("#", "alter", "select", "show", "color", "spectrum", "deselect", "setattr",
-                                  "cartoon", "style", "name", "delete", "ramp_new")) for ln in lines)
+                                  "cartoon", "style", "name", "delete", "ramp_new", "key")) for ln in lines)
     assert script_text("a;b\nc") == "a,b?c"
     with pytest.raises(InputError, match="chain id"):
         ScriptInput.sequence_numbered("P1", "P1", "AC", [0.1, 0.2], chain="A;B")
