@@ -34,20 +34,24 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path ``.<name>.<random>.tmp`` beside ``path``; on success its data is flushed to
-    disk and it is renamed to ``path``. An interrupted write leaves at most that temporary file."""
+    disk (``durable``) and it is renamed to ``path``. An interrupted write leaves at most that temporary
+    file. ``durable=False`` skips the flush: a killed process still never leaves a partial file under
+    ``path``, but after a power loss the renamed file may be empty or torn (for files that are checked
+    when read, such as cache entries)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data is on disk before the rename makes the file visible
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the data is on disk before the rename makes the file visible
+            finally:
+                os.close(fd)
         publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -59,7 +59,7 @@ def test_queue_is_bounded_and_close_drains_it(tmp_path):
     started = threading.Event()
     saved = cache.save
 
-    writer = BackgroundWriter(cache, max_pending=2)
+    writer = BackgroundWriter(cache, max_pending=2, workers=1)
 
     def blocked_save(sequence, stats):
         started.set()
@@ -90,7 +90,7 @@ def test_queue_is_bounded_and_close_drains_it(tmp_path):
 
 def test_after_a_writer_error_submit_raises_and_nothing_more_is_written(tmp_path):
     cache = StatsCache(str(tmp_path), "fake-backbone", 0.3)
-    writer = BackgroundWriter(cache, max_pending=4)
+    writer = BackgroundWriter(cache, max_pending=4, workers=1)
     calls = []
 
     def broken(sequence, stats):
@@ -137,3 +137,17 @@ def test_extract_never_imports_matplotlib_plotting(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "out" / "extraction.json").exists()
     assert "MPL []" in res.stdout, res.stdout[-500:]
+
+
+def test_several_writer_threads_write_every_entry_once(tmp_path):
+    cache = StatsCache(str(tmp_path), "fake-backbone", 0.3)
+    writer = BackgroundWriter(cache, max_pending=3, workers=3)
+    proteins = random_proteins(12, lo=10, hi=30, seed=7)
+    stats = [fake_stats(p) for p in proteins]
+    for p, s in zip(proteins, stats):
+        writer.submit(p.id, p.sequence, s)
+    writer.close()
+    assert writer.written == 12
+    for p, s in zip(proteins, stats):
+        got = cache.load(p.sequence)
+        assert torch.equal(got.count, s.count) and torch.equal(got.mass, s.mass)

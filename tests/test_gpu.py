@@ -70,6 +70,23 @@ def test_extract_on_cuda_equals_cpu(tiny, tmp_path):
     tiny.to("cpu")
 
 
+def test_backbone_is_given_back_where_the_caller_keeps_it(tiny, tmp_path):
+    """Lightning moves the module to the CPU after trainer.predict: a backbone the caller keeps on the GPU
+    stays there (the bench's plain forward crashed on it), one kept on the CPU goes back to the CPU."""
+    proteins = random_proteins(3, lo=20, hi=40, seed=11)
+    tiny.to("cpu")
+    extract(proteins, tiny, 0.3, str(tmp_path / "a"), CUDA)
+    assert next(tiny.parameters()).device.type == "cpu"
+    tiny.to("cuda")
+    try:
+        extract(proteins, tiny, 0.3, str(tmp_path / "b"), CUDA)
+        assert next(tiny.parameters()).device.type == "cuda"
+        tokens, real = (t.cuda() for t in tokenize([p.sequence for p in proteins]))
+        tiny(tokens, real)  # the call that crashed in bench --device cuda
+    finally:
+        tiny.to("cpu")
+
+
 def test_bf16_extract_on_cuda(tiny, tmp_path):
     proteins = random_proteins(8, lo=40, hi=200, seed=8)
     fp32 = extract(proteins, tiny, 0.3, str(tmp_path), CUDA, max_tokens=2048)

@@ -22,7 +22,8 @@ def padded_batch(B=3, H=4, T=23, seed=0, scale=4.0):
     """Peaked softmax attention over a padded batch (padded keys exactly 0), residue and real masks."""
     g = torch.Generator().manual_seed(seed)
     real = torch.ones(B, T, dtype=torch.bool)
-    real[1, T - 6 :] = False
+    if B > 1:
+        real[1, T - 6 :] = False
     if B > 2:
         real[2, 9:] = False
     residue = real.clone()

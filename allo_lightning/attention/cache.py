@@ -5,8 +5,9 @@ SHA-256 of the sequence and ``part`` is ``stats-t<theta>`` (the exact theta, ``r
 head), ``stats-t<theta>-h<heads hash>`` (a partial entry: only some heads, from an early-exit run),
 ``maps-<heads hash>`` or ``emb``. A partial entry has its own name, kind (bound into its checksum) and
 heads (checked when read), so it is never read as a full entry; a full entry serves a request for any heads.
-Files are written to a temporary name, flushed to disk and renamed (atomic): a run killed mid-write
-leaves at most a ``.<name>.<random>.tmp`` file, which is never read. Entries are read with
+Files are written to a temporary name and renamed (atomic): a run killed mid-write leaves at most a
+``.<name>.<random>.tmp`` file, which is never read (no fsync per entry: an entry torn by a power loss fails
+its checksum and is recomputed). Entries are read with
 safetensors (no code is executed) and checked: format version, a SHA-256 over the tensor bytes bound
 to the sequence's hash, its length and the exact theta (an entry renamed to another sequence or theta
 fails it), the expected tensors and shapes, theta and sequence length. An entry that fails any check (truncated,
@@ -71,7 +72,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     to a temporary file in the same folder, flush it to disk, then rename it over ``path``."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {**(metadata or {}), "format": FORMAT, "sha256": tensors_digest(tensors, context)}
-    with atomic_path(path) as tmp:
+    # no fsync per entry: a killed run never leaves a partial entry under its name (atomic rename), and an
+    # entry torn by a power loss fails its checksum when read and is recomputed
+    with atomic_path(path, durable=False) as tmp:
         save_file(tensors, tmp, metadata=meta)
 
 
@@ -250,32 +253,33 @@ def expand_partial(t: dict[str, torch.Tensor], n_heads: int, windows: int = 1) -
 
 
 class BackgroundWriter:
-    """Writes cache entries (hashing, safetensors, fsync, atomic rename: :meth:`StatsCache.save`) on one
-    background thread, so that the device never waits for the disk.
+    """Writes cache entries (hashing, safetensors, atomic rename: :meth:`StatsCache.save`) on ``workers``
+    background threads, so that the device never waits for the disk (hashing and file writes release the GIL).
 
     - bounded: at most ``max_pending`` proteins wait in the queue; :meth:`submit` blocks when it is full
       (memory stays bounded however fast the device is);
     - the same guarantees as writing in place: every entry is written whole and renamed into place
       atomically, so an entry is never read half-written and a killed run loses at most the proteins still
       queued (recomputed on resume, in the same batches: bit-identical);
-    - an error in the writer (disk full, permissions) stops the writing and is raised in the calling thread,
+    - an error in a writer (disk full, permissions) stops the writing and is raised in the calling thread,
       as an :class:`OutputError` naming the protein and the cache folder, at the next :meth:`submit` or at
       :meth:`close`;
-    - :meth:`close` drains the queue (every submitted entry is on disk afterwards) and ends the thread;
+    - :meth:`close` drains the queue (every submitted entry is on disk afterwards) and ends the threads;
       call it before reading entries.
 
-    The thread uses its own copy of the cache object (which remembers the metadata of the entry it read last).
+    Each thread uses its own copy of the cache object (which remembers the metadata of the entry it read last).
     """
 
-    def __init__(self, cache: StatsCache, max_pending: int = 8) -> None:
-        self.cache = copy.copy(cache)
-        self.cache._meta = {}
+    def __init__(self, cache: StatsCache, max_pending: int = 8, workers: int | None = None) -> None:
+        self.cache = cache
+        self.workers = max(1, int(workers if workers is not None else min(4, max(1, (os.cpu_count() or 2) // 2))))
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_pending)))
         self._error: tuple[str, BaseException] | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
         self.written = 0
 
-    def _run(self) -> None:
+    def _run(self, cache: StatsCache) -> None:
         while True:
             item = self._queue.get()
             try:
@@ -283,10 +287,13 @@ class BackgroundWriter:
                     return
                 if self._error is None:  # after an error the rest is dropped: the run is failing anyway
                     pid, sequence, stats = item
-                    self.cache.save(sequence, stats)
-                    self.written += 1
+                    cache.save(sequence, stats)
+                    with self._lock:
+                        self.written += 1
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                self._error = (item[0], e)
+                with self._lock:
+                    if self._error is None:
+                        self._error = (item[0], e)
             finally:
                 self._queue.task_done()
 
@@ -300,18 +307,24 @@ class BackgroundWriter:
             ) from e
 
     def submit(self, pid: str, sequence: str, stats) -> None:
-        """Queue one protein's entry (waits while ``max_pending`` are queued); raises the writer's error."""
+        """Queue one protein's entry (waits while ``max_pending`` are queued); raises a writer's error."""
         self._raise()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="allo-cache-writer", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            for i in range(self.workers):
+                cache = copy.copy(self.cache)
+                cache._meta = {}
+                t = threading.Thread(target=self._run, args=(cache,), name=f"allo-cache-writer-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
         self._queue.put((pid, sequence, stats))
 
     def close(self, raise_errors: bool = True) -> None:
-        """Wait until every queued entry is written, end the thread; raise the writer's error (if any)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        """Wait until every queued entry is written, end the threads; raise a writer's error (if any)."""
+        if self._threads:
+            for _ in self._threads:
+                self._queue.put(None)
+            for t in self._threads:
+                t.join()
+            self._threads = []
         if raise_errors:
             self._raise()

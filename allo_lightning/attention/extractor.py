@@ -118,6 +118,9 @@ class AttentionExtractor(L.LightningModule):
         if self.heads is not None and not self.heads:
             raise ValueError("heads=[]: give at least one (layer, head), or None for every head.")
         self._saved_dtype: torch.dtype | None = None
+        first = next(backbone.parameters(), None)
+        self._home = first.device if first is not None else torch.device("cpu")  # where the caller keeps it
+        self._stay = False
 
     @property
     def until_layer(self) -> int | None:
@@ -139,6 +142,20 @@ class AttentionExtractor(L.LightningModule):
         if self._saved_dtype is not None:
             self.backbone.to(self._saved_dtype)
             self._saved_dtype = None
+        # Lightning's teardown moves the module to the CPU next; a backbone that the caller keeps on this device
+        # stays there (no 2 x model-size copy per extract call, and the caller's next call finds it where it was)
+        here = self.device
+        self._stay = (here.type != "cpu" and self._home.type == here.type
+                      and (self._home.index or 0) == (here.index or 0))
+
+    def cpu(self):
+        if self._stay:  # the one .cpu() of Lightning's teardown, right after on_predict_end (see there)
+            self._stay = False
+            return self
+        return super().cpu()
+
+    def teardown(self, stage: str) -> None:  # runs after Lightning's own teardown: the window is closed
+        self._stay = False
 
     def train(self, mode: bool = True):  # the backbone never leaves eval mode
         super().train(mode)

@@ -76,7 +76,17 @@ class ESM2Backbone(Backbone):
         return [layer.attention.self.rotary_embeddings for layer in self.model.encoder.layer]
 
     def _fused_attention_modules(self) -> list[nn.Module] | None:
+        import transformers
         from transformers.models.esm.modeling_esm import EsmSelfAttention
+
+        major = int(transformers.__version__.split(".")[0])
+        if major >= 5:  # its EsmSelfAttention takes other arguments (position_embeddings, ...): not supported
+            from ..errors import BackboneError
+
+            raise BackboneError(
+                f"ESM-2 attention capture needs transformers 4.x (installed: {transformers.__version__}; this "
+                "package is tested with >=4.40,<4.48.2). Install it with: pip install 'transformers>=4.40,<4.48.2'."
+            )
 
         attns = [layer.attention.self for layer in self.model.encoder.layer]
         ok = all(type(a) is EsmSelfAttention and a.position_embedding_type == "rotary" and not a.is_decoder
