@@ -75,8 +75,10 @@ class ProteinStats:
 # - ``compiled``: one ``torch.compile``d pass that reads the probabilities once and reduces all three column
 #   statistics together (no [B, H, L, L] temporary); on request only (measured slower than ``fused`` on an
 #   H200); falls back to ``fused`` with a warning if compiling fails (no compiler, no Triton).
+# - ``triton``: a hand-written Triton kernel doing the same in one read (:mod:`.triton_stats`); on request;
+#   ``fused`` with a warning where Triton is missing or fails, and for ``rows=True`` (windows).
 CHUNK_ELEMENTS = 1 << 20
-KERNELS = ("auto", "chunked", "fused", "compiled")
+KERNELS = ("auto", "chunked", "fused", "compiled", "triton")
 # a device's scratch for one chunk: this fraction of its free memory, between these bounds (elements)
 SCRATCH_FRACTION = 0.25
 DEVICE_MIN_SCRATCH = 1 << 24  # 64 MiB of float32
@@ -145,6 +147,13 @@ def column_stats(
     query_BL = residue_BL.to(device=probs.device, dtype=torch.float32)
     key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
     real_B1L = real_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
+    if kernel == "triton":
+        got = None if rows else _triton_sums(probs, query_BL, theta)
+        if got is not None:
+            received, count_all, mass = got
+            return {"received": received * key_B1L, "count": count_all * key_B1L, "mass": mass * key_B1L,
+                    "total": (count_all * real_B1L).sum(dim=-1)}
+        kernel = "fused"
     if kernel == "compiled":
         got = _compiled_sums(probs, query_BL, theta, rows)
         if got is not None:
@@ -197,6 +206,27 @@ def _one_pass(probs_BHLL: torch.Tensor, query_BL: torch.Tensor, theta_t: torch.T
     mass = torch.where(confident, weighted, 0.0).sum(dim=2)
     row_count = confident.sum(dim=-1, dtype=torch.float32) * query_BL[:, None, :] if rows else None
     return received, count, mass, row_count
+
+
+_TRITON_FAILED = False
+
+
+def _triton_sums(probs: torch.Tensor, query_BL: torch.Tensor, theta: float):
+    """:func:`.triton_stats.column_sums`, or None (and a warning, once per process) where Triton is missing
+    or its kernel fails (then ``fused`` is used)."""
+    global _TRITON_FAILED
+    if _TRITON_FAILED:
+        return None
+    try:
+        from .triton_stats import column_sums
+
+        return column_sums(probs, query_BL, theta)
+    except Exception as e:  # noqa: BLE001 - a missing or failing Triton: the eager kernel gives the same sums
+        _TRITON_FAILED = True
+        warnings.warn(f"attention statistics: the Triton kernel failed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:200] if str(e) else ''}); using the eager fused kernel.",
+                      RuntimeWarning, stacklevel=3)
+        return None
 
 
 _COMPILED: dict[bool, object] = {}

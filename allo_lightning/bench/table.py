@@ -61,7 +61,8 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
     lengths = [p.length for p in proteins]
     n_res = sum(lengths)
     batches = token_budget_batches(lengths, max_tokens, True)
-    kernels = kernels or ((stats_kernel(device), "fused") if device.type == "cuda" else (stats_kernel(device),))
+    if not kernels:
+        kernels = (stats_kernel(device), "fused", "triton") if device.type == "cuda" else (stats_kernel(device),)
     kernels = tuple(dict.fromkeys(kernels))
     backbone = make_backbone(shape, device)
     tok = [tuple(t.to(device) for t in tokenize([proteins[i].sequence for i in b])) for b in batches]
