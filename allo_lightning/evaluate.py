@@ -21,6 +21,7 @@ import time
 
 from .backbone import TINY_MEANINGLESS, context_length
 from .errors import InputError
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_csv, write_json
 from .pipeline import (
     check_environment,
@@ -58,6 +59,7 @@ def main(cfg) -> dict:
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     name = cfg.model.backbone
     proteins = load_proteins(cfg.data, max_length=context_length(name) if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
@@ -110,6 +112,7 @@ def main(cfg) -> dict:
     for w in warnings:
         print(w, file=sys.stderr)
     print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'})")
+    print(f"report: {write_report(out, 'evaluate')} (open it in a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return metrics

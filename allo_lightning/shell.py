@@ -146,9 +146,10 @@ def _gather_lists(argv: list[str], list_flags: dict[str, type]) -> list[str]:
     return out
 
 
-def read_config_file(path: str, spec: Spec) -> dict:
+def read_config_file(path: str, spec: Spec, own: frozenset[str] = frozenset()) -> dict:
     """The sections of YAML config ``path`` that ``spec`` uses (flat ``section.key`` -> value); unknown
-    sections or keys are refused; sections of other commands are ignored."""
+    sections or keys are refused; sections of other commands are ignored. ``own``: the command's own
+    flags (``checkpoint``, ``data.long``...), accepted too (a run's config.yaml records them)."""
     import yaml
 
     p = Path(path).expanduser()
@@ -189,6 +190,9 @@ def read_config_file(path: str, spec: Spec) -> dict:
     known = list(SECTIONS) + list(TOP_LEVEL)
     for key, value in data.items():
         key = str(key)
+        if key in own and key not in known:
+            flat[key] = value
+            continue
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)" if close
@@ -202,6 +206,9 @@ def read_config_file(path: str, spec: Spec) -> dict:
             raise InputError(f"--config {path}: section {key!r} must be a mapping of settings, got {value!r}.")
         fields = [f.name for f in dataclasses.fields(SECTIONS[key])]
         for sub, v in value.items():
+            if f"{key}.{sub}" in own:
+                flat[f"{key}.{sub}"] = v
+                continue
             if sub not in fields:
                 close = difflib.get_close_matches(str(sub), fields, n=1)
                 hint = f" (did you mean {key}.{close[0]}?)" if close else ""
@@ -313,8 +320,9 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
     parser = build_parser(spec, prog)
     argv, configs = _split_configs(argv)
     from_files: dict = {}
+    own = frozenset(o[2:] for o in _option_strings(parser)) - {"config", "help"}
     for path in configs:
-        from_files.update(read_config_file(path, spec))
+        from_files.update(read_config_file(path, spec, own))
     # config values become flags placed before the command line's own: checked exactly like flags,
     # and overridden by them
     prefix = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in from_files.items()]
@@ -356,10 +364,11 @@ def report_error(err: BaseException) -> int:
 def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None, prog: str | None = None) -> Any:
     """Parse, check and run ``body`` with the one error handler (see the module docstring)."""
     from . import interrupt
+    from .html.records import capture
 
     quiet_lightning()
     try:
-        with interrupt.installed():
+        with capture(args), interrupt.installed():
             cfg = parse(spec, args, prog)
             return body(cfg)
     except Interrupted as e:
