@@ -26,6 +26,7 @@ HOSTILE = [
     "a\"b'c&d<!--",
     "line\u2028sep\u2029x",
     "</SCRIPT ><svg/onload=alert(3)>",
+    "=HYPERLINK(\"http://x\"),1",  # neutralised in the CSV tables: the page must still find its rows
 ]
 NOTE = "NOTE: the 'tiny' backbone is a random, untrained model (test)."
 

@@ -28,8 +28,10 @@ def _json(path: Path) -> dict:
 def _csv(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
         return [], []
+    from ..tables import unescape_cell
+
     with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+        rows = [[unescape_cell(c) for c in r] for r in csv.reader(f)]  # our tables neutralise formula-like cells
     return (rows[0], rows[1:]) if rows else ([], [])
 
 
@@ -57,9 +59,11 @@ def _img(out: Path, name: str, caption: str) -> str:
 
 
 def _header(command: str, what: str, info: dict) -> str:
+    from ..backbone import TINY_MEANINGLESS
+
     return (f"<h1>allo_lightning {esc(command)}: {esc(what)}</h1>"
             + settings_block(info.get("config"), f"{info.get('backbone', '')} ({info.get('backbone_identity', '')})",
-                             info.get("note", "") if info.get("meaningless") else ""))
+                             (info.get("note") or TINY_MEANINGLESS) if info.get("meaningless") else ""))
 
 
 def _training_curve(out: Path) -> str:
@@ -118,7 +122,7 @@ def _predict(out: Path) -> tuple[str, str, dict, bool, list[Path]]:
         index.append({"id": view["id"], "file": view["file"], "length": len(view["scores"]),
                       "predicted": sum(v >= view["threshold"] for v in view["scores"]),
                       "best": max(view["scores"], default=float("nan")),
-                      "top": f"{view['sequence'][top - 1]}{top}" if top else "",
+                      "top": f"{view['sequence'][top - 1]}{top}" if top and top <= len(view["sequence"]) else "",
                       "structure": view["structure"]["name"] if view["structure"] else "",
                       "segments": ", ".join(f"{s['chain']}:{s['start']}-{s['end']}" for s in view["segments"]),
                       "windowed": "yes" if view["windows"] or "windowed" in " ".join(view["notes"]) else ""})

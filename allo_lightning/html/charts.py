@@ -27,7 +27,7 @@ def heatmap(values: list[list[float | None]], selected: set[tuple[int, int]], ti
     finite = sorted(v for r in values for v in r if v is not None and math.isfinite(v))
     cell = max(8, min(28, 900 // max(n_heads, 1)))
     left, top = 44, 22
-    w, h = left + n_heads * cell + 10, top + n_layers * cell + 40
+    w, h = max(left + n_heads * cell + 10, 640), top + n_layers * cell + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">',
            f'<text x="{left}" y="14">{esc(label)}: colour = rank among heads (yellow = highest); '
            'outlined = selected; hover for values</text>']
@@ -116,6 +116,7 @@ def pr_curve(curves: dict[str, tuple[Sequence[int], Sequence[float]]], threshold
         if not len(y_true) or not y_true.any():
             continue
         precision, recall, _ = precision_recall_curve(y_true, scores)
+        precision, recall = precision[:-1], recall[:-1]  # sklearn's closing (recall 0, precision 1) is no threshold
         keep = np.unique(np.linspace(0, len(recall) - 1, min(len(recall), 400)).astype(int))
         series[name] = list(zip(recall[keep].tolist(), precision[keep].tolist()))
         base = float(y_true.mean())
@@ -129,5 +130,5 @@ def pr_curve(curves: dict[str, tuple[Sequence[int], Sequence[float]]], threshold
                                       f"recall {r:.3f}, {int(pred.sum())} residues predicted")
     if not series:
         return "<p class='muted'>No labelled site among these residues: no PR curve.</p>"
-    return lines(series, title, "recall", "precision", points,
+    return lines(series, title + " (precision axis fitted to the data)", "recall", "precision", points,
                  (base, f"base rate {base:.4f} (a random ranking)") if base is not None else None)

@@ -15,7 +15,6 @@ protein's entry in predictions.json has them:
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -33,11 +32,13 @@ def _float(v: str | None) -> float | None:
 
 
 def read_rows(path: Path) -> dict[str, list[dict]]:
-    """predictions.csv rows grouped by id, in file order."""
+    """predictions.csv rows grouped by id, in file order (cells as written: the apostrophe that
+    neutralises a formula-like id removed)."""
+    from ..tables import read_csv
+
     out: dict[str, list[dict]] = {}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            out.setdefault(row["id"], []).append(row)
+    for row in read_csv(path):
+        out.setdefault(row["id"], []).append(row)
     return out
 
 
