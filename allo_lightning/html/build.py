@@ -58,11 +58,24 @@ def _img(out: Path, name: str, caption: str) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>") if (out / name).is_file() else ""
 
 
-def _header(command: str, what: str, info: dict) -> str:
+def _settings(out: Path, info: dict) -> dict | None:
+    """The run's resolved settings: its config.yaml, else what its JSON output recorded."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            return data
+    except (OSError, yaml.YAMLError):
+        pass
+    return info.get("config")
+
+
+def _header(command: str, what: str, info: dict, out: Path) -> str:
     from ..backbone import TINY_MEANINGLESS
 
     return (f"<h1>allo_lightning {esc(command)}: {esc(what)}</h1>"
-            + settings_block(info.get("config"), f"{info.get('backbone', '')} ({info.get('backbone_identity', '')})",
+            + settings_block(_settings(out, info), f"{info.get('backbone', '')} ({info.get('backbone_identity', '')})",
                              (info.get("note") or TINY_MEANINGLESS) if info.get("meaningless") else ""))
 
 
@@ -129,7 +142,7 @@ def _predict(out: Path) -> tuple[str, str, dict, bool, list[Path]]:
     head = ["#", "id", "length", "predicted", "best score", "top residue", "structure", "mapped segments", "windowed"]
     rows = [[k + 1, e["id"], e["length"], e["predicted"], e["best"], e["top"], e["structure"], e["segments"],
              e["windowed"]] for k, e in enumerate(index)]
-    body = (_header("predict", f"{len(index)} proteins", info)
+    body = (_header("predict", f"{len(index)} proteins", info, out)
             + f"<p>Checkpoint <code>{esc(info.get('checkpoint', ''))}</code>; threshold {info.get('threshold', 0):.3f} "
               "on the ranking score (score is not a probability"
             + ("; probability: calibrated on the probe's validation proteins" if "probability" in json.dumps(
@@ -167,7 +180,7 @@ def _heads(out: Path):
         tips[ly][hd] = "\n".join(parts)
     selected = {(int(a), int(b)) for a, b in info.get("selected", [])}
     body = (_header("heads", f"which heads see the allosteric sites ({score})",
-                    {**info, "config": info.get("settings")})
+                    {**info, "config": info.get("settings")}, out)
             + f"<p>Strategy <code>{esc(info.get('strategy', ''))}</code>; selected (layer, head 0-based): "
             + esc(", ".join(info.get("selected_labels", []))) + "</p>"
             + (f"<p class='warn'>{esc(info['fallback'])}</p>" if info.get("fallback") else "")
@@ -186,7 +199,7 @@ def _heads(out: Path):
 def _fit(out: Path):
     m = _json(out / "metrics.json")
     labels, scores = _scores(out / "test_scores.csv")
-    body = _header("fit", "probe on the selected heads", m)
+    body = _header("fit", "probe on the selected heads", m, out)
     body += (f"<p>Heads (layer, head 0-based): {esc(' '.join(m.get('heads', [])))}; {m.get('epochs')} epochs "
              f"(best {m.get('best_epoch')}); threshold {float(m.get('threshold') or math.nan):.3f} on the ranking score"
              f" (best validation F1). Proteins: {esc(json.dumps(m.get('n_proteins', {})))}.</p>")
@@ -209,7 +222,7 @@ def _fit(out: Path):
 def _evaluate(out: Path):
     m = _json(out / "metrics.json")
     labels, scores = _scores(out / "scores.csv")
-    body = _header("evaluate", f"checkpoint on {m.get('data', '')}", m)
+    body = _header("evaluate", f"checkpoint on {m.get('data', '')}", m, out)
     body += (f"<p>Checkpoint <code>{esc(m.get('checkpoint', ''))}</code>; threshold "
              f"{float(m.get('threshold') or math.nan):.3f} on the ranking score.</p>")
     for w in m.get("warnings", []):
@@ -223,7 +236,7 @@ def _evaluate(out: Path):
 
 def _report(out: Path):
     s = _json(out / "report.json")
-    body = _header("report", f"head subsets ({s.get('scheme', '')})", s)
+    body = _header("report", f"head subsets ({s.get('scheme', '')})", s, out)
     body += ("<h2>Metrics per head subset</h2><p class='small muted'>Means over folds; _lo/_hi: 95 % bootstrap "
              "interval over test proteins; _sd: over folds (random rows: over draws). See report.md.</p>"
              "<div class='scroll'>" + _csv_table(out / "report.csv") + "</div>"

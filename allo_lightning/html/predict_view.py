@@ -10,7 +10,8 @@ protein's entry in predictions.json has them:
 - ``windows``: 1-based (start, end) windows of a protein longer than the backbone's context;
 - ``predicted_sites``: predicted sites as ``{"rank", "positions" (1-based), "score"[, "label",
   "structure"]}`` (else: runs of consecutive residues at or above the threshold, ranked by mean score);
-- ``structure_file``: the annotated structure, relative to the folder (else ``structures/<name>.cif|pdb``).
+- ``structure_file`` (or ``written``, as predict records it today): the annotated structure, relative to
+  the folder (else ``structures/<name>.cif|pdb``).
 """
 
 from __future__ import annotations
@@ -153,12 +154,12 @@ def protein_views(out: Path, n_sticks: int = 10):
             if not top:
                 top = sorted(range(1, len(scores) + 1), key=lambda p: (-scores[p - 1], p))[:n_sticks]
             sticks = sorted(set(top[:n_sticks]) | {p for s in predicted[:3] for p in s["positions"]})
-            rel = entry.get("structure_file")
+            rel = entry.get("structure_file") or entry.get("written")
             candidates = [out / rel] if rel else [out / "structures" / f"{fname}.{ext}" for ext in ("cif", "pdb")]
             structure = next((viewer_structure(c) for c in candidates if c.is_file()), None)
             summary = [f"{len(scores)} residues, {sum(v >= threshold for v in scores)} at or above the threshold "
                        f"{threshold:.3f} (score = ranking score, not a probability)."]
-            if entry.get("chain"):
+            if entry.get("structure") and entry.get("identity") is not None:
                 summary.append(f"Structure {entry.get('structure', '')} chain {entry['chain']}: identity "
                                f"{entry.get('identity', float('nan')):.3f}, coverage {entry.get('coverage', 0):.3f}.")
             if entry.get("windowed"):

@@ -5,7 +5,8 @@
   "use strict";
   var DATA = JSON.parse(document.getElementById("allo-data").textContent);
   var SVGNS = "http://www.w3.org/2000/svg";
-  var state = { protein: null, focused: null, viewer: null, views: [], loaded: {}, errors: [] };
+  var state = { protein: null, focused: null, viewer: null, views: [], loaded: {}, errors: [],
+                timings: { start: performance.now() } };
   window.alloReport = state;  // read by the browser test
 
   function el(tag, attrs, text) {
@@ -94,6 +95,7 @@
   var index = document.getElementById("protein-index");
   window.alloProtein = function (d) {
     state.loaded[d.file] = d;
+    state.timings.data = performance.now();
     if (state.pending === d.file) { show(d); }
   };
   function load(i) {
@@ -223,8 +225,10 @@
         });
         var mapped = {};
         Object.keys(posOf).forEach(function (k) { mapped[k] = true; });
+        state.timings.model = performance.now();
         viewer.zoomTo({ predicate: function (a) { return mapped[atomKey(a)] === true; } });
         viewer.render();
+        state.timings.drawn = performance.now();
         state.views.push(viewer.getView());
       }
     }
@@ -255,11 +259,12 @@
     }
     state.focus = focus;
     track.onclick = focus;
+    state.timings.shown = performance.now();
     state.ready = true;
   }
 
   function drawTrack(d, box) {
-    var n = d.scores.length, px = Math.max(3, Math.min(14, 1100 / n)), W = Math.ceil(n * px) + 50, H = 150;
+    var n = d.scores.length, px = Math.max(2, Math.min(14, 1080 / n)), W = Math.ceil(n * px) + 50, H = 150;
     var top = 8, barH = 70, base = top + barH;
     var lo = Math.min.apply(null, d.scores.concat([d.threshold])), hi = Math.max.apply(null, d.scores.concat([d.threshold]));
     if (hi - lo < 1e-9) { hi = lo + 1; }
