@@ -280,3 +280,50 @@ def test_report_in_headless_chromium(tmp_path):
         assert not b.dialogs, b.dialogs
         assert not b.errors, b.errors
         assert not b.requests, b.requests
+
+
+def test_evaluate_and_report_pages_show_intervals_and_comparisons(tmp_path):
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({
+        "auprc": 0.31, "auroc": 0.7, "base_rate": 0.05, "f1": 0.2, "mcc": 0.1, "threshold": 0.5, "data": "t.tsv",
+        "intervals": {"auprc": {"lo": 0.21, "hi": 0.41}}, "backbone": "tiny", "meaningless": False, "warnings": []}))
+    with (ev / "scores.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "position", "residue", "label", "score"])
+        for i in range(30):
+            w.writerow(["p", i + 1, "A", int(i >= 27), i / 30])
+    text = write_report(ev, "evaluate").read_text()
+    row = re.search(r"<tr><td>auprc</td>(.*?)</tr>", text).group(1)
+    assert [float(v) for v in re.findall(r'data-v="([^"]+)"', row)] == [0.31, 0.21, 0.41]
+    # operating point of score >= 0.5: residues 16..30 predicted, the 3 sites among them
+    assert "precision 0.200, recall 1.000, 15 residues predicted" in text
+    assert "meaningless" not in text.lower() and "NOTHING" not in text
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.json").write_text(json.dumps({"scheme": "kfold", "backbone": "tiny", "meaningless": True,
+                                                 "note": NOTE, "config": {"seed": 0}}))
+    (rep / "report.csv").write_text("subset,n_heads,auprc,auprc_lo,auprc_hi\nselected,3,0.2,0.1,0.3\n"
+                                    "all,8,0.1,0.05,0.2\n")
+    (rep / "comparison.csv").write_text("baseline,auprc_diff,lo,hi,selected_better\nall,0.1,0.02,0.2,yes\n")
+    text = write_report(rep, "report").read_text()
+    assert "<td>selected</td>" in text and "<td>yes</td>" in text and NOTE in "".join(scan(text).text)
+
+
+def test_viewer_gets_mmcif_as_pdb_with_insertion_codes(tmp_path):
+    """3Dmol.js reads no insertion codes from mmCIF: a CIF is handed to it as PDB text, codes kept."""
+    import biotite.structure.io.pdb as biopdb
+    import biotite.structure.io.pdbx as pdbx
+
+    from allo_lightning.html.predict_view import viewer_structure
+
+    (tmp_path / "s.pdb").write_text(helix_pdb("MKTAYIAKQRQISFV", icode_at=5))
+    atoms = biopdb.PDBFile.read(str(tmp_path / "s.pdb")).get_structure(model=1, extra_fields=["b_factor"])
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, atoms)
+    cif.write(str(tmp_path / "s.cif"))
+    view = viewer_structure(tmp_path / "s.cif")
+    assert view["format"] == "pdb" and view["name"] == "s.cif"
+    ca = [ln for ln in view["text"].splitlines() if ln.startswith("ATOM") and ln[12:16].strip() == "CA"]
+    assert [(ln[21], int(ln[22:26]), ln[26].strip()) for ln in ca][3:6] == [("A", 4, ""), ("A", 4, "A"), ("A", 5, "")]
+    assert not [ln for ln in view["text"].splitlines() if " HOH " in ln] and " LIG " in view["text"]
