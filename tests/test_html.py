@@ -327,3 +327,28 @@ def test_viewer_gets_mmcif_as_pdb_with_insertion_codes(tmp_path):
     ca = [ln for ln in view["text"].splitlines() if ln.startswith("ATOM") and ln[12:16].strip() == "CA"]
     assert [(ln[21], int(ln[22:26]), ln[26].strip()) for ln in ca][3:6] == [("A", 4, ""), ("A", 4, "A"), ("A", 5, "")]
     assert not [ln for ln in view["text"].splitlines() if " HOH " in ln] and " LIG " in view["text"]
+
+
+@pytest.mark.parametrize("name, args", [
+    ("heads", ["--config", "configs/smoke.yaml", "--heads.proteins", "A", "B", "--heads.orthosteric", "{A: [1, 2]}"]),
+    ("fit", ["--config", "configs/gpcr.yaml", "--probe.kind", "mlp", "--seed", "3", "--checkpoint", "c.safetensors"]),
+    ("evaluate", ["--checkpoint", "c.safetensors", "--data.path", "t.tsv", "--bootstrap", "50"]),
+    ("predict", ["--checkpoint", "c", "--fasta", "f.fasta", "--out", "o", "--chain", "B", "--data.long", "skip",
+                 "--plots", "false", "--min_identity", "0.5"]),
+    ("report", ["--config", "configs/smoke.yaml", "--report.ks", "1", "2", "--report.scheme", "logo"]),
+])
+def test_config_yaml_replays_every_setting(tmp_path, name, args):
+    """config.yaml of each command, read back with --config, gives exactly the same settings."""
+    import importlib
+
+    import yaml
+
+    from allo_lightning.html.records import resolved_config
+    from allo_lightning.shell import parse
+
+    spec = importlib.import_module(f"allo_lightning.{name}").main.spec
+    cfg = parse(spec, args + ["--overwrite"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(resolved_config(cfg), sort_keys=False))
+    again = parse(spec, ["--config", str(path)])
+    assert again.values == {**cfg.values, "overwrite": False}
