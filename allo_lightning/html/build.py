@@ -72,11 +72,12 @@ def _settings(out: Path, info: dict) -> dict | None:
 
 
 def _header(command: str, what: str, info: dict, out: Path) -> str:
-    from ..backbone import TINY_MEANINGLESS
-
+    note = info.get("note") or ""
+    if info.get("meaningless") and not note:
+        from ..backbone import TINY_MEANINGLESS as note
     return (f"<h1>allo_lightning {esc(command)}: {esc(what)}</h1>"
             + settings_block(_settings(out, info), f"{info.get('backbone', '')} ({info.get('backbone_identity', '')})",
-                             (info.get("note") or TINY_MEANINGLESS) if info.get("meaningless") else ""))
+                             note if info.get("meaningless") else ""))
 
 
 def _training_curve(out: Path) -> str:
@@ -125,12 +126,12 @@ def _predict(out: Path) -> tuple[str, str, dict, bool, list[Path]]:
     from .predict_view import protein_views
 
     info, views = protein_views(out)
-    files, index = [], []
+    folder = out / FILES_DIR / "proteins"
+    files = [folder / f"{p['files']}.js" for p in info["proteins"]]
+    record_outputs(out, MARKERS["predict"], files)  # once, before writing them (--overwrite removes them)
+    index = []
     for view in views:
-        path = out / FILES_DIR / "proteins" / f"{view['file']}.js"
-        record_outputs(out, MARKERS["predict"], [path])
-        write_text(path, f"alloProtein({script_json(view)});\n")
-        files.append(path)
+        write_text(folder / f"{view['file']}.js", f"alloProtein({script_json(view)});\n")
         top = view["top"][0] if view["top"] else None
         index.append({"id": view["id"], "file": view["file"], "length": len(view["scores"]),
                       "predicted": sum(v >= view["threshold"] for v in view["scores"]),
@@ -138,7 +139,7 @@ def _predict(out: Path) -> tuple[str, str, dict, bool, list[Path]]:
                       "top": f"{view['sequence'][top - 1]}{top}" if top and top <= len(view["sequence"]) else "",
                       "structure": view["structure"]["name"] if view["structure"] else "",
                       "segments": ", ".join(f"{s['chain']}:{s['start']}-{s['end']}" for s in view["segments"]),
-                      "windowed": "yes" if view["windows"] or "windowed" in " ".join(view["notes"]) else ""})
+                      "windowed": "yes" if view["windowed"] else ""})
     head = ["#", "id", "length", "predicted", "best score", "top residue", "structure", "mapped segments", "windowed"]
     rows = [[k + 1, e["id"], e["length"], e["predicted"], e["best"], e["top"], e["structure"], e["segments"],
              e["windowed"]] for k, e in enumerate(index)]

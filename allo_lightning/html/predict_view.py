@@ -167,7 +167,8 @@ def protein_views(out: Path, n_sticks: int = 10):
             yield {"id": pid, "file": fname, "sequence": "".join(r["residue"] for r in rs), "scores": scores,
                    "probability": prob, "rank": [int(r["rank"]) for r in rs], "threshold": threshold,
                    "mapping": mapping, "segments": mapped_segments(mapping), "known": known,
-                   "windows": entry.get("windows") or [], "top": top, "sticks": sticks, "sites": predicted,
+                   "windows": entry.get("windows") or [], "windowed": bool(entry.get("windowed")),
+                   "top": top, "sticks": sticks, "sites": predicted,
                    "sites_rule": rule, "structure": structure, "notes": notes + summary}
 
     return info, views()
