@@ -362,13 +362,20 @@ def report_error(err: BaseException) -> int:
 
 
 def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None, prog: str | None = None) -> Any:
-    """Parse, check and run ``body`` with the one error handler (see the module docstring)."""
-    from . import interrupt
+    """Parse, check and run ``body`` with the one error handler (see the module docstring); what it prints,
+    the error line included, also goes to the run.log of the command's output folder (html.records)."""
     from .html.records import capture
+
+    with capture(args):
+        return _run(spec, body, args, prog)
+
+
+def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog: str | None) -> Any:
+    from . import interrupt
 
     quiet_lightning()
     try:
-        with capture(args), interrupt.installed():
+        with interrupt.installed():
             cfg = parse(spec, args, prog)
             return body(cfg)
     except Interrupted as e:

@@ -392,7 +392,7 @@ def test_run_records_training_log_report_and_config_replay(fitted, capsys):
     assert val[metrics["best_epoch"]] == pytest.approx(metrics["val"]["auprc"], abs=1e-6)  # the kept epoch
     assert max(val.values()) == pytest.approx(val[metrics["best_epoch"]])
     log = (run / "run.log").read_text()
-    assert printed.strip().splitlines()[-1] in log and "finished" in log.splitlines()[1]
+    assert printed.strip().splitlines()[-1] in log and log.splitlines()[1].endswith(": finished")
     assert "Training curve" in (run / "report.html").read_text()
     fit_cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert fit_cfg["model"]["backbone"] == "tiny" and fit_cfg["trainer"]["default_root_dir"] == str(run)

@@ -352,3 +352,37 @@ def test_config_yaml_replays_every_setting(tmp_path, name, args):
     path.write_text(yaml.safe_dump(resolved_config(cfg), sort_keys=False))
     again = parse(spec, ["--config", str(path)])
     assert again.values == {**cfg.values, "overwrite": False}
+
+
+def test_run_log_records_output_and_how_the_run_ended(tmp_path):
+    """run.log: the command line, what was printed (a progress bar's last state only) and the end, also
+    for a run stopped by an input error after its folder was accepted; config.yaml written up front."""
+    import sys
+
+    import yaml
+
+    from allo_lightning.errors import InputError
+    from allo_lightning.html import record_run
+    from allo_lightning.shell import command
+
+    def body(cfg):
+        record_run(cfg, tmp_path / cfg.get("tag"))
+        print("step one")
+        sys.stderr.write("progress 10%\rprogress 50%\rprogress 100%\n")
+        if cfg.get("tag") == "bad":
+            raise InputError("bad.tsv, line 3: no sequence.", todo="Give one.")
+        return "done"
+
+    main = command("fit", "test", sections=("model",),
+                   flags=lambda p: p.add_argument("--tag", type=str, default="good"))(body)
+    assert main(["--tag", "good", "--model.theta", "0.25"]) == "done"
+    log = (tmp_path / "good" / "run.log").read_text()
+    assert log.splitlines()[0] == "# allo_lightning fit --tag good --model.theta 0.25"
+    assert log.splitlines()[1].endswith(": finished")
+    assert "step one\nprogress 100%\n" in log and "progress 50%" not in log
+    assert yaml.safe_load((tmp_path / "good" / "config.yaml").read_text())["model"]["theta"] == 0.25
+    with pytest.raises(SystemExit) as e:
+        main(["--tag", "bad"])
+    assert e.value.code == 2
+    log = (tmp_path / "bad" / "run.log").read_text()
+    assert log.splitlines()[1].endswith(": exited with status 2") and "error: bad.tsv, line 3: no sequence." in log

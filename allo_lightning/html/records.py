@@ -8,7 +8,6 @@ fails with an error or is interrupted). Only the main process (rank zero) writes
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import sys
@@ -25,7 +24,9 @@ NOT_RECORDED = ("overwrite", "config")  # actions of one run, not settings
 _current: dict = {}
 
 
-class _Tee(io.TextIOBase):
+class _Tee:
+    """Writes go to the stream and to the buffer; everything else (encoding, isatty...) is the stream's."""
+
     def __init__(self, stream, buffer: list[str]) -> None:
         self._stream, self._buffer = stream, buffer
 
@@ -78,7 +79,7 @@ def capture(argv: list[str] | None = None):
         out = _current.get("out")
         if out is not None and _rank_zero():
             head = (f"# allo_lightning {_current.get('command', '')} {' '.join(map(str, _current['argv']))}\n"
-                    f"# started {_current['started']}, {status} {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n")
+                    f"# started {_current['started']}, ended {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {status}\n")
             try:
                 write_text(Path(out) / LOG, head + clean_log("".join(buffer)))
             except OSError:
