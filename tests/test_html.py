@@ -268,6 +268,11 @@ def test_report_in_headless_chromium(tmp_path):
         after = pixels(b.screenshot(rect))[..., :3]
         assert before.shape == after.shape and float(abs(after - before).mean()) > 0.005
         assert "40" in b.eval("document.getElementById('focus-status').textContent")
+        # and back: a click on the structure (its centre: residue 40 and its neighbours) selects that residue
+        b.eval("alloReport.focused = null")
+        b.click(rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2)
+        b.wait("typeof alloReport.focused === 'number'", 10)
+        assert 30 <= b.eval("alloReport.focused") <= 50
         # the hostile proteins: shown as text, nothing of theirs runs
         for i, pid in ((1, HOSTILE[0]), (2, HOSTILE[1])):
             b.eval(f"document.querySelector('#protein-index tr[data-i=\"{i}\"]').click()")
