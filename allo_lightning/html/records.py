@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def capture(argv: list[str] | None = None):
         status = "finished"
     except SystemExit as e:
         status = "finished" if e.code in (0, None) else f"exited with status {e.code}"
+        raise
+    except BaseException:  # a bug or an interruption outside the handler: keep its traceback in run.log too
+        buffer.append(traceback.format_exc())
         raise
     finally:
         sys.stdout, sys.stderr = saved[0], saved[1]

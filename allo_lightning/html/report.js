@@ -270,7 +270,7 @@
     if (hi - lo < 1e-9) { hi = lo + 1; }
     function y(v) { return base - (v - lo) / (hi - lo) * barH; }
     var svg = sv("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img" });
-    var x0 = 40;
+    var x0 = 64;
     svg.appendChild(sv("text", { x: 2, y: top + 8 }, fmt(hi, 2)));
     svg.appendChild(sv("text", { x: 2, y: base }, fmt(lo, 2)));
     var bars = sv("g");
