@@ -201,9 +201,9 @@ def _fit(out: Path):
     m = _json(out / "metrics.json")
     labels, scores = _scores(out / "test_scores.csv")
     body = _header("fit", "probe on the selected heads", m, out)
-    body += (f"<p>Heads (layer, head 0-based): {esc(' '.join(m.get('heads', [])))}; {m.get('epochs')} epochs "
-             f"(best {m.get('best_epoch')}); threshold {float(m.get('threshold') or math.nan):.3f} on the ranking score"
-             f" (best validation F1). Proteins: {esc(json.dumps(m.get('n_proteins', {})))}.</p>")
+    body += (f"<p>Heads (layer, head 0-based): {esc(' '.join(m.get('heads', [])))}; {esc(m.get('epochs'))} epochs "
+             f"(best {esc(m.get('best_epoch'))}); threshold {float(m.get('threshold') or math.nan):.3f} on the "
+             f"ranking score (best validation F1). Proteins: {esc(json.dumps(m.get('n_proteins', {})))}.</p>")
     if m.get("heads_fallback"):
         body += f"<p class='warn'>{esc(m['heads_fallback'])}</p>"
     for w in m.get("warnings", []):
