@@ -82,7 +82,10 @@ def synthetic_predict(out: Path, ids: list[str], structure_for: set[str] = froze
                          *m])
         top = [{"position": i + 1, "residue": seq[i], "score": scores[i]} for i in order[:5]]
         proteins.append({"id": pid, "length": length, "predicted": sum(s >= 0.8 for s in scores), "files": names[pid],
-                         "windowed": False, "top": top, "sites": [5, 6, 7]})
+                         "windowed": False, "top": top, "known_sites": [5, 6, 7],
+                         # predicted sites as allo_lightning.sites writes them (with a structure only, here)
+                         "sites": [{"rank": 1, "positions": [3, 4], "residues": ["A:103", "A:104"], "score": 1.5,
+                                    "dca": 2.5, "hit": True}] if pid in structure_for else []})
         truth[pid] = (seq, [float(f"{s:.6f}") for s in scores], mapping)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "predictions.csv", header, rows)
@@ -146,6 +149,13 @@ def test_predict_page_escapes_hostile_ids_and_keeps_them_exact(tmp_path):
         assert [tuple(m) if m else None for m in view["mapping"]] == mapping
         assert (view["structure"] is not None) == (entry["id"] in (HOSTILE[0], "P29274"))
         assert view["notes"][0] == NOTE
+        if view["structure"]:  # predict's own sites are used; else sequence segments (rule stated)
+            assert [(s["positions"], s["structure"], s["judged"]) for s in view["sites"]] == [
+                ([3, 4], "A:103 A:104", "hit (DCA 2.5 A)")] and "spatial patches" in view["sites_rule"]
+        else:
+            assert sorted(p for s in view["sites"] for p in s["positions"]) == [p for p in range(1, 61)
+                                                                                if scores[p - 1] >= 0.8]
+            assert "sequence segments" in view["sites_rule"]
     # the viewer gets the written structure (waters dropped, the ligand kept)
     view = _protein_data(out / "report_files" / "proteins" / f"{data['proteins'][-1]['file']}.js")
     assert "HOH" not in view["structure"]["text"] and " LIG " in view["structure"]["text"]

@@ -230,8 +230,14 @@ def _evaluate(out: Path):
         body += f"<p class='warn'>{esc(w)}</p>"
     body += ("<h2>Metrics</h2>" + _metrics_table(m) + "<h2>PR curve</h2>"
              + charts.pr_curve({"probe": (labels, scores)}, m.get("threshold"), "PR curve (all residues pooled)"))
-    if (out / "proteins.csv").is_file():
-        body += "<h2>Per protein</h2><div class='scroll'>" + _csv_table(out / "proteins.csv") + "</div>"
+    if (out / "per_protein.csv").is_file():
+        body += ("<h2>Per protein</h2><div class='scroll'>" + _csv_table(out / "per_protein.csv") + "</div>"
+                 + _img(out, "per_protein.png", "each protein's AUPRC against its base rate"))
+    if (out / "sites.csv").is_file():
+        body += "<h2>Predicted sites</h2><div class='scroll'>" + _csv_table(out / "sites.csv") + "</div>"
+    plots = sorted((out / "plots").glob("*.png")) if (out / "plots").is_dir() else []
+    if plots:
+        body += "<h2>Score along each protein</h2>" + "".join(_img(out, f"plots/{q.name}", q.stem) for q in plots[:50])
     return "evaluate", body, {"kind": "evaluate"}, False, []
 
 

@@ -5,11 +5,12 @@ predict output folder and returns one plain dict per protein (the JSON the page 
 only documented output columns, so it works on any predict folder; optional extras are used when a
 protein's entry in predictions.json has them:
 
-- ``sites``: known (labelled) sites, 1-based positions (else a ``known_site``/``label`` column of
+- ``known_sites``: known (labelled) sites, 1-based positions (else a ``known_site``/``label`` column of
   predictions.csv, else none);
 - ``windows``: 1-based (start, end) windows of a protein longer than the backbone's context;
-- ``predicted_sites``: predicted sites as ``{"rank", "positions" (1-based), "score"[, "label",
-  "structure"]}`` (else: runs of consecutive residues at or above the threshold, ranked by mean score);
+- ``sites``: predicted sites as predict writes them (:mod:`allo_lightning.sites`: ``{"rank", "positions"
+  (1-based), "residues", "score", "dca", "hit"...}``; else: runs of consecutive residues at or above the
+  threshold, ranked by mean score);
 - ``structure_file`` (or ``written``, as predict records it today): the annotated structure, relative to
   the folder (else ``structures/<name>.cif|pdb``).
 """
@@ -20,6 +21,10 @@ import io
 import json
 from pathlib import Path
 
+SITES_RULE = ("Predicted sites (allo_lightning.sites): the protein's top residues (5 %, at least 5) grouped into "
+              "spatial patches (side-chain atoms within 6 A, single linkage) on its structure, else into sequence "
+              "segments; ranked by the sum of their scores. hit: the site's centre lies within 4 A of a labelled "
+              "site residue (DCA), or without a structure the segment contains one.")
 SEGMENT_RULE = ("Predicted sites here are sequence segments: runs of consecutive residues at or above the "
                 "threshold, ranked by their mean score (no spatial grouping).")
 WATER = ("HOH", "WAT", "DOD", "H2O")
@@ -79,14 +84,15 @@ def sequence_sites(scores: list[float], threshold: float, mapping: list) -> list
 
 
 def _site(rank: int, positions: list[int], score: float, mapping: list, label: str | None = None,
-          structure: str | None = None) -> dict:
+          structure: str | None = None, judged: str = "") -> dict:
     if label is None:
         label = f"{positions[0]}-{positions[-1]}" if len(positions) > 1 and positions == list(
             range(positions[0], positions[-1] + 1)) else " ".join(map(str, positions))
     if structure is None:
         where = [mapping[p - 1] for p in positions if 0 < p <= len(mapping) and mapping[p - 1]]
         structure = " ".join(f"{c}:{n}{i}" for c, n, i in where)
-    return {"rank": rank, "positions": positions, "score": score, "label": label, "structure": structure}
+    return {"rank": rank, "positions": positions, "score": score, "label": label, "structure": structure,
+            "judged": judged}
 
 
 def viewer_structure(path: Path) -> dict:
@@ -135,7 +141,7 @@ def protein_views(out: Path, n_sticks: int = 10):
             mapping = [[r["chain"], int(r["resnum"]), r.get("icode") or ""] if r.get("chain") and r.get("resnum")
                        else None for r in rs]
             known = [False] * len(rs)
-            sites = entry.get("sites")
+            sites = entry.get("known_sites")
             if sites:
                 for s in sites:
                     if 0 < int(s) <= len(known):
@@ -143,11 +149,14 @@ def protein_views(out: Path, n_sticks: int = 10):
             elif rs and ("known_site" in rs[0] or "label" in rs[0]):
                 col = "known_site" if "known_site" in rs[0] else "label"
                 known = [r.get(col) in ("1", "true", "True", "yes") for r in rs]
-            if entry.get("predicted_sites"):
+            given = [s for s in entry.get("sites") or [] if isinstance(s, dict) and s.get("positions")]
+            if given:
                 predicted = [_site(int(s.get("rank", k + 1)), [int(p) for p in s["positions"]], float(s["score"]),
-                                   mapping, s.get("label"), s.get("structure"))
-                             for k, s in enumerate(entry["predicted_sites"])]
-                rule = entry.get("sites_rule") or info.get("sites_rule") or ""
+                                   mapping, None, " ".join(map(str, s.get("residues") or [])) or None,
+                                   "" if s.get("hit") is None else ("hit" if s["hit"] else "miss")
+                                   + (f" (DCA {s['dca']:.1f} A)" if s.get("dca") is not None else ""))
+                             for k, s in enumerate(given)]
+                rule = SITES_RULE + (f" Criterion: {entry['site_criterion']}." if entry.get("site_criterion") else "")
             else:
                 predicted, rule = sequence_sites(scores, threshold, mapping), SEGMENT_RULE
             top = [int(t["position"]) for t in entry.get("top", [])]

@@ -192,10 +192,10 @@
     right.appendChild(el("h3", null, "Predicted sites"));
     right.appendChild(el("p", { "class": "muted small" }, d.sites_rule));
     var siteRows = d.sites.map(function (s) {
-      return { pos: s.positions[0], all: s.positions, cells: [s.rank, s.label, s.positions.length, s.score, s.structure || ""] };
+      return { pos: s.positions[0], all: s.positions, cells: [s.rank, s.label, s.positions.length, s.score, s.structure || "", s.judged || ""] };
     });
     var wrapSites = el("div", { "class": "scroll" });
-    wrapSites.appendChild(buildTable(["rank", "residues", "n", "score", "structure residues"], siteRows, [0, 2, 3],
+    wrapSites.appendChild(buildTable(["rank", "positions", "n", "score", "residues", "known site"], siteRows, [0, 2, 3],
       function (r) { focus(r.pos, r.all); }));
     right.appendChild(wrapSites);
     if (d.segments && d.segments.length) {
