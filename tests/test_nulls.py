@@ -185,3 +185,18 @@ def test_contrast_on_the_same_proteins_and_excluded_only_when_resolved():
     from allo_lightning.analysis.select import orthosteric_like
     assert not bool(orthosteric_like(s, "p_alpha", 0.05).any())
     assert float(s.p_alpha.specificity[0, 1]) > 1  # the site-only head: clearly allosteric-specific
+
+
+def test_seed_set_pocket_reaches_the_contrast():
+    """--data.bundled seed: the A2A pocket rows had empty allosteric sites and never reached the
+    contrast; now the sodium-site row of the same sequence carries the pocket: one protein with both."""
+    from allo_lightning.data.bundled import read_bundled
+    both = [p for p in read_bundled("seed") if p.sites and p.orthosteric_sites]
+    assert [p.id for p in both] == ["P29274_Na"] and both[0].orthosteric_sites == (168, 169, 253, 277, 278)
+    L = both[0].length
+    count = torch.ones(1, 1, L)
+    count[0, 0, [q - 1 for q in both[0].sites + both[0].orthosteric_sites]] += 20  # equally on both
+    st = ProteinStats(received=count.clone(), count=count, mass=count * 0.5, total=count.sum(-1))
+    a = analyse_heads([(both[0], st)], None, HeadsConfig(min_confident=1, exclude_orthosteric=True), seed=0)
+    assert a.scores.n_orthosteric_proteins == 1 and float(a.scores.p_alpha.specificity_pvalue[0, 0]) >= 0.5
+    assert abs(float(a.scores.p_alpha.specificity[0, 0])) < 0.1
