@@ -112,6 +112,13 @@ columns (every one a float64 or bool tensor [n_layers, n_heads]; ``{s}`` is ``p_
 ``{s}_specificity_pvalue``    one-sided sign-flip p over those proteins: more enriched on the orthosteric
                               residues than on the sites
 ``{s}_specificity_qvalue``    its Benjamini-Hochberg q over the testable heads
+``confident_mass``            pooled thresholded attention mass, sum_p sum_j mass_pj
+``testable_mass``             confident_mass >= min_confident (the mass-based 100 rule of Vig et al.'s
+                              provis code)
+``p_alpha_mass``              Vig et al.'s attention-weighted p_alpha (their provis code): thresholded
+                              attention mass on sites / all thresholded mass, sum_p sum_{j in S_p}
+                              mass_pj / confident_mass. Its numerator is that of ``mass`` and its
+                              denominator does not depend on the labels: its test is ``mass_pvalue``
 ============================  =========================================================================
 """
 
@@ -195,6 +202,8 @@ class HeadScores:
     n_permutations: int
     n_orthosteric_proteins: int = 0
     log10_pvalue_floor: float = 0.0  # log10 of the null's smallest attainable p (see log10_null_floor)
+    confident_mass: torch.Tensor | None = None  # [n_layers, n_heads] pooled thresholded attention mass
+    p_alpha_mass: torch.Tensor | None = None  # [n_layers, n_heads] Vig et al.'s attention-weighted p_alpha
     q_max: float = 0.05
     max_permutations: int = 1_000_000
 
@@ -256,6 +265,10 @@ class HeadScores:
                "n_proteins": torch.full(self.shape, float(self.n_proteins), dtype=torch.float64)}
         for s in STATISTICS:
             out.update(self.stat(s).columns())
+        if self.p_alpha_mass is not None:
+            out["confident_mass"] = self.confident_mass
+            out["testable_mass"] = self.confident_mass >= self.min_confident
+            out["p_alpha_mass"] = self.p_alpha_mass
         return out
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -716,7 +729,7 @@ def score_heads(
     items = list(items)
     seqs = list(sequences) if sequences is not None else [None] * len(items)
     orth = list(orthosteric) if orthosteric is not None else [None] * len(items)
-    values, nulls, denoms, ortho_idx = [], [], [], []
+    values, nulls, denoms, mass_denoms, ortho_idx = [], [], [], [], []
     for (stats, labels), seq, o in zip(items, seqs, orth):
         Ly, H = stats.shape
         if (Ly, H) != (n_layers, n_heads):
@@ -728,6 +741,7 @@ def score_heads(
         values.append(v)
         nulls.append(ProteinNull(null, y, seq))
         denoms.append(stats.count.reshape(HD, -1).double().sum(-1))
+        mass_denoms.append(stats.mass.reshape(HD, -1).double().sum(-1))
         if o is not None and usable(as_labels(o, stats.length)):
             ortho_idx.append((len(values) - 1, ProteinNull(null, as_labels(o, stats.length), seq)))
     n_used = len(values)
@@ -793,8 +807,10 @@ def score_heads(
             specificity_pvalue=hd(ortho[3], i) if ortho else None,
             specificity_qvalue=bh_qvalues(hd(ortho[3], i)) if ortho else None,
         )
+    confident_mass = torch.stack(mass_denoms).sum(0)
     return HeadScores(out["p_alpha"], out["mass"], confident.reshape(shape), testable_hd.reshape(shape), n_used,
-                      null, int(min_confident), B, len(ortho_idx), log10_floor, float(q_max), int(max_permutations))
+                      null, int(min_confident), B, len(ortho_idx), log10_floor, confident_mass.reshape(shape),
+                      _safe_div(t.obs[HD:], confident_mass, 0.0).reshape(shape), float(q_max), int(max_permutations))
 
 
 SIGN_FLIP_EXACT = 12  # up to this many proteins the 2^P sign patterns are enumerated
