@@ -259,8 +259,8 @@ def association_rows(am: dict[str, dict], scored: Sequence[tuple], top_k: int | 
             masks["labelled"] = labelled
         for kind, mask in masks.items():
             s, o = vals[mask & have], vals[~mask & have]
-            u, auc, _ = mann_whitney(s, o)
-            us, ns = shift_u(vals, mask)
+            us, ns = shift_u(vals, mask)  # row 0: the observed U (tie-corrected, = scipy's) and n_sites x n_other
+            u, auc = (float(us[0]), float(us[0] / ns[0])) if ns[0] > 0 else (float("nan"), float("nan"))
             if len(s) and len(o):
                 aucs = np.where(ns > 0, us / np.where(ns > 0, ns, 1), np.nan)
                 p = float(np.mean(aucs >= auc - 1e-12))  # NaN shifts (empty group) never count as extreme
