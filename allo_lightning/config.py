@@ -231,8 +231,8 @@ class HeadsConfig:
                 _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
         check_range("heads.min_confident", self.min_confident, low=1, integer=True)
         check_range("heads.max_selected", self.max_selected, low=1, integer=True)
-        if self.null not in ("permutation", "composition", "shift"):
-            _fail("heads.null", f"{self.null!r} is not one of permutation, composition, shift.")
+        if self.null not in ("shift", "permutation", "composition"):
+            _fail("heads.null", f"{self.null!r} is not one of shift, permutation, composition.")
         check_range("heads.max_permutations", self.max_permutations, low=self.n_permutations, integer=True)
 
 

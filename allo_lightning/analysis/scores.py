@@ -48,7 +48,7 @@ p >= 1/300), ``1 / prod_p C(L_p, k_p)`` for ``permutation``; a Monte-Carlo p can
 (the larger of the two for a Monte-Carlo p). When the floor is above ``q_max / m`` (m testable heads),
 Benjamini-Hochberg can select no head whatever the data: :meth:`HeadScores.resolution` says so.
 
-p-values (one-sided: more attention on the sites than random), never anti-conservative, never 0:
+p-values (one-sided: more attention on the sites than random), valid under the null's assumption, never 0:
 
 1. ``n_permutations`` (B) random site sets per protein are drawn once and shared by all heads (one
    ``embedding_bag`` gives every head's null sums); ``p = (1 + b) / (1 + B)``, b = draws >= observed.
