@@ -217,15 +217,17 @@ class HeadScores:
         only with p <= q_max / m (m testable heads); no head at all can be selected when every p is
         above q_max."""
         m = int(self.testable.sum())
-        floors = {s: float(self.stat(s).pvalue_floor[self.testable].min()) if m else float("nan")
-                  for s in STATISTICS}
+        reached = {s: float(self.stat(s).pvalue_floor[self.testable].min()) if m else float("nan")
+                   for s in STATISTICS}
+        mc_floor = 1.0 / (self.max_permutations + 1)
+        attainable = max(self.pvalue_floor, mc_floor)  # the smallest p any head could get (draws at most max)
         return {
             "null": self.null, "n_proteins": self.n_proteins,
             "null_floor": self.pvalue_floor, "log10_null_floor": self.log10_pvalue_floor,
-            "monte_carlo_floor": 1.0 / (self.max_permutations + 1), "smallest_floor_reached": floors,
+            "monte_carlo_floor": mc_floor, "attainable_floor": attainable, "smallest_floor_reached": reached,
             "n_testable": m, "q_max": self.q_max, "bh_lone_head_threshold": self.q_max / max(1, m),
-            "lone_head_selectable": {s: bool(m and floors[s] <= self.q_max / m) for s in STATISTICS},
-            "any_head_selectable": {s: bool(m and floors[s] <= self.q_max) for s in STATISTICS},
+            "lone_head_selectable": {s: bool(m and attainable <= self.q_max / m) for s in STATISTICS},
+            "any_head_selectable": {s: bool(m and attainable <= self.q_max) for s in STATISTICS},
         }
 
     def resolution_line(self) -> str:
