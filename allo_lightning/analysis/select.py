@@ -168,7 +168,7 @@ NULL_DESCRIPTIONS = {
     "composition": ("composition: each site replaced by a random residue of the same amino-acid type; assumes "
                     "residues of one type are independent (exchangeable): anti-conservative like permutation"),
 }
-PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else permutation p = (b + 1) / (draws + 1) "
+PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else Monte-Carlo p = (b + 1) / (draws + 1) "
                       "with more draws for unresolved heads; pvalue_at_floor: no draw reached the observed value, "
                       "p is the floor 1/(draws + 1), an upper bound; never a normal tail")
 
