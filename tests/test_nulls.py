@@ -70,7 +70,7 @@ def test_calibration_table(corr_length):
             assert perm[st][0.05] <= _bound(0.05, n)
 
 
-@pytest.mark.parametrize("corr_length, enrichment", [(0, 1.5), (3, 2.0)])
+@pytest.mark.parametrize("corr_length, enrichment", [pytest.param(0, 1.5, marks=pytest.mark.slow), (3, 2.0)])
 def test_power_modest_enrichment_still_found(corr_length, enrichment):
     """The rate on the 234 sites x 1.5 (independent residues) or x 2 (attention correlated over 3
     residues): the default null still finds at least 80 % / 90 % of such heads at p <= 0.01."""
