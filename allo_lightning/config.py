@@ -104,7 +104,8 @@ class ModelConfig:
         dtype: fp32 (default) or bf16: on CUDA, and on CPUs with bf16 instructions (AVX512-BF16/AMX,
             as torch reports; refused elsewhere), MPS untested; faster, statistics cached separately.
         cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
-        max_tokens: token budget of one batch (batch size x padded length).
+        max_tokens: token budget of one batch (batch size x padded length). Default: 4096 on CPU and MPS;
+            on CUDA from the free device memory (up to 65536; see README, "Memory with length and batch").
         bucket: group proteins of similar length into batches (less padding).
         window_overlap: residues shared by neighbouring windows of a protein longer than the backbone's
             context (see --data.long); each residue's statistics come from the window where it is most
@@ -117,7 +118,7 @@ class ModelConfig:
     theta: float = 0.3
     dtype: Literal["fp32", "bf16"] = "fp32"
     cache_dir: str | None = None
-    max_tokens: int = 4096
+    max_tokens: int | None = None
     bucket: bool = True
     window_overlap: int = 256
 
@@ -125,7 +126,7 @@ class ModelConfig:
         _backbone_name("model.backbone", self.backbone)
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
-        _positive("model.max_tokens", self.max_tokens)
+        _positive("model.max_tokens", self.max_tokens, allow_none=True)
         check_range("model.seed", self.seed, integer=True, allow_none=True)
 
 
