@@ -219,6 +219,34 @@ def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_pat
     assert summary["from_cache"] == 1 and summary["computed"] == 5
 
 
+def test_sigterm_during_a_windowed_protein_stops_between_windows(tmp_path, capsys, monkeypatch):
+    """A stop waited for a whole windowed protein (over 5 minutes with a large overlap): the signal is
+    now acted on between windows. The tiny backbone's context is lowered to 64 residues, so a
+    300-residue protein runs as 6 windows; SIGTERM arrives during the first."""
+    import allo_lightning.pipeline as pipeline
+    from allo_lightning.attention import AttentionExtractor
+    from allo_lightning.backbone import load_backbone
+
+    tiny = load_backbone("tiny")
+    tiny.max_length = 64
+    monkeypatch.setattr(pipeline, "load_backbone", lambda *a, **k: tiny)
+    calls = []
+    original = AttentionExtractor._run
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(AttentionExtractor, "_run", counting)
+    sent = _signal_after_first(monkeypatch, AttentionExtractor, "_run")
+    table = write_table(tmp_path / "t.tsv", random_proteins(1, lo=300, hi=300, seed=2))
+    with pytest.raises(SystemExit) as e:
+        extract_cmd.main(base(tmp_path, table) + ["--model.window_overlap", "16"])
+    assert sent and e.value.code == 128 + signal.SIGTERM
+    assert "interrupted" in capsys.readouterr().err
+    assert len(calls) == 1  # not the 6 windows of the protein
+
+
 def test_sigterm_during_fit_exits_nonzero_without_results(tmp_path, table, capsys, monkeypatch):
     from allo_lightning.probe import ProbeModule
 
