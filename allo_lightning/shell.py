@@ -464,13 +464,19 @@ def _usage() -> str:
              "Attention heads of a frozen protein language model that see allosteric sites, and a probe "
              "trained on them.", "", "commands:"]
     lines += [f"  {c:<{width}}  {d}" for c, d in COMMANDS.items()]
-    lines += ["", "allo-lightning COMMAND --help lists the flags of a command."]
+    lines += ["", "allo-lightning COMMAND --help lists the flags of a command; allo-lightning --version prints the "
+              "version."]
     return "\n".join(lines)
 
 
 def console_main(argv: list[str] | None = None) -> None:
     """The ``allo-lightning`` console script: ``allo-lightning COMMAND [flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):  # answered before anything heavy is imported
+        from . import __version__
+
+        print(f"allo_lightning {__version__}")
+        return None
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         if not argv:

@@ -294,3 +294,37 @@ def test_console_script_is_installed_and_runs_a_command(tmp_path):
                          "--model.cache_dir", str(tmp_path / "c"), "--trainer.default_root_dir", str(tmp_path / "o"),
                          "--trainer.accelerator", "cpu"], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert ok.returncode == 0 and (tmp_path / "o" / "extraction.json").is_file(), ok.stderr  # success: exit 0
+
+
+def test_version_without_torch():
+    """--version on the console script and python -m allo_lightning prints the package version, and
+    imports neither torch nor Lightning (it answers at once)."""
+    import re
+
+    from allo_lightning import __version__
+
+    want = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert __version__ == want
+    code = ("import sys\nfrom allo_lightning.shell import console_main\nconsole_main(['--version'])\n"
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy import'\n")
+    for cmd in ([sys.executable, "-c", code], [sys.executable, "-m", "allo_lightning", "--version"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == f"allo_lightning {want}"
+
+
+def test_license_and_citation_files():
+    import re
+
+    import yaml
+
+    pyproject = (REPO / "pyproject.toml").read_text()  # (tomllib is Python 3.11+; we support 3.10)
+    assert 'license = { text = "MIT" }' in pyproject
+    project = {"version": re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)}
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Copyright (c) 2026 allo_lightning contributors" in text
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["version"] == project["version"] and cff["license"] == "MIT"
+    dois = [r.get("doi") for r in cff["references"]]
+    assert "10.1101/2024.09.28.615583" in dois
+    assert any("BERTology" in r["title"] and r["year"] == 2021 for r in cff["references"])
