@@ -65,7 +65,8 @@ def pick_device(name: str = "auto") -> torch.device:
         except RuntimeError:
             raise InputError(f"--device {name!r}: not a device. Give auto, cpu, cuda, cuda:N or mps.") from None
         mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.type == "cuda" and (device.index or 0) >= n_cuda:
             raise InputError(f"--device {name}: no such CUDA device here. Use --device cpu (or auto).")
         if device.type == "mps" and not mps:
             raise InputError(f"--device {name}: Apple's MPS is not available here. Use --device cpu (or auto).")
