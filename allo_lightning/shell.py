@@ -192,6 +192,20 @@ def _load_yaml(text: str, path: str):
         loader.dispose()
 
 
+_ALIAS = re.compile(r"(?:^|[\s,\[{:])\*[^\s,\[\]{}]")
+
+
+def _refuse_aliases(argv: list[str]) -> None:
+    """A flag value is read as YAML too: refuse aliases (``*name``) in a list or mapping value, as in
+    config files (nested aliases expand to gigabytes when the value is checked)."""
+    for i, tok in enumerate(argv):
+        flag, value = (tok.split("=", 1) if tok.startswith("--") and "=" in tok else
+                       (argv[i - 1] if i else "", tok))
+        if value.lstrip().startswith(("[", "{")) and _ALIAS.search(value):
+            raise InputError(f"{flag or 'a value'}: YAML aliases (*name) are not accepted. Write the value out in "
+                             "full.", todo="Write the value out in full.")
+
+
 def read_config_file(path: str, spec: Spec) -> dict:
     """The sections of YAML config ``path`` that ``spec`` uses (flat ``section.key`` -> value); unknown
     sections or keys are refused; sections of other commands are ignored."""
@@ -365,6 +379,7 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
         from_files.update(got)
         source.update(dict.fromkeys(got, path))
     on_command_line = {tok[2:].split("=", 1)[0] for tok in argv if tok.startswith("--")}
+    _refuse_aliases(argv)
     # config values become flags placed before the command line's own: checked exactly like flags,
     # and overridden by them
     prefix = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in from_files.items()]

@@ -301,3 +301,17 @@ def test_lower_case_api_extract_equals_upper(tiny, tmp_path):
     a, b = low.stats(p_low), up.stats(p_up)
     assert np.allclose(a.received.numpy(), b.received.numpy())
 
+
+
+def test_yaml_alias_in_a_flag_value_is_refused(tmp_path, table, capsys, no_model):  # noqa: F811
+    """Flag values are read as YAML as well: an alias bomb there is refused like one in a file."""
+    bomb = "{a: &a [x, x, x, x, x, x, x, x, x], b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]}"
+    refused(capsys, heads_cmd.main, base(tmp_path, table) + ["--heads.orthosteric", bomb], "--heads.orthosteric",
+            "aliases")
+    refused(capsys, heads_cmd.main, base(tmp_path, table) + [f"--heads.orthosteric={bomb}"], "--heads.orthosteric",
+            "aliases")
+    from allo_lightning.shell import parse
+
+    # negative control: a '*' that is not an alias (a glob in a path, a product) is left alone
+    cfg = parse(heads_cmd.main.spec, ["--data.path", "data/*.tsv", "--heads.orthosteric", "{A: [1, 2]}"])
+    assert cfg.data.path == "data/*.tsv" and cfg.heads.orthosteric == {"A": [1, 2]}
