@@ -155,7 +155,7 @@ def check_memory(what: str, flag: str, needed: int, available: int | None = None
 
 def check_heads_memory(cfg, proteins: Sequence[Protein], n_heads: int) -> None:
     """--heads.n_permutations against the memory available (the escalation up to
-    --heads.max_permutations, for the heads at the floor only, is not estimated)."""
+    --heads.max_permutations draws in chunks of bounded size: its memory does not grow with it)."""
     heads = getattr(cfg, "heads", None)
     if heads is None or not proteins:
         return
