@@ -394,8 +394,10 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
 
     try:
         if from_files:  # the files' values alone first: an error there is the file's, even if a flag overrides it
+            # (files hold section settings and the seed only: a parser without the command's own flags,
+            # some of which are required, checks them)
             try:
-                parser.parse_args(prefix)
+                build_parser(dataclasses.replace(spec, flags=None), prog).parse_args(prefix)
             except ArgumentError as e:
                 raise blame(_parse_error(str(e), parser), in_files=True) from None
         ns = parser.parse_args(argv)

@@ -315,3 +315,17 @@ def test_yaml_alias_in_a_flag_value_is_refused(tmp_path, table, capsys, no_model
     # negative control: a '*' that is not an alias (a glob in a path, a product) is left alone
     cfg = parse(heads_cmd.main.spec, ["--data.path", "data/*.tsv", "--heads.orthosteric", "{A: [1, 2]}"])
     assert cfg.data.path == "data/*.tsv" and cfg.heads.orthosteric == {"A": [1, 2]}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "fit", "heads", "report", "extract"])
+def test_config_file_with_required_flags_parses(command, tmp_path):
+    """Checking a config file's values on their own must not ask for the command's required flags
+    (evaluate's and predict's --checkpoint...)."""
+    import importlib
+
+    from allo_lightning.shell import parse
+
+    module = importlib.import_module(f"allo_lightning.{command}")
+    own = {"evaluate": ["--checkpoint", "x"], "predict": ["--checkpoint", "x", "--fasta", "y", "--out", "z"]}
+    cfg = parse(module.main.spec, ["--config", str(REPO / "configs" / "smoke.yaml")] + own.get(command, []))
+    assert cfg.seed == 0
