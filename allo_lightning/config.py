@@ -120,9 +120,9 @@ class ModelConfig:
         theta: confidence threshold: attention alpha_ij counts as confident when alpha_ij > theta.
         dtype: fp32 (default) or bf16: on CUDA, and on CPUs with bf16 instructions (AVX512-BF16/AMX,
             as torch reports; refused elsewhere), MPS untested; faster, statistics cached separately.
-        cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE if set and not empty, else
-            ~/.cache/allo_lightning; a leading ~ is expanded).
-        max_tokens: token budget of one batch (batch size x padded length).
+        cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
+        max_tokens: token budget of one batch (batch size x padded length). Default: 4096 on CPU and MPS;
+            on CUDA from the free device memory (up to 65536; see README, "Memory with length and batch").
         bucket: group proteins of similar length into batches (less padding).
         window_overlap: residues shared by neighbouring windows of a protein longer than the backbone's
             context (see --data.long); each residue's statistics come from the window where it is most
@@ -135,7 +135,7 @@ class ModelConfig:
     theta: float = 0.3
     dtype: Literal["fp32", "bf16"] = "fp32"
     cache_dir: str | None = None
-    max_tokens: int = 4096
+    max_tokens: int | None = None
     bucket: bool = True
     window_overlap: int = 256
 
@@ -143,7 +143,7 @@ class ModelConfig:
         _backbone_name("model.backbone", self.backbone)
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
-        _positive("model.max_tokens", self.max_tokens)
+        _positive("model.max_tokens", self.max_tokens, allow_none=True)
         check_range("model.seed", self.seed, low=0, high=MAX_SEED, integer=True, allow_none=True)
         self.cache_dir = resolve_cache_dir(self.cache_dir)
 
@@ -154,8 +154,7 @@ class DataConfig:
 
     Args:
         path: a TSV/CSV table (id, sequence, sites or labels; optional cluster, family, gene) or FASTA.
-            A file given here is used whole, or its first --data.limit proteins (the other options
-            below apply to the bundled data only and are refused with a path).
+            A file given here is used whole (or its first --data.limit proteins).
         bundled: bundled set used when no path is given: gpcr (the 14 curated GPCRs, configs/gpcr.yaml),
             asd (371 ASD proteins of many families, 13 of them GPCRs) or seed (the A2A/ADRB2 cases of the
             original scripts: their residue lists are orthosteric pockets, read as orthosteric_sites, so
@@ -163,8 +162,7 @@ class DataConfig:
         modulators: bundled data only: ligand (default: leave out the ASD rows labelled from an ion or a
             crystallisation additive, modulator_class ion/additive) or all.
         family: bundled data only: keep this family (e.g. GPCR).
-        limit: keep the first N proteins (of --data.path's file, or of the bundled set after the
-            family filter); the whole file is still checked, and the cut is reported.
+        limit: keep the first N proteins (of the file, or of the bundled set after the family filter).
         max_length: bundled data only: drop proteins longer than this (they are reported, not silent).
         long: proteins longer than the backbone's context: window (default: overlapping windows, the
             protein is marked windowed in the outputs), skip (left out, their ids listed) or error.

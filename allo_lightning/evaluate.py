@@ -76,9 +76,11 @@ def main(cfg) -> dict:
     probabilities = ckpt.probability(scores)
     metrics = evaluate_scores_with_intervals(data, scores, ckpt.threshold, cfg.probe.top_k,
                                              n_boot=cfg.get("bootstrap"), seed=cfg.seed)
-    seen = ckpt.config.get("split") or {}
-    trained_on = sorted({p.id for p in proteins} & set(seen.get("train", []) + seen.get("val", [])))
-    warnings = [w for w in [undefined_warning(metrics, f"the {len(proteins)} proteins of the table")] if w]
+    from .probe.checkpoint import seen_in_training
+
+    trained_on, by_id_only = seen_in_training(ckpt.config, proteins)  # by sequence digest (ids: old files)
+    warnings = [w for w in [undefined_warning(metrics, f"the {len(proteins)} proteins of the table"), by_id_only]
+                if w]
     if trained_on:
         warnings.append(f"warning: {len(trained_on)} of these proteins trained or validated this probe "
                         f"({', '.join(trained_on[:5])}{' ...' if len(trained_on) > 5 else ''}): its metrics on them "
@@ -91,11 +93,13 @@ def main(cfg) -> dict:
                           "no calibration in this checkpoint: no probability column"},
         "auprc_definition": "average precision (sklearn.metrics.average_precision_score on scores.csv)",
         "seen_in_training": trained_on,
+        "seen_in_training_by": "id only (old checkpoint)" if by_id_only else "sequence (SHA-256) or id",
         "windowed": list(extraction.windowed),  # proteins longer than the context: statistics from windows
         "warnings": warnings,
         "checkpoint": str(ckpt.path), "data": cfg.data.path or f"bundled:{cfg.data.bundled}",
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,
         "heads": [list(h) for h in ckpt.spec.heads], "meaningless": backbone.meaningless,
+        "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))

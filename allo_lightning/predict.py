@@ -141,7 +141,8 @@ def main(cfg) -> dict:
             "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
                               "probability": ckpt.calibration.meaning if ckpt.calibration else
                               "no calibration in this checkpoint: no probability column"},
-            "heads": [list(h) for h in ckpt.spec.heads], "proteins": summary,
+            "heads": [list(h) for h in ckpt.spec.heads], "heads_fallback": ckpt.config.get("heads_fallback"),
+            "proteins": summary,
             "file_names": names, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)

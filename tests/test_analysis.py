@@ -240,3 +240,20 @@ def test_analysis_uses_only_the_given_proteins(tiny, tmp_path):
     assert sum(r["selected"] for r in rows) == 2 and {"layer", "head", "p_alpha_qvalue"} <= set(rows[0])
     prov = a.provenance()
     assert prov["proteins"] == a.protein_ids and prov["strategy"] == "top_k" and prov["fallback"] is None
+
+
+def test_fallback_heads_are_marked_in_heads_csv_and_json(tiny, tmp_path):
+    proteins = random_proteins(4, lo=25, hi=40, seed=9)
+    extraction = extract(proteins, tiny, theta=THETA, cache_dir=str(tmp_path), trainer_kwargs=CPU)
+    cfg = HeadsConfig(strategy="significance", q_max=1e-9, top_k=3, n_permutations=50, min_confident=1)
+    a = analyse_heads(extraction, proteins, cfg, seed=0)
+    assert a.fallback and len(a.selected) == 3  # nothing passes q < 1e-9: the top 3 are used
+    rows = a.rows()
+    assert [r["fallback"] for r in rows] == [r["selected"] for r in rows] == [True] * 3 + [False] * 5
+    assert a.provenance()["selected_by"].startswith("fallback")
+    ok = analyse_heads(extraction, proteins, HeadsConfig(strategy="top_k", top_k=2, min_confident=1,
+                                                         n_permutations=50), seed=0)
+    assert not any(r["fallback"] for r in ok.rows()) and ok.provenance()["selected_by"] == "strategy top_k"
+    orig = analyse_heads(extraction, proteins, HeadsConfig(strategy="original", min_confident=1, n_permutations=50),
+                         seed=0)
+    assert "uncorrected" in orig.provenance()["multiplicity"] and "uncorrected" in orig.summary()

@@ -23,6 +23,9 @@ MISUSES = [
     (["--scale"], "--scale adds"),
     (["--scoring", "--predict"], "--scoring runs"),
     (["--memory-child", "ours", "esmc_300m", "x", "cpu"], "internal flag"),
+    (["--table", "--max-tokens", "0"], "--max-tokens 0"),
+    (["--table", "--residues", "-3"], "--residues -3"),
+    (["--table", "--predict"], "--table runs"),
 ]
 
 

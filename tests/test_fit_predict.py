@@ -238,6 +238,37 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     assert got["auprc"] == pytest.approx(saved["auprc"])
 
 
+def test_evaluate_marks_a_training_protein_under_another_id_as_seen(fitted, capsys):
+    from dataclasses import replace
+
+    from allo_lightning import evaluate
+
+    tmp_path, _, metrics, _ = fitted
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    by_id = {p.id: p for p in random_proteins(12, lo=30, hi=60, seed=2)}
+    trained = by_id[metrics["split"]["train"][0]]
+    held_out = by_id[metrics["split"]["test"][0]]
+    renamed = replace(trained, id="renamed_copy", sequence=trained.sequence.lower())  # case does not hide it
+    table = write_table(tmp_path / "renamed.tsv", [renamed, held_out])
+    evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "e_renamed"))
+    saved = json.loads((tmp_path / "e_renamed" / "metrics.json").read_text())
+    assert saved["seen_in_training"] == ["renamed_copy"] and saved["seen_in_training_by"].startswith("sequence")
+    assert "heads_fallback" in saved and saved["heads_fallback"] == metrics["heads_fallback"]
+    assert "optimistic" in capsys.readouterr().err
+
+
+def test_seen_in_training_of_an_old_checkpoint_falls_back_to_ids_and_says_so():
+    from allo_lightning.probe.checkpoint import seen_in_training, seen_sequences
+
+    proteins = random_proteins(3, seed=1)
+    old = {"split": {"train": [proteins[0].id], "val": [], "test": []}}
+    ids, warning = seen_in_training(old, proteins)
+    assert ids == [proteins[0].id] and "ids only" in warning
+    new = {**old, "seen": seen_sequences([proteins[1]])}
+    ids, warning = seen_in_training(new, proteins)
+    assert ids == sorted([proteins[0].id, proteins[1].id]) and warning is None
+
+
 def test_evaluate_without_sites_reports_undefined_not_zero(fitted, capsys):
     from allo_lightning import evaluate
 

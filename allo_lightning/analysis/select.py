@@ -80,13 +80,16 @@ class HeadAnalysis:
         return {h: i + 1 for i, h in enumerate(self.ranking)}
 
     def rows(self) -> list[dict]:
-        """One row per head for heads.csv, in rank order: layer, head (0-based), rank, selected, then
+        """One row per head for heads.csv, in rank order: layer, head (0-based), rank, selected, fallback
+        (true when the head is selected only because the rule selected none: the top-ranked heads), then
         every column of :meth:`HeadScores.columns` (see allo_lightning.analysis.scores)."""
         chosen = set(self.selected)
         columns = self.scores.columns()
         rows = []
         for rank, (ly, h) in enumerate(self.ranking, start=1):
-            row: dict = {"layer": ly, "head": h, "rank": rank, "selected": (ly, h) in chosen}
+            row: dict = {"layer": ly, "head": h, "rank": rank, "selected": (ly, h) in chosen,
+                         # selected only because no head passed the rule (top-ranked fallback): unconfirmed
+                         "fallback": (ly, h) in chosen and bool(self.fallback)}
             for name, t in columns.items():
                 if t.dtype == torch.bool:
                     row[name] = bool(t[ly, h])
@@ -106,6 +109,10 @@ class HeadAnalysis:
             "score": self.score,
             "strategy": self.strategy,
             "fallback": self.fallback,
+            "selected_by": "fallback: the top-ranked heads (no head passed the rule)" if self.fallback
+            else f"strategy {self.strategy}",
+            "multiplicity": ("none: p < p_max per head, uncorrected over the heads tested"
+                             if self.strategy == "original" else None),
             "null": self.scores.null,
             "null_description": NULL_DESCRIPTIONS[self.scores.null],
             "pvalues": PVALUE_DESCRIPTION,
@@ -138,6 +145,9 @@ class HeadAnalysis:
                   f"{len(self.testable)} heads testable (>= {self.scores.min_confident} confident pairs)")]
         if self.fallback:
             lines.append(f"FALLBACK: {self.fallback}")
+        if self.strategy == "original":
+            lines.append("note: strategy 'original' selects on uncorrected per-head p-values (no multiplicity "
+                         "correction over the heads tested)")
         lines.append(f"  {'rank':>4} {'layer':>5} {'head':>4} {s:>9} {'random':>9} {'impact':>7} {'SNR':>7} "
                      f"{'p':>9} {'q':>9} {'prot.sig':>8} sel")
         chosen = set(self.selected)

@@ -38,14 +38,20 @@ def pr_curves(curves: Mapping[str, tuple], path: str | Path, title: str = "preci
     return save_figure(fig, path)
 
 
+def _proteins_used(row: dict) -> float:
+    """Training + validation proteins of a data-efficiency point (training only when n_val is absent)."""
+    return row["n_train_val"] if "n_train_val" in row else row["n_train"] + row.get("n_val", 0)
+
+
 def data_efficiency(rows: Sequence[dict], path: str | Path, base_rate: float | None = None,
                     title: str = "data efficiency") -> Path:
-    """AUPRC against the number of training proteins; ``rows``: dicts with features, n_train, auprc and
+    """AUPRC against the number of proteins each point used (training + validation: ``n_train_val``, else
+    n_train + n_val); ``rows``: dicts with features, n_train, auprc and
     auprc_lo/auprc_hi (error bars: that interval) or auprc_sd (one line per features kind)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     for name in dict.fromkeys(r["features"] for r in rows):
-        sub = sorted((r for r in rows if r["features"] == name), key=lambda r: r["n_train"])
-        x = np.array([r["n_train"] for r in sub], dtype=float)
+        sub = sorted((r for r in rows if r["features"] == name), key=lambda r: _proteins_used(r))
+        x = np.array([_proteins_used(r) for r in sub], dtype=float)
         y = np.array([r["auprc"] for r in sub], dtype=float)
         if all("auprc_lo" in r for r in sub):
             lo = np.array([r["auprc_lo"] for r in sub], dtype=float)
@@ -57,6 +63,7 @@ def data_efficiency(rows: Sequence[dict], path: str | Path, base_rate: float | N
     if base_rate is not None:
         ax.axhline(base_rate, color="grey", ls="--", lw=1, label=f"base rate {base_rate:.3f}")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="training proteins", ylabel="test AUPRC (mean; bars: 95 % interval)", ylim=(0, 1.02), title=title)
+    ax.set(xlabel="proteins used (training + validation)", ylabel="test AUPRC (mean; bars: 95 % interval)",
+           ylim=(0, 1.02), title=title)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
