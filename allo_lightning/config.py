@@ -254,7 +254,10 @@ class HeadsConfig:
         check_range("heads.max_selected", self.max_selected, low=1, integer=True)
         if self.null not in ("permutation", "composition", "shift"):
             _fail("heads.null", f"{self.null!r} is not one of permutation, composition, shift.")
-        check_range("heads.max_permutations", self.max_permutations, low=self.n_permutations, integer=True)
+        check_range("heads.max_permutations", self.max_permutations, low=1, integer=True)
+        if self.n_permutations > self.max_permutations:
+            _fail("heads.n_permutations", f"{self.n_permutations} is more than --heads.max_permutations "
+                  f"{self.max_permutations}.", "Give fewer permutations, or raise --heads.max_permutations too.")
 
 
 @dataclass

@@ -329,3 +329,10 @@ def test_config_file_with_required_flags_parses(command, tmp_path):
     own = {"evaluate": ["--checkpoint", "x"], "predict": ["--checkpoint", "x", "--fasta", "y", "--out", "z"]}
     cfg = parse(module.main.spec, ["--config", str(REPO / "configs" / "smoke.yaml")] + own.get(command, []))
     assert cfg.seed == 0
+
+
+def test_n_permutations_above_max_names_the_flag_given(tmp_path, table, capsys, no_model):  # noqa: F811
+    """--heads.n_permutations 10^8 alone was refused as '--heads.max_permutations: 1000000 is outside
+    [100000000, inf]' (a flag the user did not give); the message now names the flag given and both."""
+    refused(capsys, heads_cmd.main, base(tmp_path, table) + ["--heads.n_permutations", str(10**8)],
+            "--heads.n_permutations: 100000000 is more than --heads.max_permutations 1000000")
