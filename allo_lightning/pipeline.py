@@ -9,6 +9,7 @@ import lightning as L
 
 from .attention import Extraction, extract, split_long
 from .attention.cache import default_cache_dir
+from .attention.run import check_window_work
 from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone, spec_of
 from .data import Protein, load_proteins
 from .errors import BackboneError, InputError
@@ -162,29 +163,6 @@ def check_heads_memory(cfg, proteins: Sequence[Protein], n_heads: int) -> None:
     max_sites = max(len(p.sites or ()) for p in proteins)
     check_memory(f"{heads.n_permutations:,} random site sets for {n_heads} heads", "--heads.n_permutations",
                  permutation_bytes(heads.n_permutations, n_heads, max_sites))
-
-
-MAX_WINDOW_WORK = 8  # windows may cost at most this many times running each residue once
-
-
-def check_window_work(proteins: Sequence[Protein], context: int, overlap: int) -> int:
-    """The number of windows ``proteins`` (longer than ``context``) run as, with ``overlap`` residues
-    shared by neighbours (as attention.extractor.window_plan places them); refused when the windows
-    hold more than MAX_WINDOW_WORK times the proteins' residues (an overlap close to the context makes
-    a window per residue or two: days of work for nothing)."""
-    if not 0 <= overlap < context:
-        return 0  # refused by extract with the allowed range
-    step = context - overlap
-    n = sum(-(-(p.length - context) // step) + 1 for p in proteins)
-    residues = sum(p.length for p in proteins)
-    if n * context > MAX_WINDOW_WORK * residues:
-        todo = (f"Give a smaller --model.window_overlap (the default is 256; at most about "
-                f"{context - context // MAX_WINDOW_WORK}).")
-        raise InputError(f"--model.window_overlap {overlap}: the {len(proteins)} protein(s) longer than the "
-                         f"context of {context} residues would run as {n:,} windows, {n * context / residues:.0f} "
-                         f"times the work of their residues (at most {MAX_WINDOW_WORK}x is accepted). {todo}",
-                         todo=todo)
-    return n
 
 
 def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],

@@ -336,3 +336,16 @@ def test_n_permutations_above_max_names_the_flag_given(tmp_path, table, capsys, 
     [100000000, inf]' (a flag the user did not give); the message now names the flag given and both."""
     refused(capsys, heads_cmd.main, base(tmp_path, table) + ["--heads.n_permutations", str(10**8)],
             "--heads.n_permutations: 100000000 is more than --heads.max_permutations 1000000")
+
+
+def test_absurd_window_count_is_refused_through_the_api(tmp_path):
+    """The same limit in the Python API's extract (before any window runs)."""
+    from allo_lightning.attention import extract
+    from allo_lightning.backbone import load_backbone
+
+    tiny = load_backbone("tiny")
+    tiny.max_length = 64
+    with pytest.raises(InputError, match="237 windows"):
+        extract([Protein("long", "A" * 300)], tiny, cache_dir=str(tmp_path / "c"), window_overlap=63,
+                trainer_kwargs={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False})
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.safetensors"))
