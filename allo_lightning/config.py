@@ -208,12 +208,16 @@ class HeadsConfig:
         max_permutations: most random site sets any head's p-value may use.
         min_confident: heads with fewer pooled confident residue pairs are not testable (reported,
             never selected; Vig et al. ignore heads below 100).
-        null: random site sets of the null: permutation (same number of sites drawn from all
-            residues), composition (each site replaced by a residue of the same amino-acid type) or
-            shift (the site pattern circularly shifted: keeps contiguity).
+        null: random site sets of the null: shift (default: the site pattern circularly shifted
+            along each protein; keeps the contiguity of the sites, calibrated when attention is
+            smooth along the chain), permutation (same number of sites drawn from all residues) or
+            composition (each site replaced by a residue of the same amino-acid type); the last two
+            assume independent residues and are anti-conservative when attention and sites are
+            contiguous.
         max_selected: at most this many heads are selected (the best by q-value, then score).
-        exclude_orthosteric: drop heads at least as enriched on the orthosteric residues as on the
-            sites (proteins with orthosteric_sites only; heads without that contrast are kept).
+        exclude_orthosteric: drop heads resolved as more enriched on the orthosteric residues than on
+            the sites (on the proteins with both labels: specificity < 0 and its sign-flip q-value <
+            q_max); heads whose contrast is unresolved or absent are kept.
         proteins: ids of the proteins to analyse (e.g. the training split); default: all labelled ones.
         plot_proteins: number of proteins that get a mean attention map PNG.
         orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
@@ -229,7 +233,7 @@ class HeadsConfig:
     n_permutations: int = 2000
     max_permutations: int = 1_000_000
     min_confident: int = 100
-    null: Literal["permutation", "composition", "shift"] = "permutation"
+    null: Literal["shift", "permutation", "composition"] = "shift"
     max_selected: int = 20
     exclude_orthosteric: bool = False
     proteins: list[str] | None = None
@@ -252,8 +256,8 @@ class HeadsConfig:
                 _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
         check_range("heads.min_confident", self.min_confident, low=1, integer=True)
         check_range("heads.max_selected", self.max_selected, low=1, integer=True)
-        if self.null not in ("permutation", "composition", "shift"):
-            _fail("heads.null", f"{self.null!r} is not one of permutation, composition, shift.")
+        if self.null not in ("shift", "permutation", "composition"):
+            _fail("heads.null", f"{self.null!r} is not one of shift, permutation, composition.")
         check_range("heads.max_permutations", self.max_permutations, low=1, integer=True)
         if self.n_permutations > self.max_permutations:
             _fail("heads.n_permutations", f"{self.n_permutations} is more than --heads.max_permutations "

@@ -270,8 +270,11 @@ def main(cfg, analyse=None) -> dict:
         write_text(out / "alphamissense.csv", to_csv(am_rows, AM_COLUMNS))
         md += ["## AlphaMissense pathogenicity of predicted and labelled sites", "",
                "Mean AlphaMissense pathogenicity per residue (mean over the substitutions at that position); "
-               "sites against the other residues of the same proteins, one-sided Mann-Whitney U (sites higher), "
-               "effect size = common-language AUC (P(site > other) + ties/2). Predicted: "
+               "sites against the other residues of the same proteins, effect size = common-language AUC "
+               "(P(site > other) + ties/2); one-sided p from circular shifts of the site set within each protein "
+               "(keeps contiguity; pooled: stratified by protein, AUC interval from a protein bootstrap), "
+               "per-protein q-values Benjamini-Hochberg. AlphaMissense is itself built on a protein language model: "
+               "agreement is not independent evidence. Predicted: "
                + (f"each protein's top {rcfg.am_top_k} residues" if rcfg.am_top_k else
                   "residues at or above the fold's decision threshold")
                + " by the `selected` probe's out-of-fold test scores.", "", to_markdown(am_rows, AM_COLUMNS)]
