@@ -33,7 +33,9 @@ from .errors import InputError
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_csv, write_json
 from .pipeline import (
+    bootstrap_bytes,
     check_environment,
+    check_memory,
     load_checkpoint_backbone,
     load_probe_checkpoint,
     long_of,
@@ -153,6 +155,8 @@ def main(cfg) -> dict:
     name = cfg.model.backbone
     proteins = load_proteins(cfg.data, max_length=context_length(name) if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
+    check_memory(f"{cfg.get('bootstrap'):,} bootstrap samples of {len(proteins)} proteins", "--bootstrap",
+                 bootstrap_bytes(cfg.get("bootstrap"), len(proteins)))
     for p in proteins:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
     mappings = {}
