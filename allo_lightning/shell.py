@@ -404,8 +404,12 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
         if from_files:  # the files' values alone first: an error there is the file's, even if a flag overrides it
             # (files hold section settings and the seed only: a parser without the command's own flags,
             # some of which are required, checks them)
+            files_parser = build_parser(dataclasses.replace(spec, flags=None), prog)
+            known = frozenset(o[2:] for o in _option_strings(files_parser))
+            # a run's config.yaml also records the command's own flags (checked with the command line below)
+            sections_only = [f for f, key in zip(prefix, from_files) if key in known]
             try:
-                build_parser(dataclasses.replace(spec, flags=None), prog).parse_args(prefix)
+                files_parser.parse_args(sections_only)
             except ArgumentError as e:
                 raise blame(_parse_error(str(e), parser), in_files=True) from None
         ns = parser.parse_args(argv)
