@@ -32,6 +32,7 @@ from typing import Literal, Optional
 import torch
 
 from .backbone import TINY_MEANINGLESS
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, record_outputs, write_json
 from .pipeline import (
     check_environment,
@@ -150,6 +151,7 @@ def main(cfg) -> dict:
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "predict")
     out = prepare_out_dir(cfg.get("out"), bool(cfg.get("overwrite")), "predictions.csv")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     backbone = load_checkpoint_backbone(cfg, ckpt)
     proteins = _read_proteins(cfg, max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
@@ -206,7 +208,8 @@ def main(cfg) -> dict:
         top = [(int(j) + 1, p.sequence[int(j)], values[int(j)]) for j in order[: cfg.get("top")]]
         n_pred = sum(v >= ckpt.threshold for v in values)
         summary.append({"id": p.id, "length": p.length, "predicted": n_pred, "files": fname, **record,
-                        "windowed": p.id in extraction.windowed, "known_sites": list(p.sites or []), **site_info,
+                        "windowed": p.id in extraction.windowed, "windows": windows or [],
+                        "known_sites": list(p.sites or []), **site_info,
                         "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_pred} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
@@ -232,6 +235,7 @@ def main(cfg) -> dict:
     print(f"predictions: {out / 'predictions.csv'} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"
           + (f", structures: {out / 'structures'}" if mappings else "")
           + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
+    print(f"report: {write_report(out, 'predict')} (open it in a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return info

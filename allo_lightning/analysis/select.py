@@ -14,9 +14,10 @@ among the testable heads only:
 - ``consistency``: significant on its own (p < ``p_max`` and SNR > ``snr_min``) in at least
   ``min_fraction`` of the proteins.
 
-With ``exclude_orthosteric``, heads at least as enriched on the orthosteric residues as on the sites
-(``specificity <= 0``) are dropped. Then at most ``max_selected`` heads are kept (the best by q-value,
-then score), listed in rank order.
+With ``exclude_orthosteric``, heads resolved as more enriched on the orthosteric residues than on the
+sites are dropped: on the proteins with both labels, ``specificity < 0`` and its sign-flip q-value <
+``q_max`` (an unresolved contrast, e.g. with 2 such proteins, drops nothing). Then at most
+``max_selected`` heads are kept (the best by q-value, then score), listed in rank order.
 
 A rule that selects no head falls back to the ``top_k`` best-ranked heads (a probe needs heads; testable
 ones first); ``HeadAnalysis.fallback`` says why, and it is written to heads.json and printed.
@@ -119,6 +120,7 @@ class HeadAnalysis:
             "min_confident": self.scores.min_confident,
             "n_testable": len(self.testable),
             "n_permutations": self.scores.n_permutations,
+            "resolution": _json_safe(self.scores.resolution()),
             "orthosteric_proteins": self.scores.n_orthosteric_proteins,
             "settings": self.settings,
             "backbone_identity": self.backbone_identity,
@@ -143,6 +145,7 @@ class HeadAnalysis:
         lines = [(f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
                   f"score {s}, strategy {self.strategy}, null {self.scores.null}): {len(self.selected)} selected; "
                   f"{len(self.testable)} heads testable (>= {self.scores.min_confident} confident pairs)")]
+        lines.append(self.scores.resolution_line())
         if self.fallback:
             lines.append(f"FALLBACK: {self.fallback}")
         if self.strategy == "original":
@@ -166,11 +169,16 @@ class HeadAnalysis:
 _INTEGER_COLUMNS = ("n_significant", "n_proteins", "pvalue_draws", "confident")
 
 NULL_DESCRIPTIONS = {
-    "permutation": "label permutation: per protein, the same number of sites drawn uniformly from all its residues",
-    "composition": "composition: each site replaced by a random residue of the same amino-acid type",
-    "shift": "circular shift: the site pattern shifted along the sequence by a uniform random shift (keeps contiguity)",
+    "shift": ("circular shift (default): per protein, the site pattern shifted along the sequence by a uniform "
+              "random shift; keeps the contiguity of the sites; assumes attention is (circularly) stationary "
+              "along the chain, not that residues are independent"),
+    "permutation": ("label permutation: per protein, the same number of sites drawn uniformly from all its residues; "
+                    "assumes independent (exchangeable) residues: anti-conservative when attention is smooth "
+                    "along the chain and sites are contiguous"),
+    "composition": ("composition: each site replaced by a random residue of the same amino-acid type; assumes "
+                    "residues of one type are independent (exchangeable): anti-conservative like permutation"),
 }
-PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else permutation p = (b + 1) / (draws + 1) "
+PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else Monte-Carlo p = (b + 1) / (draws + 1) "
                       "with more draws for unresolved heads; pvalue_at_floor: no draw reached the observed value, "
                       "p is the floor 1/(draws + 1), an upper bound; never a normal tail")
 
@@ -186,6 +194,13 @@ def _testable(scores) -> torch.Tensor:
 def head_label(layer: int, head: int) -> str:
     """'L3H7' style label, 0-based."""
     return f"L{layer}H{head}"
+
+
+def _json_safe(d):
+    """Floats in (nested) dicts made JSON-safe with :func:`_num`."""
+    if isinstance(d, dict):
+        return {k: _json_safe(v) for k, v in d.items()}
+    return _num(d) if isinstance(d, float) else d
 
 
 def _num(x) -> float | str | None:
@@ -226,8 +241,7 @@ def select_heads(scores, cfg: HeadsConfig,
     keep = testable.clone()
     dropped = ""
     if cfg.exclude_orthosteric and f"{s}_specificity" in scores:
-        spec = scores[f"{s}_specificity"]
-        ortho_like = spec <= 0  # NaN (no contrast) compares False: kept
+        ortho_like = orthosteric_like(scores, s, cfg.q_max)
         dropped = f"; {int((ortho_like & testable).sum())} testable heads dropped as orthosteric-like"
         keep &= ~ortho_like
     candidates = [lh for lh in ranking if bool(keep[lh])]
@@ -265,6 +279,13 @@ def select_heads(scores, cfg: HeadsConfig,
     msg = (f"strategy {cfg.strategy!r} selected no head ({rule}; {n_testable} of {testable.numel()} heads testable"
            f"{dropped}); fell back to the top {len(top)} heads by {s}. Treat them as unconfirmed.")
     return top, msg
+
+
+def orthosteric_like(scores, s: str, q_max: float) -> torch.Tensor:
+    """Bool [n_layers, n_heads]: heads whose orthosteric contrast is resolved in the orthosteric
+    direction (specificity < 0 and its q-value < ``q_max``); NaN (no contrast, untested) is False."""
+    spec, q = scores[f"{s}_specificity"], scores[f"{s}_specificity_qvalue"]
+    return (spec < 0) & (q < q_max)
 
 
 def check_config(cfg: HeadsConfig) -> None:

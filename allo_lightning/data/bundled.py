@@ -20,15 +20,22 @@ def read_bundled(name: str) -> list[Protein]:
 
     ``seed``: the rows whose ``site_kind`` is ``orthosteric`` list ligand-binding (orthosteric) pockets,
     not allosteric sites: their residues become ``orthosteric_sites`` and ``sites`` is None (no
-    allosteric label). Only the A2A sodium-site row (``P29274_Na``) keeps ``sites``."""
+    allosteric label). Only the A2A sodium-site row (``P29274_Na``) keeps ``sites``; it also gets the A2A
+    pocket (same sequence) as ``orthosteric_sites``, so the orthosteric contrast has one protein."""
     path = bundled_path(name)
     proteins = read_table(path)
     if name != "seed":
         return proteins
     with open(path, newline="", encoding="utf-8") as fh:
         kind = {row["id"]: (row.get("site_kind") or "").strip() for row in csv.DictReader(fh, delimiter="\t")}
-    return [dataclasses.replace(p, sites=None, orthosteric_sites=p.sites) if kind.get(p.id) == "orthosteric" else p
-            for p in proteins]
+    out = [dataclasses.replace(p, sites=None, orthosteric_sites=p.sites) if kind.get(p.id) == "orthosteric" else p
+           for p in proteins]
+    # the orthosteric contrast needs both labels on one protein: a pocket row lends its residues to the
+    # allosteric row of the same sequence (A2A: P29274's pocket -> P29274_Na). One protein can never
+    # resolve a contrast (sign-flip floor 1/2): it shows the columns, it cannot drop a head.
+    pockets = {p.sequence: p.orthosteric_sites for p in out if p.sites is None and p.orthosteric_sites}
+    return [dataclasses.replace(p, orthosteric_sites=pockets[p.sequence])
+            if p.sites and not p.orthosteric_sites and p.sequence in pockets else p for p in out]
 
 
 def bundled_path(name: str = "asd") -> Path:
@@ -51,15 +58,20 @@ def _positive(value, flag: str) -> int | None:
 
 
 def load_proteins(cfg, max_length: int | None = None, require_sites: bool = False) -> list[Protein]:
-    """Proteins for a DataConfig: ``cfg.path`` whole, or the bundled set with its subset options.
+    """Proteins for a DataConfig: ``cfg.path`` (its first ``limit`` proteins, if given), or the bundled
+    set with its subset options.
 
     ``max_length`` is the backbone's limit: a user's file with a longer protein is an error (named, with
     the limit and what to do, before any work starts); the bundled set's longer proteins are skipped
     with a message. ``require_sites`` (training): every protein of a user file must have its sites (see
     read_proteins); the bundled sets are curated (the seed set's pocket rows have no allosteric label)."""
-    if cfg.path:
-        return read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
     limit = _positive(cfg.limit, "--data.limit")
+    if cfg.path:
+        proteins = read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
+        if limit and len(proteins) > limit:  # the whole file is checked, then the first N proteins kept
+            proteins = ProteinList(proteins[:limit], proteins.notes + [
+                f"--data.limit {limit}: using the first {limit} of the {len(proteins)} proteins of {cfg.path}."])
+        return proteins
     cfg_max = _positive(cfg.max_length, "--data.max_length")
     proteins = read_bundled(cfg.bundled)
     modulators = getattr(cfg, "modulators", "ligand")
