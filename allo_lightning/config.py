@@ -66,14 +66,18 @@ class TrainerConfig:
 
     Args:
         accelerator: auto (CUDA, else MPS, else CPU), cpu, cuda (or gpu) or mps.
-        devices: number of devices (processes) for extraction, or auto.
-        strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch).
+        devices: number of devices (processes) for extraction per machine, or auto.
+        num_nodes: number of machines (with strategy ddp; the cluster starts one copy of the command per
+            device and machine, e.g. SLURM's srun; see the README).
+        strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch; everything after
+            extraction runs once, on global rank zero).
         default_root_dir: the output folder of the command.
         enable_progress_bar: show a progress bar during extraction.
     """
 
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     devices: int | Literal["auto"] = 1
+    num_nodes: int = 1
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
     default_root_dir: str = "outputs/run"
     enable_progress_bar: bool = True
@@ -81,13 +85,14 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.devices != "auto":
             check_range("trainer.devices", self.devices, low=1, integer=True)
+        check_range("trainer.num_nodes", self.num_nodes, low=1, integer=True)
         if not str(self.default_root_dir).strip():
             _fail("trainer.default_root_dir", "empty path.", "Give the output folder.")
 
     def kwargs(self) -> dict:
         """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it)."""
-        return {"accelerator": self.accelerator, "devices": self.devices, "strategy": self.strategy,
-                "default_root_dir": self.default_root_dir, "enable_progress_bar": self.enable_progress_bar}
+        return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
+                "strategy": self.strategy, "default_root_dir": self.default_root_dir, "enable_progress_bar": self.enable_progress_bar}
 
 
 @dataclass

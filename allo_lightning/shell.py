@@ -355,12 +355,13 @@ def report_error(err: BaseException) -> int:
 
 def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None, prog: str | None = None) -> Any:
     """Parse, check and run ``body`` with the one error handler (see the module docstring)."""
-    from . import interrupt
+    from . import distributed, interrupt
 
     quiet_lightning()
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
+            distributed.begin_command()  # several processes: see allo_lightning.distributed
             return body(cfg)
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None
