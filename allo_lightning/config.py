@@ -92,7 +92,8 @@ class TrainerConfig:
     def kwargs(self) -> dict:
         """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it)."""
         return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
-                "strategy": self.strategy, "default_root_dir": self.default_root_dir, "enable_progress_bar": self.enable_progress_bar}
+                "strategy": self.strategy, "default_root_dir": self.default_root_dir,
+                "enable_progress_bar": self.enable_progress_bar}
 
 
 @dataclass
