@@ -67,10 +67,8 @@ class TrainerConfig:
     Args:
         accelerator: auto (CUDA, else MPS, else CPU), cpu, cuda (or gpu) or mps.
         devices: number of devices (processes) for extraction per machine, or auto.
-        num_nodes: number of machines (with strategy ddp; the cluster starts one copy of the command per
-            device and machine, e.g. SLURM's srun; see the README).
-        strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch; everything after
-            extraction runs once, on global rank zero).
+        num_nodes: number of machines (strategy ddp; README: several devices and machines).
+        strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch).
         default_root_dir: the output folder of the command.
         enable_progress_bar: show a progress bar during extraction.
     """

@@ -66,9 +66,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(**extra) -> dict:
+# Imported at start-up by every process of a run (on PYTHONPATH): logs which rank replaced a file under
+# the output folder (every output is written atomically, by os.replace), so a test sees who wrote what.
+WRITES_HOOK = """
+import os
+_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    out = _replace(src, dst, *args, **kwargs)
+    log, where = os.environ.get("ALLO_TEST_WRITES"), os.environ.get("ALLO_TEST_OUT")
+    if log and where and os.fspath(dst).startswith(where):
+        with open(log, "a") as f:
+            f.write(f"{os.environ.get('NODE_RANK', '0')} {os.environ.get('LOCAL_RANK', '0')} {os.fspath(dst)}\\n")
+    return out
+os.replace = replace
+"""
+
+
+def _env(hook: Path | None = None, **extra) -> dict:
+    path = ([str(hook)] if hook else []) + [str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+           "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
     for k in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "GROUP_RANK", "SLURM_PROCID", "SLURM_NTASKS",
               "SLURM_JOB_NAME", "PL_GLOBAL_SEED"):
         env.pop(k, None)
@@ -162,6 +179,13 @@ def _files(out: Path) -> dict[str, object]:
     return got
 
 
+def _hook(tmp: Path) -> Path:
+    hook = tmp / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(WRITES_HOOK)
+    return hook
+
+
 def _reference(tmp: Path, commands: dict) -> None:
     """The 1-process runs, in this process, one thread."""
     import importlib
@@ -190,9 +214,12 @@ def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path)
     one = _commands(tmp_path, table, fasta, ckpt, "one")
     _reference(tmp_path, one)
     two = _commands(tmp_path, table, fasta, ckpt, "two")
+    hook = _hook(tmp_path)
     for name, (module, args) in two.items():
+        writes = tmp_path / f"writes-{name}.log"
+        env = _env(hook, ALLO_TEST_WRITES=str(writes), ALLO_TEST_OUT=str(tmp_path / "two"))
         res = subprocess.run([sys.executable, "-m", f"allo_lightning.{module}", *args, "--trainer.devices", "2",
-                              "--trainer.strategy", "ddp"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                              "--trainer.strategy", "ddp"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=900)
         log = res.stdout[-2000:] + res.stderr[-4000:]
         assert res.returncode == 0, f"{name}: exit {res.returncode}\n{log}"
@@ -204,8 +231,10 @@ def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path)
         assert sorted(got) == sorted(want), name
         for rel in want:
             assert got[rel] == want[rel], f"{name}: {rel} differs between 1 and 2 processes"
-        # the work after extraction ran once (rank 0): its last line once, not once per process
+        # the work after extraction ran once (rank 0): its last line once, every output written by rank 0 only
         assert res.stdout.count(LAST_LINE[name]) == 1, f"{name}: the command ran more than once\n{res.stdout}"
+        who = [line.split(" ", 2) for line in writes.read_text().splitlines()]
+        assert who and all(node == local == "0" for node, local, _ in who), f"{name}: written by other ranks: {who}"
 
 
 @pytest.mark.slow
@@ -238,10 +267,11 @@ def test_two_nodes_of_one_process_through_lightning_environment(tmp_path):
     ckpt = tmp_path / "one" / "fit" / "probe.safetensors"
     _reference(tmp_path, {"fit": _commands(tmp_path, table, fasta, ckpt, "one")["fit"]})
     module, args = _commands(tmp_path, table, fasta, ckpt, "two")["fit"]
-    port = str(_free_port())
+    port, hook, writes = str(_free_port()), _hook(tmp_path), tmp_path / "writes.log"
     procs = []
     for node in (0, 1):
-        env = _env(MASTER_PORT=port, NODE_RANK=str(node), WORLD_SIZE="2", LOCAL_RANK="0")
+        env = _env(hook, MASTER_PORT=port, NODE_RANK=str(node), WORLD_SIZE="2", LOCAL_RANK="0",
+                   ALLO_TEST_WRITES=str(writes), ALLO_TEST_OUT=str(tmp_path / "two"))
         procs.append(subprocess.Popen([sys.executable, "-m", f"allo_lightning.{module}", *args,
                                        "--trainer.devices", "1", "--trainer.num_nodes", "2",
                                        "--trainer.strategy", "ddp"], cwd=ROOT, env=env,
@@ -258,6 +288,8 @@ def test_two_nodes_of_one_process_through_lightning_environment(tmp_path):
         assert p.returncode == 0 and "Traceback" not in se, f"node {node}: {so[-2000:]}{se[-4000:]}"
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1][0] + outs[1][1]
     assert not outs[1][0].strip(), "node 1 says nothing on stdout"
+    who = [line.split(" ", 2) for line in writes.read_text().splitlines()]
+    assert who and all(node == "0" for node, _, _ in who), f"outputs written by node 1: {who}"
     want, got = _files(tmp_path / "one" / "fit"), _files(tmp_path / "two" / "fit")
     assert sorted(got) == sorted(want)
     for rel in want:
