@@ -124,3 +124,13 @@ def test_per_protein_files_only_for_the_best_proteins(setup):
     none = predict.main(_args(tmp, fasta, tmp / "none", "--per_protein", "0"))
     assert none["file_names"] == {} and not (tmp / "none" / "pymol").exists()
     assert (tmp / "none" / "predictions.csv").read_bytes() == (out / "predictions.csv").read_bytes()
+
+
+def test_per_protein_all_and_a_negative_number(setup, capsys):
+    tmp, fasta = setup
+    info = predict.main(_args(tmp, fasta, tmp / "all", "--per_protein", "all", "--plots", "false"))
+    assert len(info["file_names"]) == 12 and len(list((tmp / "all" / "pymol").iterdir())) == 12
+    with pytest.raises(SystemExit) as e:
+        predict.main(_args(tmp, fasta, tmp / "negative", "--per_protein", "-1"))
+    assert e.value.code == 2 and "--per_protein" in capsys.readouterr().err
+    assert not (tmp / "negative").exists()
