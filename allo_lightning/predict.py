@@ -95,7 +95,7 @@ def _settings(cfg, ckpt, header) -> dict:
             "model": {k: getattr(cfg.model, k) for k in ("dtype", "max_tokens", "bucket", "window_overlap")}}
 
 
-def _resume(out: Path, settings: dict, proteins, threshold: float) -> tuple[int, list[tuple[float, int]]]:
+def _resume(out: Path, settings: dict, proteins) -> tuple[int, list[tuple[float, int]]]:
     """Proteins already complete in the partial file of an earlier run with the same settings: their number
     (a prefix of ``proteins``) and (best score, predicted count) of each. The file is cut after the last
     complete protein (a row half-written when the run was stopped goes). Other settings: start over."""
@@ -124,7 +124,8 @@ def _resume(out: Path, settings: dict, proteins, threshold: float) -> tuple[int,
         try:
             next(reader)  # the header (the settings, header included, are the same)
             end = state["offset"]
-            score_col, pos, best, n_pred = settings["header"].index("score"), 0, float("-inf"), 0
+            score_col, predicted_col = settings["header"].index("score"), settings["header"].index("predicted")
+            pos, best, n_pred = 0, float("-inf"), 0
             for row in reader:
                 if done >= len(proteins):
                     break
@@ -132,7 +133,7 @@ def _resume(out: Path, settings: dict, proteins, threshold: float) -> tuple[int,
                 if unescape_cell(row[0]) != p.id or row[1] != str(pos + 1) or row[2] != p.sequence[pos]:
                     break
                 v = float(row[score_col])
-                best, n_pred, pos = max(best, v), n_pred + (v >= threshold), pos + 1
+                best, n_pred, pos = max(best, v), n_pred + (row[predicted_col] == "1"), pos + 1
                 if pos == p.length:
                     if not state["whole"]:
                         break
@@ -212,7 +213,7 @@ def main(cfg) -> dict:
     # -- rows, appended and flushed as proteins finish; a stopped run resumes after its last whole protein
     settings = _settings(cfg, ckpt, header)
     partial, meta = out / PARTIAL, out / (PARTIAL + ".json")
-    done, summary = (0, []) if overwrite else _resume(out, settings, proteins, ckpt.threshold)
+    done, summary = (0, []) if overwrite else _resume(out, settings, proteins)
     if done:
         print(f"resuming: {done} of {len(proteins)} proteins are in {partial} already")
     else:
@@ -235,7 +236,7 @@ def main(cfg) -> dict:
                     for pos, (v, r, loc) in enumerate(zip(values, rank, where), start=1)]
             f.write(rows_text(header, rows))
             f.flush()  # a stopped run keeps every protein written so far
-            best.append(max(values))
+            best.append(float(f"{max(values):.6f}"))  # as written: the same ranking in a resumed run
             n_predicted.append(sum(v >= ckpt.threshold for v in values))
             bar.update(1)
         os.fsync(f.fileno())
