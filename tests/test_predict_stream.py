@@ -134,3 +134,36 @@ def test_per_protein_all_and_a_negative_number(setup, capsys):
         predict.main(_args(tmp, fasta, tmp / "negative", "--per_protein", "-1"))
     assert e.value.code == 2 and "--per_protein" in capsys.readouterr().err
     assert not (tmp / "negative").exists()
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_rows_of_an_uninterrupted_run(setup, tmp_path):
+    """A real process killed (SIGKILL: no clean-up at all) while it writes rows, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tmp, _ = setup
+    fasta = tmp_path / "many.fasta"
+    fasta.write_text("".join(f">K{i}\n{p.sequence}\n" for i, p in enumerate(random_proteins(300, 20, 40, seed=3))))
+    with contextlib.redirect_stdout(io.StringIO()):
+        predict.main(_args(tmp, fasta, tmp_path / "whole", "--per_protein", "2"))  # also fills the cache
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "allo_lightning.predict",
+           *_args(tmp, fasta, tmp_path / "killed", "--per_protein", "2")]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    partial = tmp_path / "killed" / predict.PARTIAL
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and (not partial.exists() or partial.stat().st_size < 3000):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert partial.exists() and not (tmp_path / "killed" / "predictions.csv").exists()
+    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "resuming:" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
+    for name in ("predictions.csv", "proteins.csv"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
