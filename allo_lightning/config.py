@@ -108,7 +108,8 @@ class ModelConfig:
         dtype: fp32 (default) or bf16: on CUDA, and on CPUs with bf16 instructions (AVX512-BF16/AMX,
             as torch reports; refused elsewhere), MPS untested; faster, statistics cached separately.
         cache_dir: statistics cache (default: $ALLO_LIGHTNING_CACHE or ~/.cache/allo_lightning).
-        max_tokens: token budget of one batch (batch size x padded length).
+        max_tokens: token budget of one batch (batch size x padded length). Default: 4096 on CPU and MPS;
+            on CUDA from the free device memory (up to 65536; see README, "Memory with length and batch").
         bucket: group proteins of similar length into batches (less padding).
         window_overlap: residues shared by neighbouring windows of a protein longer than the backbone's
             context (see --data.long); each residue's statistics come from the window where it is most
@@ -121,7 +122,7 @@ class ModelConfig:
     theta: float = 0.3
     dtype: Literal["fp32", "bf16"] = "fp32"
     cache_dir: str | None = None
-    max_tokens: int = 4096
+    max_tokens: int | None = None
     bucket: bool = True
     window_overlap: int = 256
 
@@ -129,7 +130,7 @@ class ModelConfig:
         _backbone_name("model.backbone", self.backbone)
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
-        _positive("model.max_tokens", self.max_tokens)
+        _positive("model.max_tokens", self.max_tokens, allow_none=True)
         check_range("model.seed", self.seed, integer=True, allow_none=True)
 
 
@@ -187,12 +188,16 @@ class HeadsConfig:
         max_permutations: most random site sets any head's p-value may use.
         min_confident: heads with fewer pooled confident residue pairs are not testable (reported,
             never selected; Vig et al. ignore heads below 100).
-        null: random site sets of the null: permutation (same number of sites drawn from all
-            residues), composition (each site replaced by a residue of the same amino-acid type) or
-            shift (the site pattern circularly shifted: keeps contiguity).
+        null: random site sets of the null: shift (default: the site pattern circularly shifted
+            along each protein; keeps the contiguity of the sites, calibrated when attention is
+            smooth along the chain), permutation (same number of sites drawn from all residues) or
+            composition (each site replaced by a residue of the same amino-acid type); the last two
+            assume independent residues and are anti-conservative when attention and sites are
+            contiguous.
         max_selected: at most this many heads are selected (the best by q-value, then score).
-        exclude_orthosteric: drop heads at least as enriched on the orthosteric residues as on the
-            sites (proteins with orthosteric_sites only; heads without that contrast are kept).
+        exclude_orthosteric: drop heads resolved as more enriched on the orthosteric residues than on
+            the sites (on the proteins with both labels: specificity < 0 and its sign-flip q-value <
+            q_max); heads whose contrast is unresolved or absent are kept.
         proteins: ids of the proteins to analyse (e.g. the training split); default: all labelled ones.
         plot_proteins: number of proteins that get a mean attention map PNG.
         orthosteric: optional extra residues to mark on the maps, protein id -> 1-based positions.
@@ -208,7 +213,7 @@ class HeadsConfig:
     n_permutations: int = 2000
     max_permutations: int = 1_000_000
     min_confident: int = 100
-    null: Literal["permutation", "composition", "shift"] = "permutation"
+    null: Literal["shift", "permutation", "composition"] = "shift"
     max_selected: int = 20
     exclude_orthosteric: bool = False
     proteins: list[str] | None = None
@@ -231,8 +236,8 @@ class HeadsConfig:
                 _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
         check_range("heads.min_confident", self.min_confident, low=1, integer=True)
         check_range("heads.max_selected", self.max_selected, low=1, integer=True)
-        if self.null not in ("permutation", "composition", "shift"):
-            _fail("heads.null", f"{self.null!r} is not one of permutation, composition, shift.")
+        if self.null not in ("shift", "permutation", "composition"):
+            _fail("heads.null", f"{self.null!r} is not one of shift, permutation, composition.")
         check_range("heads.max_permutations", self.max_permutations, low=self.n_permutations, integer=True)
 
 

@@ -6,7 +6,15 @@ The backbone, its weights check and theta come from the checkpoint (as in predic
 DIR: ``metrics.json`` (pooled auprc = average precision, auroc, f1 and mcc at the checkpoint's
 threshold, precision_at_k, per-protein AUPRC, base_rate, 95 % bootstrap intervals over proteins),
 ``scores.csv`` (id, position (1-based), residue, label, score[, probability]: every residue of the
-table, in order) and ``pr_curve.png`` (with the base rate).
+table, in order), ``pr_curve.png`` (with the base rate), ``per_protein.csv`` (one row per protein: id,
+length, n_sites, base_rate, auprc, auprc_lift (auprc / base_rate), auroc, precision_at_k,
+best_site_rank (rank of the best-ranked labelled residue, 1 = the protein's top score), windowed) and
+``plots/<id>.png`` (score along the sequence with the threshold and the labelled sites; ``--plots false``
+skips them), ``per_protein.png`` (each protein's AUPRC against its base rate, sorted by lift). One line
+per protein is printed too. ``sites.csv``: predicted sites per protein, as in
+predict. With ``--structure`` (as in predict) the sites are spatial patches on each protein's structure
+and judged by DCA against the labelled residues: ``site_top1``/``site_top3`` in per_protein.csv and
+``site_success`` (fraction of those proteins) in metrics.json.
 
 ``score`` is a ranking score (the probe was trained with a class-weighted loss), not a probability;
 ``probability`` is the score calibrated on the probe's validation proteins; the threshold applies to
@@ -18,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import Optional
 
 from .backbone import TINY_MEANINGLESS, context_length
 from .errors import InputError
@@ -37,10 +46,87 @@ def _flags(parser) -> None:
     parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples (over proteins) per interval")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
+    parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")
+    parser.add_argument("--structure", type=Optional[str], default=None,
+                        help="structures for site-level success: a PDB/mmCIF file, a folder of <id>.pdb/<id>.cif, "
+                             "or a table id,structure,chain (as in predict)")
+    parser.add_argument("--chain", type=Optional[str], default=None, help="chain (default: the best-matching one)")
+    parser.add_argument("--min_identity", type=float, default=0.9, help="as in predict")
+    parser.add_argument("--min_coverage", type=float, default=0.1, help="as in predict")
 
 
 def _fmt(v) -> str:
     return "undefined" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+PER_PROTEIN_COLUMNS = ["id", "length", "n_sites", "base_rate", "auprc", "auprc_lift", "auroc", "precision_at_k",
+                       "best_site_rank", "site_top1", "site_top3", "windowed"]
+
+
+def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, backbone_label: str, extraction,
+                         plots: bool, top_k: int, mappings: dict) -> list[str]:
+    """per_protein.csv, sites.csv, plots/<id>.png and one terminal line per protein (returned); with
+    ``mappings`` (structures) site-level success by DCA goes into metrics["site_success"]."""
+    import numpy as np
+
+    from .sites import SITE_COLUMNS, predicted_sites, site_rows, success
+    from .structures import read_atoms
+    from .tables import file_names
+
+    names = file_names(p.id for p in data.proteins)
+    s_all, y_all, idx = scores.double().numpy(), data.y.numpy(), data.index.numpy()
+    rows, lines, all_sites, judged, atoms_cache = [], [], [], [], {}
+    for i, (p, m) in enumerate(zip(data.proteins, metrics["per_protein"])):
+        s, y = s_all[idx == i], y_all[idx == i]
+        order = np.argsort(-s, kind="stable")
+        ranks = np.empty(len(s), dtype=int)
+        ranks[order] = np.arange(1, len(s) + 1)
+        best_rank = int(ranks[y == 1].min()) if y.any() else None
+        base = float(y.mean()) if len(y) else float("nan")
+        lift = m["auprc"] / base if m["auprc"] is not None and base > 0 else None
+        windowed = p.id in extraction.windowed
+        mapping = mappings.get(p.id)
+        if mapping is not None and mapping.path not in atoms_cache:
+            atoms_cache[mapping.path] = read_atoms(mapping.path)
+        sites, criterion = predicted_sites(s, p.sequence, mapping.residues if mapping else None,
+                                           atoms_cache.get(mapping.path) if mapping else None,
+                                           known=[int(k) + 1 for k in np.flatnonzero(y)])
+        all_sites += site_rows(p.id, sites)
+        hit = success(sites) if mapping is not None else None
+        if hit is not None:
+            judged.append(hit)
+        rows.append([p.id, len(y), m["n_sites"], base, m["auprc"], lift, m["auroc"], m["precision_at_k"],
+                     best_rank, None if hit is None else int(hit["top1"]), None if hit is None else int(hit["top3"]),
+                     int(windowed)])
+        lines.append(f"  {p.id} ({len(y)} residues, {m['n_sites']} sites, base rate {base:.3f}): AUPRC "
+                     f"{_fmt(m['auprc'])}" + (f" ({lift:.1f}x base)" if lift is not None else "")
+                     + f", AUROC {_fmt(m['auroc'])}, precision@{top_k} {_fmt(m['precision_at_k'])}"
+                     + (f", best site at rank {best_rank}" if best_rank else "")
+                     + (f"; predicted site {'hit' if hit['top1'] else 'miss'} at top-1, "
+                        f"{'hit' if hit['top3'] else 'miss'} at top-3" if hit else "")
+                     + (", windowed" if windowed else ""))
+        if plots:
+            from .plots.predict import score_profile
+
+            sites = [int(k) + 1 for k in np.flatnonzero(y)]
+            score_profile(p.id, s.tolist(), out / "plots" / f"{names[p.id]}.png", threshold=threshold,
+                          backbone_label=backbone_label, sequence=p.sequence, sites=sites,
+                          windows=extraction.window_regions(p), top=10)
+    write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows)
+    from .plots.probe import per_protein_auprc
+
+    per_protein_auprc([dict(zip(PER_PROTEIN_COLUMNS, r)) for r in rows], out / "per_protein.png",
+                      title=f"per-protein AUPRC ({backbone_label})")
+    write_csv(out / "sites.csv", SITE_COLUMNS, all_sites)
+    metrics["site_success"] = None if not judged else {
+        "criterion": "DCA: a predicted site's centre within 4 A of an atom of a labelled residue (see sites.py)",
+        "n_proteins": len(judged), "top1": sum(h["top1"] for h in judged) / len(judged),
+        "top3": sum(h["top3"] for h in judged) / len(judged)}
+    if judged:
+        ss = metrics["site_success"]
+        lines.append(f"site success over {ss['n_proteins']} proteins with a structure (DCA <= 4 A): top-1 "
+                     f"{ss['top1']:.3f}, top-3 {ss['top3']:.3f}")
+    return lines
 
 
 # backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
@@ -55,6 +141,10 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     if cfg.get("bootstrap") < 1:
         raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
+    from .structures import StructureOptions, check_structure_spec, structures_for
+
+    options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
+    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
@@ -63,6 +153,14 @@ def main(cfg) -> dict:
     proteins = long_policy(cfg, proteins)
     for p in proteins:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
+    mappings = {}
+    if cfg.get("structure"):  # aligned and checked before the backbone runs
+        from .tables import file_names
+
+        mappings = structures_for(proteins, cfg.get("structure"), cfg.get("chain"), options,
+                                  file_names(p.id for p in proteins).get)
+        for pid, m in mappings.items():
+            print(f"{pid}: {m.summary()}")
     backbone = load_checkpoint_backbone(cfg, ckpt)
     # early exit: only the probe's heads, the backbone run up to the deepest of them
     extraction = run_extraction(cfg, backbone, proteins, heads=list(ckpt.spec.heads))
@@ -72,9 +170,11 @@ def main(cfg) -> dict:
     probabilities = ckpt.probability(scores)
     metrics = evaluate_scores_with_intervals(data, scores, ckpt.threshold, cfg.probe.top_k,
                                              n_boot=cfg.get("bootstrap"), seed=cfg.seed)
-    seen = ckpt.config.get("split") or {}
-    trained_on = sorted({p.id for p in proteins} & set(seen.get("train", []) + seen.get("val", [])))
-    warnings = [w for w in [undefined_warning(metrics, f"the {len(proteins)} proteins of the table")] if w]
+    from .probe.checkpoint import seen_in_training
+
+    trained_on, by_id_only = seen_in_training(ckpt.config, proteins)  # by sequence digest (ids: old files)
+    warnings = [w for w in [undefined_warning(metrics, f"the {len(proteins)} proteins of the table"), by_id_only]
+                if w]
     if trained_on:
         warnings.append(f"warning: {len(trained_on)} of these proteins trained or validated this probe "
                         f"({', '.join(trained_on[:5])}{' ...' if len(trained_on) > 5 else ''}): its metrics on them "
@@ -87,14 +187,18 @@ def main(cfg) -> dict:
                           "no calibration in this checkpoint: no probability column"},
         "auprc_definition": "average precision (sklearn.metrics.average_precision_score on scores.csv)",
         "seen_in_training": trained_on,
+        "seen_in_training_by": "id only (old checkpoint)" if by_id_only else "sequence (SHA-256) or id",
         "windowed": list(extraction.windowed),  # proteins longer than the context: statistics from windows
         "warnings": warnings,
         "checkpoint": str(ckpt.path), "data": cfg.data.path or f"bundled:{cfg.data.bundled}",
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,
         "heads": [list(h) for h in ckpt.spec.heads], "meaningless": backbone.meaningless,
+        "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))
+    per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,
+                                             extraction, bool(cfg.get("plots")), cfg.probe.top_k, mappings)
     what = f"{len(ckpt.spec.heads)} heads" if ckpt.spec.kind == "heads" else ckpt.spec.kind
     pr_curves({f"probe on {what}": (data.y, scores)}, out / "pr_curve.png",
               title=f"PR curve ({backbone.label}, {len(proteins)} proteins)")
@@ -107,9 +211,12 @@ def main(cfg) -> dict:
           f"AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking score: "
           f"F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; precision@{cfg.probe.top_k} "
           f"{_fmt(metrics['precision_at_k'])}, mean per-protein AUPRC {_fmt(metrics['protein_auprc'])}")
+    for line in per_protein_lines:
+        print(line)
     for w in warnings:
         print(w, file=sys.stderr)
-    print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'})")
+    print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'}, per protein: {out / 'per_protein.csv'}"
+          + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return metrics

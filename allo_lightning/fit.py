@@ -76,6 +76,7 @@ def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
 def main(cfg) -> dict:
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
+    from .probe.checkpoint import seen_sequences
     from .workflow import fit_split
 
     t0 = time.perf_counter()
@@ -133,8 +134,9 @@ def main(cfg) -> dict:
             (out / name).unlink(missing_ok=True)
     summary = {k: test[k] for k in ("auprc", "auroc", "base_rate")} if split.test else None
     save_checkpoint(ckpt_path, run.module.net, run.spec, run.threshold, backbone, cfg.model.theta, vars(cfg.probe),
-                    extra={"metrics": summary, "split": split.ids()}, backbone_seed=cfg.model.seed,
-                    calibration=run.calibration)
+                    extra={"metrics": summary, "split": split.ids(),
+                           "seen": seen_sequences(split.train + split.val), "heads_fallback": choice.fallback},
+                    backbone_seed=cfg.model.seed, calibration=run.calibration)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
     print(f"heads selected on {len(split.train)} training proteins (layer, head 0-based): {' '.join(metrics['heads'])}")

@@ -86,7 +86,10 @@ def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
 def long_of(cfg) -> str:
     """``--data.long`` of a command (predict has it as its own flag; default window)."""
     data = getattr(cfg, "data", None)
-    return data.long if data is not None else (cfg.get("data.long") or "window")
+    if data is not None:
+        return data.long
+    flags = cfg.get("data") or {}  # a command's own --data.* flags arrive nested: {"data": {"long": ...}}
+    return flags.get("long") or cfg.get("data.long") or "window"
 
 
 def long_policy(cfg, proteins: list[Protein]) -> list[Protein]:

@@ -1,4 +1,8 @@
-"""``python -m allo_lightning.predict --checkpoint CKPT --fasta FILE --out DIR``: score new proteins.
+"""``python -m allo_lightning.predict --checkpoint CKPT --data.path FILE --out DIR``: score new proteins.
+
+Proteins: ``--data.path`` takes a FASTA file or a table (id, sequence, sites; empty sites cells allowed),
+detected as for every other command (``--fasta FILE`` is the same for a FASTA file); sites given in a
+table are marked as known sites in the plots and scripts and used to judge the predicted sites.
 
 The backbone, its weights check and theta come from the checkpoint (a different ``--model.backbone``
 or other weights are refused). Writes ``DIR/predictions.csv`` (id, position (1-based), residue,
@@ -6,20 +10,24 @@ score (a ranking score, not a probability), probability (the score calibrated on
 proteins; absent when the checkpoint has no calibration), rank (1 = most likely allosteric within its
 protein), predicted (score >= the checkpoint's decision threshold); with ``--structure`` also chain,
 resnum, icode: the structure residue each position maps to, empty where unmapped),
-``DIR/proteins.csv`` (one row per protein: its best score and rank among the proteins), and for the
-``--per_protein N`` proteins with the highest best score (default 20; ``all``; 0 for none)
-``DIR/plots/<id>.png`` (score along the sequence) and scripts that colour a structure by score:
-``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
+``DIR/proteins.csv`` (one row per protein: its best score and rank among the proteins),
+``DIR/sites.csv`` (predicted sites: the top residues grouped into spatial patches with a structure,
+sequence segments without; see allo_lightning.sites), and
+for the ``--per_protein N`` proteins with the highest best score (default 20; ``all``; 0 for none)
+``DIR/plots/<id>.png`` (score along the sequence) and scripts that colour a structure by the
+within-protein percentile of the score: ``DIR/pymol/<id>.pml`` and ``DIR/chimerax/<id>.cxc``.
 
 Rows are written as proteins finish (``DIR/predictions.csv.partial``, renamed to predictions.csv at the
 end), so memory does not grow with the number of proteins; an interrupted run, started again with the
-same command, resumes after the last complete protein and ends with the rows of an uninterrupted run.
+same command, resumes after the last complete protein and ends with the rows of an uninterrupted one.
 
 ``--structure FILE`` (PDB or mmCIF; or a folder of ``<id>.pdb``/``<id>.cif``; or a table with columns
 id, structure, chain) aligns each protein to a chain (``--chain``, else the best-matching one) and refuses
 a chain below ``--min_identity``/``--min_coverage``; then ``DIR/structures/<id>.cif`` (or .pdb) holds the
-structure with B-factor = score on the mapped residues, and the scripts use the structure's own numbering
-and insertion codes. Without it the scripts use sequence positions on chain ``--chain`` (default A).
+structure with B-factor = score on the mapped residues (``--unmapped_b`` on every other atom), and the
+scripts use the structure's own numbering and insertion codes. Reference records (DBREF/SEQADV,
+_struct_ref_seq) keep fusion inserts and tags unscored; the mapped segments are printed. Without it the
+scripts use sequence positions on chain ``--chain`` (default A).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import torch
 
@@ -51,7 +59,10 @@ from .tables import file_names, rows_text, write_csv
 
 def _flags(parser) -> None:
     parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
-    parser.add_argument("--fasta", type=str, required=True, help="FASTA file of the proteins to score")
+    parser.add_argument("--data.path", type=Optional[str], default=None,
+                        help="proteins to score: a FASTA file or a table (id, sequence, sites; sites may be empty), "
+                             "detected as elsewhere")
+    parser.add_argument("--fasta", type=Optional[str], default=None, help="FASTA file (same as --data.path FILE)")
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
@@ -71,8 +82,62 @@ def _flags(parser) -> None:
     parser.add_argument("--per_protein", type=Union[int, Literal["all"]], default=20,
                         help="per-protein files (plots, PyMOL/ChimeraX scripts, structures) for the N proteins with "
                              "the highest best score, all, or 0 for none")
+    parser.add_argument("--unmapped_b", type=Optional[float], default=-1.0,
+                        help="B-factor written on atoms without a score in structures/<id> (null: keep the "
+                             "crystallographic B)")
 
 
+def _proteins_path(cfg) -> str:
+    """``--data.path`` or ``--fasta`` (exactly one)."""
+    from .errors import InputError
+
+    path, fasta = (cfg.get("data") or {}).get("path"), cfg.get("fasta")
+    if path and fasta and path != fasta:
+        raise InputError(f"--data.path {path} and --fasta {fasta}: give the proteins once.",
+                         todo="Give --data.path FILE only.")
+    if not (path or fasta):
+        raise InputError("no proteins to score: give --data.path FILE (FASTA or a table id, sequence, sites).",
+                         todo="Give --data.path FILE.")
+    return path or fasta
+
+
+def _read_proteins(cfg, max_length: int | None):
+    """FASTA or table, detected as for every other command; a table's sites become known sites."""
+    from .data import read_proteins
+
+    return read_proteins(_proteins_path(cfg), max_length=max_length)
+
+
+def _where_columns(mapping, length: int, with_structure: bool) -> list[tuple]:
+    """chain, resnum, icode per position: empty strings where unmapped or for a protein the structure
+    table leaves out; no columns at all without --structure."""
+    from .structures import mapping_columns
+
+    if mapping is not None:
+        return mapping_columns(mapping.residues)
+    return [("", "", "")] * length if with_structure else [()] * length
+
+
+def _predicted_sites(p, values, mapping, atoms_cache: dict) -> tuple[list, dict]:
+    """Ranked sites of one protein (spatial patches on its structure, else sequence segments) and what
+    predictions.json records about them."""
+    from .sites import predicted_sites, success
+    from .structures import read_atoms
+
+    atoms = None
+    if mapping is not None:
+        if mapping.path not in atoms_cache:
+            atoms_cache[mapping.path] = read_atoms(mapping.path)
+        atoms = atoms_cache[mapping.path]
+    sites, criterion = predicted_sites(values, p.sequence, mapping.residues if mapping else None, atoms,
+                                       known=p.sites or ())
+    return sites, {"sites": [t.as_dict() for t in sites], "site_criterion": criterion,
+                   "site_success": success(sites)}
+
+
+def _site_line(sites, n: int = 3) -> str:
+    return "; ".join(f"#{t.rank} {' '.join(t.labels[:6])}{' ...' if len(t.labels) > 6 else ''} (score {t.score:.3f}"
+                     + ("" if t.hit is None else f", {'hit' if t.hit else 'miss'}") + ")" for t in sites[:n])
 
 
 PARTIAL = "predictions.csv.partial"  # rows of a run not finished yet (resumed by the same command)
@@ -89,7 +154,7 @@ def _sha256(path) -> str:
 
 def _settings(cfg, ckpt, header) -> dict:
     """What the rows depend on: a partial file written under other settings is not resumed."""
-    return {"checkpoint": _sha256(ckpt.path), "fasta": _sha256(cfg.get("fasta")), "header": header,
+    return {"checkpoint": _sha256(ckpt.path), "proteins": _sha256(_proteins_path(cfg)), "header": header,
             "structure": cfg.get("structure"), "chain": cfg.get("chain"), "min_identity": cfg.get("min_identity"),
             "min_coverage": cfg.get("min_coverage"), "long": cfg.get("data.long"),
             "model": {k: getattr(cfg.model, k) for k in ("dtype", "max_tokens", "bucket", "window_overlap")}}
@@ -161,29 +226,25 @@ def _top_proteins(best: list[float], n) -> list[int]:
 @command("predict", __doc__, sections=("model", "trainer"), flags=_flags,
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
-    from .data import read_fasta
     from .errors import InputError
     from .probe import SCORE_MEANING, ResidueSet
-    from .structures import (
-        StructureOptions,
-        check_structure_spec,
-        mapping_columns,
-        structures_for,
-        write_protein_scripts,
-    )
+    from .sites import SITE_COLUMNS
+    from .sites import site_rows as sites_table
+    from .structures import StructureOptions, check_structure_spec, structures_for, write_protein_scripts
 
     t0 = time.perf_counter()
+    _proteins_path(cfg)  # one of --data.path / --fasta, checked before anything is loaded
     per_protein = cfg.get("per_protein")
     if per_protein != "all" and per_protein < 0:
         raise InputError(f"--per_protein must be 0 or more, or all (got {per_protein}).")
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
-    check_structure_spec(cfg.get("structure"))
+    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "predict")
     overwrite = bool(cfg.get("overwrite"))
     out = prepare_out_dir(cfg.get("out"), overwrite, "predictions.csv")
     backbone = load_checkpoint_backbone(cfg, ckpt)
-    proteins = read_fasta(cfg.get("fasta"), max_length=backbone.max_length if long_of(cfg) == "error" else None)
+    proteins = _read_proteins(cfg, max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
     structure, chain = cfg.get("structure"), cfg.get("chain")
     names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
@@ -200,8 +261,8 @@ def main(cfg) -> dict:
         + ["rank", "predicted", "windowed"] + (["chain", "resnum", "icode"] if structure else [])
 
     def scored(p):
-        """Scores, probabilities (or None) and within-protein ranks of one protein: the same computation
-        for every protein, whether in one run or across an interrupted and a resumed one."""
+        """Scores, probabilities (or None), within-protein ranks and the order of one protein: the same
+        computation for every protein, whether in one run or across an interrupted and a resumed one."""
         data = ResidueSet.build(ckpt.spec, [(p, extraction.stats(p))], labelled=False)
         s = ckpt.score(data.x)
         prob = ckpt.probability(s)
@@ -228,8 +289,7 @@ def main(cfg) -> dict:
     with open(partial, "a", encoding="utf-8", newline="") as f:
         for p in proteins[done:]:
             values, prob, rank, _ = scored(p)
-            mapping = mappings.get(p.id)
-            where = mapping_columns(mapping.residues) if mapping else [()] * p.length
+            where = _where_columns(mappings.get(p.id), p.length, bool(structure))
             windowed = int(p.id in extraction.windowed)
             rows = [[p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([f"{prob[pos - 1]:.6f}"] if prob else []), r,
                      int(v >= ckpt.threshold), windowed, *loc]
@@ -241,6 +301,26 @@ def main(cfg) -> dict:
             bar.update(1)
         os.fsync(f.fileno())
     bar.close()
+
+    # -- predicted sites of every protein (one more pass, scores recomputed from the cache: nothing kept)
+    atoms_cache: dict = {}
+    judged = {"n": 0, "top1": 0, "top3": 0, "criteria": set()}
+
+    def site_table():
+        for p in proteins:
+            values = scored(p)[0]
+            sites, info = _predicted_sites(p, values, mappings.get(p.id), atoms_cache)
+            if info.get("site_success"):
+                judged["n"] += 1
+                judged["top1"] += info["site_success"]["top1"]
+                judged["top3"] += info["site_success"]["top3"]
+                judged["criteria"].add(info["site_criterion"])
+            yield from sites_table(p.id, sites)
+
+    record_outputs(out, "predictions.csv", [out / "sites.csv"])
+    write_csv(out / "sites.csv", SITE_COLUMNS, site_table())
+    site_success = ({"n": judged["n"], "top1": judged["top1"], "top3": judged["top3"],
+                     "criterion": " / ".join(sorted(judged["criteria"]))} if judged["n"] else None)
 
     # -- per-protein files for the proteins with the highest best score (or all, or none)
     chosen = _top_proteins(best, per_protein)
@@ -260,32 +340,41 @@ def main(cfg) -> dict:
         p = proteins[i]
         values, _, _, order_p = scored(p)
         mapping = mappings.get(p.id)
-        record = write_protein_scripts(out, p.id, names[p.id], p.sequence, values, mapping, chain, top_n, notes)
+        where = _where_columns(mapping, p.length, bool(structure))
+        record = write_protein_scripts(out, p.id, names[p.id], p.sequence, values, mapping, chain, top_n, notes,
+                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"))
+        sites, site_info = _predicted_sites(p, values, mapping, atoms_cache)
         if cfg.get("plots"):
             from .plots.predict import score_profile
 
-            where = mapping_columns(mapping.residues) if mapping else None
-            labels = [f"{c}:{n}{ic}" if c or n else "" for c, n, ic in where] if where else None
+            labels = [f"{c}:{n}{ic}" if c or n else "" for c, n, ic in where] if mapping else None
             score_profile(p.id, values, out / "plots" / f"{names[p.id]}.png", threshold=ckpt.threshold,
                           backbone_label=backbone.label, sequence=p.sequence, sites=p.sites,
                           windows=extraction.window_regions(p), top=min(top_n, 10), residue_labels=labels)
         top = [(j + 1, p.sequence[j], values[j]) for j in order_p[:top_n]]
         described.append({"id": p.id, "length": p.length, "predicted": n_predicted[i], "files": names[p.id],
                           "protein_rank": protein_rank[i], **record, "windowed": p.id in extraction.windowed,
+                          "known_sites": list(p.sites or []), **site_info,
                           "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_predicted[i]} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
+        if sites:
+            print(f"  sites: {_site_line(sites)}")
+    if site_success:
+        print(f"site success ({site_success['criterion']}): top-1 {site_success['top1']}/{site_success['n']}, "
+              f"top-3 {site_success['top3']}/{site_success['n']} proteins")
     with_files = set(files)
     write_csv(out / "proteins.csv", PROTEIN_COLUMNS,
               ([p.id, p.length, f"{best[i]:.6f}", protein_rank[i], n_predicted[i], int(p.id in extraction.windowed),
                 names[p.id] if p.id in with_files else ""] for i, p in enumerate(proteins)))
-    info = {"checkpoint": str(ckpt.path), "fasta": str(cfg.get("fasta")), "backbone": backbone.name,
+    info = {"checkpoint": str(ckpt.path), "data": str(_proteins_path(cfg)), "fasta": cfg.get("fasta"),
+            "site_success": site_success, "backbone": backbone.name,
             "backbone_identity": backbone.identity, "theta": ckpt.theta, "threshold": ckpt.threshold,
             "score_meaning": {"score": SCORE_MEANING, "threshold": "applies to score (predicted = score >= threshold)",
                               "probability": ckpt.calibration.meaning if ckpt.calibration else
                               "no calibration in this checkpoint: no probability column"},
-            "heads": [list(h) for h in ckpt.spec.heads], "n_proteins": len(proteins),
-            "per_protein": per_protein, "proteins": described,
+            "heads": [list(h) for h in ckpt.spec.heads], "heads_fallback": ckpt.config.get("heads_fallback"),
+            "n_proteins": len(proteins), "per_protein": per_protein, "proteins": described,
             "file_names": {p.id: names[p.id] for p in proteins if p.id in with_files},
             "resumed_after": done, "meaningless": backbone.meaningless,
             "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}

@@ -10,11 +10,13 @@ selected on each fold's TRAINING proteins only. Schemes (``--report.scheme``):
 
 Rows of ``report.csv`` / ``report.md``:
 
-- ``selected``: the heads the analysis selects (as fit uses them);
+- ``selected``: the heads the analysis selects (as fit uses them); ``selected(top3 fallback)`` when no
+  head passed the selection and the top-ranked heads were used (``... in 1/5 folds``: some folds);
 - ``top{k}``: the k best-ranked heads, k in ``report.ks`` capped at the number of heads;
 - ``random{k}``: k random testable heads, ``report.random_seeds`` draws (mean and sd over the draws);
-- ``all``: every head; ``best_layer``: the heads of the layer with the best mean head score on the
-  training proteins;
+  ``random_matched``: the same with k = the number of heads the fold selected;
+- ``all``: every head; ``best_layer``: the heads of the layer whose testable heads have the best mean
+  score on the training proteins;
 - ``embedding``: the backbone's final-layer embeddings with the same probe; ``best_layer_embedding``: the
   hidden states (output of the block) of that best layer, chosen on each fold's training proteins;
   ``selected+embedding``: the selected heads' statistics and the embedding concatenated;
@@ -22,9 +24,11 @@ Rows of ``report.csv`` / ``report.md``:
 
 Metrics are means over the folds' test sets (sd: over folds; for random rows over the draws), with
 95 % percentile bootstrap intervals over the test proteins (``_lo``/``_hi``; proteins resampled within
-each fold's test set). report.md compares ``selected`` with every other row by a paired bootstrap (the
-AUPRC difference with its interval). Also: ``comparison.csv``, ``pr_curves.png`` (test scores pooled
-over folds), ``data_efficiency.csv`` / ``.png`` (test AUPRC against the number of training proteins:
+each fold's test set). report.md compares ``selected`` with every other row: the AUPRC difference (with
+a descriptive paired bootstrap interval) and a permutation test over the test proteins, Holm-adjusted
+across rows, which alone gives the verdict (probe/paired.py). Also: ``comparison.csv``, ``pr_curves.png``
+(test scores pooled over folds), ``data_efficiency.csv`` / ``.png`` (test AUPRC against the number of
+training + validation proteins:
 ``report.efficiency_draws`` random draws per size, validation drawn in proportion) and, with
 ``--report.alphamissense FILE``, ``alphamissense.csv`` (pathogenicity of predicted and labelled sites).
 """
@@ -86,11 +90,13 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
                         continue
                     run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs, rcfg.max_epochs)
                     outcome[name] = (run.test["auprc"], run.test["base_rate"], run.test_scores.numpy())
-                done[key] = outcome
-            for name, (auprc, base_rate, scores) in done[key].items():
+                done[key] = (outcome, bool(choice.fallback))
+            outcome, fell_back = done[key]
+            for name, (auprc, base_rate, scores) in outcome.items():
                 results.append({"features": name, "label": "all" if d.full else str(d.n), "n": d.n,
                                 "n_val": len(d.val), "draw": d.draw, "fold": f, "auprc": auprc,
-                                "base_rate": base_rate, "scores": scores})
+                                "base_rate": base_rate, "scores": scores,
+                                "fallback": fell_back and name == "selected heads"})
     return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
 
 
@@ -178,10 +184,14 @@ def main(cfg, analyse=None) -> dict:
                 ss.append(run.test_scores)
         print(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
               f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
+        if choice.fallback:
+            print(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
     full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
                  for r in col.results if r["draw"] is None}
     efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
-    rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed)
+    fallbacks = [c.fallback for c in choices]
+    rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed, fallbacks=fallbacks)
+    sel_name = rows[0]["subset"] if rows else "selected"
     am_rows = None
     if am_table is not None:
         from .analysis.alphamissense import association_rows
@@ -200,7 +210,8 @@ def main(cfg, analyse=None) -> dict:
     keep = [n for n in curves if n in ("selected", "all", "best_layer", "embedding", "selected+embedding",
                                         "identity") or n.startswith("random")]
     keep = [n for n in keep if not n.startswith("random")] + [n for n in keep if n.startswith("random")][-1:]
-    pr_curves({n: (torch.cat(curves[n][0]), torch.cat(curves[n][1])) for n in keep}, out / "pr_curves.png",
+    pr_curves({(sel_name if n == "selected" else n): (torch.cat(curves[n][0]), torch.cat(curves[n][1])) for n in keep},
+              out / "pr_curves.png",
               title=f"test PR curves pooled over {len(splits)} fold(s) ({backbone.label})")
     base = sum(r["base_rate"] for r in rows) / len(rows)
     plot_efficiency(efficiency, out / "data_efficiency.png", base, title=f"data efficiency ({backbone.label})")
@@ -227,15 +238,30 @@ def main(cfg, analyse=None) -> dict:
            f"validation F1; precision_at_k: k={cfg.probe.top_k} per protein",
            *([f"- only {min(n_test)} test proteins in a fold: a percentile bootstrap over so few proteins is too "
                "narrow; read the intervals as descriptive"] if min(n_test) < 10 else []),
-           "- selected heads per fold (layer, head 0-based): " + "; ".join(" ".join(heads_label(c.heads))
-                                                                           for c in choices), "",
-           to_markdown(rows, COLUMNS), "## Selected heads against each baseline (paired bootstrap)", "",
-           "AUPRC of `selected` minus that of the row, same protein draws for both; `selected_better`: yes when "
-           "the whole 95 % interval is above 0, `not resolved` when it contains 0.", "",
+           "- selected heads per fold (layer, head 0-based): " + "; ".join(
+               " ".join(heads_label(c.heads)) + (" (FALLBACK)" if c.fallback else "") for c in choices),
+           *([f"- **FALLBACK in {sum(1 for c in choices if c.fallback)} of {len(choices)} folds**: no head passed "
+              f"the `{cfg.heads.strategy}` selection, so the top-ranked heads were used (row `{sel_name}`; "
+              "unconfirmed heads): " + "; ".join(f"{s.name}: {c.fallback}" for s, c in zip(splits, choices)
+                                                 if c.fallback)] if any(fallbacks) else []),
+           *(["- heads strategy `original`: p < p_max per head with NO multiplicity correction over the "
+              f"{backbone.n_layers * backbone.n_heads} heads tested; expect false positives"]
+             if cfg.heads.strategy == "original" else []), "",
+           to_markdown(rows, COLUMNS), f"## Selected heads (`{sel_name}`) against each baseline", "",
+           f"`delta_auprc`: AUPRC of `{sel_name}` minus that of the row (mean over folds); `delta_lo`/`delta_hi`: "
+           "paired bootstrap over test proteins, descriptive only (too narrow with few test proteins). "
+           "`p_value`: two-sided permutation test over the test proteins (per protein the score sets of the two "
+           "rows, or of selected and every random draw, are rotated; exact under the null that they are "
+           "exchangeable per protein, independent across proteins); `p_holm`: Holm-adjusted over the "
+           f"{len(comparisons)} rows; `p_floor`: the smallest attainable p; `rotations`: how many rotations "
+           "(all of them = exact, else Monte Carlo). `selected_better`: yes / no (worse) when p_holm < 0.05, "
+           "`not resolved` otherwise, `no verdict (too few test proteins)` when even p_floor adjusted for the "
+           "rows cannot reach 0.05.", "",
            to_markdown(comparisons, COMPARISON_COLUMNS), "## Data efficiency", "",
            f"Test AUPRC against the number of training proteins: {rcfg.efficiency_draws} random draws of n training "
            "proteins per size and fold, validation proteins drawn in proportion (round(n_val x n / n_train), at "
            "least 1; early stopping and the threshold on them); heads selected on the drawn proteins only. "
+           "`n_train_val`: the proteins each point used, training + validation (the plot's x-axis). "
            "`auprc`: mean over draws of the fold means; `_lo`/`_hi`: bootstrap over test proteins; `_sd`: over "
            "draws.", "", to_markdown(efficiency, EFFICIENCY_COLUMNS)]
     if am_rows is not None:
@@ -244,8 +270,11 @@ def main(cfg, analyse=None) -> dict:
         write_text(out / "alphamissense.csv", to_csv(am_rows, AM_COLUMNS))
         md += ["## AlphaMissense pathogenicity of predicted and labelled sites", "",
                "Mean AlphaMissense pathogenicity per residue (mean over the substitutions at that position); "
-               "sites against the other residues of the same proteins, one-sided Mann-Whitney U (sites higher), "
-               "effect size = common-language AUC (P(site > other) + ties/2). Predicted: "
+               "sites against the other residues of the same proteins, effect size = common-language AUC "
+               "(P(site > other) + ties/2); one-sided p from circular shifts of the site set within each protein "
+               "(keeps contiguity; pooled: stratified by protein, AUC interval from a protein bootstrap), "
+               "per-protein q-values Benjamini-Hochberg. AlphaMissense is itself built on a protein language model: "
+               "agreement is not independent evidence. Predicted: "
                + (f"each protein's top {rcfg.am_top_k} residues" if rcfg.am_top_k else
                   "residues at or above the fold's decision threshold")
                + " by the `selected` probe's out-of-fold test scores.", "", to_markdown(am_rows, AM_COLUMNS)]
@@ -253,13 +282,24 @@ def main(cfg, analyse=None) -> dict:
     write_text(out / "report.md", "\n".join(md))
     summary = {"rows": rows, "comparisons": comparisons, "data_efficiency": efficiency, "alphamissense": am_rows,
                "scheme": rcfg.scheme, "folds": [s.ids() for s in splits], "test_proteins_per_fold": n_test,
-               "selected_per_fold": [heads_label(c.heads) for c in choices], "backbone": backbone.name,
+               "selected_per_fold": [heads_label(c.heads) for c in choices],
+               "fallback_per_fold": fallbacks, "selected_row": sel_name,
+               "heads_strategy": cfg.heads.strategy,
+               "multiplicity": ("none: strategy original selects on uncorrected per-head p-values"
+                                if cfg.heads.strategy == "original" else None),
+               "comparison_test": "two-sided permutation test over test proteins, Holm-adjusted across rows",
+               "backbone": backbone.name,
                "backbone_identity": backbone.identity, "meaningless": backbone.meaningless,
                "note": TINY_MEANINGLESS if backbone.meaningless else "",
                "seconds": round(time.perf_counter() - t0, 2), "config": cfg.as_dict()}
     write_json(out / "report.json", summary)
     cols = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auroc", "f1", "mcc")
     print(to_markdown([{c: r[c] for c in cols} for r in rows], cols))
+    if any(fallbacks):
+        print(f"FALLBACK: in {sum(1 for f in fallbacks if f)} of {len(fallbacks)} folds no head passed the selection; "
+              f"row {sel_name!r} uses the top-ranked heads (unconfirmed).")
+    if cfg.heads.strategy == "original":
+        print("note: heads strategy 'original' uses uncorrected per-head p-values (no multiplicity correction).")
     print(f"report: {out / 'report.md'} ({summary['seconds']:.0f} s)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)

@@ -25,9 +25,11 @@ from .probe.splits import Split, check, group_of, make_splits
 METRICS = ("auprc", "auroc", "f1", "mcc", "precision_at_k", "protein_auprc", "base_rate")
 COLUMNS = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd", "auroc", "auroc_lo", "auroc_hi",
            "auroc_sd", "f1", "f1_sd", "mcc", "mcc_sd", "precision_at_k", "protein_auprc", "base_rate", "folds",
-           "test_proteins", "note")
-COMPARISON_COLUMNS = ("subset", "delta_auprc", "delta_lo", "delta_hi", "selected_better", "test_proteins")
-EFFICIENCY_COLUMNS = ("features", "label", "n_train", "n_val", "draws", "auprc", "auprc_lo", "auprc_hi", "auprc_sd",
+           "test_proteins", "fallback_folds", "note")
+COMPARISON_COLUMNS = ("subset", "delta_auprc", "delta_lo", "delta_hi", "p_value", "p_holm", "p_floor", "rotations",
+                      "selected_better", "test_proteins")
+EFFICIENCY_COLUMNS = ("features", "label", "n_train", "n_val", "n_train_val", "draws", "fallback_runs", "auprc",
+                      "auprc_lo", "auprc_hi", "auprc_sd",
                       "folds", "test_proteins", "base_rate")
 
 
@@ -111,9 +113,14 @@ def testable_heads(analysis: Any, n_layers: int, n_heads: int) -> list[tuple[int
 
 
 def best_layer(analysis: Any) -> int:
-    """Layer whose heads have the best mean score on the training proteins (NaN scores ignored)."""
+    """Layer whose TESTABLE heads have the best mean score on the training proteins (NaN scores and heads
+    with too few confident pairs to be tested ignored; all heads when none is testable)."""
     score = analysis.get("").double()
-    ok = ~torch.isnan(score)
+    n_layers, n_heads = score.shape
+    testable = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+    for ly, h in testable_heads(analysis, n_layers, n_heads):
+        testable[ly, h] = True
+    ok = ~torch.isnan(score) & testable
     sums = torch.where(ok, score, torch.zeros_like(score)).sum(dim=1)
     counts = ok.sum(dim=1)
     means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("-inf")))
@@ -152,7 +159,8 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
                  hidden_layer: int | None = None) -> list[tuple]:
     """(row name, draw number for random rows or None, FeatureSpec, note) for one fold.
 
-    Rows: selected; top{k}; random{k} (``rcfg.random_seeds`` draws of k TESTABLE heads); all; best_layer
+    Rows: selected; top{k}; random{k} (``rcfg.random_seeds`` draws of k TESTABLE heads); random_matched (the
+    same draws with k = the number of selected heads of the fold: the size-matched baseline); all; best_layer
     (heads of the best layer on the training proteins); embedding (final layer); best_layer_embedding
     (hidden states of that best layer, when ``hidden_layer`` is given); selected+embedding; identity."""
     from .workflow import ranking_of
@@ -171,6 +179,12 @@ def fold_subsets(analysis, n_layers: int, n_heads: int, rcfg, pcfg, seed: int, s
             rng = random.Random(seed * 1_000_003 + k * 1009 + r)
             out.append((f"random{k}", r, head_spec(sorted(rng.sample(pool, k)), pcfg),
                         f"from {len(pool)} testable heads"))
+    k = len(selected)
+    if 1 <= k < len(pool):
+        for r in range(rcfg.random_seeds):
+            rng = random.Random(seed * 1_000_003 + k * 1009 + r)  # = random{k}: shared probes when k is in ks
+            out.append(("random_matched", r, head_spec(sorted(rng.sample(pool, k)), pcfg),
+                        f"k = the {k} selected heads, from {len(pool)} testable heads"))
     out.append(("all", None, head_spec(all_heads, pcfg), ""))
     layer = best_layer(analysis)
     out.append(("best_layer", None, head_spec([(layer, h) for h in range(n_heads)], pcfg), f"L{layer}"))
@@ -233,19 +247,52 @@ class Collected:
         return out
 
 
-def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def selected_name(fallbacks: Sequence[str | None] | None, n_heads: Sequence[int] | None = None) -> str:
+    """Name of the ``selected`` row: ``selected``, or ``selected(top3 fallback)`` when no head passed the
+    selection in any fold and the top-ranked heads were used (``selected(top3 fallback in 1/2 folds)``
+    when only some folds fell back)."""
+    fallbacks = list(fallbacks or [])
+    fell = [i for i, f in enumerate(fallbacks) if f]
+    if not fell:
+        return "selected"
+    ks = sorted({int(n_heads[i]) for i in fell}) if n_heads else []
+    top = "top" + "/".join(str(k) for k in ks) if ks else "top-ranked"
+    if len(fell) == len(fallbacks):
+        return f"selected({top} fallback)"
+    return f"selected({top} fallback in {len(fell)}/{len(fallbacks)} folds)"
+
+
+def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0, fallbacks: Sequence[str | None] | None = None,
+              alpha: float = 0.05, n_perm: int = 4000) -> tuple[list[dict], list[dict]]:
     """Rows of report.csv (means over folds; random rows: over draws, sd over the draws) with 95 %
     bootstrap intervals over test proteins, and the paired comparison of ``selected`` with every other
-    row (AUPRC difference, same protein draws)."""
+    row: the AUPRC difference with a descriptive paired bootstrap interval, and a permutation test over
+    test proteins (probe.paired: exact under exchangeability) with Holm's adjustment over the rows; the
+    verdict ``selected_better`` comes from the adjusted p only.
+
+    ``fallbacks``: per fold, why the selection fell back to the top-ranked heads (None where it did
+    not); the ``selected`` row is then renamed (:func:`selected_name`) and ``fallback_folds`` says how
+    many folds fell back."""
+    from .probe.paired import holm, paired_permutation, verdict
+
     fb = FoldBootstrap(col.folds, n_boot=n_boot, seed=seed)
     values = {}
     rows = []
+    fell = [f for f in (fallbacks or []) if f]
     for name in col.names():
         sub = [r for r in col.results if r["name"] == name]
         draws = sorted({r["draw"] for r in sub if r["draw"] is not None})
         row: dict = {"subset": name, "n_heads": _mean([r["n_heads"] for r in sub]),
                      "folds": len({r["fold"] for r in sub}), "test_proteins": fb.n_proteins,
                      "note": " ".join(dict.fromkeys(r["note"] for r in sub if r["note"]))}
+        if name == "selected" and fallbacks is not None:
+            per_fold = {r["fold"]: r["n_heads"] for r in sub}
+            row["subset"] = selected_name(fallbacks, [per_fold.get(f, 0) for f in range(len(fallbacks))])
+            row["fallback_folds"] = f"{len(fell)}/{len(fallbacks)}"
+            if fell:
+                row["note"] = (f"FALLBACK in {len(fell)} of {len(fallbacks)} folds: no head passed the selection, "
+                               "the top-ranked heads were used (unconfirmed)" + (f" {row['note']}" if row["note"]
+                                                                                 else ""))
         if draws:
             per_draw = {m: [_mean([r["metrics"].get(m, float("nan")) for r in sub if r["draw"] == d]) for d in draws]
                         for m in METRICS}
@@ -266,17 +313,24 @@ def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0) -> tuple[list[d
     comparisons = []
     if ("selected", "auprc") in values:
         pa, ba = values[("selected", "auprc")]
-        for name in col.names():
+        (sel,) = col.draws_of("selected")
+        tests = []
+        for k, name in enumerate(col.names()):
             if name == "selected":
                 continue
             pb, bb = values[(name, "auprc")]
             iv = fb.interval_of(pa - pb, ba - bb)
-            if iv.lo == iv.hi == 0:
-                verdict = "identical scores"
-            else:
-                verdict = "yes" if iv.lo > 0 else ("no (worse)" if iv.hi < 0 else "not resolved")
+            t = paired_permutation(col.folds, sel, col.draws_of(name), n_mc=n_perm, seed=seed * 7_919 + k)
+            tests.append(t)
             comparisons.append({"subset": name, "delta_auprc": iv.estimate, "delta_lo": iv.lo, "delta_hi": iv.hi,
-                                "selected_better": verdict, "test_proteins": fb.n_proteins})
+                                "p_value": t["p_value"], "p_floor": t["p_floor"],
+                                "rotations": f"{t['n_rotations']} {'exact' if t['exact'] else 'Monte Carlo'}",
+                                "test_proteins": fb.n_proteins})
+        m = sum(1 for t in tests if not t["identical"] and not math.isnan(t["p_value"]))
+        adjusted = holm([float("nan") if t["identical"] else t["p_value"] for t in tests])
+        for c, t, p_adj in zip(comparisons, tests, adjusted):
+            c["p_holm"] = p_adj
+            c["selected_better"] = verdict(c["delta_auprc"], p_adj, t["p_floor"], m, t["identical"], alpha)
     return rows, comparisons
 
 
@@ -322,7 +376,11 @@ def efficiency_plan(split: Split, sizes: Sequence[int], draws: int = 5, seed: in
 def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000,
                     seed: int = 0) -> list[dict]:
     """results: dicts features, label ("1", "2", ..., "all"), n, n_val, draw, fold, auprc, base_rate, scores.
-    One row per (features, label): mean over draws of the mean over folds, the bootstrap interval over
+    One row per (features, label): ``fallback_runs`` (selected heads: how many of the fold x draw runs
+    fell back to the top-ranked heads because no head passed the selection); ``n_train_val`` = training +
+    validation proteins the point used (the
+    validation proteins stop training early and set the threshold); mean over draws of the mean over folds,
+    the bootstrap interval over
     the test proteins of those folds, and the sd over draws (training-set variability)."""
     rows = []
     for name in dict.fromkeys(r["features"] for r in results):
@@ -341,7 +399,10 @@ def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarra
             iv = fb.interval(score_sets, "auprc")
             per_draw = [_mean([r["auprc"] for r in sub if r["draw"] == d]) for d in draws]
             rows.append({"features": name, "label": label, "n_train": _mean([r["n"] for r in sub]),
-                         "n_val": _mean([r["n_val"] for r in sub]), "draws": len(draws),
+                         "n_val": _mean([r["n_val"] for r in sub]),
+                         "n_train_val": _mean([r["n"] + r["n_val"] for r in sub]), "draws": len(draws),
+                         "fallback_runs": (f"{sum(1 for r in sub if r.get('fallback'))}/{len(sub)}"
+                                           if name == "selected heads" else ""),
                          "auprc": _mean(per_draw), "auprc_lo": iv.lo, "auprc_hi": iv.hi, "auprc_sd": _sd(per_draw),
                          "folds": len(fold_ids), "test_proteins": fb.n_proteins,
                          "base_rate": _mean([r["base_rate"] for r in sub])})

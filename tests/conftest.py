@@ -23,6 +23,16 @@ REPO = Path(__file__).resolve().parents[1]  # tests pass from any working direct
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where CUDA is present (``python -m pytest -m gpu`` on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (gpu marker)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     return load_backbone("tiny", seed=0)

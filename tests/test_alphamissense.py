@@ -60,7 +60,9 @@ def test_planted_association_found_and_shuffled_scores_show_none(tmp_path):
     good = [(p, p.labels() + 0.3 * rng.random(p.length), 0.9) for p in proteins]
     out = association_rows(am, good, top_k=8)
     pooled = {r["sites"]: r for r in out if r["protein"] == "pooled"}
-    assert pooled["predicted"]["p_value"] < 1e-10 and pooled["predicted"]["auc"] > 0.95
+    # no shift draw reaches it: p is the Monte-Carlo floor 1 / (B + 1), the AUC interval far above 0.5
+    assert pooled["predicted"]["p_value"] == pytest.approx(1 / 10000) and pooled["predicted"]["auc"] > 0.95
+    assert 0.9 < pooled["predicted"]["auc_lo"] <= pooled["predicted"]["auc"] <= pooled["predicted"]["auc_hi"]
     assert pooled["labelled"]["auc"] == 1.0 and pooled["labelled"]["n_sites"] == 8 * len(proteins)
     per = [r for r in out if r["sites"] == "predicted" and r["protein"] != "pooled"]
     assert len(per) == len(proteins) and all(r["auc"] > 0.9 and r["n_sites"] == 8 for r in per)

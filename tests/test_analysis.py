@@ -62,10 +62,12 @@ def test_permutation_pvalue_matches_exact_enumeration():
     combos = [sum(c) for c in itertools.combinations(values[0].tolist(), n_sites)]  # all residues
     exact = sum(c >= 9 for c in combos) / len(combos)
     assert 0.02 < exact < 0.5
-    mc = score_heads([(stats, labels)], 1, 1, n_permutations=20000, seed=0, min_confident=1, exact=False)
+    mc = score_heads([(stats, labels)], 1, 1, n_permutations=20000, seed=0, min_confident=1, exact=False,
+                     null="permutation")
     assert mc["p_alpha_pvalue"].item() == pytest.approx((1 + exact * 20000) / 20001, abs=0.006)
     assert mc["p_alpha_pvalue_draws"].item() == 20000  # resolved: no escalation
-    s = score_heads([(stats, labels)], 1, 1, n_permutations=20, seed=0, min_confident=1)  # unresolved: exact
+    s = score_heads([(stats, labels)], 1, 1, n_permutations=20, seed=0, min_confident=1,
+                    null="permutation")  # unresolved: exact
     assert s["p_alpha_pvalue"].item() == pytest.approx(exact, rel=1e-9)  # exact dynamic programme
     assert s.p_alpha.pvalue_draws.item() == 0
     # specials excluded on both axes: the denominator is the confident pairs to residue keys (29), not
@@ -154,7 +156,8 @@ def test_fast_scores_equal_plain_loop_over_full_maps(tiny, tmp_path):
     proteins = random_proteins(4, lo=18, hi=40, seed=11, site_rate=0.2)
     extraction = extract(proteins, tiny, theta=THETA, cache_dir=str(tmp_path), trainer_kwargs=CPU)
     items = [(stats, p.labels()) for p, stats in extraction]
-    fast = score_heads(items, tiny.n_layers, tiny.n_heads, n_permutations=300, seed=0, min_confident=1)
+    fast = score_heads(items, tiny.n_layers, tiny.n_heads, n_permutations=300, seed=0, min_confident=1,
+                       null="permutation")  # the reference computes the permutation null
     ref = _reference([_full_maps(tiny, p.sequence) for p in proteins], [p.labels().tolist() for p in proteins], THETA)
     assert float(ref["confident"].min()) > 0  # the tiny model has confident attention in every head
     for key, expected in ref.items():
@@ -240,3 +243,20 @@ def test_analysis_uses_only_the_given_proteins(tiny, tmp_path):
     assert sum(r["selected"] for r in rows) == 2 and {"layer", "head", "p_alpha_qvalue"} <= set(rows[0])
     prov = a.provenance()
     assert prov["proteins"] == a.protein_ids and prov["strategy"] == "top_k" and prov["fallback"] is None
+
+
+def test_fallback_heads_are_marked_in_heads_csv_and_json(tiny, tmp_path):
+    proteins = random_proteins(4, lo=25, hi=40, seed=9)
+    extraction = extract(proteins, tiny, theta=THETA, cache_dir=str(tmp_path), trainer_kwargs=CPU)
+    cfg = HeadsConfig(strategy="significance", q_max=1e-9, top_k=3, n_permutations=50, min_confident=1)
+    a = analyse_heads(extraction, proteins, cfg, seed=0)
+    assert a.fallback and len(a.selected) == 3  # nothing passes q < 1e-9: the top 3 are used
+    rows = a.rows()
+    assert [r["fallback"] for r in rows] == [r["selected"] for r in rows] == [True] * 3 + [False] * 5
+    assert a.provenance()["selected_by"].startswith("fallback")
+    ok = analyse_heads(extraction, proteins, HeadsConfig(strategy="top_k", top_k=2, min_confident=1,
+                                                         n_permutations=50), seed=0)
+    assert not any(r["fallback"] for r in ok.rows()) and ok.provenance()["selected_by"] == "strategy top_k"
+    orig = analyse_heads(extraction, proteins, HeadsConfig(strategy="original", min_confident=1, n_permutations=50),
+                         seed=0)
+    assert "uncorrected" in orig.provenance()["multiplicity"] and "uncorrected" in orig.summary()

@@ -84,7 +84,8 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     pid = pred[0]["id"]
     pml = (tmp_path / "pred" / "pymol" / f"{pid}.pml").read_text()
     score1 = float(first[0]["score"])
-    assert f"alter allo_{pid} and chain A and resi 1, b={score1:.4f}" in pml  # chain-qualified, sequence numbers
+    pct1 = (len(first) - int(first[0]["rank"])) / (len(first) - 1)  # colour: within-protein percentile
+    assert f"alter allo_{pid} and chain A and resi 1, b={pct1:.4f}" in pml  # chain-qualified, sequence numbers
     assert "positions in the input sequence, on chain A" in pml and "meaningless" in pml
     cxc = (tmp_path / "pred" / "chimerax" / f"{pid}.cxc").read_text()
     assert f"setattr #1/A:1 residues allo_score {score1:.4f} create true" in cxc
@@ -236,6 +237,51 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     assert set(saved["seen_in_training"]) == set(metrics["split"]["train"]) | set(metrics["split"]["val"])
     assert "optimistic" in captured.err and "NOTHING" in captured.out and saved["meaningless"] is True
     assert got["auprc"] == pytest.approx(saved["auprc"])
+    # per protein: a table recomputed from scores.csv with sklearn, one terminal line and one figure each
+    table_rows = list(csv.DictReader((tmp_path / "eval" / "per_protein.csv").open()))
+    assert [r["id"] for r in table_rows] == [p.id for p in proteins]
+    for r in table_rows:
+        mine = [x for x in rows if x["id"] == r["id"]]
+        y, s = [int(x["label"]) for x in mine], [float(x["score"]) for x in mine]
+        ranked = sorted(range(len(s)), key=lambda k: (-s[k], k))
+        best = min(ranked.index(k) + 1 for k in range(len(y)) if y[k]) if any(y) else None
+        assert float(r["auprc"]) == pytest.approx(average_precision_score(y, s), abs=1e-9)
+        assert float(r["base_rate"]) == pytest.approx(sum(y) / len(y))
+        assert (int(r["best_site_rank"]) if r["best_site_rank"] else None) == best
+        assert f"  {r['id']} ({len(y)} residues, {sum(y)} sites" in captured.out
+        assert (tmp_path / "eval" / "plots" / f"{r['id']}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "eval" / "per_protein.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_marks_a_training_protein_under_another_id_as_seen(fitted, capsys):
+    from dataclasses import replace
+
+    from allo_lightning import evaluate
+
+    tmp_path, _, metrics, _ = fitted
+    ckpt = tmp_path / "ckpts" / "run.tiny.safetensors"
+    by_id = {p.id: p for p in random_proteins(12, lo=30, hi=60, seed=2)}
+    trained = by_id[metrics["split"]["train"][0]]
+    held_out = by_id[metrics["split"]["test"][0]]
+    renamed = replace(trained, id="renamed_copy", sequence=trained.sequence.lower())  # case does not hide it
+    table = write_table(tmp_path / "renamed.tsv", [renamed, held_out])
+    evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "e_renamed"))
+    saved = json.loads((tmp_path / "e_renamed" / "metrics.json").read_text())
+    assert saved["seen_in_training"] == ["renamed_copy"] and saved["seen_in_training_by"].startswith("sequence")
+    assert "heads_fallback" in saved and saved["heads_fallback"] == metrics["heads_fallback"]
+    assert "optimistic" in capsys.readouterr().err
+
+
+def test_seen_in_training_of_an_old_checkpoint_falls_back_to_ids_and_says_so():
+    from allo_lightning.probe.checkpoint import seen_in_training, seen_sequences
+
+    proteins = random_proteins(3, seed=1)
+    old = {"split": {"train": [proteins[0].id], "val": [], "test": []}}
+    ids, warning = seen_in_training(old, proteins)
+    assert ids == [proteins[0].id] and "ids only" in warning
+    new = {**old, "seen": seen_sequences([proteins[1]])}
+    ids, warning = seen_in_training(new, proteins)
+    assert ids == sorted([proteins[0].id, proteins[1].id]) and warning is None
 
 
 def test_evaluate_without_sites_reports_undefined_not_zero(fitted, capsys):
@@ -353,7 +399,8 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
                   "--trainer.enable_progress_bar", "false", "--structure", str(tmp_path / "rec.pdb"),
                   "--chain", "A", "--top", "3"])
     printed = capsys.readouterr().out
-    assert "rec.pdb chain A: 38 of 40 positions mapped, identity 1.000" in printed
+    # mapped segments on the terminal: the 4-residue insert after position 8 breaks the run
+    assert "rec.pdb chain A: 38 of 40 positions mapped (A:53-57, A:58-89), identity 1.000" in printed
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert list(rows[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "windowed",
                              "chain", "resnum", "icode"]
@@ -365,7 +412,7 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
     written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
     for i in range(written.array_length()):
         key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))
-        want = by_residue.get(key, 77.0)
+        want = by_residue.get(key, -1.0)  # a stated value (not crystallographic B) on unscored atoms
         assert float(written.b_factor[i]) == pytest.approx(want, abs=0.006), key
     pml = (out / "pymol" / "rec_1.pml").read_text()
     top = max(layout, key=lambda p: score[p])
@@ -375,4 +422,108 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
     assert "#1/A:55A" in (out / "chimerax" / "rec_1.cxc").read_text()
     info = json.loads((out / "predictions.json").read_text())
     assert info["proteins"][0]["chain"] == "A" and info["proteins"][0]["coverage"] == pytest.approx(0.95)
+    assert info["proteins"][0]["segments"] == ["A:53-57", "A:58-89"]
+    assert info["proteins"][0]["residues"][5] == ["A", 55, "A"] and info["proteins"][0]["residues"][0] is None
 
+
+
+def _predict(tmp_path, *extra):
+    return predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"),
+                         "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+                         "--trainer.enable_progress_bar", "false", *map(str, extra)])
+
+
+def test_predict_table_input_structure_table_leaving_a_protein_out_and_sites(fitted, capsys):
+    """Issue 18: the README's structure-table recipe with a protein left out (crashed with 'a row has 8
+    cells for 11 columns' after writing scripts), proteins from --data.path (a table with sites: known
+    sites marked), sites.csv with DCA success."""
+    from allo_lightning.data import Protein
+
+    tmp_path, *_ = fitted
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
+    layout = _structure_for(seq, tmp_path / "rec_t.pdb")
+    table = write_table(tmp_path / "new.tsv", [Protein("rec/1", seq, sites=(20, 21, 22)),
+                                               Protein("other", "ACDEFGHIKLMNPQRSTVWY" * 2, sites=(5,))])
+    (tmp_path / "map.csv").write_text("id,structure,chain\nrec/1,rec_t.pdb,A\n")
+    out = tmp_path / "pred_t"
+    info = _predict(tmp_path, "--data.path", table, "--out", out, "--structure", tmp_path / "map.csv")
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert list(rows[0])[-3:] == ["chain", "resnum", "icode"]
+    other = [r for r in rows if r["id"] == "other"]
+    assert len(other) == 40 and all((r["chain"], r["resnum"], r["icode"]) == ("", "", "") for r in other)
+    rec = {int(r["position"]): (r["chain"], r["resnum"], r["icode"]) for r in rows if r["id"] == "rec/1"}
+    assert rec[6] == ("A", "55", "A") and rec[1] == ("", "", "")
+    # known sites from the table: a selection in the script, in predictions.json, marked in the plot
+    pml = (out / "pymol" / "rec_1.pml").read_text()
+    assert "select allo_rec_1_known, allo_rec_1 and ((chain A and resi 69+70+71))" in pml
+    assert [p["known_sites"] for p in info["proteins"]] == [[20, 21, 22], [5]]
+    # sites.csv: structure-numbered patches for rec/1 (judged by DCA), sequence segments for the other
+    sites = list(csv.DictReader((out / "sites.csv").open()))
+    assert {s["id"] for s in sites} == {"rec/1", "other"}
+    first = [s for s in sites if s["id"] == "rec/1"]
+    assert [int(s["rank"]) for s in first] == list(range(1, len(first) + 1))
+    assert all(r.startswith("A:") for s in first for r in s["residues"].split())
+    assert all(s["centre_x"] and s["dca"] and s["hit"] in ("0", "1") for s in first)
+    assert all(not s["centre_x"] for s in sites if s["id"] == "other")
+    rec_info = info["proteins"][0]
+    assert rec_info["site_criterion"].startswith("DCA") and set(rec_info["site_success"]) == {"top1", "top3"}
+    assert info["site_success"]["n"] == 2 and "sites: #1" in printed and "site success" in printed
+    assert info["data"] == str(table) and layout[6] == ("A", 55, "A")
+
+
+def test_predict_refuses_hostile_structure_before_work(fitted, capsys):
+    """A chain id that is a multi-line mmCIF text field: one line, exit 2, no script written."""
+    from .test_structures_engineered import HOSTILE, SEQ, hostile_cif
+
+    tmp_path, *_ = fitted
+    (tmp_path / "h.fasta").write_text(f">P1\n{SEQ}\n")
+    for k, name in enumerate(HOSTILE):
+        (tmp_path / "hostile.cif").write_text(hostile_cif(*HOSTILE[name]))
+        with pytest.raises(SystemExit) as e:
+            _predict(tmp_path, "--fasta", tmp_path / "h.fasta", "--out", tmp_path / f"pred_h{k}",
+                     "--structure", tmp_path / "hostile.cif")
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and "hostile.cif" in err, name
+        assert not (tmp_path / f"pred_h{k}" / "pymol").exists()
+    with pytest.raises(SystemExit) as e:
+        _predict(tmp_path, "--out", tmp_path / "pred_none")
+    assert e.value.code == 2 and "--data.path" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # --chain goes into every script line: refused before work
+        _predict(tmp_path, "--fasta", tmp_path / "h.fasta", "--out", tmp_path / "pred_c", "--chain", "A;system x")
+    assert e.value.code == 2 and "--chain" in capsys.readouterr().err and not (tmp_path / "pred_c").exists()
+
+
+def test_predict_own_data_flags_are_read():
+    """predict's --data.path / --data.long arrive nested ({"data": {...}}): --data.long skip was ignored."""
+    from allo_lightning.pipeline import long_of
+    from allo_lightning.predict import _proteins_path
+    from allo_lightning.shell import parse
+
+    cfg = parse(predict.main.spec, ["--checkpoint", "c", "--out", "o", "--data.path", "x.tsv", "--data.long", "skip"])
+    assert long_of(cfg) == "skip" and _proteins_path(cfg) == "x.tsv"
+
+
+def test_evaluate_with_structure_reports_site_success(fitted, capsys):
+    """Labels + a structure: predicted sites judged by DCA (centre within 4 A of a labelled residue's atom)."""
+    from allo_lightning import evaluate
+    from allo_lightning.data import Protein
+
+    tmp_path, *_ = fitted
+    seq = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
+    _structure_for(seq, tmp_path / "rec_e.pdb")
+    table = write_table(tmp_path / "lab.tsv", [Protein("rec", seq, sites=tuple(range(10, 30))),
+                                               Protein("nostruct", "ACDEFGHIKLMNPQRSTVWY" * 2, sites=(5,))])
+    (tmp_path / "map_e.csv").write_text("id,structure,chain\nrec,rec_e.pdb,A\n")
+    evaluate.main(_eval_args(tmp_path, tmp_path / "ckpts" / "run.tiny.safetensors", table, tmp_path / "ev_s")
+                  + ["--structure", str(tmp_path / "map_e.csv"), "--plots", "false"])
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "ev_s" / "metrics.json").read_text())
+    per = {r["id"]: r for r in csv.DictReader((tmp_path / "ev_s" / "per_protein.csv").open())}
+    sites = [r for r in csv.DictReader((tmp_path / "ev_s" / "sites.csv").open()) if r["id"] == "rec"]
+    assert sites and all((float(r["dca"]) <= 4.0) == (r["hit"] == "1") for r in sites)
+    assert per["rec"]["site_top1"] == sites[0]["hit"]
+    assert per["rec"]["site_top3"] == str(int(any(r["hit"] == "1" for r in sites[:3])))
+    assert per["nostruct"]["site_top1"] == "" and saved["site_success"]["n_proteins"] == 1
+    assert saved["site_success"]["top1"] == float(per["rec"]["site_top1"]) and "site success over 1" in printed
+    assert not (tmp_path / "ev_s" / "plots").exists()

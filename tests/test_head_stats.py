@@ -66,13 +66,13 @@ def test_exact_dp_matches_enumeration():
 
 def test_hub_example_pvalue_is_exact_and_never_anti_conservative():
     stats, y = hub_example()
-    s = score_heads([(stats, y)], 1, 1)
+    s = score_heads([(stats, y)], 1, 1, null="permutation")
     assert s.testable.item() and s.confident.item() == 130
     assert s.p_alpha.value.item() == pytest.approx(30 / 130)
     assert s.p_alpha.pvalue.item() == pytest.approx(HUB_EXACT, rel=1e-9) and s.p_alpha.pvalue_draws.item() == 0
     # the Monte-Carlo path (mass: not integer-exact; p_alpha with exact=False) at 20000 draws
     B = 20000
-    mc = score_heads([(stats, y)], 1, 1, n_permutations=B, exact=False, seed=3)
+    mc = score_heads([(stats, y)], 1, 1, n_permutations=B, exact=False, seed=3, null="permutation")
     err = 4 * math.sqrt(HUB_EXACT / B) + 1 / B
     for p in (mc.p_alpha.pvalue.item(), mc.mass.pvalue.item()):
         assert abs(p - HUB_EXACT) < err and p >= 0.5 * HUB_EXACT
@@ -89,14 +89,14 @@ def test_escalation_only_for_heads_at_the_floor_and_never_zero():
     count[0] = stats.count.reshape(-1)
     many = stats_of(count.view(30, 10, 304))
     for seed in range(3):
-        s = score_heads([(many, y)], 30, 10, n_permutations=200, seed=seed, exact=False)
+        s = score_heads([(many, y)], 30, 10, n_permutations=200, seed=seed, exact=False, null="permutation")
         p, draws = s.p_alpha.pvalue, s.p_alpha.pvalue_draws
         assert (p > 0).all() and p[0, 0] >= 0.5 * HUB_EXACT
         needed = 300 / 0.05 - 1
         assert draws[0, 0] >= needed or not s.p_alpha.pvalue_at_floor[0, 0]
         assert (draws[s.p_alpha.pvalue > 0.01] == 200).all()  # resolved heads: no extra draws
     # with the exact path the hub head gets its exact p
-    s = score_heads([(many, y)], 30, 10, n_permutations=200)
+    s = score_heads([(many, y)], 30, 10, n_permutations=200, null="permutation")
     assert s.p_alpha.pvalue[0, 0].item() == pytest.approx(HUB_EXACT, rel=1e-9)
 
 
@@ -111,8 +111,9 @@ def test_random_small_cases_match_enumeration():
         exact = np.mean([sum(c) >= obs - 1e-6 for c in itertools.combinations(v.tolist(), k)])
         st = stats_of(v.view(1, 1, L))
         B = 4000
-        mc = score_heads([(st, y)], 1, 1, n_permutations=B, seed=case, exact=False, min_confident=1)
-        ex = score_heads([(st, y)], 1, 1, n_permutations=10, seed=case, min_confident=1)
+        mc = score_heads([(st, y)], 1, 1, n_permutations=B, seed=case, exact=False, min_confident=1,
+                         null="permutation")
+        ex = score_heads([(st, y)], 1, 1, n_permutations=10, seed=case, min_confident=1, null="permutation")
         p = mc.p_alpha.pvalue.item()
         assert abs(p - exact) < 4 * math.sqrt(exact * (1 - exact) / B) + 1 / B and p >= 0.5 * exact
         assert ex.p_alpha.pvalue.item() == pytest.approx(exact, abs=1e-9) or ex.p_alpha.pvalue_draws.item() > 0
@@ -262,10 +263,10 @@ def _ortho_data(n: int = 4):
 
 
 def test_orthosteric_contrast_and_exclusion():
-    proteins, items = _ortho_data()
+    proteins, items = _ortho_data(8)
     a = analyse_heads(items, proteins, HeadsConfig(strategy="significance", n_permutations=500), seed=0)
     s = a.scores
-    assert s.n_orthosteric_proteins == 4
+    assert s.n_orthosteric_proteins == 8
     spec = s.p_alpha.specificity
     assert spec[0, 0] > 1 and spec[0, 1] < 0
     assert s.p_alpha.orthosteric_pvalue[0, 1] < 0.01 and s.p_alpha.orthosteric[0, 1] > s.p_alpha.orthosteric[0, 0]
@@ -275,6 +276,13 @@ def test_orthosteric_contrast_and_exclusion():
     b = analyse_heads(items, proteins, HeadsConfig(strategy="significance", n_permutations=500,
                                                    exclude_orthosteric=True), seed=0)
     assert (0, 0) in b.selected and (0, 1) not in b.selected
+    assert s.p_alpha.specificity_qvalue[0, 1] < 0.05 and s.p_alpha.specificity_pvalue[0, 0] > 0.5
+    # with 4 proteins the sign-flip floor is 1/16 > q_max: the contrast is not resolved, nothing dropped
+    proteins4, items4 = _ortho_data(4)
+    d = analyse_heads(items4, proteins4, HeadsConfig(strategy="significance", n_permutations=500,
+                                                     exclude_orthosteric=True), seed=0)
+    assert d.scores.p_alpha.specificity[0, 1] < 0 and d.scores.p_alpha.specificity_pvalue[0, 1] >= 1 / 16
+    assert (0, 1) in d.selected
     # without orthosteric data: no contrast columns, nothing dropped
     plain = [(Protein(id=p.id, sequence=p.sequence, sites=p.sites), st) for p, st in items]
     c = analyse_heads(plain, None, HeadsConfig(exclude_orthosteric=True, n_permutations=500), seed=0)
@@ -303,12 +311,12 @@ def test_head_config_checks_new_fields():
         HeadsConfig(max_selected=0)
     with pytest.raises(InputError, match="--heads.null"):
         HeadsConfig(null="uniform")
-    assert HeadsConfig().null == "permutation" and HeadsConfig().min_confident == 100
+    assert HeadsConfig().null == "shift" and HeadsConfig().min_confident == 100
 
 
 def test_head_scores_typed_fields_and_columns():
     stats, y = hub_example()
-    s = score_heads([(stats, y)], 1, 1)
+    s = score_heads([(stats, y)], 1, 1, null="permutation")
     assert s["p_alpha_qvalue"] is s.p_alpha.qvalue or torch.equal(s["p_alpha_qvalue"], s.p_alpha.qvalue)
     cols = list(s.columns())
     assert cols[:3] == ["confident", "testable", "n_proteins"] and "p_alpha_pvalue_at_floor" in cols

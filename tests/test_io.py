@@ -327,3 +327,16 @@ def test_non_regular_files_refused_before_reading(tmp_path):
         sock.close()
         os.unlink(sock_path)
         os.rmdir(sock_dir)
+
+
+def test_a_fragment_inside_two_proteins_joins_one_cluster_with_both():
+    from allo_lightning.data import Protein, shared_sequence_clusters
+
+    s = "MKTAYIAKQRQISFVKSHFSRQLEERLG"  # 28 residues, inside A and inside B
+    a = Protein(id="A", sequence="GSGS" + s + "WWWWPPPP", sites=(1,))
+    b = Protein(id="B", sequence="NNNNDDDD" + s + "YYYY", sites=(1,))
+    frag = Protein(id="S", sequence=s, sites=(1,))
+    for order in ([a, b, frag], [frag, b, a], [b, frag, a]):
+        grouped, notes = shared_sequence_clusters(order)
+        clusters = {p.id: p.cluster for p in grouped}
+        assert clusters["A"] == clusters["B"] == clusters["S"] is not None, (clusters, [p.id for p in order])

@@ -97,13 +97,19 @@ def test_analysis_ranks_the_planted_head_first(planted, tmp_path, score):
     assert a.fallback is None and PLANTED in a.selected
     # heads without the signal: at q < 0.05 with one true head, no false discovery is expected
     assert [h for h in a.selected if h != PLANTED] == []
-    # per protein, p < p_max can only be reached where the null has more than 1 / p_max site sets: the
-    # sites are one of the C(L, k) equally likely sets (one K among 40 residues: p >= 1/40 > 0.01)
+    # per protein, p < p_max can only be reached where the null has more than 1 / p_max site sets: under
+    # the default shift null the sites are one of L equally likely shifts (p >= 1/L), so proteins of
+    # 100 residues or fewer can never be significant on their own; under permutation, one of C(L, k)
+    assert a.scores.null == "shift"
     proteins = {p.id: p for p in k_proteins()}
-    reachable = [pid for pid in a.protein_ids
+    reachable = [pid for pid in a.protein_ids if proteins[pid].length > 1 / HeadsConfig().p_max]
+    assert a.get("n_significant")[PLANTED] >= 0.8 * len(reachable)
+    assert a.get("n_significant")[PLANTED] <= len(reachable)
+    b = _analyse(planted, k_proteins(), tmp_path, score=score, strategy="significance", null="permutation")
+    reachable = [pid for pid in b.protein_ids
                  if math.comb(proteins[pid].length, len(proteins[pid].sites)) > 1 / HeadsConfig().p_max]
     assert len(reachable) >= 8
-    assert a.get("n_significant")[PLANTED] >= 0.8 * len(reachable)
+    assert b.get("n_significant")[PLANTED] >= 0.8 * len(reachable)
 
 
 def test_without_the_plant_the_head_is_not_found(tiny, tmp_path):

@@ -42,3 +42,133 @@ def test_score_profile_writes_png_atomically(tmp_path):
                         backbone_label="esmc_300m", top=1, residue_labels=["", "A:117A", ""])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["P_1.png"]  # no temporary file left
+
+
+def _visible_boxes(fig, ax):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts]
+
+
+def test_top_labels_never_overprint():
+    """Issue 18: M1/M4 and N145/G147/G152 overprinted. Adjacent top residues are stacked or left out."""
+    import matplotlib.pyplot as plt
+
+    s = np.full(300, 0.4)
+    for k, pos in enumerate([1, 4, 145, 147, 152, 150, 2, 146, 149, 151]):
+        s[pos - 1] = 0.7 - 0.01 * k
+    fig = profile_figure("P", s, threshold=0.5, backbone_label="b", sequence="MAGNG" * 60, top=10,
+                         residue_labels=[f"A:{p + 1000}" for p in range(1, 301)])
+    ax = fig.axes[0]
+    boxes = _visible_boxes(fig, ax)
+    assert boxes[0][0].startswith("M1 ")  # the best residue is always labelled
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a][1].overlaps(boxes[b][1]), (boxes[a][0], boxes[b][0])
+    assert len(boxes) >= 4
+    plt.close(fig)
+
+
+def test_long_profile_is_smoothed_and_axis_spans_the_scores():
+    import matplotlib.pyplot as plt
+
+    from allo_lightning.plots.predict import smoothing_window
+
+    rng = np.random.default_rng(0)
+    s = 0.38 + 0.3 * rng.random(3662)
+    fig = profile_figure("long", s, threshold=0.55, backbone_label="b", top=5)
+    ax = fig.axes[0]
+    smooth = [ln for ln in ax.lines if ln.get_label().startswith("running mean")]
+    assert len(smooth) == 1
+    w = smoothing_window(3662)
+    assert w > 1 and f"({w} residues)" in smooth[0].get_label()
+    half = w // 2
+    reference = [s[max(0, k - half): k + half + 1].mean() for k in range(len(s))]  # plain loop
+    assert np.allclose(smooth[0].get_ydata(), reference)
+    lo, hi = ax.get_ylim()
+    assert lo > 0.3 and hi < 0.8 and lo < s.min() and hi > s.max()  # not 0..1: scores fill the axis
+    plt.close(fig)
+    short = profile_figure("short", s[:200], threshold=None, backbone_label="b", top=1)
+    assert not [ln for ln in short.axes[0].lines if ln.get_label().startswith("running mean")]
+    plt.close(short)
+
+
+def test_heatmap_cells_show_ranks_that_two_decimals_hide(tmp_path):
+    import matplotlib.pyplot as plt
+    import torch
+
+    from allo_lightning.plots import heads as heads_plots
+
+    values = torch.tensor([[0.101, 0.102, 0.5], [0.103, float("nan"), 0.104]])
+    captured = {}
+    real = heads_plots.save_figure
+
+    def keep(fig, path):
+        captured["fig"] = fig
+        return real(fig, path)
+
+    heads_plots.save_figure = keep
+    try:
+        heads_plots.plot_head_heatmap(values, [(0, 2)], tmp_path / "h.png")
+    finally:
+        heads_plots.save_figure = real
+    texts = [t.get_text() for t in captured["fig"].axes[0].texts]
+    assert texts == ["5", "4", "1", "3", "-", "2"]
+    plt.close(captured["fig"])
+
+
+def test_pr_and_data_efficiency_axes_fit_the_data(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from allo_lightning.plots import probe as probe_plots
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(5000) < 0.03).astype(int)
+    s = rng.normal(size=5000) + 0.5 * y  # a weak scorer: precision stays near the 3 % base rate
+    figs = []
+    real = probe_plots.save_figure
+    probe_plots.save_figure = lambda fig, path: figs.append(fig) or path
+    try:
+        probe_plots.pr_curves({"probe": (y, s)}, tmp_path / "pr.png")
+        probe_plots.data_efficiency([{"features": "heads", "n_train": n, "auprc": a, "auprc_lo": a - 0.01,
+                                      "auprc_hi": a + 0.01} for n, a in [(2, 0.05), (4, 0.06), (8, 0.08)]],
+                                    tmp_path / "de.png", base_rate=0.03)
+    finally:
+        probe_plots.save_figure = real
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(y, s)
+    top = precision[recall >= 0.05].max()
+    lo, hi = figs[0].axes[0].get_ylim()
+    assert lo == 0 and hi == pytest.approx(max(1.1 * top, 3.3 * y.mean())) and hi < 0.5
+    lo, hi = figs[1].axes[0].get_ylim()
+    assert 0 < lo < 0.03 and 0.09 <= hi < 0.2  # spans base rate .. highest bar, not 0..1
+    for f in figs:
+        plt.close(f)
+
+
+def test_per_protein_auprc_figure_sorted_by_lift_without_undefined(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from allo_lightning.plots import probe as probe_plots
+
+    rows = [{"id": "a", "auprc": 0.30, "base_rate": 0.10}, {"id": "b", "auprc": 0.20, "base_rate": 0.02},
+            {"id": "none", "auprc": None, "base_rate": 0.0}, {"id": "c", "auprc": 0.05, "base_rate": 0.05}]
+    figs = []
+    real = probe_plots.save_figure
+    probe_plots.save_figure = lambda fig, path: figs.append(fig) or path
+    try:
+        probe_plots.per_protein_auprc(rows, tmp_path / "p.png")
+        probe_plots.per_protein_auprc([{"id": str(k), "auprc": 0.01 * (k + 1), "base_rate": 0.01}
+                                       for k in range(100)], tmp_path / "q.png", max_shown=10)
+    finally:
+        probe_plots.save_figure = real
+    ax = figs[0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c", "a", "b"]  # lift 1, 3, 10
+    dots = [ln for ln in ax.lines if ln.get_marker() == "o"][0]
+    assert list(dots.get_xdata()) == [0.05, 0.30, 0.20]
+    many = figs[1].axes[0]
+    assert [t.get_text() for t in many.get_yticklabels()] == ["0", "1", "2", "3", "4", "95", "96", "97", "98", "99"]
+    assert "10 of 100" in many.get_title()
+    for f in figs:
+        plt.close(f)

@@ -37,8 +37,11 @@ def test_report_rows_and_files(tmp_path, capsys):
     assert list(rows[0])[:6] == ["subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd"]
     names = [r["subset"] for r in rows]
     # tiny: 8 heads, so k in 1, 3, 8 (20 capped); random k < 8 only (random 8 = all)
-    assert names == ["selected", "top1", "top3", "top8", "random1", "random3", "all", "best_layer", "embedding",
-                     "best_layer_embedding", "selected+embedding", "identity"]
+    # no head passes the default selection on the random tiny backbone: both folds fall back, and say so
+    assert names == ["selected(top8 fallback)", "top1", "top3", "top8", "random1", "random3", "all", "best_layer",
+                     "embedding", "best_layer_embedding", "selected+embedding", "identity"]
+    assert rows[0]["fallback_folds"] == "2/2" and "FALLBACK" in rows[0]["note"]
+    assert summary["selected_row"] == names[0] and all(summary["fallback_per_fold"])
     by = {r["subset"]: r for r in rows}
     assert by["random3"]["note"].startswith("5 random draws") and by["top3"]["n_heads"] == "3"
     assert all(0 <= float(r["auprc"]) <= 1 and "f1" in r and "mcc" in r for r in rows)
@@ -48,6 +51,8 @@ def test_report_rows_and_files(tmp_path, capsys):
     comparison = list(csv.DictReader((out / "comparison.csv").open()))
     assert [c["subset"] for c in comparison] == names[1:]
     assert all(float(c["delta_lo"]) <= float(c["delta_auprc"]) <= float(c["delta_hi"]) for c in comparison)
+    assert all(float(c["p_value"]) <= float(c["p_holm"]) <= 1 for c in comparison if c["p_holm"])
+    assert {c["selected_better"] for c in comparison} <= {"identical scores", "not resolved", "yes", "no (worse)"}
     eff = list(csv.DictReader((out / "data_efficiency.csv").open()))
     assert {r["features"] for r in eff} == {"selected heads", "random heads", "embedding", "identity"}
     assert {r["label"] for r in eff} == {"1", "all"}
@@ -59,7 +64,8 @@ def test_report_rows_and_files(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text()
     assert "| subset | n_heads | auprc |" in md and "NOTHING" in md and "test proteins per fold" in md
-    assert "paired bootstrap" in md and "AlphaMissense" in md
+    assert "paired bootstrap" in md and "permutation test" in md and "AlphaMissense" in md
+    assert "**FALLBACK in 2 of 2 folds**" in md and "selected(top8 fallback)" in md
     assert summary["meaningless"] and sum(summary["test_proteins_per_fold"]) == 10
     assert "efficiency_draws=2; at least 5 are recommended" in capsys.readouterr().out
 

@@ -121,3 +121,83 @@ def test_rows_have_intervals_and_paired_comparison():
 def test_undefined_metrics_are_left_out_of_means():
     assert reporting._mean([0.2, None, float("nan"), 0.4]) == pytest.approx(0.3)
     assert reporting._sd([None, 0.5]) == 0.0
+
+
+def test_fallback_is_flagged_in_the_row_name_and_note():
+    rng = np.random.default_rng(3)
+    col = Collected()
+    for f in range(2):
+        groups = np.repeat(np.arange(4), 30)
+        y = (rng.random(len(groups)) < 0.2).astype(int)
+        col.add_fold(y, groups)
+        for name in ("selected", "top3"):
+            s = rng.normal(size=len(y))
+            col.add(name, None, f, 3, "", {"auprc": average_precision_score(y, s)}, s, 0.5)
+    msg = "strategy 'significance' selected no head (q < 0.1 and SNR > 0); fell back to the top 3 heads"
+    rows, comparisons = aggregate(col, n_boot=100, fallbacks=[msg, msg])
+    assert rows[0]["subset"] == "selected(top3 fallback)" and rows[0]["fallback_folds"] == "2/2"
+    assert "FALLBACK in 2 of 2 folds" in rows[0]["note"]
+    rows, _ = aggregate(col, n_boot=100, fallbacks=[None, msg])
+    assert rows[0]["subset"] == "selected(top3 fallback in 1/2 folds)" and rows[0]["fallback_folds"] == "1/2"
+    rows, _ = aggregate(col, n_boot=100, fallbacks=[None, None])
+    assert rows[0]["subset"] == "selected" and rows[0]["fallback_folds"] == "0/2"
+    assert "fallback_folds" in reporting.COLUMNS
+
+
+class _Scored:
+    """A head analysis stand-in: pooled scores [layers, heads], testable heads, ranking."""
+
+    def __init__(self, score, testable):
+        import torch
+
+        self.score = torch.tensor(score, dtype=torch.float64)
+        self.testable = testable
+        self.ranking = sorted(((ly, h) for ly in range(self.score.shape[0]) for h in range(self.score.shape[1])),
+                              key=lambda lh: -float(self.score[lh]))
+
+    def get(self, name):
+        return self.score
+
+
+def test_best_layer_ignores_heads_that_are_not_testable():
+    # layer 0: one untestable head with a huge score (too few confident pairs); layer 1 is better on testable heads
+    a = _Scored([[0.9, 0.1, 0.1], [0.3, 0.3, 0.3]], testable=[(0, 1), (0, 2), (1, 0), (1, 1), (1, 2)])
+    assert reporting.best_layer(a) == 1
+
+
+def test_random_rows_include_one_size_matched_to_the_selection():
+    a = _Scored([[0.9, 0.1, 0.2, 0.4], [0.3, 0.5, 0.6, 0.7]], testable=[(ly, h) for ly in range(2) for h in range(4)])
+    rcfg, pcfg = ReportConfig(ks=[1, 3], random_seeds=3), ProbeConfig()
+    for selected in ([(0, 0), (1, 3)], [(0, 0), (1, 3), (1, 2), (1, 1), (0, 3)]):
+        subsets = reporting.fold_subsets(a, 2, 4, rcfg, pcfg, 0, selected)
+        matched = [(draw, spec) for name, draw, spec, _ in subsets if name == "random_matched"]
+        assert [d for d, _ in matched] == [0, 1, 2]
+        assert all(len(spec.heads) == len(selected) for _, spec in matched)
+
+
+def test_efficiency_rows_and_plot_count_training_plus_validation_proteins(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from allo_lightning.plots.probe import data_efficiency
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(40) < 0.3).astype(int)
+    y[0] = 1
+    folds = [(y, np.repeat(np.arange(4), 10))]
+    results = [{"features": "selected heads", "label": label, "n": n, "n_val": n_val, "draw": 0, "fold": 0,
+                "auprc": 0.5, "base_rate": 0.3, "scores": rng.random(40)} for label, n, n_val in (("2", 2, 1),
+                                                                                                   ("all", 8, 3))]
+    rows = reporting.efficiency_rows(results, folds, n_boot=100)
+    assert [r["n_train_val"] for r in rows] == [3, 11] and "n_train_val" in reporting.EFFICIENCY_COLUMNS
+    results[0]["fallback"] = True
+    assert [r["fallback_runs"] for r in reporting.efficiency_rows(results, folds, n_boot=100)] == ["1/1", "0/1"]
+    seen = {}
+    original = Axes.errorbar
+
+    def spy(self, x, *args, **kw):
+        seen["x"] = list(x)
+        return original(self, x, *args, **kw)
+
+    monkeypatch.setattr(Axes, "errorbar", spy)
+    data_efficiency(rows, tmp_path / "eff.png")
+    assert seen["x"] == [3, 11]

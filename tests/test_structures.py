@@ -9,6 +9,7 @@ import pytest
 
 from allo_lightning.errors import InputError
 from allo_lightning.structures import (
+    UNMAPPED_B,
     ChainMapping,
     Residue,
     ScriptInput,
@@ -94,9 +95,9 @@ def expected_chain_a():
     return {p: ("A", n, i) for p, n, i, _ in chain_a_layout() if p is not None}
 
 
-def bfactor_mismatches(path, expected: dict, scores) -> list:
+def bfactor_mismatches(path, expected: dict, scores, other: float = ORIGINAL_B) -> list:
     """Atoms whose B-factor is not what it should be: score on expected (chain, number, icode) residues,
-    ORIGINAL_B everywhere else."""
+    ``other`` everywhere else."""
     import biotite.structure as struc
 
     from allo_lightning.structures import read_atoms
@@ -116,7 +117,7 @@ def bfactor_mismatches(path, expected: dict, scores) -> list:
     for i in range(atoms.array_length()):
         key = (str(atoms.chain_id[i]), int(atoms.res_id[i]), str(atoms.ins_code[i]))
         b = float(atoms.b_factor[i])
-        target = want[key] if aa[i] and key in want else ORIGINAL_B
+        target = want[key] if aa[i] and key in want else other
         if abs(b - target) > 0.006:
             bad.append((key, str(atoms.res_name[i]), b, target))
     return bad
@@ -140,21 +141,25 @@ def test_chain_a_mapping_offset_gap_icode_fusion(files, suffix):
 @pytest.mark.parametrize("suffix", ["pdb", "cif"])
 def test_scores_land_on_the_right_residues_of_the_right_chain_only(files, tmp_path, suffix):
     m = map_chain("P1", SEQ, files / f"complex.{suffix}", "A")
-    out = write_scored_structure(m, scores_for(), tmp_path / f"P1.{suffix}")
+    out = write_scored_structure(m, scores_for(), tmp_path / f"P1.{suffix}", unmapped_b=None)
     assert bfactor_mismatches(out, expected_chain_a(), scores_for()) == []
     # negative control: the old behaviour (score of position N on residue N of every chain) is caught
     naive = {p: (c, p, "") for p in range(1, 41) for c in ("A",)}
     assert bfactor_mismatches(out, naive, scores_for()) != []
     wrong_chain = ChainMapping("P1", files / f"complex.{suffix}", "B",
                                [Residue("B", p, "", THREE[aa], aa) for p, aa in enumerate(SEQ, 1)], 40, 40, 40)
-    out_b = write_scored_structure(wrong_chain, scores_for(), tmp_path / f"B.{suffix}")
+    out_b = write_scored_structure(wrong_chain, scores_for(), tmp_path / f"B.{suffix}", unmapped_b=None)
     assert bfactor_mismatches(out_b, expected_chain_a(), scores_for()) != []
+    # the default: a stated value (UNMAPPED_B = -1) on every atom without a score, no crystallographic B left
+    stated = write_scored_structure(m, scores_for(), tmp_path / f"S.{suffix}")
+    assert bfactor_mismatches(stated, expected_chain_a(), scores_for(), other=UNMAPPED_B) == []
+    assert bfactor_mismatches(stated, expected_chain_a(), scores_for()) != []
 
 
 def test_pdb_lines_other_than_b_factors_unchanged(files, tmp_path):
     src = files / "complex.pdb"
     m = map_chain("P1", SEQ, src, "A")
-    out = write_scored_structure(m, scores_for(), tmp_path / "P1.pdb")
+    out = write_scored_structure(m, scores_for(), tmp_path / "P1.pdb", unmapped_b=None)
     a, b = src.read_text().splitlines(), out.read_text().splitlines()
     assert len(a) == len(b)
     changed = 0
@@ -173,10 +178,19 @@ def test_cif_other_columns_and_categories_unchanged(files, tmp_path):
     m = map_chain("P1", SEQ, files / "complex.cif", "A")
     out = write_scored_structure(m, scores_for(), tmp_path / "P1.cif")
     a, b = pdbx.CIFFile.read(str(files / "complex.cif")).block, pdbx.CIFFile.read(str(out)).block
-    assert list(a) == list(b) and b["struct"]["title"].as_item() == "synthetic complex"
+    assert list(b) == list(a) + ["allo_lightning_score"] and b["struct"]["title"].as_item() == "synthetic complex"
     for name in a["atom_site"]:
         same = np.array_equal(a["atom_site"][name].as_array(str), b["atom_site"][name].as_array(str))
         assert same == (name != "B_iso_or_equiv"), name
+    # the score in its own category: one row per mapped residue, score of its sequence position
+    cat = b["allo_lightning_score"]
+    got = {(c, int(n), "" if i in ("?", ".") else i): float(v) for c, n, i, v in zip(
+        cat["auth_asym_id"].as_array(str), cat["auth_seq_id"].as_array(str), cat["pdbx_PDB_ins_code"].as_array(str),
+        cat["score"].as_array(str))}
+    assert got == {v: scores_for()[p - 1] for p, v in expected_chain_a().items()}
+    pct = dict(zip(cat["seq_position"].as_array(int), cat["percentile"].as_array(float)))
+    # scores rise with position: percentile (p - 1) / 39
+    assert pct[35] == pytest.approx(34 / 39, abs=1e-4) and pct[3] == pytest.approx(2 / 39, abs=1e-4)
 
 
 def test_best_chain_chosen_without_chain_and_refusal(files):
@@ -215,8 +229,10 @@ def test_scripts_are_chain_qualified_in_structure_numbering(files, suffix):
     alters = [ln for ln in pml.splitlines() if ln.startswith("alter")]
     assert len(alters) == 30
     assert all(ln.startswith("alter allo_P1 and chain A and resi ") for ln in alters)
-    assert "alter allo_P1 and chain A and resi 117A, b=0.1800" in pml
-    assert "alter allo_P1 and chain A and resi 117, b=0.1700" in pml
+    # b = within-protein percentile (scores rise with position: position p has percentile (p - 1) / 39)
+    assert f"alter allo_P1 and chain A and resi 117A, b={17 / 39:.4f}" in pml
+    assert f"alter allo_P1 and chain A and resi 117, b={16 / 39:.4f}" in pml
+    assert "within-protein percentile" in pml.split("alter")[0]  # the header says what the colour means
     assert not any(ln.split(",")[0] in ("alter all", "alter (all)") or ln.startswith("alter resi")
                    for ln in pml.splitlines())
     assert f"load structures/P1.{suffix}, allo_P1" in pml
@@ -225,6 +241,9 @@ def test_scripts_are_chain_qualified_in_structure_numbering(files, suffix):
     assert "spectrum b, blue_white_red, allo_P1_scored" in pml
     cxc = chimerax_script(info)
     assert "setattr #1/A:117A residues allo_score 0.1800 create true" in cxc and ";" not in cxc
+    assert f"setattr #1/A:117A residues allo_percentile {17 / 39:.4f} create true" in cxc
+    assert "color byattribute r:allo_percentile" in cxc and "within-protein percentile" in cxc
+    assert "\nkey blue:0 white:0.5 red:1\n" in cxc  # the colour key
     assert "setattr #1/A:103 residues allo_score 0.0300 create true" in cxc
     assert "show #1/A:134,133,132 atoms" in cxc
     assert not any(ln.startswith(("close", "delete")) for ln in cxc.splitlines())
@@ -234,7 +253,8 @@ def test_sequence_numbered_scripts_say_so_and_use_the_chain():
     info = ScriptInput.sequence_numbered("P/2", "P_2", "ACDE", [0.1, 0.9, 0.2, 0.3], chain="B", top=1)
     pml = pymol_script(info)
     assert "positions in the input sequence, on chain B" in pml
-    assert "alter allo_P_2 and chain B and resi 2, b=0.9000" in pml
+    assert "alter allo_P_2 and chain B and resi 2, b=1.0000" in pml  # the best of 4: percentile 1
+    assert "alter allo_P_2 and chain B and resi 1, b=0.0000" in pml
     assert not any(ln.startswith("load ") for ln in pml.splitlines())
     cxc = chimerax_script(info)
     assert "on chain B" in cxc and "setattr #1/B:4 residues allo_score 0.3000" in cxc
@@ -243,7 +263,7 @@ def test_sequence_numbered_scripts_say_so_and_use_the_chain():
 def test_negative_residue_numbers_escaped_for_pymol():
     r = Residue("A", -3, "", "ALA", "A")
     info = ScriptInput("x", "x", [0.5], [r])
-    assert "resi \\-3, b=0.5000" in pymol_script(info)
+    assert "resi \\-3, b=1.0000" in pymol_script(info)
 
 
 def test_resolve_file_folder_and_table(files, tmp_path):

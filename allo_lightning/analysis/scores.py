@@ -19,19 +19,36 @@ pooled ``confident`` count is below ``min_confident`` are *not testable*: their 
 their p- and q-values are NaN (not tested, and not counted in the BH correction), and they are never
 ranked above a testable head nor selected.
 
-Nulls (``null``): random site sets, drawn per protein and pooled exactly as the observed score:
+Nulls (``null``): random site sets, drawn per protein and pooled exactly as the observed score.
+Each null is valid only under its assumption; real sites are contiguous (runs of 2-3 residues) and a
+trained model's attention varies smoothly along the chain, so only ``shift`` is the default:
 
-- ``permutation`` (default): the same number of sites drawn uniformly from ALL residues of the
-  protein (the observed set is one of the possible draws, so no p-value can be 0);
+- ``shift`` (default): the site pattern circularly shifted along the sequence by a uniform shift in
+  0..L-1. It keeps the contiguity and spacing of the sites. Assumption: the attention a residue
+  receives is (circularly) stationary along the chain, i.e. which stretch of the chain the sites sit
+  on carries no information under the null; neighbouring residues may be correlated. For one protein
+  the L shifts are enumerated exactly; pooled over several proteins, draws take an independent
+  uniform shift per protein (the exact null is uniform over the product of the shifts), and integer
+  counts get the exact p from a convolution over proteins (:func:`exact_shift_pvalue`).
+  Measured calibration on the bundled GPCR site patterns with attention following an AR(1) log-rate
+  unrelated to the sites: nominal at correlation lengths 0, 3 and 10 residues (README, statistics);
+- ``permutation``: the same number of sites drawn uniformly from ALL residues of the protein (the
+  observed set is one of the possible draws, so no p-value can be 0). Assumption: residues are
+  exchangeable (independent attention). Anti-conservative when attention is smooth along the chain
+  and sites are contiguous (about 6x the nominal rate at 0.01 for a 3-residue correlation length);
 - ``composition``: each site replaced by a random residue of the same amino-acid type (per type, as
   many residues as the protein has sites of that type, drawn from all its residues of that type):
-  the random set has exactly the sites' composition;
-- ``shift``: the site pattern circularly shifted along the sequence by a uniform shift in 0..L-1
-  (keeps the contiguity of the sites). For one protein the L shifts are enumerated exactly; pooled
-  over several proteins, draws take an independent uniform shift per protein (the exact null is
-  uniform over the product of the shifts; sampling it gives a valid Monte-Carlo p-value).
+  the random set has exactly the sites' composition. Assumption: residues of one type are
+  exchangeable (same weakness as ``permutation``).
 
-p-values (one-sided: more attention on the sites than random), never anti-conservative, never 0:
+Resolution: a null can only give p-values down to its floor, the probability of its most extreme
+outcome: ``1 / prod_p L_p`` for ``shift`` (few proteins: a coarse floor; one protein of 300 residues:
+p >= 1/300), ``1 / prod_p C(L_p, k_p)`` for ``permutation``; a Monte-Carlo p cannot go below
+1/(draws+1). :attr:`HeadScores.pvalue_floor` is the null's floor and ``{s}_pvalue_floor`` each head's
+(the larger of the two for a Monte-Carlo p). When the floor is above ``q_max / m`` (m testable heads),
+Benjamini-Hochberg can select no head whatever the data: :meth:`HeadScores.resolution` says so.
+
+p-values (one-sided: more attention on the sites than random), valid under the null's assumption, never 0:
 
 1. ``n_permutations`` (B) random site sets per protein are drawn once and shared by all heads (one
    ``embedding_bag`` gives every head's null sums); ``p = (1 + b) / (1 + B)``, b = draws >= observed.
@@ -41,8 +58,10 @@ p-values (one-sided: more attention on the sites than random), never anti-conser
    ``max_permutations``; all draws are pooled (stopping as soon as b > 0 keeps p valid).
 3. Where an exact computation is cheap, it replaces the Monte-Carlo p of the heads with b < 10:
    ``p_alpha`` under the ``permutation`` null (integer counts: a dynamic programme over the distinct
-   count values of each protein, :func:`exact_permutation_pvalue`, within a cost budget), and
-   ``shift`` with one protein (the L shifts, always).
+   count values of each protein, :func:`exact_permutation_pvalue`, within a cost budget), ``p_alpha``
+   under ``shift`` (a convolution of the per-protein shift-sum distributions,
+   :func:`exact_shift_pvalue`, within the same budget), and ``shift`` with one protein (the L
+   shifts, always).
    ``{s}_pvalue_draws`` says which (0 = exact); ``{s}_pvalue_at_floor`` is true when no draw reached
    the observed value: then p is the floor 1/(B+1), an upper bound, reported as such.
 
@@ -52,9 +71,13 @@ types for ``composition``, from the L shifts for ``shift``; proteins are indepen
 variances add). The SNR is NaN when the null sd is 0. No p-value comes from a normal tail.
 
 Orthosteric contrast: when ``orthosteric`` labels are given for some proteins, the same test is run
-with the orthosteric residues as "sites" on those proteins; ``{s}_specificity`` is
-``log2(allosteric impact / orthosteric impact)`` (impact = observed / null mean): > 0 means more
-enriched on the allosteric sites than on the orthosteric pocket.
+with the orthosteric residues as "sites" on the proteins that have BOTH usable labels; the contrast
+(:func:`orthosteric_contrast`) compares the two enrichments on those same proteins only:
+``{s}_specificity`` = ``log2(allosteric impact / orthosteric impact)`` (impact = observed / null
+mean, both pooled over the proteins with both labels): > 0 means more enriched on the allosteric
+sites than on the orthosteric pocket; ``{s}_specificity_pvalue`` is a one-sided sign-flip test over
+those proteins for "more enriched on the orthosteric residues" (floor 2^-P: with 2 proteins it is
+never below 0.25, so nothing is resolved), ``{s}_specificity_qvalue`` its BH q over the testable heads.
 
 :func:`score_heads` returns a :class:`HeadScores`; ``HeadScores.columns()`` are the heads.csv
 columns (every one a float64 or bool tensor [n_layers, n_heads]; ``{s}`` is ``p_alpha`` or ``mass``):
@@ -71,6 +94,8 @@ columns (every one a float64 or bool tensor [n_layers, n_heads]; ``{s}`` is ``p_
 ``{s}_pvalue``                one-sided p-value (see above); NaN for heads that are not testable
 ``{s}_pvalue_draws``          random draws behind the p-value; 0 = computed exactly
 ``{s}_pvalue_at_floor``       no draw reached the observed value: p is the floor 1/(draws+1)
+``{s}_pvalue_floor``          the smallest p this head's computation could give: the null's floor
+                              (1/prod L_p for shift) when exact, else max(that, 1/(draws+1))
 ``{s}_qvalue``                Benjamini-Hochberg q-value of ``{s}_pvalue`` over the testable heads
 ``{s}_protein_mean``          mean over proteins of the per-protein score (proteins where the head has
                               no confident residue pair are left out)
@@ -82,12 +107,24 @@ columns (every one a float64 or bool tensor [n_layers, n_heads]; ``{s}`` is ``p_
 ``{s}_orthosteric``           (with orthosteric data) the same score with the orthosteric residues as
                               sites, pooled over the proteins that have them
 ``{s}_orthosteric_pvalue``    its p-value (same null and procedure)
-``{s}_specificity``           log2(impact on the sites / impact on the orthosteric residues)
+``{s}_specificity``           log2(impact on the sites / impact on the orthosteric residues), both
+                              pooled over the proteins that have both labels
+``{s}_specificity_pvalue``    one-sided sign-flip p over those proteins: more enriched on the orthosteric
+                              residues than on the sites
+``{s}_specificity_qvalue``    its Benjamini-Hochberg q over the testable heads
+``confident_mass``            pooled thresholded attention mass, sum_p sum_j mass_pj
+``testable_mass``             confident_mass >= min_confident (the mass-based 100 rule of Vig et al.'s
+                              provis code)
+``p_alpha_mass``              Vig et al.'s attention-weighted p_alpha (their provis code): thresholded
+                              attention mass on sites / all thresholded mass, sum_p sum_{j in S_p}
+                              mass_pj / confident_mass. Its numerator is that of ``mass`` and its
+                              denominator does not depend on the labels: its test is ``mass_pvalue``
 ============================  =========================================================================
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -98,15 +135,17 @@ import torch
 from ..attention.stats import ProteinStats
 
 STATISTICS = ("p_alpha", "mass")
-NULLS = ("permutation", "composition", "shift")
+NULLS = ("shift", "permutation", "composition")
+DEFAULT_NULL = "shift"
 RESOLVED = 10  # exceedances that make a Monte-Carlo p "resolved" (relative error about 30 %)
 CHUNK = 20000  # draws generated at once while escalating
 EXACT_BUDGET = 1e7  # cost (see exact_permutation_cost) of one exact p-value (about 10 ms); 5x that in all
 
 _STAT_SUFFIXES = ("", "_null_mean", "_null_sd", "_impact", "_snr", "_pvalue", "_pvalue_draws",
-                  "_pvalue_at_floor", "_qvalue", "_protein_mean", "_protein_sd", "_protein_snr",
+                  "_pvalue_at_floor", "_pvalue_floor", "_qvalue", "_protein_mean", "_protein_sd", "_protein_snr",
                   "_n_significant")
-_ORTHO_SUFFIXES = ("_orthosteric", "_orthosteric_pvalue", "_specificity")
+_ORTHO_SUFFIXES = ("_orthosteric", "_orthosteric_pvalue", "_specificity", "_specificity_pvalue",
+                   "_specificity_qvalue")
 
 
 # -- typed result -------------------------------------------------------------------------------------
@@ -124,6 +163,7 @@ class StatisticScores:
     pvalue: torch.Tensor
     pvalue_draws: torch.Tensor
     pvalue_at_floor: torch.Tensor
+    pvalue_floor: torch.Tensor
     qvalue: torch.Tensor
     protein_mean: torch.Tensor
     protein_sd: torch.Tensor
@@ -132,6 +172,8 @@ class StatisticScores:
     orthosteric: torch.Tensor | None = None
     orthosteric_pvalue: torch.Tensor | None = None
     specificity: torch.Tensor | None = None
+    specificity_pvalue: torch.Tensor | None = None
+    specificity_qvalue: torch.Tensor | None = None
 
     def columns(self) -> dict[str, torch.Tensor]:
         """``{name}{suffix}`` -> tensor, in heads.csv order (orthosteric columns only when present)."""
@@ -159,6 +201,52 @@ class HeadScores:
     min_confident: int
     n_permutations: int
     n_orthosteric_proteins: int = 0
+    log10_pvalue_floor: float = 0.0  # log10 of the null's smallest attainable p (see log10_null_floor)
+    confident_mass: torch.Tensor | None = None  # [n_layers, n_heads] pooled thresholded attention mass
+    p_alpha_mass: torch.Tensor | None = None  # [n_layers, n_heads] Vig et al.'s attention-weighted p_alpha
+    q_max: float = 0.05
+    max_permutations: int = 1_000_000
+
+    @property
+    def pvalue_floor(self) -> float:
+        """The smallest p-value the null can give over these proteins (may underflow to 0.0)."""
+        return 10.0 ** self.log10_pvalue_floor
+
+    def resolution(self) -> dict:
+        """How small a p-value can get, against what Benjamini-Hochberg needs: a lone head is selected
+        only with p <= q_max / m (m testable heads); no head at all can be selected when every p is
+        above q_max."""
+        m = int(self.testable.sum())
+        reached = {s: float(self.stat(s).pvalue_floor[self.testable].min()) if m else float("nan")
+                   for s in STATISTICS}
+        mc_floor = 1.0 / (self.max_permutations + 1)
+        attainable = max(self.pvalue_floor, mc_floor)  # the smallest p any head could get (draws at most max)
+        return {
+            "null": self.null, "n_proteins": self.n_proteins,
+            "null_floor": self.pvalue_floor, "log10_null_floor": self.log10_pvalue_floor,
+            "monte_carlo_floor": mc_floor, "attainable_floor": attainable, "smallest_floor_reached": reached,
+            "n_testable": m, "q_max": self.q_max, "bh_lone_head_threshold": self.q_max / max(1, m),
+            "lone_head_selectable": {s: bool(m and attainable <= self.q_max / m) for s in STATISTICS},
+            "any_head_selectable": {s: bool(m and attainable <= self.q_max) for s in STATISTICS},
+        }
+
+    def resolution_line(self) -> str:
+        """One line for the terminal: the smallest attainable p against what BH needs."""
+        r = self.resolution()
+        line = (f"p-value resolution: the {self.null} null over {self.n_proteins} proteins gives p >= "
+                f"{r['null_floor']:.3g} (a Monte-Carlo p >= 1/(draws+1) >= {r['monte_carlo_floor']:.3g}); "
+                f"BH at q < {self.q_max} over {r['n_testable']} testable heads selects a lone head only at p <= "
+                f"{r['bh_lone_head_threshold']:.3g}")
+        if r["n_testable"]:
+            none = [s for s, ok in r["any_head_selectable"].items() if not ok]
+            lone = [s for s, ok in r["lone_head_selectable"].items() if not ok and s not in none]
+            if none:
+                line += (f". RESOLUTION FLOOR: with these proteins no head can be significant by {', '.join(none)}"
+                         " (add proteins)")
+            if lone:
+                line += (f". RESOLUTION FLOOR: with these proteins a head can be significant by {', '.join(lone)} "
+                         "only together with many others at the floor (add proteins)")
+        return line
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -179,6 +267,10 @@ class HeadScores:
                "n_proteins": torch.full(self.shape, float(self.n_proteins), dtype=torch.float64)}
         for s in STATISTICS:
             out.update(self.stat(s).columns())
+        if self.p_alpha_mass is not None:
+            out["confident_mass"] = self.confident_mass
+            out["testable_mass"] = self.confident_mass >= self.min_confident
+            out["p_alpha_mass"] = self.p_alpha_mass
         return out
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -396,6 +488,52 @@ def exact_permutation_pvalue(values: Sequence[np.ndarray], ks: Sequence[int], ob
     return float(min(1.0, max(0.0, Q[T])))
 
 
+def exact_shift_pvalue(shift_sums: Sequence[np.ndarray], observed: float) -> float:
+    """Exact P(T >= observed) for T = sum over proteins p of one of ``shift_sums[p]`` (the sums of a
+    protein's values over each of its L_p circular shifts of the sites; non-negative integers), each
+    shift equally likely and independent across proteins: the ``shift`` null pooled over proteins.
+
+    A convolution of the per-protein distributions over the running sum, capped at ``observed``."""
+    T = math.ceil(observed - 1e-9)
+    if T <= 0:
+        return 1.0
+    Q = np.zeros(T + 1)
+    Q[0] = 1.0
+    for sums in shift_sums:
+        sums = np.rint(np.asarray(sums, dtype=np.float64))
+        if np.any(sums < 0):
+            raise ValueError("exact_shift_pvalue needs non-negative integer sums")
+        vals, mult = np.unique(np.minimum(sums, T).astype(np.int64), return_counts=True)
+        new = np.zeros_like(Q)
+        for val, w in zip(vals.tolist(), (mult / len(sums)).tolist()):
+            new[val:] += w * Q[: T + 1 - val]
+            if val:
+                new[T] += w * Q[T + 1 - val :].sum()
+        Q = new
+    return float(min(1.0, max(0.0, Q[T])))
+
+
+def exact_shift_cost(shift_sums: Sequence[np.ndarray], observed: float) -> float:
+    """Rough cost of :func:`exact_shift_pvalue` (same units as :func:`exact_permutation_cost`)."""
+    T = max(0, math.ceil(observed - 1e-9))
+    return float(sum(len(np.unique(np.minimum(np.asarray(v), T))) * (T + 1 + 5000) for v in shift_sums))
+
+
+def log10_null_floor(nulls: Sequence[ProteinNull]) -> float:
+    """log10 of the smallest p-value the pooled null can give (the probability of its single most
+    extreme outcome): -sum_p log10 L_p for ``shift``, -sum_p log10 C(L_p, k_p) for ``permutation``,
+    -sum over proteins and residue types of log10 C(n_a, k_a) for ``composition``."""
+    out = 0.0
+    for nl in nulls:
+        if nl.null == "shift":
+            out -= math.log10(max(1, nl.L))
+        else:
+            for members, k in nl.groups:
+                n = members.numel()
+                out -= (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(10)
+    return out
+
+
 # -- BH and small helpers ---------------------------------------------------------------------------
 
 def bh_qvalues(p: torch.Tensor) -> torch.Tensor:
@@ -448,6 +586,7 @@ class _Test:
     draws: torch.Tensor  # [S] draws behind each p (0 = exact)
     at_floor: torch.Tensor  # [S] bool
     per_obs: list  # per protein [S]
+    per_mean: list  # per protein [S] null mean
     per_snr: list
     per_p: list
 
@@ -466,11 +605,12 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
     var = torch.zeros(S, dtype=torch.float64)
     single_shift = len(nulls) == 1 and nulls[0].null == "shift"
     pooled = None if single_shift else torch.zeros(B, S, dtype=torch.float32)
-    per_obs, per_snr, per_p = [], [], []
+    per_obs, per_mean, per_snr, per_p, all_shift_sums = [], [], [], [], []
     for v, nl in zip(values, nulls):
         o = v[:, nl.y].double().sum(-1)
         if nl.null == "shift":
             sums = nl.shift_sums(v)
+            all_shift_sums.append(sums)
             s2, m = torch.var_mean(sums, 0, unbiased=False)
         else:
             m, s2 = nl.moments(v)
@@ -486,6 +626,7 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
             p_one = (1.0 + (d >= (o - _tol(o)).float()).sum(0).double()) / (B + 1.0)
             pooled += d
         per_obs.append(o)
+        per_mean.append(m)
         per_snr.append(_snr(o, m, s2.clamp_min(0).sqrt()))
         per_p.append(p_one)
 
@@ -494,7 +635,7 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
         p = per_p[0].clone()
         draws = torch.zeros(S, dtype=torch.float64)
         at_floor = torch.zeros(S, dtype=torch.bool)
-        return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor, per_obs, per_snr, per_p)
+        return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor, per_obs, per_mean, per_snr, per_p)
 
     b = (pooled >= (obs - _tol(obs)).float()).sum(0).double()
     draws = torch.full((S,), float(B), dtype=torch.float64)
@@ -504,20 +645,22 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
     def at_the_floor() -> torch.Tensor:  # no draw reached it, and the floor is above what BH can need
         return tested & ~exact & (b == 0) & (1 / (draws + 1) > floor_target) & (draws < max_B)
 
-    # exact where cheap (integer values, permutation null), for the heads that need precision
-    if exact_rows is not None and nulls[0].null == "permutation":
+    # exact where cheap (integer values; permutation or shift null), for the heads that need precision
+    if exact_rows is not None and nulls[0].null in ("permutation", "shift"):
         rows = torch.nonzero(tested & (b < RESOLVED) & exact_rows).reshape(-1).tolist()
         if rows:
-            vals_np = [v.numpy() for v in values]
+            by_shift = nulls[0].null == "shift"
+            vals_np = [v.numpy() for v in (all_shift_sums if by_shift else values)]
             ks = [nl.k for nl in nulls]
             budget = EXACT_BUDGET * 5
             for r in rows:
-                col = [vv[r] for vv in vals_np]
-                cost = exact_permutation_cost(col, ks, float(obs[r]))
+                col = [vv[:, r] if by_shift else vv[r] for vv in vals_np]
+                o_r = float(obs[r])
+                cost = exact_shift_cost(col, o_r) if by_shift else exact_permutation_cost(col, ks, o_r)
                 if cost > EXACT_BUDGET or cost > budget:
                     continue
                 budget -= cost
-                p_exact[r] = exact_permutation_pvalue(col, ks, float(obs[r]))
+                p_exact[r] = exact_shift_pvalue(col, o_r) if by_shift else exact_permutation_pvalue(col, ks, o_r)
                 exact[r] = True
 
     # adaptive escalation of the Monte-Carlo p for the heads at the floor: enough draws for a floor
@@ -549,7 +692,8 @@ def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, g
     p = torch.where(exact, p_exact, (b + 1) / (draws + 1))
     draws = torch.where(exact, torch.zeros_like(draws), draws)
     at_floor = ~exact & (b == 0)
-    return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor & tested, per_obs, per_snr, per_p)
+    return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor & tested, per_obs, per_mean, per_snr,
+                 per_p)
 
 
 # -- score_heads --------------------------------------------------------------------------------------
@@ -563,7 +707,7 @@ def score_heads(
     p_max: float = 0.01,
     snr_min: float = 2.0,
     *,
-    null: str = "permutation",
+    null: str = DEFAULT_NULL,
     min_confident: int = 100,
     max_permutations: int = 1_000_000,
     q_max: float = 0.05,
@@ -587,7 +731,7 @@ def score_heads(
     items = list(items)
     seqs = list(sequences) if sequences is not None else [None] * len(items)
     orth = list(orthosteric) if orthosteric is not None else [None] * len(items)
-    values, nulls, denoms, ortho_idx = [], [], [], []
+    values, nulls, denoms, mass_denoms, ortho_idx = [], [], [], [], []
     for (stats, labels), seq, o in zip(items, seqs, orth):
         Ly, H = stats.shape
         if (Ly, H) != (n_layers, n_heads):
@@ -599,6 +743,7 @@ def score_heads(
         values.append(v)
         nulls.append(ProteinNull(null, y, seq))
         denoms.append(stats.count.reshape(HD, -1).double().sum(-1))
+        mass_denoms.append(stats.mass.reshape(HD, -1).double().sum(-1))
         if o is not None and usable(as_labels(o, stats.length)):
             ortho_idx.append((len(values) - 1, ProteinNull(null, as_labels(o, stats.length), seq)))
     n_used = len(values)
@@ -619,9 +764,9 @@ def score_heads(
         nan = torch.full(shape, float("nan"), dtype=torch.float64)
         zero = torch.zeros(shape, dtype=torch.float64)
         empty = {s: StatisticScores(s, zero, zero, zero, nan, nan, nan, zero, torch.zeros(shape, dtype=torch.bool),
-                                    nan, nan, nan, nan, zero) for s in STATISTICS}
+                                    nan, nan, nan, nan, nan, zero) for s in STATISTICS}
         return HeadScores(empty["p_alpha"], empty["mass"], confident.reshape(shape), testable_hd.reshape(shape),
-                          0, null, int(min_confident), B)
+                          0, null, int(min_confident), B, q_max=float(q_max), max_permutations=int(max_permutations))
 
     t = _pooled_test(values, nulls, B, gen, tested, floor_target, int(max_permutations), exact_rows)
     denom = confident.repeat(2)
@@ -633,6 +778,11 @@ def score_heads(
     n_ok = (~torch.isnan(ps)).sum(0)
     prot_sd = torch.where(n_ok > 1, _nanstd(ps), torch.full((S,), float("nan"), dtype=torch.float64))
     impact = _ratio(t.obs, t.null_mean)
+    log10_floor = log10_null_floor(nulls)
+    null_floor = 10.0 ** log10_floor
+    mc_floor = torch.where(t.draws > 0, 1.0 / (t.draws + 1), torch.zeros_like(t.draws))
+    nan_s = torch.full((S,), float("nan"), dtype=torch.float64)
+    p_floor = torch.where(tested, mc_floor.clamp_min(null_floor), nan_s)
 
     ortho = None
     if ortho_idx:
@@ -640,9 +790,9 @@ def score_heads(
         o_nulls = [nl for _, nl in ortho_idx]
         ot = _pooled_test(o_vals, o_nulls, B, gen, tested, floor_target, int(max_permutations), exact_rows)
         o_denom = torch.stack([denoms[i] for i, _ in ortho_idx]).sum(0).repeat(2)
-        o_impact = _ratio(ot.obs, ot.null_mean)
-        specificity = torch.log2(impact) - torch.log2(o_impact)
-        ortho = (_safe_div(ot.obs, o_denom), ot.pvalue, specificity)
+        ortho = (_safe_div(ot.obs, o_denom), ot.pvalue,
+                 *orthosteric_contrast([t.per_obs[i] for i, _ in ortho_idx], [t.per_mean[i] for i, _ in ortho_idx],
+                                       ot.per_obs, ot.per_mean, tested, gen))
 
     out = {}
     for i, s in enumerate(STATISTICS):
@@ -651,14 +801,52 @@ def score_heads(
             name=s, value=hd(_safe_div(t.obs, denom, 0.0), i), null_mean=hd(_safe_div(t.null_mean, denom, 0.0), i),
             null_sd=hd(_safe_div(null_sd, denom, 0.0), i), impact=hd(impact, i),
             snr=hd(_snr(t.obs, t.null_mean, null_sd), i), pvalue=pvalue, pvalue_draws=hd(t.draws, i),
-            pvalue_at_floor=hd(t.at_floor, i), qvalue=bh_qvalues(pvalue),
+            pvalue_at_floor=hd(t.at_floor, i), pvalue_floor=hd(p_floor, i), qvalue=bh_qvalues(pvalue),
             protein_mean=hd(torch.nanmean(ps, 0), i), protein_sd=hd(prot_sd, i),
             protein_snr=hd(torch.nanmean(pz, 0), i), n_significant=hd(sig.sum(0), i),
             orthosteric=hd(ortho[0], i) if ortho else None, orthosteric_pvalue=hd(ortho[1], i) if ortho else None,
             specificity=hd(ortho[2], i) if ortho else None,
+            specificity_pvalue=hd(ortho[3], i) if ortho else None,
+            specificity_qvalue=bh_qvalues(hd(ortho[3], i)) if ortho else None,
         )
+    confident_mass = torch.stack(mass_denoms).sum(0)
     return HeadScores(out["p_alpha"], out["mass"], confident.reshape(shape), testable_hd.reshape(shape), n_used,
-                      null, int(min_confident), B, len(ortho_idx))
+                      null, int(min_confident), B, len(ortho_idx), log10_floor, confident_mass.reshape(shape),
+                      _safe_div(t.obs[HD:], confident_mass, 0.0).reshape(shape), float(q_max), int(max_permutations))
+
+
+SIGN_FLIP_EXACT = 12  # up to this many proteins the 2^P sign patterns are enumerated
+SIGN_FLIP_DRAWS = 9999
+
+
+def orthosteric_contrast(a_obs: list, a_mean: list, o_obs: list, o_mean: list, tested: torch.Tensor,
+                         gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The orthosteric contrast over proteins that have both labels (lists parallel over them, each
+    [S]): ``log2(allosteric impact / orthosteric impact)`` with both impacts (observed / null mean)
+    pooled over the SAME proteins, and a one-sided sign-flip p-value for "more enriched on the
+    orthosteric residues" from the per-protein differences of impacts ``d_p = impact_allo_p -
+    impact_ortho_p`` (assumption: the d_p are independent across proteins and symmetric about 0 when
+    a head is equally enriched on both; proteins where the head has no confident attention give
+    d_p = 0). p = share of the 2^P sign patterns (enumerated up to 12 proteins, else 9999 random ones,
+    (b + 1) / (B + 1)) whose mean is <= the observed mean: its floor is 2^-P (2 proteins: 0.25), so
+    with few proteins a contrast is never resolved. NaN for heads that are not tested."""
+    obs_a, mean_a = torch.stack(a_obs).sum(0), torch.stack(a_mean).sum(0)
+    obs_o, mean_o = torch.stack(o_obs).sum(0), torch.stack(o_mean).sum(0)
+    specificity = torch.log2(_ratio(obs_a, mean_a)) - torch.log2(_ratio(obs_o, mean_o))
+    d = torch.stack([torch.nan_to_num(_safe_div(oa, ma) - _safe_div(oo, mo), nan=0.0, posinf=0.0, neginf=0.0)
+                     for oa, ma, oo, mo in zip(a_obs, a_mean, o_obs, o_mean)])  # [P, S]
+    P = d.shape[0]
+    observed = d.mean(0)
+    if P <= SIGN_FLIP_EXACT:
+        patterns = torch.tensor(list(itertools.product((1.0, -1.0), repeat=P)), dtype=torch.float64)
+        means = patterns @ d / P
+        p = (means <= observed + 1e-12 * (observed.abs() + 1)).double().mean(0)
+    else:
+        patterns = torch.randint(0, 2, (SIGN_FLIP_DRAWS, P), generator=gen).double() * 2 - 1
+        means = patterns @ d / P
+        b = (means <= observed + 1e-12 * (observed.abs() + 1)).double().sum(0)
+        p = (b + 1) / (SIGN_FLIP_DRAWS + 1)
+    return specificity, torch.where(tested, p, torch.full_like(p, float("nan")))
 
 
 def _nanstd(x: torch.Tensor) -> torch.Tensor:

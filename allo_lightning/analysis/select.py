@@ -14,9 +14,10 @@ among the testable heads only:
 - ``consistency``: significant on its own (p < ``p_max`` and SNR > ``snr_min``) in at least
   ``min_fraction`` of the proteins.
 
-With ``exclude_orthosteric``, heads at least as enriched on the orthosteric residues as on the sites
-(``specificity <= 0``) are dropped. Then at most ``max_selected`` heads are kept (the best by q-value,
-then score), listed in rank order.
+With ``exclude_orthosteric``, heads resolved as more enriched on the orthosteric residues than on the
+sites are dropped: on the proteins with both labels, ``specificity < 0`` and its sign-flip q-value <
+``q_max`` (an unresolved contrast, e.g. with 2 such proteins, drops nothing). Then at most
+``max_selected`` heads are kept (the best by q-value, then score), listed in rank order.
 
 A rule that selects no head falls back to the ``top_k`` best-ranked heads (a probe needs heads; testable
 ones first); ``HeadAnalysis.fallback`` says why, and it is written to heads.json and printed.
@@ -80,13 +81,16 @@ class HeadAnalysis:
         return {h: i + 1 for i, h in enumerate(self.ranking)}
 
     def rows(self) -> list[dict]:
-        """One row per head for heads.csv, in rank order: layer, head (0-based), rank, selected, then
+        """One row per head for heads.csv, in rank order: layer, head (0-based), rank, selected, fallback
+        (true when the head is selected only because the rule selected none: the top-ranked heads), then
         every column of :meth:`HeadScores.columns` (see allo_lightning.analysis.scores)."""
         chosen = set(self.selected)
         columns = self.scores.columns()
         rows = []
         for rank, (ly, h) in enumerate(self.ranking, start=1):
-            row: dict = {"layer": ly, "head": h, "rank": rank, "selected": (ly, h) in chosen}
+            row: dict = {"layer": ly, "head": h, "rank": rank, "selected": (ly, h) in chosen,
+                         # selected only because no head passed the rule (top-ranked fallback): unconfirmed
+                         "fallback": (ly, h) in chosen and bool(self.fallback)}
             for name, t in columns.items():
                 if t.dtype == torch.bool:
                     row[name] = bool(t[ly, h])
@@ -106,12 +110,17 @@ class HeadAnalysis:
             "score": self.score,
             "strategy": self.strategy,
             "fallback": self.fallback,
+            "selected_by": "fallback: the top-ranked heads (no head passed the rule)" if self.fallback
+            else f"strategy {self.strategy}",
+            "multiplicity": ("none: p < p_max per head, uncorrected over the heads tested"
+                             if self.strategy == "original" else None),
             "null": self.scores.null,
             "null_description": NULL_DESCRIPTIONS[self.scores.null],
             "pvalues": PVALUE_DESCRIPTION,
             "min_confident": self.scores.min_confident,
             "n_testable": len(self.testable),
             "n_permutations": self.scores.n_permutations,
+            "resolution": _json_safe(self.scores.resolution()),
             "orthosteric_proteins": self.scores.n_orthosteric_proteins,
             "settings": self.settings,
             "backbone_identity": self.backbone_identity,
@@ -136,8 +145,12 @@ class HeadAnalysis:
         lines = [(f"head scores over {len(self.protein_ids)} proteins ({self.n_layers} layers x {self.n_heads} heads; "
                   f"score {s}, strategy {self.strategy}, null {self.scores.null}): {len(self.selected)} selected; "
                   f"{len(self.testable)} heads testable (>= {self.scores.min_confident} confident pairs)")]
+        lines.append(self.scores.resolution_line())
         if self.fallback:
             lines.append(f"FALLBACK: {self.fallback}")
+        if self.strategy == "original":
+            lines.append("note: strategy 'original' selects on uncorrected per-head p-values (no multiplicity "
+                         "correction over the heads tested)")
         lines.append(f"  {'rank':>4} {'layer':>5} {'head':>4} {s:>9} {'random':>9} {'impact':>7} {'SNR':>7} "
                      f"{'p':>9} {'q':>9} {'prot.sig':>8} sel")
         chosen = set(self.selected)
@@ -156,11 +169,16 @@ class HeadAnalysis:
 _INTEGER_COLUMNS = ("n_significant", "n_proteins", "pvalue_draws", "confident")
 
 NULL_DESCRIPTIONS = {
-    "permutation": "label permutation: per protein, the same number of sites drawn uniformly from all its residues",
-    "composition": "composition: each site replaced by a random residue of the same amino-acid type",
-    "shift": "circular shift: the site pattern shifted along the sequence by a uniform random shift (keeps contiguity)",
+    "shift": ("circular shift (default): per protein, the site pattern shifted along the sequence by a uniform "
+              "random shift; keeps the contiguity of the sites; assumes attention is (circularly) stationary "
+              "along the chain, not that residues are independent"),
+    "permutation": ("label permutation: per protein, the same number of sites drawn uniformly from all its residues; "
+                    "assumes independent (exchangeable) residues: anti-conservative when attention is smooth "
+                    "along the chain and sites are contiguous"),
+    "composition": ("composition: each site replaced by a random residue of the same amino-acid type; assumes "
+                    "residues of one type are independent (exchangeable): anti-conservative like permutation"),
 }
-PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else permutation p = (b + 1) / (draws + 1) "
+PVALUE_DESCRIPTION = ("one-sided; exact where cheap (pvalue_draws = 0), else Monte-Carlo p = (b + 1) / (draws + 1) "
                       "with more draws for unresolved heads; pvalue_at_floor: no draw reached the observed value, "
                       "p is the floor 1/(draws + 1), an upper bound; never a normal tail")
 
@@ -176,6 +194,13 @@ def _testable(scores) -> torch.Tensor:
 def head_label(layer: int, head: int) -> str:
     """'L3H7' style label, 0-based."""
     return f"L{layer}H{head}"
+
+
+def _json_safe(d):
+    """Floats in (nested) dicts made JSON-safe with :func:`_num`."""
+    if isinstance(d, dict):
+        return {k: _json_safe(v) for k, v in d.items()}
+    return _num(d) if isinstance(d, float) else d
 
 
 def _num(x) -> float | str | None:
@@ -216,8 +241,7 @@ def select_heads(scores, cfg: HeadsConfig,
     keep = testable.clone()
     dropped = ""
     if cfg.exclude_orthosteric and f"{s}_specificity" in scores:
-        spec = scores[f"{s}_specificity"]
-        ortho_like = spec <= 0  # NaN (no contrast) compares False: kept
+        ortho_like = orthosteric_like(scores, s, cfg.q_max)
         dropped = f"; {int((ortho_like & testable).sum())} testable heads dropped as orthosteric-like"
         keep &= ~ortho_like
     candidates = [lh for lh in ranking if bool(keep[lh])]
@@ -255,6 +279,13 @@ def select_heads(scores, cfg: HeadsConfig,
     msg = (f"strategy {cfg.strategy!r} selected no head ({rule}; {n_testable} of {testable.numel()} heads testable"
            f"{dropped}); fell back to the top {len(top)} heads by {s}. Treat them as unconfirmed.")
     return top, msg
+
+
+def orthosteric_like(scores, s: str, q_max: float) -> torch.Tensor:
+    """Bool [n_layers, n_heads]: heads whose orthosteric contrast is resolved in the orthosteric
+    direction (specificity < 0 and its q-value < ``q_max``); NaN (no contrast, untested) is False."""
+    spec, q = scores[f"{s}_specificity"], scores[f"{s}_specificity_qvalue"]
+    return (spec < 0) & (q < q_max)
 
 
 def check_config(cfg: HeadsConfig) -> None:

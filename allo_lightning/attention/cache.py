@@ -15,9 +15,12 @@ corrupted, from an older format) counts as missing and is recomputed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import queue
+import threading
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
 from ..digest import tensors_digest
+from ..errors import OutputError
 from ..outputs import atomic_path
 from .stats import ProteinStats
 
@@ -243,3 +247,71 @@ def expand_partial(t: dict[str, torch.Tensor], n_heads: int, windows: int = 1) -
     full["total"] = torch.full((depth, n_heads), float("nan"))
     full["total"][ly, hd] = t["total"].float()
     return ProteinStats(**full, heads=sorted(heads), windows=windows)
+
+
+class BackgroundWriter:
+    """Writes cache entries (hashing, safetensors, fsync, atomic rename: :meth:`StatsCache.save`) on one
+    background thread, so that the device never waits for the disk.
+
+    - bounded: at most ``max_pending`` proteins wait in the queue; :meth:`submit` blocks when it is full
+      (memory stays bounded however fast the device is);
+    - the same guarantees as writing in place: every entry is written whole and renamed into place
+      atomically, so an entry is never read half-written and a killed run loses at most the proteins still
+      queued (recomputed on resume, in the same batches: bit-identical);
+    - an error in the writer (disk full, permissions) stops the writing and is raised in the calling thread,
+      as an :class:`OutputError` naming the protein and the cache folder, at the next :meth:`submit` or at
+      :meth:`close`;
+    - :meth:`close` drains the queue (every submitted entry is on disk afterwards) and ends the thread;
+      call it before reading entries.
+
+    The thread uses its own copy of the cache object (which remembers the metadata of the entry it read last).
+    """
+
+    def __init__(self, cache: StatsCache, max_pending: int = 8) -> None:
+        self.cache = copy.copy(cache)
+        self.cache._meta = {}
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_pending)))
+        self._error: tuple[str, BaseException] | None = None
+        self._thread: threading.Thread | None = None
+        self.written = 0
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:  # after an error the rest is dropped: the run is failing anyway
+                    pid, sequence, stats = item
+                    self.cache.save(sequence, stats)
+                    self.written += 1
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                self._error = (item[0], e)
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            pid, e = self._error
+            raise OutputError(
+                f"writing the cache entry of protein {pid!r} into {self.cache.dir} failed ({type(e).__name__}: "
+                f"{e}). Free space or fix the permissions of that folder (or choose another --model.cache_dir); "
+                "proteins written before are kept: run the same command again to resume."
+            ) from e
+
+    def submit(self, pid: str, sequence: str, stats) -> None:
+        """Queue one protein's entry (waits while ``max_pending`` are queued); raises the writer's error."""
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="allo-cache-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((pid, sequence, stats))
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Wait until every queued entry is written, end the thread; raise the writer's error (if any)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if raise_errors:
+            self._raise()

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from .. import interrupt
 from ..backbone import Backbone, tokenize
 from ..backbone.base import BOS_ID, EOS_ID
-from .cache import StatsCache
+from .cache import BackgroundWriter, StatsCache
 from .stats import STAT_NAMES, ProteinStats, column_stats
 
 
@@ -45,6 +45,30 @@ def window_plan(length: int, window: int, overlap: int) -> tuple[list[int], torc
         better = inside & (d > best_d)
         best[better], best_d[better] = k, d[better]
     return starts, best
+
+
+CPU_MAX_TOKENS = 4096  # the token budget of a batch on CPU / MPS (and the floor on CUDA)
+CUDA_MAX_TOKENS = 65536  # the most on CUDA: larger batches gained nothing on an H200 (issue 17)
+CUDA_MEMORY_FRACTION = 0.5  # of the free device memory, for one batch's attention buffers
+
+
+def token_budget(trainer_kwargs: dict | None, n_heads: int, longest: int) -> int:
+    """The default ``--model.max_tokens`` (batch size x padded length) for extraction on the device the
+    trainer will use: CPU_MAX_TOKENS on CPU and MPS; on CUDA, from the free memory of the current device
+    (``torch.cuda.mem_get_info``): half of it for one batch's attention buffers (float32 probabilities,
+    statistics scratch and a half-precision copy: about 12 bytes x heads x T per token, T = the longest
+    protein + 2 tokens), rounded down to a power of two (so that small changes in free memory do not change
+    the batches, which a resumed run must re-form identically), between CPU_MAX_TOKENS and CUDA_MAX_TOKENS
+    and never below one protein of length T. Set ``--model.max_tokens`` for a fixed budget."""
+    accel = str((trainer_kwargs or {}).get("accelerator") or "auto").lower()
+    cuda = torch.cuda.is_available() and accel in ("gpu", "cuda", "auto")
+    if not cuda:
+        return CPU_MAX_TOKENS
+    T = longest + 2
+    free, _total = torch.cuda.mem_get_info()
+    n = int(CUDA_MEMORY_FRACTION * free) // (12 * max(1, n_heads) * T)
+    n = 1 << max(0, n.bit_length() - 1) if n > 0 else 0
+    return max(T, CPU_MAX_TOKENS, min(n, CUDA_MAX_TOKENS))
 
 
 def cpu_bf16_supported() -> bool:
@@ -235,15 +259,38 @@ class AttentionExtractor(L.LightningModule):
 class CacheWriter(BasePredictionWriter):
     """Writes each protein's statistics to the cache as soon as its batch is done (so an interrupted
     run keeps its finished proteins), then stops the run if a signal arrived meanwhile (see
-    :mod:`allo_lightning.interrupt`). Under DDP every rank writes the proteins it ran."""
+    :mod:`allo_lightning.interrupt`). Under DDP every rank writes the proteins it ran.
 
-    def __init__(self, cache: StatsCache) -> None:
+    ``background`` (default): hashing and writing happen on a :class:`BackgroundWriter` thread with at
+    most ``max_pending`` proteins queued; the queue is drained when prediction ends (normally, by an
+    error or by a signal: the batch in flight is then on disk before the run stops), and an error of the
+    writer is raised in the main thread. ``background=False`` writes in place."""
+
+    def __init__(self, cache: StatsCache, background: bool = True, max_pending: int = 32) -> None:
         super().__init__(write_interval="batch")
         self.cache = cache
         self.written: list[str] = []
+        self._writer = BackgroundWriter(cache, max_pending) if background else None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for pid, seq, stats in prediction:
-            self.cache.save(seq, stats)
+            if self._writer is not None:
+                self._writer.submit(pid, seq, stats)
+            else:
+                self.cache.save(seq, stats)
             self.written.append(pid)
         interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Every queued entry on disk (then the writer's error, if any, is raised)."""
+        if self._writer is not None:
+            self._writer.close(raise_errors)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.close(raise_errors=False)  # the run fails with its own error; finished proteins are kept
+
+    def teardown(self, trainer, pl_module, stage) -> None:
+        self.close(raise_errors=False)  # drained already by one of the hooks above; this is a safety net

@@ -14,7 +14,7 @@ from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
 from ..errors import InputError
 from .cache import StatsCache
-from .extractor import AttentionExtractor, CacheWriter, window_plan
+from .extractor import AttentionExtractor, CacheWriter, token_budget, window_plan
 from .stats import ProteinStats
 
 # Trainer arguments that make no sense for extraction and are dropped from the user's trainer section.
@@ -72,7 +72,7 @@ def extract(
     theta: float = 0.3,
     cache_dir: str | None = None,
     trainer_kwargs: dict | None = None,
-    max_tokens: int = 4096,
+    max_tokens: int | None = None,
     bucket: bool = True,
     map_heads: Sequence[tuple[int, int]] = (),
     embeddings: bool = False,
@@ -94,7 +94,10 @@ def extract(
     Skipping long proteins (``skip``) happens when the proteins are loaded (:func:`split_long`).
 
     ``embedding_layer`` (with ``embeddings``): the embedding is the output of that block (0-based; the
-    hidden states of one layer, cached as their own entry) instead of the final layer's."""
+    hidden states of one layer, cached as their own entry) instead of the final layer's.
+
+    ``max_tokens`` (batch size x padded length): None picks the device's (:func:`token_budget`: 4096 on
+    CPU, from the free memory on CUDA)."""
     if dtype not in ("fp32", "bf16"):
         raise InputError(f"--model.dtype {dtype!r}: choose fp32 or bf16.")
     if long not in ("window", "error", "skip"):
@@ -113,6 +116,8 @@ def extract(
         if p.sequence not in seen:
             unique.append(p)
             seen.add(p.sequence)
+    if max_tokens is None:  # the device's budget (CPU: 4096; CUDA: from its free memory), over ALL proteins
+        max_tokens = token_budget(trainer_kwargs, backbone.n_heads, max((p.length for p in unique), default=0))
     missing = {i for i, p in enumerate(unique) if not cache.complete(p.sequence, map_heads, embeddings, heads)}
     # Batches are formed over ALL proteins and every batch holding a missing one is run whole: a resumed
     # run pads each protein exactly as an uninterrupted run does, so its statistics are bit-identical.

@@ -18,6 +18,9 @@ Per protein of length L (residues), with layers x heads = Ly x H:
 
 from __future__ import annotations
 
+import functools
+import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -63,13 +66,57 @@ class ProteinStats:
         return out
 
 
-# Query rows are reduced in chunks of about this many elements ([B, H, rows, L]): the thresholded
-# temporary stays in cache and small, whatever the length (4 MiB of float32).
+# How a layer's statistics are reduced (``ALLO_LIGHTNING_STATS_KERNEL``, default ``auto``):
+# - ``chunked``: query rows in chunks of about CHUNK_ELEMENTS ([B, H, rows, L]): the thresholded temporary
+#   stays in cache and small whatever the length (4 MiB of float32). Right on a CPU (``auto`` there).
+# - ``fused``: the same operations, with chunks as large as the device's memory budget
+#   (:func:`scratch_elements`): on a GPU usually the whole layer at once, a handful of kernels for all heads
+#   instead of tens of thousands of tiny ones (``auto`` on MPS, and on CUDA where compiling fails).
+# - ``compiled``: one ``torch.compile``d pass that reads the probabilities once and reduces all three column
+#   statistics together (no [B, H, L, L] temporary). ``auto`` on CUDA; falls back to ``fused`` with a warning
+#   if compiling fails (no compiler, no Triton).
 CHUNK_ELEMENTS = 1 << 20
+KERNELS = ("auto", "chunked", "fused", "compiled")
+# a device's scratch for one chunk: this fraction of its free memory, between these bounds (elements)
+SCRATCH_FRACTION = 0.25
+DEVICE_MIN_SCRATCH = 1 << 24  # 64 MiB of float32
+DEVICE_MAX_SCRATCH = 1 << 30  # 4 GiB of float32
+MPS_SCRATCH = 1 << 26  # 256 MiB: MPS reports no free memory
+
+
+def stats_kernel(device: torch.device | str) -> str:
+    """The reduction used on ``device``: ``ALLO_LIGHTNING_STATS_KERNEL`` when set (chunked, fused,
+    compiled), else ``chunked`` on CPU, ``compiled`` on CUDA and ``fused`` elsewhere."""
+    choice = os.environ.get("ALLO_LIGHTNING_STATS_KERNEL", "auto").strip().lower() or "auto"
+    if choice not in KERNELS:
+        raise ValueError(f"ALLO_LIGHTNING_STATS_KERNEL={choice!r}: choose one of {', '.join(KERNELS)}.")
+    if choice != "auto":
+        return choice
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return "chunked"
+    if kind == "cuda" and not _COMPILE_FAILED:
+        return "compiled"
+    return "fused"
+
+
+def scratch_elements(device: torch.device | str) -> int:
+    """Elements of float32 scratch one chunk of the ``fused`` kernel may use on ``device``: on CUDA a
+    quarter of the free memory (the driver's free memory plus what torch's allocator holds unused),
+    between 64 MiB and 4 GiB; 256 MiB on MPS; 64 MiB on a CPU (where ``chunked`` is the default)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return DEVICE_MIN_SCRATCH
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(min(DEVICE_MAX_SCRATCH, max(DEVICE_MIN_SCRATCH, free * SCRATCH_FRACTION // 4)))
+    return MPS_SCRATCH
 
 
 def column_stats(
     probs_BHLL: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, theta: float, rows: bool = False,
+    kernel: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Column statistics of one layer's attention probabilities for a padded batch.
 
@@ -77,10 +124,13 @@ def column_stats(
     tokens; ``real_BL``: True at every real token (residues, BOS, EOS). Returns float32 tensors
     ``received``/``count``/``mass`` of shape [B, H, L] (zero at non-residue keys) and ``total`` [B, H].
 
-    The input is not modified. Query rows are reduced chunk by chunk: per chunk one batched
-    matrix-vector product with the residue-query mask gives ``received``; one thresholded copy
-    (``alpha if alpha > theta else 0``) gives ``mass`` the same way and, turned into its sign in
-    place, ``count``. No per-layer host synchronisation, no [B, H, L, L] temporary.
+    The input is not modified. ``kernel`` (default :func:`stats_kernel` of the input's device):
+    ``chunked`` / ``fused`` reduce query rows chunk by chunk (small chunks / as large as the device's
+    memory budget): per chunk one batched matrix-vector product with the residue-query mask gives
+    ``received``; one thresholded copy (``alpha if alpha > theta else 0``) gives ``mass`` the same way
+    and, turned into its sign in place, ``count``. ``compiled``: one compiled pass computing the same
+    sums (see :func:`_one_pass`). No per-layer host synchronisation. Confident means strictly
+    ``alpha > theta`` with theta as a float32, in every kernel.
 
     ``rows=True`` adds ``row_count`` [B, H, L]: per residue query i, the number of real keys j with
     alpha_ij > theta (zero at non-residue queries); ``total`` is its sum. Windowed extraction needs it
@@ -92,14 +142,30 @@ def column_stats(
             query = residue_BL[:, None, :].to(out["total"].dtype)
             out["row_count"] = (probs_BHLL.float() > theta).sum(-1, dtype=torch.float32) * query
         return out
+    kernel = kernel or stats_kernel(probs_BHLL.device)
+    if kernel not in KERNELS[1:]:
+        raise ValueError(f"kernel {kernel!r}: choose one of {', '.join(KERNELS[1:])}.")
     probs = probs_BHLL.float()
-    B, H, Lq, Lk = probs.shape
     query_BL = residue_BL.to(device=probs.device, dtype=torch.float32)
+    key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
+    real_B1L = real_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
+    if kernel == "compiled":
+        got = _compiled_sums(probs, query_BL, theta, rows)
+        if got is not None:
+            received, count_all, mass, row_count = got
+            out = {"received": received * key_B1L, "count": count_all * key_B1L, "mass": mass * key_B1L,
+                   "total": (count_all * real_B1L).sum(dim=-1)}
+            if rows:
+                out["row_count"] = row_count
+            return out
+        kernel = "fused"
+    B, H, Lq, Lk = probs.shape
     received = torch.zeros(B, H, 1, Lk, device=probs.device)
     count = torch.zeros_like(received)
     mass = torch.zeros_like(received)
     row_count = torch.zeros(B, H, Lq, device=probs.device) if rows else None
-    chunk = max(1, min(Lq, CHUNK_ELEMENTS // max(1, B * H * Lk)))
+    budget = CHUNK_ELEMENTS if kernel == "chunked" else scratch_elements(probs.device)
+    chunk = max(1, min(Lq, budget // max(1, B * H * Lk)))
     for i0 in range(0, Lq, chunk):
         p_BHcL = probs[:, :, i0 : i0 + chunk]
         w_B11c = query_BL[:, None, None, i0 : i0 + chunk]
@@ -109,8 +175,6 @@ def column_stats(
         count += torch.matmul(w_B11c, confident.sign_())
         if row_count is not None:  # padded keys have alpha = 0 exactly: never confident
             row_count[:, :, i0 : i0 + chunk] = confident.sum(-1) * w_B11c[:, :, 0]
-    key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
-    real_B1L = real_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
     count_all = count[:, :, 0]
     out = {
         "received": received[:, :, 0] * key_B1L,
@@ -121,6 +185,46 @@ def column_stats(
     if row_count is not None:
         out["row_count"] = row_count
     return out
+
+
+def _one_pass(probs_BHLL: torch.Tensor, query_BL: torch.Tensor, theta_t: torch.Tensor, rows: bool):
+    """The column sums of :func:`column_stats` written as one expression over the whole map, for
+    ``torch.compile`` to turn into a single reduction that reads the probabilities once: per key j,
+    sum_i w_i alpha_ij, sum_i w_i 1[alpha_ij > theta], sum_i w_i alpha_ij 1[alpha_ij > theta] (w: residue
+    queries); ``rows``: per query i, w_i sum_j 1[alpha_ij > theta]. ``theta_t`` is a float32 scalar tensor
+    (compared in float32 like the eager kernels; one compiled graph for every theta)."""
+    w_B1L1 = query_BL[:, None, :, None]
+    confident = probs_BHLL > theta_t
+    weighted = probs_BHLL * w_B1L1
+    received = weighted.sum(dim=2)
+    count = torch.where(confident, w_B1L1, 0.0).sum(dim=2)
+    mass = torch.where(confident, weighted, 0.0).sum(dim=2)
+    row_count = confident.sum(dim=-1, dtype=torch.float32) * query_BL[:, None, :] if rows else None
+    return received, count, mass, row_count
+
+
+_COMPILED: dict[bool, object] = {}
+_COMPILE_FAILED = False
+
+
+def _compiled_sums(probs: torch.Tensor, query_BL: torch.Tensor, theta: float, rows: bool):
+    """:func:`_one_pass` compiled (dynamic shapes: one compilation for every batch shape), or None (and
+    a warning, once per process) when compiling or running the compiled code fails."""
+    global _COMPILE_FAILED
+    if _COMPILE_FAILED:
+        return None
+    theta_t = torch.tensor(theta, dtype=torch.float32, device=probs.device)
+    try:
+        fn = _COMPILED.get(rows)
+        if fn is None:
+            fn = _COMPILED[rows] = torch.compile(functools.partial(_one_pass, rows=rows), dynamic=True)
+        return fn(probs, query_BL, theta_t)
+    except Exception as e:  # noqa: BLE001 - any compiler failure: the eager kernel gives the same sums
+        _COMPILE_FAILED = True
+        warnings.warn(f"attention statistics: torch.compile failed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:200] if str(e) else ''}); using the eager fused kernel "
+                      "(set ALLO_LIGHTNING_STATS_KERNEL=fused to skip compiling).", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def _column_stats_dense(

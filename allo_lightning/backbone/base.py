@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Callable, Iterator
 
 import torch
@@ -102,10 +103,12 @@ class Backbone(nn.Module):
         """Softmax attention probabilities in float32 from q and k [B, H, L, D] (rotary applied),
         padded keys masked to exactly 0. Few passes over the [B, H, L, L] tensor: one matmul (into
         ``out`` when given), an in-place mask (only when the batch has padding), an in-place softmax."""
-        q, k = q_BHLD.float(), k_BHLD.float()
-        if self.scale != 1.0:
-            q = q * self.scale  # [B, H, L, D]: cheaper than scaling the [B, H, L, L] scores
-        scores = torch.matmul(q, k.transpose(-1, -2), out=out)
+        scores = _half_scores(q_BHLD, k_BHLD, self.scale, out)
+        if scores is None:
+            q, k = q_BHLD.float(), k_BHLD.float()
+            if self.scale != 1.0:
+                q = q * self.scale  # [B, H, L, D]: cheaper than scaling the [B, H, L, L] scores
+            scores = torch.matmul(q, k.transpose(-1, -2), out=out)
         if key_pad_B11L is not None:
             scores.masked_fill_(key_pad_B11L, torch.finfo(torch.float32).min)
         return torch.softmax(scores, dim=-1, out=scores)
@@ -194,6 +197,41 @@ class Backbone(nn.Module):
                 return self._run(tokens, real)
             except _EarlyExit:
                 return None
+
+
+_HALF_SCORES = {"ok": True, "out": True}
+
+
+def _half_scores(q_BHLD: torch.Tensor, k_BHLD: torch.Tensor, scale: float,
+                 out: torch.Tensor | None) -> torch.Tensor | None:
+    """Scores q.k^T in float32 from bf16/fp16 q and k on CUDA with the half-precision tensor cores
+    (``torch.bmm(..., out_dtype=torch.float32)``: products of half-precision numbers are exact in float32
+    and the sums are accumulated in float32, so this equals upcasting q and k first up to the order of the
+    sums). None (the float32 path is used) on other devices and dtypes, or where torch lacks it."""
+    if (not _HALF_SCORES["ok"] or q_BHLD.device.type != "cuda"
+            or q_BHLD.dtype not in (torch.bfloat16, torch.float16) or k_BHLD.dtype != q_BHLD.dtype):
+        return None
+    B, H, L, D = q_BHLD.shape
+    Lk = k_BHLD.shape[-2]
+    exact_scale = scale != 1.0 and math.frexp(scale)[0] == 0.5  # a power of two: exact in half precision
+    q = q_BHLD * scale if exact_scale else q_BHLD
+    q3, k3 = q.reshape(B * H, L, D), k_BHLD.reshape(B * H, Lk, D).transpose(1, 2)
+    scores = None
+    if out is not None and _HALF_SCORES["out"]:
+        try:
+            torch.bmm(q3, k3, out_dtype=torch.float32, out=out.view(B * H, L, Lk))
+            scores = out
+        except (TypeError, RuntimeError, NotImplementedError):  # no out= variant: allocate instead
+            _HALF_SCORES["out"] = False
+    if scores is None:
+        try:
+            scores = torch.bmm(q3, k3, out_dtype=torch.float32).view(B, H, L, Lk)
+        except (TypeError, RuntimeError, NotImplementedError):  # torch without bmm(out_dtype=) here
+            _HALF_SCORES["ok"] = False
+            return None
+    if scale != 1.0 and not exact_scale:
+        scores.mul_(scale)
+    return scores
 
 
 class _EarlyExit(Exception):

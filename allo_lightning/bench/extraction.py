@@ -46,7 +46,7 @@ import torch
 from ..backbone.registry import REGISTRY
 
 # the grid's model shapes (d_model, n_heads, n_layers), from the backbone registry
-SHAPES = {name: REGISTRY[name].shape for name in ("esmc_300m", "esmc_600m", "esm2_t33_650m")}
+SHAPES = {name: spec.shape for name, spec in REGISTRY.items()}  # tiny / esm2_tiny: smoke runs of the bench
 DEFAULT_SHAPES = ["esmc_300m", "esmc_600m"]
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 THETA = 0.3
@@ -121,6 +121,18 @@ def best_of(fn: Callable[[], object], device: torch.device, times: list[Timing])
     sync(device)
     times.append(Timing(time.perf_counter() - w0, time.process_time() - c0))
     return out
+
+
+def extract_on(device: torch.device, backbone, *args, **kwargs):
+    """:func:`extract` with ``backbone``, then the backbone back on ``device``: Lightning's teardown moves
+    the module it ran to the CPU after ``trainer.predict`` (which made the next direct call on CUDA fail
+    with "index is on cuda:0, different from other tensors on cpu")."""
+    from ..attention import extract
+
+    try:
+        return extract(args[0], backbone, *args[1:], **kwargs)
+    finally:
+        backbone.to(device)
 
 
 def best(times: list[Timing]) -> Timing:
@@ -240,7 +252,7 @@ class Point:
 def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_heads: int | None,
               trainer_kwargs: dict) -> Point:
     from ..analysis import score_heads
-    from ..attention import AttentionExtractor, extract
+    from ..attention import AttentionExtractor
     from ..backbone import tokenize
     from ..original import full_attention_maps, original_head_scores
 
@@ -257,14 +269,14 @@ def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_
     for _ in range(2):  # warm-up: first calls page the weights in and set up kernels
         backbone(tokens, real)
         extractor(tokens, real, [protein.length])
-    extract([protein], backbone, THETA, str(workdir / "warm"), trainer_kwargs)  # Trainer's first-use costs
+    extract_on(device, backbone, [protein], THETA, str(workdir / "warm"), trainer_kwargs)  # Trainer's first use
     for rep in range(repeats):
         best_of(lambda: backbone(tokens, real), device, t["plain"])
         stats = best_of(lambda: extractor(tokens, real, [protein.length]), device, t["ours"])[0]
         maps = best_of(lambda: full_attention_maps(backbone, tokens, real), device, t["original maps"])
         maps = maps.cpu()
         def run_e2e(cache_dir=str(workdir / f"cache{rep}")):
-            return extract([protein], backbone, THETA, cache_dir, trainer_kwargs)
+            return extract_on(device, backbone, [protein], THETA, cache_dir, trainer_kwargs)
 
         best_of(run_e2e, device, t["ours e2e"])
         again = best_of(run_e2e, device, t["cached"])  # the same cache: every protein comes from it
@@ -344,7 +356,6 @@ def final_line(points: list[Point]) -> str:
 
 # -- scale: batching and padding ---------------------------------------------------------------------------
 def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: str = "esmc_300m") -> None:
-    from ..attention import extract
     from ..data import bundled_path, read_proteins
     from ..data.batching import padding_fraction, token_budget_batches
 
@@ -371,13 +382,13 @@ def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: st
     residues = sum(p.length for p in synthetic)
     results = {}
     with tempfile.TemporaryDirectory(prefix="allo_bench_scale_") as tmp:
-        extract(synthetic[:2], backbone, THETA, f"{tmp}/warm", trainer_kwargs)
+        extract_on(device, backbone, synthetic[:2], THETA, f"{tmp}/warm", trainer_kwargs)
         for rep in range(2):
             for label, kw in (("batch size 1", dict(max_tokens=1)),
                               ("max_tokens=4096, bucketed", dict(max_tokens=4096, bucket=True)),
                               ("max_tokens=4096, unbucketed", dict(max_tokens=4096, bucket=False))):
                 w0, c0 = time.perf_counter(), time.process_time()
-                extract(synthetic, backbone, THETA, f"{tmp}/{rep}{label}", trainer_kwargs, **kw)
+                extract_on(device, backbone, synthetic, THETA, f"{tmp}/{rep}{label}", trainer_kwargs, **kw)
                 results.setdefault(label, []).append(Timing(time.perf_counter() - w0, time.process_time() - c0))
     base = best(results["batch size 1"])
     for label, ts in results.items():
@@ -490,6 +501,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vs-transformers", action="store_true",
                     help="ESM-2 (esm2_t33_650m shape): ours vs transformers' output_attentions=True "
                          "+ thresholded count")
+    ap.add_argument("--table", action="store_true",
+                    help="extraction vs the plain forward over the bundled proteins' real lengths, esmc_600m "
+                         "shape, fp32 and bf16, same batches (see allo_lightning/bench/table.py)")
+    ap.add_argument("--max-tokens", type=int, default=16384, help="with --table: token budget of a batch")
+    ap.add_argument("--residues", type=int, default=None,
+                    help="with --table: only the first proteins, up to about this many residues")
+    ap.add_argument("--kernels", nargs="+", default=None, choices=("chunked", "fused", "compiled"),
+                    help="with --table: statistics kernels to time (default: the device's, and fused on CUDA)")
     ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -513,6 +532,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
 
+    if args.table:
+        from .table import run_table
+
+        run_table(pick_device(args.device), args.max_tokens, args.residues,
+                  shape=(args.shapes or ["esmc_600m"])[0], kernels=tuple(args.kernels) if args.kernels else None,
+                  repeats=args.repeats or 1)
+        return
     if args.scoring:
         print(load_line())
         print(run_scoring())
@@ -525,7 +551,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; {load_line()}; "
               f"ratios on the {global_clock} clock")
         if args.vs_transformers:
-            inference.run_vs_transformers(pick_device(args.device), args.lengths or [1000], global_clock)
+            esm2 = [s for s in args.shapes or () if REGISTRY[s].family == "esm2"]
+            inference.run_vs_transformers(pick_device(args.device), args.lengths or [1000], global_clock,
+                                          *(esm2[:1] or ["esm2_t33_650m"]))
         if args.predict:
             inference.run_predict(pick_device(args.device), quick=args.quick, clock=global_clock,
                                   shapes=args.shapes, lengths=args.lengths, repeats=args.repeats or 3, bf16=args.bf16)

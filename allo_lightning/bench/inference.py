@@ -35,9 +35,16 @@ from .extraction import THETA, Timing, _status_kb, best, make_backbone, random_p
 PREDICT_SHAPES = ["esmc_300m", "esmc_600m"]
 
 
-def _timed(fn, times: list[Timing]):
+def _timed(fn, times: list[Timing], device: torch.device | None = None):
+    """Time ``fn()`` (on a GPU: from an idle device until its queued work is done)."""
+    from .extraction import sync
+
+    if device is not None:
+        sync(device)
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
+    if device is not None:
+        sync(device)
     times.append(Timing(time.perf_counter() - w0, time.process_time() - c0))
     return out
 
@@ -75,10 +82,10 @@ def run_predict(device: torch.device, quick: bool, clock: str, shapes=None, leng
             full(tokens, real, [length])  # warm-up
             args = (tokens, real, [length])
             for _ in range(repeats):
-                _timed(lambda bb=bb, a=args: bb(*a[:2]), times["plain"])
-                _timed(lambda full=full, a=args: full(*a), times["full"])
+                _timed(lambda bb=bb, a=args: bb(*a[:2]), times["plain"], device)
+                _timed(lambda full=full, a=args: full(*a), times["full"], device)
                 for name, m in mods.items():
-                    _timed(lambda m=m, a=args: m(*a), times[name])
+                    _timed(lambda m=m, a=args: m(*a), times[name], device)
             b = {k: best(v) for k, v in times.items()}
             print(f"\n{shape} ({Ly} layers x {H} heads)  L={length}  best of {repeats}")
             print(f"  {'':16s}{'seconds':>10s}{'cpu s':>10s}{'vs full':>10s}{'depth':>8s}{'ratio/depth':>13s}")
@@ -113,28 +120,39 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
-def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2) -> dict:
-    """fp32 vs bf16: time of a full extraction, the share of confident (query, key) pairs (over all
-    layers and heads, alpha > theta in fp32) whose side of theta changes in bf16, the rank correlation
-    of the head scores (p_alpha, one protein with its random sites) and the overlap of the top-10 heads."""
+def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2,
+             n_proteins: int | None = None) -> dict:
+    """fp32 vs bf16: time of a full extraction of a batch of ``n_proteins`` proteins of ``length``
+    residues (default: 1 on a CPU; 32 on a GPU, where one protein only measures kernel launches), the
+    share of confident (query, key) pairs (over all layers and heads of the first protein, alpha > theta
+    in fp32) whose side of theta changes in bf16, the rank correlation of the head scores (p_alpha, the
+    batch with its random sites) and the overlap of the top-10 heads."""
     from ..analysis import score_heads
     from ..attention import AttentionExtractor, cpu_bf16_supported
     from ..backbone import tokenize
     from .extraction import labels_of
 
-    protein = random_protein(length, seed=length + 1)
-    tokens, real = (t.to(device) for t in tokenize([protein.sequence]))
-    y = labels_of(protein)
+    if n_proteins is None:
+        n_proteins = 1 if device.type == "cpu" else 32
+    proteins = [random_protein(length, seed=length + 1 + k, pid=f"B{k}") for k in range(n_proteins)]
+    tokens, real = (t.to(device) for t in tokenize([p.sequence for p in proteins]))
+    lengths = [p.length for p in proteins]
+    ys = [labels_of(p) for p in proteins]
+    first_tokens, first_real = tokens[:1], real[:1]
     masks: dict[int, torch.Tensor] = {}
-    bb(tokens, real, lambda ly, p: masks.__setitem__(ly, p[0] > THETA))
+    bb(first_tokens, first_real, lambda ly, p: masks.__setitem__(ly, p[0] > THETA))
     ext = AttentionExtractor(bb, THETA)
     res: dict[str, list[Timing]] = {"fp32": [], "bf16": []}
     stats = {}
+
+    def run():
+        return ext(tokens, real, lengths)
+
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         bb.to(dtype)
-        ext(tokens, real, [length])  # warm-up
+        run()  # warm-up
         for _ in range(repeats):
-            stats[name] = _timed(lambda: ext(tokens, real, [length])[0], res[name])
+            stats[name] = _timed(run, res[name], device)
     flips, confident = 0, 0
 
     def compare(ly: int, p: torch.Tensor) -> None:
@@ -143,10 +161,11 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
         flips += int((m ^ masks[ly]).sum())
         confident += int(masks[ly].sum())
 
-    bb(tokens, real, compare)
+    bb(first_tokens, first_real, compare)
     bb.to(torch.float32)
     Ly, H = bb.n_layers, bb.n_heads
-    scores = {k: score_heads([(s, y)], Ly, H, 10, 0)["p_alpha"].reshape(-1).double() for k, s in stats.items()}
+    scores = {k: score_heads(list(zip(s, ys)), Ly, H, 10, 0)["p_alpha"].reshape(-1).double()
+              for k, s in stats.items()}
     rho = spearman(scores["fp32"], scores["bf16"])
     top = {k: set(torch.argsort(torch.nan_to_num(v, nan=-1.0), descending=True)[:10].tolist())
            for k, v in scores.items()}
@@ -154,12 +173,15 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
     t32, t16 = best(res["fp32"]), best(res["bf16"])
     native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_supported())
     how = "native" if native else "EMULATED: this CPU has no bf16 instructions"
-    print(f"  bf16 vs fp32 ({bb.name}, L={length}, full extraction; bf16 {how}):"
+    speedup = _val(t32, clock) / _val(t16, clock)
+    print(f"  bf16 vs fp32 ({bb.name}, {n_proteins} x L={length} in one batch, full extraction; bf16 {how}):"
           f" fp32 {t32.wall:.3f} s (cpu {t32.cpu:.3f}), bf16 {t16.wall:.3f} s (cpu {t16.cpu:.3f}), "
-          f"speed-up {_val(t32, clock) / _val(t16, clock):.2f}x")
+          f"speed-up {speedup:.2f}x; {n_proteins * length / t32.wall:,.0f} / {n_proteins * length / t16.wall:,.0f} "
+          "residues/s")
     print(f"    confident pairs flipping at theta={THETA}: {flips / max(confident, 1):.2%} ({flips} of {confident}); "
           f"head-score rank correlation (Spearman, p_alpha) {rho:.4f}; top-10 heads shared {overlap}/10")
-    return {"flip": flips / max(confident, 1), "spearman": rho, "top10": overlap}
+    sys.stdout.flush()
+    return {"flip": flips / max(confident, 1), "spearman": rho, "top10": overlap, "speedup": speedup}
 
 
 # -- memory: loading + predict in a fresh process ----------------------------------------------------------
@@ -173,8 +195,8 @@ def child_main(argv: list[str]) -> dict:
         _, shape, length, weights, how = argv
         return memory_child(shape, int(length), weights, how)
     if kind == "vs":
-        _, method, shape, length = argv
-        return vs_child(method, shape, int(length))
+        _, method, shape, length, *device = argv
+        return vs_child(method, shape, int(length), device[0] if device else "cpu")
     raise SystemExit(f"unknown child {kind}")
 
 
@@ -248,37 +270,54 @@ def run_memory(shape: str, length: int, device: torch.device, compare_old: bool 
 
 
 # -- ESM-2: ours vs transformers' output_attentions --------------------------------------------------------
-def vs_child(method: str, shape: str, length: int) -> dict:
+def vs_child(method: str, shape: str, length: int, device_name: str = "cpu") -> dict:
+    """One method, one protein, in this fresh process: wall and CPU seconds of the second call (the first
+    is a warm-up) and its extra peak memory (CPU: resident set, Linux ``VmHWM``; CUDA: the allocator's
+    peak)."""
     from ..attention import AttentionExtractor
     from ..backbone import tokenize
+    from .extraction import sync
 
-    bb = make_backbone(shape, torch.device("cpu"))
+    device = torch.device(device_name)
+    bb = make_backbone(shape, device)
     protein = random_protein(length, seed=length)
-    tokens, real = tokenize([protein.sequence])
+    tokens, real = (t.to(device) for t in tokenize([protein.sequence]))
+    ours = AttentionExtractor(bb, THETA)
 
     def hf():
         out = bb.model(input_ids=tokens, attention_mask=real.long(), output_attentions=True)
         return [(a > THETA).sum(-2) for a in out.attentions]  # thresholded count per key, every layer/head
 
-    calls = {"plain": lambda: bb(tokens, real), "ours": lambda: AttentionExtractor(bb, THETA)(tokens, real, [length]),
-             "transformers": hf}
+    calls = {"plain": lambda: bb(tokens, real), "ours": lambda: ours(tokens, real, [length]), "transformers": hf}
+    cuda = device.type == "cuda"
     with torch.no_grad():
         calls[method]()  # warm-up
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _vm("VmRSS")
+        sync(device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device) / 2**20
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+            base = _vm("VmRSS")
         w0, c0 = time.perf_counter(), time.process_time()
         calls[method]()
+        sync(device)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"wall": wall, "cpu": cpu, "extra_mb": peak - base, "rss_mb": peak}
     return {"wall": wall, "cpu": cpu, "extra_mb": _vm("VmHWM") - base, "rss_mb": _vm("VmHWM")}
 
 
 def run_vs_transformers(device: torch.device, lengths: list[int], clock: str, shape: str = "esm2_t33_650m") -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536",
            "MALLOC_TRIM_THRESHOLD_": "65536"}
+    where = "GPU allocator" if device.type == "cuda" else "RSS"
     for length in lengths:
         res = {}
         for method in ("plain", "ours", "transformers"):
-            cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "vs", method, shape, str(length)]
+            cmd = [sys.executable, "-m", "allo_lightning.bench", "--child", "vs", method, shape, str(length),
+                   str(device)]
             if torch.get_num_threads():
                 cmd[3:3] = ["--threads", str(torch.get_num_threads())]
             r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -286,12 +325,13 @@ def run_vs_transformers(device: torch.device, lengths: list[int], clock: str, sh
                 print(r.stderr[-1500:], file=sys.stderr)
                 continue
             res[method] = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"\n{shape} shape, L={length}, one protein, fresh process per method (random weights):")
-        print(f"  {'':34s}{'seconds':>10s}{'cpu s':>10s}{'extra peak MiB':>16s}{'peak RSS MiB':>14s}")
+        print(f"\n{shape} shape, L={length}, one protein on {device}, fresh process per method (random weights; "
+              f"memory: {where}):")
+        print(f"  {'':34s}{'seconds':>10s}{'cpu s':>10s}{'extra peak MiB':>16s}{'peak MiB':>14s}")
         labels = {"plain": "plain forward", "ours": "ours (fused capture + statistics)",
                   "transformers": "transformers output_attentions"}
         for m, r in res.items():
-            print(f"  {labels[m]:34s}{r['wall']:10.2f}{r['cpu']:10.2f}{r['extra_mb']:16.0f}{r['rss_mb']:14.0f}")
+            print(f"  {labels[m]:34s}{r['wall']:10.3f}{r['cpu']:10.3f}{r['extra_mb']:16.0f}{r['rss_mb']:14.0f}")
         if {"plain", "ours", "transformers"} <= set(res):
             k = "cpu" if clock == "cpu" else "wall"
             print(f"  ours / plain {res['ours'][k] / res['plain'][k]:.3f}x; transformers / ours "

@@ -20,15 +20,22 @@ def read_bundled(name: str) -> list[Protein]:
 
     ``seed``: the rows whose ``site_kind`` is ``orthosteric`` list ligand-binding (orthosteric) pockets,
     not allosteric sites: their residues become ``orthosteric_sites`` and ``sites`` is None (no
-    allosteric label). Only the A2A sodium-site row (``P29274_Na``) keeps ``sites``."""
+    allosteric label). Only the A2A sodium-site row (``P29274_Na``) keeps ``sites``; it also gets the A2A
+    pocket (same sequence) as ``orthosteric_sites``, so the orthosteric contrast has one protein."""
     path = bundled_path(name)
     proteins = read_table(path)
     if name != "seed":
         return proteins
     with open(path, newline="", encoding="utf-8") as fh:
         kind = {row["id"]: (row.get("site_kind") or "").strip() for row in csv.DictReader(fh, delimiter="\t")}
-    return [dataclasses.replace(p, sites=None, orthosteric_sites=p.sites) if kind.get(p.id) == "orthosteric" else p
-            for p in proteins]
+    out = [dataclasses.replace(p, sites=None, orthosteric_sites=p.sites) if kind.get(p.id) == "orthosteric" else p
+           for p in proteins]
+    # the orthosteric contrast needs both labels on one protein: a pocket row lends its residues to the
+    # allosteric row of the same sequence (A2A: P29274's pocket -> P29274_Na). One protein can never
+    # resolve a contrast (sign-flip floor 1/2): it shows the columns, it cannot drop a head.
+    pockets = {p.sequence: p.orthosteric_sites for p in out if p.sites is None and p.orthosteric_sites}
+    return [dataclasses.replace(p, orthosteric_sites=pockets[p.sequence])
+            if p.sites and not p.orthosteric_sites and p.sequence in pockets else p for p in out]
 
 
 def bundled_path(name: str = "asd") -> Path:

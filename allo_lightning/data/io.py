@@ -503,10 +503,11 @@ def shared_sequence_clusters(proteins: list[Protein]) -> tuple[list[Protein], li
         if len(short) < MIN_CONTAINED:
             continue
         at = joined.find(short)
-        if at == starts[k]:
-            at = joined.find(short, at + 1)
-        if at >= 0:  # inside another sequence (a match cannot run over a separator)
-            union(by_seq[short][0], by_seq[distinct[bisect.bisect_right(starts, at) - 1]][0])
+        while at >= 0:  # every sequence it is inside (a match cannot run over a separator), not only the first
+            j = bisect.bisect_right(starts, at) - 1
+            if j != k:
+                union(by_seq[short][0], by_seq[distinct[j]][0])
+            at = joined.find(short, starts[j + 1]) if j + 1 < len(starts) else -1  # next sequence
     groups: dict[int, list[int]] = {}
     for i in range(len(proteins)):
         groups.setdefault(find(i), []).append(i)

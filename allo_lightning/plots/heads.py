@@ -21,7 +21,8 @@ ORTHO_COLOR = "#1f77b4"
 def plot_head_heatmap(values: torch.Tensor, selected: Sequence[tuple[int, int]], path: str | Path,
                       title: str = "", label: str = "score") -> Path:
     """Layers (rows, 0-based) x heads (columns, 0-based) heatmap of ``values`` [n_layers, n_heads];
-    selected heads are outlined. Values are printed in the cells of small models."""
+    selected heads are outlined. In the cells of small models: the head's rank (1 = highest value; the
+    colour bar gives the values), since values that differ in the third decimal look equal at two."""
     v = values.detach().double().cpu().numpy()
     n_layers, n_heads = v.shape
     width = min(16.0, 2.5 + 0.45 * n_heads)
@@ -35,10 +36,16 @@ def plot_head_heatmap(values: torch.Tensor, selected: Sequence[tuple[int, int]],
     cb.set_label(label)
     for ly, h in selected:
         ax.add_patch(plt.Rectangle((h - 0.5, ly - 0.5), 1, 1, fill=False, edgecolor=SITE_COLOR, linewidth=2.2))
-    if n_layers * n_heads <= 144:
+    annotated = n_layers * n_heads <= 144
+    if annotated:
+        flat = np.where(finite, v, -np.inf).ravel()
+        order = np.argsort(-flat, kind="stable")
+        rank = np.empty(flat.size, dtype=int)
+        rank[order] = np.arange(1, flat.size + 1)
         for ly in range(n_layers):
             for h in range(n_heads):
-                ax.text(h, ly, f"{v[ly, h]:.2f}", ha="center", va="center", fontsize=7,
+                text = str(rank[ly * n_heads + h]) if finite[ly, h] else "-"
+                ax.text(h, ly, text, ha="center", va="center", fontsize=7,
                         color="white" if not finite[ly, h] or v[ly, h] < 0.6 * vmax else "black")
     ax.set_xlabel("head (0-based)")
     ax.set_ylabel("layer (0-based)")
@@ -46,7 +53,8 @@ def plot_head_heatmap(values: torch.Tensor, selected: Sequence[tuple[int, int]],
     step_l = max(1, n_layers // 36)
     ax.set_xticks(range(0, n_heads, step_h))
     ax.set_yticks(range(0, n_layers, step_l))
-    ax.set_title(title + ("\n" if title else "") + f"red boxes: {len(selected)} selected heads", fontsize=9)
+    ax.set_title(title + ("\n" if title else "") + f"red boxes: {len(selected)} selected heads"
+                 + ("; cell text: rank (1 = highest)" if annotated else ""), fontsize=9)
     return save_figure(fig, path)
 
 

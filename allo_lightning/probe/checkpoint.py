@@ -189,3 +189,31 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"{path}: inconsistent checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}). "
                               f"{_REMAKE}") from None
+
+
+def sequence_digest(sequence: str) -> str:
+    """SHA-256 (hex) of a protein sequence (upper case): how a checkpoint remembers its training proteins."""
+    return __import__("hashlib").sha256(sequence.strip().upper().encode()).hexdigest()
+
+
+def seen_sequences(proteins) -> dict:
+    """The ``seen`` entry of a checkpoint's config: sequence digests of the proteins that trained or
+    validated the probe (no sequence itself is stored)."""
+    return {"sequence_sha256": sorted({sequence_digest(p.sequence) for p in proteins}),
+            "what": "SHA-256 of the upper-case sequences of the training and validation proteins"}
+
+
+def seen_in_training(config: dict, proteins) -> tuple[list[str], str | None]:
+    """Ids of ``proteins`` that trained or validated the probe of a checkpoint ``config``: by SEQUENCE
+    (a training protein under another id counts), from the digests in ``config["seen"]``. A checkpoint
+    written before the digests were stored is matched by id only, with a warning saying so."""
+    seen = config.get("seen") or {}
+    digests = set(seen.get("sequence_sha256") or [])
+    split = config.get("split") or {}
+    ids = set(split.get("train", [])) | set(split.get("val", []))
+    if digests:
+        return sorted({p.id for p in proteins if sequence_digest(p.sequence) in digests or p.id in ids}), None
+    return (sorted({p.id for p in proteins} & ids),
+            "warning: this checkpoint stores no sequence digests of its training proteins (written by an older "
+            "allo_lightning): seen_in_training matches ids only, so a training protein under another id is not "
+            "detected. Refit to store them.")

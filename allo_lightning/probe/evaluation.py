@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .bootstrap import bootstrap_ci, pooled_metric
-from .metrics import compute_metrics
+from .metrics import compute_metrics, precision_at_k
 from .train import ResidueSet
 
 
@@ -22,18 +22,17 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 def per_protein(data: ResidueSet, scores: torch.Tensor, top_k: int) -> list[dict]:
     """One dict per protein: id, length, n_sites, auprc and auroc (None without a site / a non-site),
-    precision_at_k (k capped at the protein's length)."""
+    precision_at_k (k capped at the protein's length; tie-aware: expected over random tie-breaking)."""
     out = []
     y_all, s_all, idx = data.y.numpy(), scores.double().numpy(), data.index.numpy()
     for i, p in enumerate(data.proteins):
         y, s = y_all[idx == i], s_all[idx == i]
         n_sites = int(y.sum())
-        top = np.argsort(-s, kind="stable")[: min(top_k, len(s))]
         defined = n_sites > 0
         out.append({"id": p.id, "length": len(y), "n_sites": n_sites,
                     "auprc": pooled_metric(y, s, "auprc", groups=np.zeros(len(y))) if defined else None,
                     "auroc": _auroc(y, s) if defined and n_sites < len(y) else None,
-                    "precision_at_k": float(y[top].mean()) if defined else None})
+                    "precision_at_k": precision_at_k(s, y, top_k) if defined else None})
     return out
 
 

@@ -1,15 +1,17 @@
 """Probe metrics: one torchmetrics MetricCollection per stage, always computed on the CPU.
 
-Pooled over all residues: ``auprc`` (average precision), ``auroc``, ``f1`` and ``mcc`` (at the decision
-threshold). Per protein (``indexes`` = protein number, mean over proteins with at least one site):
-``precision_at_k`` (precision among each protein's k best-scored residues), ``r_precision``
-(precision among its top-R residues, R = its number of sites), ``protein_auprc``, ``protein_auroc``.
-"""
+Pooled over all residues: ``auprc`` (average precision), ``auroc``, ``f1`` and ``mcc`` (predicted =
+score >= the decision threshold, the rule of every output). Per protein (``indexes`` = protein number,
+mean over proteins with at least one site), all tie-aware so they never depend on row order:
+``precision_at_k`` (expected precision among each protein's k best-scored residues over random
+tie-breaking), ``r_precision`` (the same at R = its number of sites), ``protein_auprc`` (average
+precision, tied scores one threshold as in scikit-learn), ``protein_auroc``."""
 
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -46,11 +48,18 @@ def compute_metrics(scores: torch.Tensor, labels: torch.Tensor, index: torch.Ten
                     top_k: int = 10) -> dict[str, float]:
     """All metrics of one set of scores (probabilities), on the CPU."""
     labels = labels.detach().long().cpu()
+    scores = scores.detach().float().cpu()
+    index = index.detach().long().cpu()
     m = probe_metrics(top_k, threshold)
-    m.update(scores.detach().float().cpu(), labels, indexes=index.detach().long().cpu())
+    m.update(scores, labels, indexes=index)
+    # F1 and MCC by the rule of ``predicted``: score >= threshold (torchmetrics' threshold is strict)
+    hard = MetricCollection({"f1": BinaryF1Score(), "mcc": BinaryMatthewsCorrCoef()}, compute_groups=False)
+    hard.update((scores >= threshold).float(), labels)
     with warnings.catch_warnings():  # torchmetrics warns (and returns 0) on one-class sets: handled below
         warnings.simplefilter("ignore")
         out = {k: float(v) for k, v in m.compute().items()}
+        out.update({k: float(v) for k, v in hard.compute().items()})
+    out.update(per_protein_tie_aware(scores.double().numpy(), labels.numpy(), index.numpy(), top_k))
     for k in undefined(labels):
         out[k] = float("nan")
     return out
@@ -92,3 +101,38 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     i = int(torch.argmax(f1))
     nxt = float(s[i + 1]) if i + 1 < len(s) else float(s[i]) - 1e-6
     return float((float(s[i]) + nxt) / 2)  # predicted = score >= threshold selects exactly the top i+1
+
+
+def precision_at_k(scores, labels, k: int) -> float:
+    """Precision among the ``k`` best-scored residues (k capped at the length), tie-aware: the expected
+    precision over a random order of the residues tied at the k-th score (so it never depends on row
+    order). NaN for an empty set."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    k = min(int(k), len(s))
+    if k < 1:
+        return float("nan")
+    kth = np.sort(s)[::-1][k - 1]
+    above, tied = s > kth, s == kth
+    from_tied = k - int(above.sum())
+    return float((y[above].sum() + from_tied * y[tied].mean()) / k)
+
+
+def per_protein_tie_aware(scores, labels, index, top_k: int) -> dict[str, float]:
+    """Means over the proteins with at least one site of: ``precision_at_k`` (tie-aware, k capped at the
+    length), ``r_precision`` (tie-aware precision among the top R, R = the protein's sites) and
+    ``protein_auprc`` (``sklearn.metrics.average_precision_score``: tied scores are one threshold).
+    These replace torchmetrics' retrieval versions, whose value depends on the row order of tied scores."""
+    from sklearn.metrics import average_precision_score
+
+    s, y, idx = (np.asarray(a).ravel() for a in (scores, labels, index))
+    out: dict[str, list[float]] = {"precision_at_k": [], "r_precision": [], "protein_auprc": []}
+    for p in np.unique(idx):
+        yp, sp = y[idx == p], s[idx == p]
+        n_sites = int(yp.sum())
+        if n_sites == 0:
+            continue
+        out["precision_at_k"].append(precision_at_k(sp, yp, top_k))
+        out["r_precision"].append(precision_at_k(sp, yp, n_sites))
+        out["protein_auprc"].append(float(average_precision_score(yp, sp)))
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in out.items()}

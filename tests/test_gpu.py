@@ -1,0 +1,146 @@
+"""Tests that need CUDA (marker ``gpu``; skipped where CUDA is absent, see tests/conftest.py). Run them on
+a GPU machine with ``python -m pytest -q -m gpu`` (.ci/gpu-check does).
+
+- the statistics kernels on CUDA (compiled, fused) equal the CPU's chunked kernel on the same attention
+  probabilities: ``count`` and ``total`` exactly (the same float32 values compared with the same theta),
+  ``received`` and ``mass`` within rtol 1e-5 / atol 1e-5 (float32 sums in another order);
+- extraction on CUDA (Trainer, cache) equals extraction on CPU within a stated tolerance: the attention
+  itself is computed by different kernels, so a weight within a few float32 ulps of theta may fall on the
+  other side: at most 0.1 % of the confident pairs may move, received/mass within atol 1e-3;
+- bf16 extraction on CUDA runs through the Trainer, its statistics are close to fp32's;
+- the benchmarks run on CUDA (the plain-forward crash after ``extract``, bf16 predict, vs transformers).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from allo_lightning.attention import AttentionExtractor, extract
+from allo_lightning.attention import stats as stats_mod
+from allo_lightning.attention.stats import column_stats
+from allo_lightning.backbone import tokenize
+from tests.conftest import random_proteins
+from tests.test_stats_kernels import assert_stats_close, padded_batch
+
+pytestmark = pytest.mark.gpu
+CUDA = {"accelerator": "gpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "fused"])
+@pytest.mark.parametrize("theta", [0.05, 0.3])
+def test_cuda_kernels_equal_cpu_chunked_on_the_same_probabilities(kernel, theta):
+    for seed, (B, H, T) in enumerate([(3, 4, 23), (4, 18, 257), (1, 18, 700)]):
+        probs, residue, real = padded_batch(B=B, H=H, T=T, seed=seed)
+        ref = column_stats(probs, residue, real, theta, rows=True, kernel="chunked")
+        got = column_stats(probs.cuda(), residue.cuda(), real.cuda(), theta, rows=True, kernel=kernel)
+        assert not stats_mod._COMPILE_FAILED, "torch.compile failed on this machine (the fallback was used)"
+        got = {k: v.cpu() for k, v in got.items()}
+        assert_stats_close(got, ref)
+        assert torch.equal(got["row_count"], ref["row_count"])
+
+
+def test_exactly_theta_is_not_confident_on_cuda():
+    t32 = torch.tensor(0.3, dtype=torch.float32)
+    real = torch.ones(1, 6, dtype=torch.bool)
+    residue = torch.tensor([[False, True, True, True, True, False]])
+    p = torch.zeros(1, 1, 6, 6)
+    p[0, 0, :, 1] = t32
+    p[0, 0, :, 2] = torch.nextafter(t32, torch.tensor(1.0))
+    for kernel in ("compiled", "fused"):
+        s = column_stats(p.cuda(), residue.cuda(), real.cuda(), 0.3, kernel=kernel)
+        assert s["count"][0, 0, 1].item() == 0 and s["count"][0, 0, 2].item() == 4, kernel
+
+
+def _flip_share(a, b) -> float:
+    return float((a.count - b.count).abs().sum() / a.count.sum().clamp_min(1))
+
+
+def test_extract_on_cuda_equals_cpu(tiny, tmp_path):
+    proteins = random_proteins(12, lo=30, hi=300, seed=7)
+    cpu = extract(proteins, tiny, 0.3, str(tmp_path / "cpu"), {"accelerator": "cpu", "devices": 1,
+                                                               "enable_progress_bar": False}, max_tokens=2048)
+    gpu = extract(proteins, tiny, 0.3, str(tmp_path / "gpu"), CUDA, max_tokens=2048)
+    for (p, a), (_, b) in zip(cpu, gpu):
+        assert _flip_share(a, b) <= 1e-3, p.id
+        torch.testing.assert_close(b.received, a.received, rtol=1e-4, atol=1e-3)
+        same = a.count == b.count  # where no pair crossed theta, the confident mass agrees too
+        assert same.float().mean() > 0.99
+        torch.testing.assert_close(b.mass[same], a.mass[same], rtol=1e-4, atol=1e-3)
+    tiny.to("cpu")
+
+
+def test_bf16_extract_on_cuda(tiny, tmp_path):
+    proteins = random_proteins(8, lo=40, hi=200, seed=8)
+    fp32 = extract(proteins, tiny, 0.3, str(tmp_path), CUDA, max_tokens=2048)
+    bf16 = extract(proteins, tiny, 0.3, str(tmp_path), CUDA, max_tokens=2048, dtype="bf16")
+    assert sorted(bf16.computed) == sorted(p.id for p in proteins), "bf16 entries are their own"
+    assert next(tiny.parameters()).dtype == torch.float32, "the backbone is given back in fp32"
+    for (p, a), (_, b) in zip(fp32, bf16):
+        assert torch.isfinite(b.received).all() and torch.equal(b.count, b.count.round())
+        torch.testing.assert_close(b.received.sum(-1), a.received.sum(-1), rtol=0.05, atol=0.5)
+        assert _flip_share(a, b) < 0.1, p.id
+    tiny.to("cpu")
+
+
+def test_extractor_direct_on_cuda_bf16_matches_fp32_ranks(tiny):
+    proteins = random_proteins(4, lo=50, hi=120, seed=9)
+    tokens, real = (t.cuda() for t in tokenize([p.sequence for p in proteins]))
+    lengths = [p.length for p in proteins]
+    tiny.cuda()
+    try:
+        a = AttentionExtractor(tiny, 0.3)(tokens, real, lengths)
+        tiny.to(torch.bfloat16)
+        b = AttentionExtractor(tiny, 0.3)(tokens, real, lengths)
+    finally:
+        tiny.to(torch.float32).to("cpu")
+    for x, y in zip(a, b):
+        r = torch.corrcoef(torch.stack([x.received.flatten(), y.received.flatten()]))[0, 1]
+        assert r > 0.99
+
+
+def test_half_precision_scores_equal_upcast_scores(tiny, monkeypatch):
+    """bf16 q.k^T on the tensor cores with float32 output gives the probabilities of upcasting q and k
+    first (float32 products of bf16 numbers are exact; only the order of the sums differs)."""
+    from allo_lightning.backbone import base
+
+    proteins = random_proteins(3, lo=50, hi=120, seed=10)
+    tokens, real = (t.cuda() for t in tokenize([p.sequence for p in proteins]))
+    tiny.cuda().to(torch.bfloat16)
+    try:
+        got, ref = {}, {}
+        tiny(tokens, real, lambda ly, p: got.__setitem__(ly, p.clone()))
+        assert base._HALF_SCORES["ok"], "bmm(out_dtype=float32) is not available on this torch"
+        monkeypatch.setitem(base._HALF_SCORES, "ok", False)
+        tiny(tokens, real, lambda ly, p: ref.__setitem__(ly, p.clone()))
+    finally:
+        tiny.to(torch.float32).to("cpu")
+    for ly in ref:
+        assert got[ly].dtype == torch.float32
+        torch.testing.assert_close(got[ly], ref[ly], rtol=1e-4, atol=1e-5)
+
+
+def test_bench_smoke_on_cuda(capsys):
+    from allo_lightning.bench import main
+
+    main(["--quick", "--device", "cuda", "--shapes", "tiny", "--lengths", "64", "--repeats", "1",
+          "--original-heads", "4"])
+    out = capsys.readouterr().out
+    assert "overhead=" in out and "nan" not in out.split("overhead=")[-1]
+
+
+def test_bench_predict_bf16_on_cuda(capsys):
+    from allo_lightning.bench import main
+
+    main(["--predict", "--quick", "--bf16", "--device", "cuda", "--shapes", "tiny", "--lengths", "64",
+          "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "bf16 vs fp32" in out and "speed-up" in out and "predict_vs_full=" in out
+
+
+def test_bench_table_on_cuda(capsys):
+    from allo_lightning.bench import main
+
+    main(["--table", "--device", "cuda", "--shapes", "tiny", "--residues", "2000", "--max-tokens", "2048"])
+    out = capsys.readouterr().out
+    assert "FAILED" not in out and "bf16 vs fp32 end to end" in out
