@@ -66,8 +66,8 @@ class TrainerConfig:
 
     Args:
         accelerator: auto (CUDA, else MPS, else CPU), cpu, cuda (or gpu) or mps.
-        devices: number of devices (processes) for extraction per machine, or auto.
-        num_nodes: number of machines (strategy ddp; README: several devices and machines).
+        devices: devices (processes) per machine, or auto.
+        num_nodes: machines (strategy ddp).
         strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch).
         default_root_dir: the output folder of the command.
         enable_progress_bar: show a progress bar during extraction.
