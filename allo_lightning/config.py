@@ -19,6 +19,8 @@ from typing import Literal
 
 from .errors import InputError
 
+MAX_SEED = 2**32 - 1  # seeds are unsigned 32-bit numbers (numpy's and Lightning's seed_everything range)
+
 
 def _fail(flag: str, problem: str, todo: str = "") -> None:
     raise InputError(f"--{flag}: {problem}" + (f" {todo}" if todo else ""), todo=todo or None)
@@ -58,6 +60,21 @@ def _backbone_name(flag: str, name) -> None:
     close = difflib.get_close_matches(name.lower(), BACKBONES, n=1)
     _fail(flag, f"unknown backbone {name!r}" + (f" (did you mean {close[0]!r}?)." if close else "."),
           f"Choose one of: {', '.join(BACKBONES)}.")
+
+
+def resolve_cache_dir(cache_dir: str | None) -> str:
+    """The cache folder a command uses: ``--model.cache_dir`` if given, else ``$ALLO_LIGHTNING_CACHE``
+    (an empty or blank variable counts as unset: it would put the cache in the current folder), else
+    ~/.cache/allo_lightning (as attention.cache.default_cache_dir). A leading ``~`` is expanded in
+    either: YAML files and environment variables are not expanded by the shell, and a literal ``./~``
+    folder is never meant."""
+    import os
+
+    if cache_dir is not None and not str(cache_dir).strip():
+        _fail("model.cache_dir", "empty path.", "Give a folder, or leave the flag out for the default.")
+    if cache_dir is None:
+        cache_dir = os.environ.get("ALLO_LIGHTNING_CACHE", "").strip() or "~/.cache/allo_lightning"
+    return os.path.expanduser(str(cache_dir))
 
 
 @dataclass
@@ -131,7 +148,8 @@ class ModelConfig:
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
         _positive("model.max_tokens", self.max_tokens, allow_none=True)
-        check_range("model.seed", self.seed, integer=True, allow_none=True)
+        check_range("model.seed", self.seed, low=0, high=MAX_SEED, integer=True, allow_none=True)
+        self.cache_dir = resolve_cache_dir(self.cache_dir)
 
 
 @dataclass
@@ -140,7 +158,7 @@ class DataConfig:
 
     Args:
         path: a TSV/CSV table (id, sequence, sites or labels; optional cluster, family, gene) or FASTA.
-            A file given here is used whole: the subset options below apply to the bundled data only.
+            A file given here is used whole (or its first --data.limit proteins).
         bundled: bundled set used when no path is given: gpcr (the 14 curated GPCRs, configs/gpcr.yaml),
             asd (371 ASD proteins of many families, 13 of them GPCRs) or seed (the A2A/ADRB2 cases of the
             original scripts: their residue lists are orthosteric pockets, read as orthosteric_sites, so
@@ -148,7 +166,7 @@ class DataConfig:
         modulators: bundled data only: ligand (default: leave out the ASD rows labelled from an ion or a
             crystallisation additive, modulator_class ion/additive) or all.
         family: bundled data only: keep this family (e.g. GPCR).
-        limit: bundled data only: keep the first N proteins (after the family filter).
+        limit: keep the first N proteins (of the file, or of the bundled set after the family filter).
         max_length: bundled data only: drop proteins longer than this (they are reported, not silent).
         long: proteins longer than the backbone's context: window (default: overlapping windows, the
             protein is marked windowed in the outputs), skip (left out, their ids listed) or error.
@@ -165,6 +183,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         _positive("data.limit", self.limit, allow_none=True)
         _positive("data.max_length", self.max_length, allow_none=True)
+        if self.path is not None:
+            given = [f"--data.{k}" for k, v in (("family", self.family), ("max_length", self.max_length),
+                                                ("modulators", None if self.modulators == "ligand" else 1)) if v]
+            if given:
+                _fail(given[0].removeprefix("--"), f"applies to the bundled data only, not to --data.path "
+                      f"{self.path}.", "Leave it out (filter your file yourself), or leave out --data.path.")
 
 
 @dataclass
@@ -238,7 +262,10 @@ class HeadsConfig:
         check_range("heads.max_selected", self.max_selected, low=1, integer=True)
         if self.null not in ("shift", "permutation", "composition"):
             _fail("heads.null", f"{self.null!r} is not one of shift, permutation, composition.")
-        check_range("heads.max_permutations", self.max_permutations, low=self.n_permutations, integer=True)
+        check_range("heads.max_permutations", self.max_permutations, low=1, integer=True)
+        if self.n_permutations > self.max_permutations:
+            _fail("heads.n_permutations", f"{self.n_permutations} is more than --heads.max_permutations "
+                  f"{self.max_permutations}.", "Give fewer permutations, or raise --heads.max_permutations too.")
 
 
 @dataclass

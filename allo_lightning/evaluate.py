@@ -30,9 +30,12 @@ from typing import Optional
 
 from .backbone import TINY_MEANINGLESS, context_length
 from .errors import InputError
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_csv, write_json
 from .pipeline import (
+    bootstrap_bytes,
     check_environment,
+    check_memory,
     load_checkpoint_backbone,
     load_probe_checkpoint,
     long_of,
@@ -148,9 +151,12 @@ def main(cfg) -> dict:
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     name = cfg.model.backbone
     proteins = load_proteins(cfg.data, max_length=context_length(name) if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
+    check_memory(f"{cfg.get('bootstrap'):,} bootstrap samples of {len(proteins)} proteins", "--bootstrap",
+                 bootstrap_bytes(cfg.get("bootstrap"), len(proteins)))
     for p in proteins:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
     mappings = {}
@@ -217,6 +223,7 @@ def main(cfg) -> dict:
         print(w, file=sys.stderr)
     print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'}, per protein: {out / 'per_protein.csv'}"
           + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
+    print(f"report: {write_report(out, 'evaluate')} (open it in a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return metrics

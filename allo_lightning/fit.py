@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .backbone import TINY_MEANINGLESS
 from .errors import CheckpointError, OutputExistsError
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_csv, write_json
 from .pipeline import load_inputs, run_extraction
 from .shell import command
@@ -36,7 +37,8 @@ def _flags(parser) -> None:
 
 def probe_trainer_kwargs(cfg) -> dict:
     """The probe's Trainer: its own device (``--probe.accelerator``) and the run's output folder."""
-    return {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
+    return {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir),
+            "log_dir": str(cfg.out_dir / "training_log")}  # per-epoch loss and validation AUPRC (CSVLogger)
 
 
 def heads_label(heads) -> list[str]:
@@ -83,6 +85,7 @@ def main(cfg) -> dict:
     ckpt_path = Path(cfg.get("checkpoint") or default_checkpoint(cfg))
     overwrite = bool(cfg.get("overwrite"))
     out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     check_checkpoint_path(ckpt_path, overwrite)
     splits = []
     backbone, proteins = load_inputs(cfg, check=lambda ps: splits.append(train_val_test(
@@ -153,6 +156,7 @@ def main(cfg) -> dict:
     for w in warnings:
         print(w, file=sys.stderr)
     print(f"metrics: {out / 'metrics.json'}")
+    print(f"report: {write_report(out, 'fit')} (open it in a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     print(f"checkpoint: {ckpt_path}")

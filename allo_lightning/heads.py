@@ -13,6 +13,7 @@ import time
 
 from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
 from .backbone import TINY_MEANINGLESS
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, record_outputs
 from .pipeline import load_inputs, run_extraction, select_subset
 from .shell import command
@@ -29,6 +30,7 @@ def _extra(parser) -> None:
 @command("heads", __doc__, sections=("model", "data", "trainer", "heads"), flags=_extra)
 def main(cfg) -> dict:
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     from .plots.heads import plot_head_heatmap, plot_protein_map
 
     backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins),
@@ -84,6 +86,7 @@ def main(cfg) -> dict:
               + "; ".join(f"{k} ({v})" for k, v in list(analysis.excluded.items())[:5]))
     print(f"scored {analysis.n_layers * analysis.n_heads} heads in {t_score:.2f} s; outputs in {out}/ "
           f"(heads.csv, heads.json, {HEATMAP}, {MAPS_DIR}/, attention_to_sites.csv)")
+    print(f"report: {write_report(out, 'heads')} (open it in a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return {"analysis": analysis, "files": files, "out_dir": str(out)}

@@ -10,7 +10,8 @@ import lightning as L
 from . import distributed
 from .attention import Extraction, extract, split_long
 from .attention.cache import default_cache_dir
-from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone
+from .attention.run import check_window_work
+from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone, spec_of
 from .data import Protein, load_proteins
 from .errors import BackboneError, InputError
 from .outputs import check_writable_dir
@@ -77,6 +78,11 @@ def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
     if check is not None:
         check(proteins)
     check_orthosteric(getattr(cfg, "heads", None), proteins)
+    _, n_heads, n_layers = spec_of(cfg.model.backbone).shape
+    check_heads_memory(cfg, proteins, n_layers * n_heads)
+    if getattr(cfg, "report", None) is not None:
+        check_memory(f"{cfg.report.n_boot:,} bootstrap samples of {len(proteins)} proteins", "--report.n_boot",
+                     bootstrap_bytes(cfg.report.n_boot, len(proteins)))
     backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
@@ -102,10 +108,65 @@ def long_policy(cfg, proteins: list[Protein]) -> list[Protein]:
               f"{limit} residues: " + ", ".join(f"{p.id} ({p.length})" for p in skipped))
     windowed = [p for p in kept if p.length > limit]
     if windowed:
-        print(f"{len(windowed)} protein(s) longer than {name}'s context of {limit} residues run as overlapping "
-              "windows (marked windowed): " + ", ".join(f"{p.id} ({p.length})" for p in windowed[:8])
+        n_windows = check_window_work(windowed, limit, cfg.model.window_overlap)
+        print(f"{len(windowed)} protein(s) longer than {name}'s context of {limit} residues run as {n_windows} "
+              "overlapping windows (marked windowed): " + ", ".join(f"{p.id} ({p.length})" for p in windowed[:8])
               + (" ..." if len(windowed) > 8 else ""))
     return kept if skipped else proteins  # unchanged: the reader's list (with its notes) as it came
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else the physical memory),
+    or None where unknown."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def bootstrap_bytes(n_boot: int, n_proteins: int) -> int:
+    """Peak memory of a bootstrap over ``n_proteins`` (probe.bootstrap: the [n_boot, P] protein draws are
+    made as int64 indices, offsets and counts, then float64 weights: 4 arrays of 8 bytes; plus the
+    per-sample metric values)."""
+    return int(n_boot) * (32 * max(int(n_proteins), 1) + 64)
+
+
+def permutation_bytes(n_draws: int, n_heads: int, max_sites: int) -> int:
+    """Peak memory of the permutation test (analysis.scores): pooled and per-protein null sums
+    [draws, 2 x heads] float32, the comparison with the observed value, and the drawn site indices
+    [draws, sites] int64."""
+    rows = 2 * int(n_heads)
+    return int(n_draws) * (9 * rows + 16 * max(int(max_sites), 1))
+
+
+def check_memory(what: str, flag: str, needed: int, available: int | None = None) -> None:
+    """Refuse, before any work, a setting whose estimated memory ``needed`` exceeds the memory
+    available here (an allocation that size ends in the kernel's out-of-memory killer, not an error)."""
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise InputError(f"{flag}: {what} would need about {needed / 2**30:,.1f} GiB of memory, more than the "
+                         f"{available / 2**30:,.1f} GiB available here. Give a smaller value.",
+                         todo="Give a smaller value.")
+
+
+def check_heads_memory(cfg, proteins: Sequence[Protein], n_heads: int) -> None:
+    """--heads.n_permutations against the memory available (the escalation up to
+    --heads.max_permutations draws in chunks of bounded size: its memory does not grow with it)."""
+    heads = getattr(cfg, "heads", None)
+    if heads is None or not proteins:
+        return
+    max_sites = max(len(p.sites or ()) for p in proteins)
+    check_memory(f"{heads.n_permutations:,} random site sets for {n_heads} heads", "--heads.n_permutations",
+                 permutation_bytes(heads.n_permutations, n_heads, max_sites))
 
 
 def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],

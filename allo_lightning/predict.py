@@ -44,6 +44,7 @@ from typing import Literal, Optional, Union
 import torch
 
 from .backbone import TINY_MEANINGLESS
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, publish, record_outputs, write_json
 from .pipeline import (
     check_environment,
@@ -243,6 +244,7 @@ def main(cfg) -> dict:
     ckpt = load_probe_checkpoint(cfg, "predict")
     overwrite = bool(cfg.get("overwrite"))
     out = prepare_out_dir(cfg.get("out"), overwrite, "predictions.csv")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     backbone = load_checkpoint_backbone(cfg, ckpt)
     proteins = _read_proteins(cfg, max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
@@ -354,7 +356,8 @@ def main(cfg) -> dict:
         top = [(j + 1, p.sequence[j], values[j]) for j in order_p[:top_n]]
         described.append({"id": p.id, "length": p.length, "predicted": n_predicted[i], "files": names[p.id],
                           "protein_rank": protein_rank[i], **record, "windowed": p.id in extraction.windowed,
-                          "known_sites": list(p.sites or []), **site_info,
+                          "windows": extraction.window_regions(p) or [], "known_sites": list(p.sites or []),
+                          **site_info,
                           "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
         print(f"{p.id} ({p.length} residues, {n_predicted[i]} predicted at threshold {ckpt.threshold:.3f}): "
               + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
@@ -386,6 +389,7 @@ def main(cfg) -> dict:
           f"per-protein files for {shown} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"
           + (f", structures: {out / 'structures'}" if mappings else "")
           + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
+    print(f"report: {write_report(out, 'predict')} (open it in a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return info

@@ -40,6 +40,7 @@ from dataclasses import replace
 
 from .analysis import head_label
 from .backbone import TINY_MEANINGLESS
+from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json, write_text
 from .pipeline import load_inputs, run_extraction
 from .shell import command
@@ -142,6 +143,7 @@ def main(cfg, analyse=None) -> dict:
     if rcfg.efficiency_draws < 5:
         print(f"note: report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     made, am = [], []
 
     def check(ps) -> None:  # the folds, and the AlphaMissense file, before the model is loaded
@@ -300,7 +302,8 @@ def main(cfg, analyse=None) -> dict:
               f"row {sel_name!r} uses the top-ranked heads (unconfirmed).")
     if cfg.heads.strategy == "original":
         print("note: heads strategy 'original' uses uncorrected per-head p-values (no multiplicity correction).")
-    print(f"report: {out / 'report.md'} ({summary['seconds']:.0f} s)")
+    print(f"report: {out / 'report.md'} ({summary['seconds']:.0f} s); {write_report(out, 'report')} (open it in "
+          "a browser)")
     if backbone.meaningless:
         print(TINY_MEANINGLESS)
     return summary

@@ -35,7 +35,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import DataConfig, HeadsConfig, ModelConfig, ProbeConfig, ReportConfig, TrainerConfig
+from .config import (
+    MAX_SEED,
+    DataConfig,
+    HeadsConfig,
+    ModelConfig,
+    ProbeConfig,
+    ReportConfig,
+    TrainerConfig,
+    check_range,
+)
 from .errors import InputError, Interrupted, UserError
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig,
@@ -86,6 +95,7 @@ class Config:
         for name in spec.sections:
             setattr(self, name, SECTIONS[name](**values[name]))
         self.seed: int = values.get("seed", 0)
+        check_range("seed", self.seed, low=0, high=MAX_SEED, integer=True)
         for key, value in values.items():
             if key not in SECTIONS and key != "seed":
                 setattr(self, key, value)
@@ -146,9 +156,60 @@ def _gather_lists(argv: list[str], list_flags: dict[str, type]) -> list[str]:
     return out
 
 
-def read_config_file(path: str, spec: Spec) -> dict:
+def _load_yaml(text: str, path: str):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML keeps the last silently)
+    and aliases (``*name``): a few hundred bytes of nested aliases expand to gigabytes (an "alias
+    bomb"), and a config file never needs them."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise InputError(f"--config {path}, line {mark.line + 1}: YAML aliases (*name) are not accepted in "
+                                 "config files. Write the value out in full.", todo="Write the value out in full.")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise InputError(f"--config {path}, line {key_node.start_mark.line + 1}: key {key!r} is given "
+                                     f"twice in the same section (first at line {first}); YAML would keep only the "
+                                     "last. Keep one of them.", todo="Keep one of them.")
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    loader = Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+_ALIAS = re.compile(r"(?:^|[\s,\[{:])\*[^\s,\[\]{}]")
+
+
+def _refuse_aliases(argv: list[str]) -> None:
+    """A flag value is read as YAML too: refuse aliases (``*name``) in a list or mapping value, as in
+    config files (nested aliases expand to gigabytes when the value is checked)."""
+    for i, tok in enumerate(argv):
+        flag, value = (tok.split("=", 1) if tok.startswith("--") and "=" in tok else
+                       (argv[i - 1] if i else "", tok))
+        if value.lstrip().startswith(("[", "{")) and _ALIAS.search(value):
+            raise InputError(f"{flag or 'a value'}: YAML aliases (*name) are not accepted. Write the value out in "
+                             "full.", todo="Write the value out in full.")
+
+
+def read_config_file(path: str, spec: Spec, own: frozenset[str] = frozenset()) -> dict:
     """The sections of YAML config ``path`` that ``spec`` uses (flat ``section.key`` -> value); unknown
-    sections or keys are refused; sections of other commands are ignored."""
+    sections or keys are refused; sections of other commands are ignored. ``own``: the command's own
+    flags (``checkpoint``, ``data.long``...), accepted too (a run's config.yaml records them)."""
     import yaml
 
     p = Path(path).expanduser()
@@ -174,7 +235,7 @@ def read_config_file(path: str, spec: Spec) -> dict:
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text, path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
@@ -189,6 +250,9 @@ def read_config_file(path: str, spec: Spec) -> dict:
     known = list(SECTIONS) + list(TOP_LEVEL)
     for key, value in data.items():
         key = str(key)
+        if key in own and key not in known:
+            flat[key] = value
+            continue
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)" if close
@@ -202,6 +266,9 @@ def read_config_file(path: str, spec: Spec) -> dict:
             raise InputError(f"--config {path}: section {key!r} must be a mapping of settings, got {value!r}.")
         fields = [f.name for f in dataclasses.fields(SECTIONS[key])]
         for sub, v in value.items():
+            if f"{key}.{sub}" in own:
+                flat[f"{key}.{sub}"] = v
+                continue
             if sub not in fields:
                 close = difflib.get_close_matches(str(sub), fields, n=1)
                 hint = f" (did you mean {key}.{close[0]}?)" if close else ""
@@ -313,25 +380,50 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
     parser = build_parser(spec, prog)
     argv, configs = _split_configs(argv)
     from_files: dict = {}
+    own = frozenset(o[2:] for o in _option_strings(parser)) - {"config", "help"}
+    source: dict[str, str] = {}  # key -> the config file that set it (the last one wins, as for the value)
     for path in configs:
-        from_files.update(read_config_file(path, spec))
+        got = read_config_file(path, spec, own)
+        from_files.update(got)
+        source.update(dict.fromkeys(got, path))
+    on_command_line = {tok[2:].split("=", 1)[0] for tok in argv if tok.startswith("--")}
+    _refuse_aliases(argv)
     # config values become flags placed before the command line's own: checked exactly like flags,
     # and overridden by them
     prefix = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in from_files.items()]
     argv = prefix + _gather_lists(argv, _list_flags(spec.sections))
+
+    def blame(err: InputError, in_files: bool) -> InputError:
+        """Name the config file when the bad value came from it (not when the command line set the key)."""
+        key = str(err).split(":")[0].lstrip("-")
+        if key in source and (in_files or key not in on_command_line):
+            return InputError(f"--config {source[key]}: {err}", todo=err.todo)
+        return err
+
     try:
+        if from_files:  # the files' values alone first: an error there is the file's, even if a flag overrides it
+            # (files hold section settings and the seed only: a parser without the command's own flags,
+            # some of which are required, checks them)
+            files_parser = build_parser(dataclasses.replace(spec, flags=None), prog)
+            known = frozenset(o[2:] for o in _option_strings(files_parser))
+            # a run's config.yaml also records the command's own flags (checked with the command line below)
+            sections_only = [f for f, key in zip(prefix, from_files) if key in known]
+            try:
+                files_parser.parse_args(sections_only)
+            except ArgumentError as e:
+                raise blame(_parse_error(str(e), parser), in_files=True) from None
         ns = parser.parse_args(argv)
     except ArgumentError as e:
-        err = _parse_error(str(e), parser)
-        if configs and str(err).split(":")[0].lstrip("-") in from_files:
-            err = InputError(f"--config {configs[-1]}: {err}")
-        raise err from None
+        raise blame(_parse_error(str(e), parser), in_files=False) from None
     values = ns.as_dict()
     values.pop("config", None)
     values.pop("__path__", None)
     for name in SECTIONS:  # the group-config actions (--model CONFIG) leave no key of their own
         values.pop(f"{name}.__path__", None)
-    return Config(spec, values)
+    try:
+        return Config(spec, values)
+    except InputError as e:
+        raise blame(e, in_files=False) from None
 
 
 # -- running a command ------------------------------------------------------------------------------
@@ -354,7 +446,15 @@ def report_error(err: BaseException) -> int:
 
 
 def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None, prog: str | None = None) -> Any:
-    """Parse, check and run ``body`` with the one error handler (see the module docstring)."""
+    """Parse, check and run ``body`` with the one error handler (see the module docstring); what it prints,
+    the error line included, also goes to the run.log of the command's output folder (html.records)."""
+    from .html.records import capture
+
+    with capture(args):
+        return _run(spec, body, args, prog)
+
+
+def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog: str | None) -> Any:
     from . import distributed, interrupt
 
     quiet_lightning()
@@ -402,13 +502,19 @@ def _usage() -> str:
              "Attention heads of a frozen protein language model that see allosteric sites, and a probe "
              "trained on them.", "", "commands:"]
     lines += [f"  {c:<{width}}  {d}" for c, d in COMMANDS.items()]
-    lines += ["", "allo-lightning COMMAND --help lists the flags of a command."]
+    lines += ["", "allo-lightning COMMAND --help lists the flags of a command; allo-lightning --version prints the "
+              "version."]
     return "\n".join(lines)
 
 
 def console_main(argv: list[str] | None = None) -> None:
     """The ``allo-lightning`` console script: ``allo-lightning COMMAND [flags]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):  # answered before anything heavy is imported
+        from . import __version__
+
+        print(f"allo_lightning {__version__}")
+        return None
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         if not argv:

@@ -129,13 +129,15 @@ def test_hand_edited_checkpoint_with_recomputed_plain_checksum_refused(tmp_path,
     config["threshold"] = 0.01  # the attack: every residue predicted allosteric
     edited = json.dumps(config, sort_keys=True, default=str)
     forged = {**meta, "config": edited, "sha256": _plain_sha256(tensors, edited),
-              "hmac_sha256": tensors_digest(tensors, context=edited)}  # plain SHA-256 in every checksum field
+              "hmac_sha256": tensors_digest(tensors, context=edited),
+              "checksum": tensors_digest(tensors, context=edited)}  # plain SHA-256 in every checksum field
     save_file(tensors, str(path), metadata=forged)
     with pytest.raises(CheckpointError, match="checksum mismatch.*edited"):
         load_checkpoint(path)
     # negative control: the same edit with the checksum keyed by the backbone identity is read (so the
-    # refusal above comes from the key, not from something else in the edit)
-    save_file(tensors, str(path), metadata={**forged, "hmac_sha256": ck._digest(tensors, edited)})
+    # refusal above comes from the key, not from something else in the edit). This is why the checksum
+    # guards against damage, not tampering: the key is derived from the file (see probe.checkpoint)
+    save_file(tensors, str(path), metadata={**forged, "checksum": ck._digest(tensors, edited)})
     assert load_checkpoint(path).threshold == 0.01
 
 
@@ -180,3 +182,122 @@ def test_calibration_round_trip(tmp_path, tiny, method):
     ckpt = load_checkpoint(path)
     assert ckpt.calibration.method == method and torch.equal(ckpt.probability(s), cal(s))
     assert ckpt.config["calibration"]["fitted_on"] == "validation"
+
+
+def test_checksum_under_the_old_metadata_key_is_read(tmp_path, tiny):
+    """Checkpoints written before the checksum was renamed (metadata key hmac_sha256) still load, and
+    their checksum is still checked."""
+    from safetensors.torch import save_file
+
+    path, *_ = _saved(tmp_path, tiny)
+    meta, tensors = _contents(path)
+    old = {k: v for k, v in meta.items() if k != "checksum"}
+    old["hmac_sha256"] = meta["checksum"]
+    save_file(tensors, str(path), metadata=old)
+    assert load_checkpoint(path).threshold == pytest.approx(0.37)
+    save_file(tensors, str(path), metadata={**old, "hmac_sha256": "0" * 64})
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("std", [0.0, -1.0])
+def test_non_positive_feature_std_refused(tmp_path, tiny, std):
+    """A hand-made checkpoint with features.std 0 gave NaN scores for every residue."""
+    from allo_lightning.probe import checkpoint as ck
+
+    path, *_ = _saved(tmp_path, tiny)
+    meta, tensors = _contents(path)
+    tensors["features.std"][:] = std
+    ck._write(path, tensors, __import__("json").loads(meta["config"]))  # a valid checksum
+    with pytest.raises(CheckpointError, match="features.std.*not positive"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("key,value", [("theta", 0.0), ("theta", 7.0), ("theta", 1.0), ("threshold", -0.1),
+                                       ("threshold", 1.5)])
+def test_out_of_range_theta_or_threshold_refused(tmp_path, tiny, key, value):
+    """theta 0 or 7 in a checkpoint was accepted; the config's range (0, 1) is checked on load (and
+    the threshold must lie in the score's range [0, 1])."""
+    import json
+
+    from allo_lightning.probe import checkpoint as ck
+
+    path, *_ = _saved(tmp_path, tiny)
+    meta, tensors = _contents(path)
+    config = json.loads(meta["config"])
+    config[key] = value
+    ck._write(path, tensors, config)
+    with pytest.raises(CheckpointError, match=f"probe.safetensors: the checkpoint's {key}"):
+        load_checkpoint(path)
+    config[key] = 0.5  # negative control: an in-range value loads
+    ck._write(path, tensors, config)
+    assert getattr(load_checkpoint(path), key) == 0.5
+
+
+_SAVE_SCRIPT = """
+import hashlib, json, random, sys
+import torch
+from allo_lightning.probe import checkpoint as ck
+tensors = {"net.w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "features.mean": torch.zeros(4),
+           "features.std": torch.ones(4), "net.b": torch.tensor([0.5])}
+config = {"theta": 0.3, "threshold": 0.4, "probe": {"kind": "logreg"}, "backbone": {"identity": "x", "name": "tiny"},
+          "z": 1, "a": [1, 2], "m": {"q": 1, "b": 2}}
+keys = list(config)
+random.Random(int(sys.argv[2])).shuffle(keys)  # the dict built in another order: the bytes must not change
+out = []
+for i in range(4):  # several writes in one process (safetensors' metadata order changes within a process too)
+    ck._write(sys.argv[1] + f".{i}", dict(reversed(list(tensors.items()))), {k: config[k] for k in keys})
+    out.append(hashlib.sha256(open(sys.argv[1] + f".{i}", "rb").read()).hexdigest())
+print(json.dumps(out))
+"""
+
+
+def test_checkpoint_bytes_are_reproducible_in_one_process(tmp_path):
+    """Within one process too, safetensors wrote the same metadata in a different order on each call
+    (7 distinct files in 10 writes of one checkpoint, measured): now one sha256 for 6 writes of the
+    same contents, given as dicts in 6 different orders."""
+    import hashlib
+    import json
+    import random
+
+    from allo_lightning.probe import checkpoint as ck
+
+    tensors = {"net.w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "features.std": torch.ones(4),
+               "features.mean": torch.zeros(4)}
+    config = json.loads('{"theta": 0.3, "threshold": 0.4, "backbone": {"identity": "x"}, "z": 1, "a": [1, 2]}')
+    digests = set()
+    for i in range(6):
+        keys = list(config)
+        random.Random(i).shuffle(keys)
+        out = ck._write(tmp_path / f"c{i}.safetensors", dict(random.Random(i).sample(list(tensors.items()), 3)),
+                        {k: config[k] for k in keys})
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+@pytest.mark.slow
+def test_checkpoint_bytes_are_reproducible_across_processes(tmp_path):
+    """Two identical fits wrote checkpoints with equal tensors and metadata but different bytes (the
+    safetensors library writes metadata keys in a per-process hash order): sha256-based provenance
+    failed. Here: the same checkpoint written 4 times in each of 2 processes (different hash seeds,
+    dict orders) has one sha256, and still loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    hashes = set()
+    for run, seed in enumerate(("0", "12345")):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", _SAVE_SCRIPT, str(tmp_path / f"p{run}"), seed], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        hashes.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert len(hashes) == 1, hashes
+    with safe_open(str(tmp_path / "p0.0"), framework="pt") as f:  # still a valid safetensors file
+        meta = f.metadata()
+        assert list(f.keys()) == ["features.mean", "features.std", "net.b", "net.w"]
+        assert torch.equal(f.get_tensor("net.w"), torch.arange(12, dtype=torch.float32).reshape(3, 4))
+    assert json.loads(meta["config"])["m"] == {"q": 1, "b": 2} and "checksum" in meta

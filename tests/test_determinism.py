@@ -38,5 +38,12 @@ def test_same_seed_same_heads_metrics_predictions(tmp_path):
         assert a[key] == b[key], key
     assert a["split"] == b["split"]
     assert pred_a == pred_b
+    # the checkpoints are byte-identical, so a sha256 identifies a probe (safetensors alone wrote its
+    # metadata in a per-process hash order: equal contents, different bytes)
+    import hashlib
+
+    digests = {hashlib.sha256((tmp_path / r / "ckpts" / "run.tiny.safetensors").read_bytes()).hexdigest()
+               for r in ("a", "b")}
+    assert len(digests) == 1
     c, pred_c, _ = _run(tmp_path, "c", table, fasta, seed=8)  # the seed matters (split, init)
     assert (c["split"], pred_c) != (a["split"], pred_a)

@@ -527,3 +527,43 @@ def test_evaluate_with_structure_reports_site_success(fitted, capsys):
     assert per["nostruct"]["site_top1"] == "" and saved["site_success"]["n_proteins"] == 1
     assert saved["site_success"]["top1"] == float(per["rec"]["site_top1"]) and "site success over 1" in printed
     assert not (tmp_path / "ev_s" / "plots").exists()
+
+
+def test_run_records_training_log_report_and_config_replay(fitted, capsys):
+    """fit and predict write config.yaml, run.log and report.html; fit's probe logs one row of training
+    loss and validation AUPRC per epoch; predict replayed from its config.yaml gives the same result."""
+    import yaml
+
+    tmp_path, _, metrics, printed = fitted
+    run = tmp_path / "run"
+    rows = list(csv.DictReader((run / "training_log" / "metrics.csv").open()))
+    val = {int(r["epoch"]): float(r["val/auprc"]) for r in rows if r["val/auprc"]}
+    loss = {int(r["epoch"]): float(r["train/loss"]) for r in rows if r["train/loss"]}
+    assert sorted(val) == sorted(loss) == list(range(metrics["epochs"]))
+    assert val[metrics["best_epoch"]] == pytest.approx(metrics["val"]["auprc"], abs=1e-6)  # the kept epoch
+    assert max(val.values()) == pytest.approx(val[metrics["best_epoch"]])
+    log = (run / "run.log").read_text()
+    assert printed.strip().splitlines()[-1] in log and log.splitlines()[1].endswith(": finished")
+    assert "Training curve" in (run / "report.html").read_text()
+    fit_cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert fit_cfg["model"]["backbone"] == "tiny" and fit_cfg["trainer"]["default_root_dir"] == str(run)
+    assert "overwrite" not in fit_cfg
+
+    fasta = tmp_path / "replay.fasta"
+    fasta.write_text(">a\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV\n>b\nGPNWEDCHGPNWEDCHGPNWEDCHGPNWEDCH\n")
+    first = tmp_path / "replay1"
+    predict.main(["--checkpoint", str(tmp_path / "ckpts" / "run.tiny.safetensors"), "--fasta", str(fasta),
+                  "--out", str(first), "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
+                  "--trainer.enable_progress_bar", "false", "--top", "4", "--data.long", "skip", "--plots", "false"])
+    cfg = yaml.safe_load((first / "config.yaml").read_text())
+    assert cfg["top"] == 4 and cfg["data"] == {"long": "skip"} and cfg["plots"] is False and cfg["out"] == str(first)
+    second = tmp_path / "replay2"
+    predict.main(["--config", str(first / "config.yaml"), "--out", str(second)])
+    assert (second / "predictions.csv").read_text() == (first / "predictions.csv").read_text()
+    replayed = yaml.safe_load((second / "config.yaml").read_text())
+    assert replayed == {**cfg, "out": str(second)}  # every setting, the same after a round trip
+    assert not (second / "plots").exists()  # --plots false came from the file
+    for out in (first, second):
+        assert (out / "report.html").is_file() and (out / "run.log").is_file()
+    assert "report: " in (second / "run.log").read_text()
+    capsys.readouterr()

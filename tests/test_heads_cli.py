@@ -81,3 +81,21 @@ def test_heads_command_refuses_to_overwrite(tmp_path, capsys):
     assert meta["fallback"] and "fell back" in meta["fallback"]  # nothing passes q < 1e-9: top-k, said so
     assert len(meta["selected"]) == 3 == len(result["analysis"].selected)  # smoke config: top_k 3
     assert "FALLBACK" in capsys.readouterr().out
+
+
+def test_heads_small_run_succeeds(tmp_path, capsys):
+    """A small successful heads run in the inner loop (the full check above is slow): 6 random proteins
+    on the tiny backbone, few permutations, no maps."""
+    from .conftest import random_proteins, write_table
+
+    table = write_table(tmp_path / "t.tsv", random_proteins(6, lo=20, hi=30, seed=1))
+    result = heads_cmd.main(["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"),
+                             "--data.path", str(table), "--trainer.accelerator", "cpu",
+                             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
+                             str(tmp_path / "out"), "--heads.n_permutations", "50", "--heads.plot_proteins", "0",
+                             "--heads.strategy", "top_k", "--heads.top_k", "3", "--heads.min_confident", "1"])
+    rows = list(csv.DictReader((tmp_path / "out" / "heads.csv").open(newline="")))
+    assert len(rows) == 8 and sum(r["selected"] == "true" for r in rows) == 3
+    meta = json.loads((tmp_path / "out" / "heads.json").read_text())
+    assert len(meta["selected"]) == 3 and meta["selected"] == [list(h) for h in result["analysis"].selected]
+    assert "mean NOTHING" in capsys.readouterr().out

@@ -80,3 +80,20 @@ def test_alphamissense_without_the_data_proteins_is_refused_before_any_work(tmp_
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "none of the 6 proteins of the data" in err and not (tmp_path / "o" / "report.csv").exists()
+
+
+def test_report_small_run_succeeds(tmp_path):
+    """A small successful report run in the inner loop (the full check above is slow): 10 proteins,
+    2 folds, one k, one epoch, no embedding rows."""
+    proteins = random_proteins(10, lo=20, hi=30, seed=4)
+    table = write_table(tmp_path / "train.tsv", proteins)
+    out = tmp_path / "rep"
+    summary = report.main(common(tmp_path, table) + [
+        "--trainer.default_root_dir", str(out), "--report.folds", "2", "--report.max_epochs", "1",
+        "--report.train_sizes", "[1]", "--report.efficiency_draws", "1", "--report.ks", "[1]",
+        "--report.random_seeds", "1", "--report.n_boot", "100", "--report.embeddings", "false",
+        "--heads.n_permutations", "50"])
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert rows[0]["subset"].startswith("selected") and all(0 <= float(r["auprc"]) <= 1 for r in rows)
+    assert all(r["test_proteins"] == "10" for r in rows)
+    assert (out / "report.md").stat().st_size > 0 and sum(summary["test_proteins_per_fold"]) == 10

@@ -219,6 +219,34 @@ def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_pat
     assert summary["from_cache"] == 1 and summary["computed"] == 5
 
 
+def test_sigterm_during_a_windowed_protein_stops_between_windows(tmp_path, capsys, monkeypatch):
+    """A stop waited for a whole windowed protein (over 5 minutes with a large overlap): the signal is
+    now acted on between windows. The tiny backbone's context is lowered to 64 residues, so a
+    300-residue protein runs as 6 windows; SIGTERM arrives during the first."""
+    import allo_lightning.pipeline as pipeline
+    from allo_lightning.attention import AttentionExtractor
+    from allo_lightning.backbone import load_backbone
+
+    tiny = load_backbone("tiny")
+    tiny.max_length = 64
+    monkeypatch.setattr(pipeline, "load_backbone", lambda *a, **k: tiny)
+    calls = []
+    original = AttentionExtractor._run
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(AttentionExtractor, "_run", counting)
+    sent = _signal_after_first(monkeypatch, AttentionExtractor, "_run")
+    table = write_table(tmp_path / "t.tsv", random_proteins(1, lo=300, hi=300, seed=2))
+    with pytest.raises(SystemExit) as e:
+        extract_cmd.main(base(tmp_path, table) + ["--model.window_overlap", "16"])
+    assert sent and e.value.code == 128 + signal.SIGTERM
+    assert "interrupted" in capsys.readouterr().err
+    assert len(calls) == 1  # not the 6 windows of the protein
+
+
 def test_sigterm_during_fit_exits_nonzero_without_results(tmp_path, table, capsys, monkeypatch):
     from allo_lightning.probe import ProbeModule
 
@@ -266,3 +294,37 @@ def test_console_script_is_installed_and_runs_a_command(tmp_path):
                          "--model.cache_dir", str(tmp_path / "c"), "--trainer.default_root_dir", str(tmp_path / "o"),
                          "--trainer.accelerator", "cpu"], capture_output=True, text=True, check=False, cwd=tmp_path)
     assert ok.returncode == 0 and (tmp_path / "o" / "extraction.json").is_file(), ok.stderr  # success: exit 0
+
+
+def test_version_without_torch():
+    """--version on the console script and python -m allo_lightning prints the package version, and
+    imports neither torch nor Lightning (it answers at once)."""
+    import re
+
+    from allo_lightning import __version__
+
+    want = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert __version__ == want
+    code = ("import sys\nfrom allo_lightning.shell import console_main\nconsole_main(['--version'])\n"
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy import'\n")
+    for cmd in ([sys.executable, "-c", code], [sys.executable, "-m", "allo_lightning", "--version"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == f"allo_lightning {want}"
+
+
+def test_license_and_citation_files():
+    import re
+
+    import yaml
+
+    pyproject = (REPO / "pyproject.toml").read_text()  # (tomllib is Python 3.11+; we support 3.10)
+    assert 'license = { text = "MIT" }' in pyproject
+    project = {"version": re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)}
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Copyright (c) 2026 allo_lightning contributors" in text
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["version"] == project["version"] and cff["license"] == "MIT"
+    dois = [r.get("doi") for r in cff["references"]]
+    assert "10.1101/2024.09.28.615583" in dois
+    assert any("BERTology" in r["title"] and r["year"] == 2021 for r in cff["references"])

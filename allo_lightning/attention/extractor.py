@@ -213,6 +213,7 @@ class AttentionExtractor(L.LightningModule):
         starts, assign = window_plan(L, W, self.window_overlap)
         parts = []
         for s0 in starts:
+            interrupt.check()  # a signal stops between windows, not after the whole protein
             tokens, real = (t.to(self.device) for t in tokenize([sequence[s0 : s0 + W]]))
             raw = self._run(tokens, real, rows=len(starts) > 1)
             n = min(W, L - s0)

@@ -111,6 +111,7 @@ def extract(
     proteins, _ = split_long(proteins, backbone.max_length, long, backbone.name)
     if not 0 <= window_overlap < backbone.max_length:
         raise InputError(f"--model.window_overlap must be in 0..{backbone.max_length - 1} (got {window_overlap}).")
+    check_window_work([p for p in proteins if p.length > backbone.max_length], backbone.max_length, window_overlap)
     unique, seen = [], set()  # one entry per distinct sequence (the first id naming it)
     for p in proteins:
         if p.sequence not in seen:
@@ -145,6 +146,29 @@ def extract(
         trainer.strategy.barrier("extraction written")
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
+
+
+MAX_WINDOW_WORK = 8  # windows may cost at most this many times running each residue once
+
+
+def check_window_work(proteins: Sequence[Protein], context: int, overlap: int) -> int:
+    """The number of windows ``proteins`` (longer than ``context``) run as, with ``overlap`` residues
+    shared by neighbours (as attention.extractor.window_plan places them); refused when the windows
+    hold more than MAX_WINDOW_WORK times the proteins' residues (an overlap close to the context makes
+    a window per residue or two: days of work for nothing)."""
+    if not 0 <= overlap < context:
+        return 0  # refused by extract with the allowed range
+    step = context - overlap
+    n = sum(-(-(p.length - context) // step) + 1 for p in proteins)
+    residues = sum(p.length for p in proteins)
+    if n * context > MAX_WINDOW_WORK * residues:
+        todo = (f"Give a smaller --model.window_overlap (the default is 256; at most about "
+                f"{context - context // MAX_WINDOW_WORK}).")
+        raise InputError(f"--model.window_overlap {overlap}: the {len(proteins)} protein(s) longer than the "
+                         f"context of {context} residues would run as {n:,} windows, {n * context / residues:.0f} "
+                         f"times the work of their residues (at most {MAX_WINDOW_WORK}x is accepted). {todo}",
+                         todo=todo)
+    return n
 
 
 def split_long(proteins: Sequence[Protein], max_length: int, long: str = "window",

@@ -44,6 +44,8 @@ from typing import Callable
 import torch
 
 from ..backbone.registry import REGISTRY
+from ..errors import InputError, UserError
+from ..shell import report_error
 
 # the grid's model shapes (d_model, n_heads, n_layers), from the backbone registry
 SHAPES = {name: spec.shape for name, spec in REGISTRY.items()}  # tiny / esm2_tiny: smoke runs of the bench
@@ -57,7 +59,19 @@ CLOCK = "wall"  # which clock the ratios use (--clock): "cpu" is steadier on a l
 # -- set-up --------------------------------------------------------------------------------------------
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise InputError(f"--device {name!r}: not a device. Give auto, cpu, cuda, cuda:N or mps.") from None
+        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.type == "cuda" and (device.index or 0) >= n_cuda:
+            raise InputError(f"--device {name}: no such CUDA device here. Use --device cpu (or auto).")
+        if device.type == "mps" and not mps:
+            raise InputError(f"--device {name}: Apple's MPS is not available here. Use --device cpu (or auto).")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise InputError(f"--device {name}: not supported here. Give auto, cpu, cuda, cuda:N or mps.")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -512,6 +526,47 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    try:
+        check_args(args)
+        _run(args)
+    except UserError as e:
+        raise SystemExit(report_error(e)) from None
+
+
+def check_args(args) -> None:
+    """Refuse flag values that would end in a traceback (or be ignored without a word), before any work."""
+    for flag, values in (("--lengths", args.lengths), ("--repeats", [args.repeats]), ("--threads", [args.threads]),
+                         ("--original-heads", [args.original_heads]), ("--max-tokens", [args.max_tokens]),
+                         ("--residues", [args.residues])):
+        bad = [v for v in values or () if v is not None and v < 1]
+        if bad:
+            raise InputError(f"{flag} {bad[0]}: give a whole number of at least 1.")
+    for shape in args.shapes or ["esmc_300m"]:
+        limit = REGISTRY[shape].max_length
+        long = [n for n in args.lengths or () if n > limit]
+        if long:
+            raise InputError(f"--lengths {long[0]}: longer than the {shape} shape's context of {limit} residues. "
+                             "Give shorter lengths.")
+    if args.bf16 and not args.predict:
+        raise InputError("--bf16 works with --predict only (it compares fp32 and bf16 predict). Add --predict.")
+    if args.scale and not args.quick:
+        raise InputError("--scale adds the batching section to --quick (the full grid always has it). Add --quick, "
+                         "or leave --scale out.")
+    if args.scoring and (args.predict or args.vs_transformers or args.quick):
+        raise InputError("--scoring runs the head-scoring benchmark alone. Leave out --quick, --predict and "
+                         "--vs-transformers, or --scoring.")
+    if args.table and (args.scoring or args.predict or args.vs_transformers):
+        raise InputError("--table runs the extraction table alone. Leave out --scoring, --predict and "
+                         "--vs-transformers, or --table.")
+    if args.memory_child:
+        method, shape, length, _ = args.memory_child
+        if shape not in SHAPES or not length.isdigit():
+            raise InputError(f"--memory-child {' '.join(args.memory_child)}: an internal flag (METHOD SHAPE LENGTH "
+                             "DEVICE); do not use it directly.")
+    pick_device(args.device)  # an unknown or absent device
+
+
+def _run(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

@@ -58,15 +58,20 @@ def _positive(value, flag: str) -> int | None:
 
 
 def load_proteins(cfg, max_length: int | None = None, require_sites: bool = False) -> list[Protein]:
-    """Proteins for a DataConfig: ``cfg.path`` whole, or the bundled set with its subset options.
+    """Proteins for a DataConfig: ``cfg.path`` (its first ``limit`` proteins, if given), or the bundled
+    set with its subset options.
 
     ``max_length`` is the backbone's limit: a user's file with a longer protein is an error (named, with
     the limit and what to do, before any work starts); the bundled set's longer proteins are skipped
     with a message. ``require_sites`` (training): every protein of a user file must have its sites (see
     read_proteins); the bundled sets are curated (the seed set's pocket rows have no allosteric label)."""
-    if cfg.path:
-        return read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
     limit = _positive(cfg.limit, "--data.limit")
+    if cfg.path:
+        proteins = read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
+        if limit and len(proteins) > limit:  # the whole file is checked, then the first N proteins kept
+            proteins = ProteinList(proteins[:limit], proteins.notes + [
+                f"--data.limit {limit}: using the first {limit} of the {len(proteins)} proteins of {cfg.path}."])
+        return proteins
     cfg_max = _positive(cfg.max_length, "--data.max_length")
     proteins = read_bundled(cfg.bundled)
     modulators = getattr(cfg, "modulators", "ligand")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .protein import ALPHABET, EXTRA, STANDARD, Protein  # noqa: F401 - re-exported
+from .protein import ALPHABET, EXTRA, MAX_RESIDUES, STANDARD, Protein, too_long_message  # noqa: F401 - re-exported
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas", ".fsa", ".mpfa", ".pep")
 
@@ -88,6 +88,9 @@ def clean_sequence(raw: str, where: str | _Where, max_length: int | None = None)
     seq = seq.removesuffix("*")
     if not seq:
         raise w.error("empty sequence.", "Give the amino-acid sequence or remove the entry.")
+    if len(seq) > MAX_RESIDUES:
+        raise w.error(too_long_message(len(seq)), "Split it into domains (keep the site numbering consistent) or "
+                      "remove it; check that this is a protein sequence.")
     seq = seq.translate(_ASCII_UPPER)  # not str.upper(): it maps some non-ASCII letters ('ſ', 'ı') to ASCII
     bad = sorted(set(seq) - ALPHABET)
     if bad:
@@ -182,6 +185,37 @@ class ProteinList(list):
         self.notes = list(notes)
 
 
+MAX_INPUT_BYTES = 1 << 30  # 1 GiB: Swiss-Prot's whole FASTA is about 0.3 GB
+_CHUNK = 1 << 24  # read in 16 MiB chunks, each checked for NUL bytes before the next is read
+
+
+def _nul_error(path: Path, data: bytes, at: int) -> InputError:
+    line = len(_LINE_BREAK.findall(data[:at].decode("utf-8", "replace"))) + 1
+    return _Where(path, line).error("contains NUL bytes: this is not a text table or FASTA file.",
+                                    "Give a TSV/CSV table or a FASTA file saved as UTF-8 text.")
+
+
+def _read_bounded(f, path: Path) -> bytes:
+    """The file's bytes, read in chunks: a binary file (a NUL byte, outside UTF-16 text) is refused at
+    its first chunk, and a file that grows past MAX_INPUT_BYTES while read is refused, so neither is
+    ever read whole."""
+    parts: list[bytes] = []
+    size = 0
+    utf16 = None
+    while chunk := f.read(_CHUNK):
+        if utf16 is None:
+            utf16 = chunk.startswith((b"\xff\xfe", b"\xfe\xff"))
+        if not utf16 and b"\x00" in chunk:
+            data = b"".join(parts) + chunk
+            raise _nul_error(path, data, size + chunk.index(b"\x00"))
+        size += len(chunk)
+        if size > MAX_INPUT_BYTES:
+            raise _Where(path).error(f"is more than the {MAX_INPUT_BYTES:,} bytes a protein table or FASTA file may "
+                                     "have here.", "Give a smaller file (split it).")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _read_text(path: Path) -> str:
     w = _Where(path)
 
@@ -203,10 +237,15 @@ def _read_text(path: Path) -> str:
     except OSError as e:
         raise w.error(f"cannot read the file ({e.strerror}).", "Check the path and its permissions.") from None
     try:
-        refuse_irregular(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        refuse_irregular(st.st_mode)
+        if st.st_size > MAX_INPUT_BYTES:
+            raise w.error(f"is {st.st_size:,} bytes, more than the {MAX_INPUT_BYTES:,} bytes a protein table or "
+                          "FASTA file may have here.",
+                          "Give a smaller file (split it), or check that this is the file you meant.")
         with os.fdopen(fd, "rb") as f:
             fd = -1
-            data = f.read()
+            data = _read_bounded(f, path)
     except OSError as e:
         raise w.error(f"cannot read the file ({e.strerror}).", "Check the path and its permissions.") from None
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -12,6 +13,25 @@ from ..errors import InputError
 STANDARD = "ACDEFGHIKLMNPQRSTVWY"
 EXTRA = "XBZUO"
 ALPHABET = frozenset(STANDARD + EXTRA)
+# The longest known protein (titin) has about 35,000 residues; a longer "sequence" is a mistake (a genome,
+# a concatenation) and would exhaust memory in the tokenizer. It is refused when read, before any model
+# is loaded; a protein up to this length and longer than the backbone's context is run as windows.
+MAX_RESIDUES = 100_000
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def too_long_message(length: int) -> str:
+    return (f"sequence has {length:,} residues, more than the {MAX_RESIDUES:,} any protein may have here (titin, "
+            "the longest known protein, has about 35,000).")
+
+
+def _is_position(p, length: int) -> bool:
+    if isinstance(p, bool):
+        return False
+    try:
+        return 1 <= operator.index(p) <= length
+    except TypeError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -25,6 +45,33 @@ class Protein:
     source: str = ""  # "file:line", for messages
     orthosteric_sites: tuple[int, ...] | None = None  # 1-based orthosteric (ligand-pocket) residues, if known
     modulator_class: str | None = None  # ASD: ligand / ion / additive
+
+    def __post_init__(self) -> None:
+        """Checks for proteins made in Python (the file readers have already checked their own): the
+        sequence is upper-cased as the readers do (the tokenizers know upper-case letters only), and
+        letters, length and sites (1-based, within the sequence) are checked."""
+        where = self.source or f"protein {self.id!r}"
+        if not isinstance(self.sequence, str) or not self.sequence:
+            raise InputError(f"{where}: empty or missing sequence.", pid=self.id, todo="Give the amino-acid sequence.")
+        seq = self.sequence.translate(_ASCII_UPPER)
+        if seq != self.sequence:
+            object.__setattr__(self, "sequence", seq)
+        if len(seq) > MAX_RESIDUES:
+            raise InputError(f"{where}: {too_long_message(len(seq))} Split it into domains.", pid=self.id,
+                             todo="Split it into domains.")
+        bad = sorted(set(seq) - ALPHABET)
+        if bad:
+            raise InputError(f"{where}: protein {self.id!r} has unknown residue letter(s) "
+                             f"{', '.join(map(repr, bad[:5]))}. Allowed: {STANDARD} and {EXTRA}.", pid=self.id,
+                             todo="Replace them (e.g. by X).")
+        for name in ("sites", "orthosteric_sites"):
+            positions = getattr(self, name)
+            if positions is None:
+                continue
+            wrong = [p for p in positions if not _is_position(p, len(seq))]
+            if wrong:
+                raise InputError(f"{where}: protein {self.id!r}: {name} {wrong[:5]} are outside 1..{len(seq)} "
+                                 "(positions are 1-based).", pid=self.id, todo="Give 1-based residue positions.")
 
     @property
     def length(self) -> int:

@@ -1,10 +1,24 @@
 """Probe checkpoints: a safetensors file (no code is executed when it is read) with a format version,
 the probe weights, the feature settings and standardisation statistics, the selected heads, the
 decision threshold (on the ranking score), the score -> probability calibration (fitted on the
-validation proteins; absent when disabled), the backbone's name and identity, theta, and an HMAC-SHA256
-checksum over all of it keyed by the backbone identity (so a corrupted or hand-edited file is refused,
-never used for a wrong prediction: recomputing a plain SHA-256 after an edit does not make a valid file).
-Weights, statistics, threshold and theta must be finite.
+validation proteins; absent when disabled), the backbone's name and identity, theta, and a checksum
+over all of it.
+
+What the checksum protects against, precisely: accidental damage (a truncated download or copy, a
+flipped byte, a file cut by a full disk) and a partial hand edit (a value changed with a text or hex
+editor without recomputing the checksum). It is an HMAC-SHA256 whose key is derived from the backbone
+identity, which is itself stored in the file: anyone who edits a checkpoint on purpose can compute a
+new checksum that this reader accepts. It is NOT a signature and gives no protection against
+tampering; treat a checkpoint from someone else as you would their code's output (safetensors at least
+guarantees that loading one runs no code). Older files store the checksum under the metadata key
+``hmac_sha256``, newer ones under ``checksum``; both are read.
+
+On load, besides the checksum: weights, statistics, threshold and theta are finite; every feature's
+standard deviation is positive (a zero would make every score NaN); theta is in (0, 1), as the config
+requires, and the threshold in [0, 1], the range of the score.
+
+Files are byte-reproducible: the same probe written twice (in any process) gives the same bytes (the
+safetensors header is written with sorted metadata keys), so a SHA-256 of the file identifies it.
 
 Format: version 2. The ``config`` JSON in the metadata is a dict; a later version may add keys and
 readers ignore keys they do not know. Bump ``FORMAT_VERSION`` only when a reader of the current version
@@ -28,7 +42,7 @@ from .features import FeatureSpec
 from .module import build_net
 
 FORMAT = "allo_lightning.probe"
-FORMAT_VERSION = 2  # 2: HMAC-SHA256 keyed by the backbone identity; finite values only
+FORMAT_VERSION = 2  # 2: checksum (HMAC-SHA256 keyed by the backbone identity); finite values only
 _REMAKE = "Make a new one with python -m allo_lightning.fit --config CONFIG."
 
 
@@ -86,7 +100,9 @@ def _identity_of(config_json: str) -> str:
 
 
 def _digest(tensors: dict[str, torch.Tensor], config_json: str) -> str:
-    """HMAC-SHA256 over the config JSON and the tensors, keyed by the backbone identity in the config."""
+    """HMAC-SHA256 over the config JSON and the tensors, keyed by the backbone identity in the config:
+    a checksum against accidental damage, not a signature (the key is in the file; see the module
+    docstring)."""
     key = derive_key("allo_lightning.probe", str(FORMAT_VERSION), _identity_of(config_json))
     return tensors_digest(tensors, context=config_json, key=key)
 
@@ -101,14 +117,48 @@ def _not_finite(tensors: dict[str, torch.Tensor], config: dict) -> list[str]:
     return bad
 
 
-def _write(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
-    from safetensors.torch import save_file
+def serialise(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of ``tensors`` and ``metadata``, the same in every process: the safetensors
+    library writes the metadata in a per-process random (hash map) order, so the header is rewritten
+    with the metadata keys sorted (the tensors keep their order; the data part is unchanged, its
+    offsets are relative to the end of the header)."""
+    from safetensors.torch import save
 
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items()))}
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the header is padded with spaces to 8-byte alignment, as safetensors does
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
+def _check_ranges(path: Path, tensors: dict[str, torch.Tensor], config: dict) -> None:
+    """The values a probe needs to score, in the ranges the config and the fit give them."""
+    from ..config import check_range
+    from ..errors import InputError
+
+    std = tensors.get("features.std")
+    if std is not None and std.numel() and not bool((std > 0).all()):
+        bad = int((std <= 0).sum())
+        raise CheckpointError(f"{path}: {bad} of the {std.numel()} feature standard deviations (features.std) are "
+                              f"not positive: every score would be NaN or infinite. {_REMAKE}")
+    try:
+        check_range("theta", config["theta"], low=0, high=1, low_open=True, high_open=True)  # as --model.theta
+        check_range("threshold", config["threshold"], low=0, high=1)
+    except InputError as e:
+        problem = str(e).removeprefix("--").removesuffix(f" {e.todo}" if e.todo else "")
+        raise CheckpointError(f"{path}: the checkpoint's {problem} {_REMAKE}") from None
+
+
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
     config_json = json.dumps(config, sort_keys=True, default=str)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config_json,
-            "hmac_sha256": _digest(tensors, config_json)}
+            "checksum": _digest(tensors, config_json)}
+    data = serialise(tensors, meta)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        Path(tmp).write_bytes(data)
     return Path(path)
 
 
@@ -164,14 +214,16 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
                               f"reads version {FORMAT_VERSION}. Use the allo_lightning version that wrote it, or "
                               f"retrain. {_REMAKE}")
     config_json = meta.get("config", "")
-    if _digest(tensors, config_json) != meta.get("hmac_sha256"):
-        raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted or was edited. {_REMAKE}")
+    if _digest(tensors, config_json) != meta.get("checksum", meta.get("hmac_sha256")):
+        raise CheckpointError(f"{path}: checksum mismatch, the file is damaged (truncated, corrupted) or was "
+                              f"partly edited. {_REMAKE}")
     try:
         config = json.loads(config_json)
         bad = _not_finite(tensors, config)
         if bad:
             raise CheckpointError(f"{path}: {', '.join(bad[:5])} not finite (NaN or inf); the probe cannot score. "
                                   f"{_REMAKE}")
+        _check_ranges(path, tensors, config)
         feats = config["features"]
         spec = FeatureSpec.from_settings(feats, tensors["features.mean"], tensors["features.std"])
         pc = config["probe"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..attention.stats import ProteinStats
@@ -129,8 +131,13 @@ def items_of(proteins: Sequence[Protein], stats: Mapping[str, ProteinStats]) -> 
 def probe_trainer(trainer_kwargs: dict | None, max_epochs: int, callbacks: list) -> L.Trainer:
     kw = {k: v for k, v in (trainer_kwargs or {}).items() if k in _PROBE_TRAINER_KEYS and v is not None}
     kw.setdefault("max_epochs", max_epochs)
-    return L.Trainer(**kw, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
+    log_dir = (trainer_kwargs or {}).get("log_dir")  # per-epoch train/loss and val/auprc as log_dir/metrics.csv
+    if log_dir:  # a new log replaces the last one (no warning about a non-empty folder)
+        for name in ("metrics.csv", "hparams.yaml"):
+            Path(log_dir, name).unlink(missing_ok=True)
+    logger = CSVLogger(log_dir, name="", version="") if log_dir else False
+    return L.Trainer(**kw, devices=1, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
 
 
 def predict_scores(trainer: L.Trainer, module: ProbeModule, data: ResidueSet, batch_size: int = 65536) -> torch.Tensor:

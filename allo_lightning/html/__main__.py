@@ -1,0 +1,28 @@
+"""``python -m allo_lightning.html DIR [COMMAND]``: (re)build DIR/report.html from a command's outputs."""
+
+import sys
+from pathlib import Path
+
+from .build import MARKERS, write_report
+
+FILES = {"predictions.json": "predict", "heads.json": "heads", "report.json": "report"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0 if argv else 2)
+    out = Path(argv[0])
+    command = argv[1] if len(argv) > 1 else next((c for f, c in FILES.items() if (out / f).is_file()), None)
+    if command is None and (out / "metrics.json").is_file():
+        command = "fit" if (out / "training_log").is_dir() or (out / "test_scores.csv").is_file() else "evaluate"
+    if command not in MARKERS:
+        print(f"error: {out}: no outputs of predict, heads, fit, evaluate or report found. Give the output folder "
+              "of one of them (and optionally the command).", file=sys.stderr)
+        raise SystemExit(2)
+    print(write_report(out, command))
+
+
+if __name__ == "__main__":
+    main()
