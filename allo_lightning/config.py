@@ -83,7 +83,8 @@ class TrainerConfig:
 
     Args:
         accelerator: auto (CUDA, else MPS, else CPU), cpu, cuda (or gpu) or mps.
-        devices: number of devices (processes) for extraction, or auto.
+        devices: devices (processes) per machine, or auto.
+        num_nodes: machines (strategy ddp).
         strategy: auto, ddp or ddp_spawn (several devices: each takes every n-th batch).
         default_root_dir: the output folder of the command.
         enable_progress_bar: show a progress bar during extraction.
@@ -91,6 +92,7 @@ class TrainerConfig:
 
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
     devices: int | Literal["auto"] = 1
+    num_nodes: int = 1
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
     default_root_dir: str = "outputs/run"
     enable_progress_bar: bool = True
@@ -98,13 +100,15 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.devices != "auto":
             check_range("trainer.devices", self.devices, low=1, integer=True)
+        check_range("trainer.num_nodes", self.num_nodes, low=1, integer=True)
         if not str(self.default_root_dir).strip():
             _fail("trainer.default_root_dir", "empty path.", "Give the output folder.")
 
     def kwargs(self) -> dict:
         """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it)."""
-        return {"accelerator": self.accelerator, "devices": self.devices, "strategy": self.strategy,
-                "default_root_dir": self.default_root_dir, "enable_progress_bar": self.enable_progress_bar}
+        return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
+                "strategy": self.strategy, "default_root_dir": self.default_root_dir,
+                "enable_progress_bar": self.enable_progress_bar}
 
 
 @dataclass

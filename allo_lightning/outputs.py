@@ -161,7 +161,14 @@ def remove_recorded(out_dir: str | Path, marker: str) -> list[Path]:
 def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
     """Create the output folder. If ``marker`` (a file this command writes) already exists there,
     refuse unless ``overwrite``: a finished result is never replaced by accident. Otherwise the
-    per-protein files the previous run of this command recorded (:func:`record_outputs`) are deleted."""
+    per-protein files the previous run of this command recorded (:func:`record_outputs`) are deleted.
+
+    Several processes: only global rank zero checks and prepares the folder (it alone writes there); the
+    other ranks leave after extraction and touch nothing in it."""
+    from .distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return Path(path).expanduser()
     path = check_writable_dir(path, "the output folder")
     if (path / marker).exists() and not overwrite:
         raise OutputExistsError(

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import lightning as L
 
+from . import distributed
 from .attention import Extraction, extract, split_long
 from .attention.cache import default_cache_dir
 from .attention.run import check_window_work
@@ -172,11 +173,20 @@ def run_extraction(cfg, backbone: Backbone, proteins: Sequence[Protein],
                    map_heads: Sequence[tuple[int, int]] = (), embeddings: bool = False,
                    heads: Sequence[tuple[int, int]] | None = None, embedding_layer: int | None = None) -> Extraction:
     """``heads``: early exit (only these heads' statistics, the backbone run up to the deepest);
-    ``embedding_layer``: embeddings are that layer's hidden states (the output of its block)."""
-    return extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
-                   trainer_kwargs=cfg.trainer.kwargs(), max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
-                   map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype, heads=heads,
-                   long=long_of(cfg), window_overlap=cfg.model.window_overlap, embedding_layer=embedding_layer)
+    ``embedding_layer``: embeddings are that layer's hidden states (the output of its block).
+
+    Several processes (:mod:`allo_lightning.distributed`): the first extraction of a command is shared by
+    all of them and ends at a barrier; then every rank but zero exits (status 0) and rank zero returns the
+    extraction, every entry complete. A later extraction runs on rank zero's device alone."""
+    trainer_kwargs = cfg.trainer.kwargs()
+    if distributed.shared_phase_over():
+        trainer_kwargs = distributed.one_device(trainer_kwargs)
+    result = extract(proteins, backbone, theta=cfg.model.theta, cache_dir=cfg.model.cache_dir,
+                     trainer_kwargs=trainer_kwargs, max_tokens=cfg.model.max_tokens, bucket=cfg.model.bucket,
+                     map_heads=map_heads, embeddings=embeddings, dtype=cfg.model.dtype, heads=heads,
+                     long=long_of(cfg), window_overlap=cfg.model.window_overlap, embedding_layer=embedding_layer)
+    distributed.end_shared_phase()  # ranks other than zero leave here
+    return result
 
 
 def check_orthosteric(heads_cfg, proteins: Sequence[Protein]) -> None:

@@ -455,12 +455,13 @@ def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None
 
 
 def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog: str | None) -> Any:
-    from . import interrupt
+    from . import distributed, interrupt
 
     quiet_lightning()
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
+            distributed.begin_command()  # several processes: see allo_lightning.distributed
             return body(cfg)
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None

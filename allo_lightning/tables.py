@@ -89,6 +89,15 @@ def csv_text(columns: Sequence[str], rows: Iterable[Row], float_format: str = "{
     return buf.getvalue()
 
 
+def rows_text(columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> str:
+    """Rows only (no header), as :func:`write_csv` writes them: for tables appended to as work finishes."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    for row in rows:
+        w.writerow(_cells(row, columns, float_format))
+    return buf.getvalue()
+
+
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> Path:
     """Write a table atomically. ``rows``: sequences in column order or mappings (missing keys: empty)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

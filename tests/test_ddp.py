@@ -1,13 +1,25 @@
-"""Extraction on 2 CPU processes (DDP, gloo): every protein's statistics written exactly once, with the
-values of a single-process run.
+"""Several processes (DDP, CPU, gloo).
 
-The DDP run happens in a subprocess (``python -m tests.test_ddp OUT``) so that Lightning's ``ddp``
-launcher can start the second rank by running the same module again; each rank logs the ids its
-:class:`CacheWriter` wrote.
+- Extraction on 2 processes: every protein's statistics written exactly once, with the values of a
+  single-process run (a subprocess ``python -m tests.test_ddp OUT`` so that Lightning's ``ddp`` launcher
+  can start the second rank by running the same module again; each rank logs the ids it wrote).
+- Every command (heads, fit, evaluate, predict, report) on 2 processes started by Lightning itself
+  (``--trainer.devices 2 --trainer.strategy ddp``) writes the same files as one process: the same bytes
+  for the tables, the same JSON but for timings and the command line. Before, ``heads`` on 2 processes
+  died (rank 1 read a cache entry rank 0 was still writing, or found rank 0's heads.csv).
+- 3 processes and 2 batches (a rank with nothing to do) for ``extract``: no traceback, every entry.
+- Two "machines" of one process each, started by the test with Lightning's environment variables
+  (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``, ``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; loopback only)
+  and ``--trainer.num_nodes 2``, as a cluster would: ``fit`` gives the files of one process.
+
+Assumption of the comparisons: every process uses one thread (``OMP_NUM_THREADS=1``, the reference runs
+with ``torch.set_num_threads(1)``), so floating-point sums are done in the same order.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import socket
 import subprocess
@@ -20,7 +32,7 @@ import torch
 from allo_lightning.attention import StatsCache, extract
 from allo_lightning.attention.extractor import CacheWriter
 from allo_lightning.backbone import load_backbone
-from tests.conftest import CPU, random_proteins
+from tests.conftest import CPU, random_proteins, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 THETA = 0.3
@@ -54,6 +66,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Imported at start-up by every process of a run (on PYTHONPATH): logs which rank replaced a file under
+# the output folder (every output is written atomically, by os.replace), so a test sees who wrote what.
+WRITES_HOOK = """
+import os
+_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    out = _replace(src, dst, *args, **kwargs)
+    log, where = os.environ.get("ALLO_TEST_WRITES"), os.environ.get("ALLO_TEST_OUT")
+    if log and where and os.fspath(dst).startswith(where):
+        with open(log, "a") as f:
+            f.write(f"{os.environ.get('NODE_RANK', '0')} {os.environ.get('LOCAL_RANK', '0')} {os.fspath(dst)}\\n")
+    return out
+os.replace = replace
+"""
+
+
+def _env(hook: Path | None = None, **extra) -> dict:
+    path = ([str(hook)] if hook else []) + [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
+    for k in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "GROUP_RANK", "SLURM_PROCID", "SLURM_NTASKS",
+              "SLURM_JOB_NAME", "PL_GLOBAL_SEED"):
+        env.pop(k, None)
+    return {**env, **extra}
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
     from allo_lightning.data.batching import token_budget_batches
@@ -62,11 +100,7 @@ def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
     n_batches = len(token_budget_batches([p.length for p in proteins], MAX_TOKENS))
     assert n_batches >= 3 and n_batches % 2 == 1, "the ranks should get unequal numbers of batches"
 
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    for k in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(k, None)
-    res = subprocess.run([sys.executable, "-m", "tests.test_ddp", str(tmp_path)], cwd=ROOT, env=env,
+    res = subprocess.run([sys.executable, "-m", "tests.test_ddp", str(tmp_path)], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
@@ -83,6 +117,185 @@ def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
         got = ddp_cache.load(p.sequence)
         for name in ("received", "count", "mass", "total"):
             torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
+
+
+# -- every command on 2 processes against 1 --------------------------------------------------------------
+CMD_TOKENS = 200  # 10 proteins of 30-50 residues: 5 batches, so both ranks extract
+
+
+def _cli(tmp: Path, cache: str, heads: bool = True, probe: bool = True) -> list[str]:
+    base = ["--model.backbone", "tiny", "--model.cache_dir", str(tmp / cache), "--model.max_tokens", str(CMD_TOKENS),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    return base + (["--heads.n_permutations", "100"] if heads else []) + (
+        ["--probe.max_epochs", "5", "--probe.batch_size", "128"] if probe else [])
+
+
+def _commands(tmp: Path, table: Path, fasta: Path, ckpt: Path, tag: str) -> dict[str, tuple[str, list[str]]]:
+    """Command lines of heads, fit, evaluate, predict and report writing under ``tmp/tag``; each command has
+    a cache of its own, so that each one extracts (shares the work) instead of finding it cached. evaluate
+    and predict score the same (reference) checkpoint in both runs."""
+    out, data = tmp / tag, ["--data.path", str(table)]
+    return {
+        "heads": ("heads", _cli(tmp, f"cache-{tag}-heads", probe=False) + data
+                  + ["--trainer.default_root_dir", str(out / "heads")]),
+        "fit": ("fit", _cli(tmp, f"cache-{tag}-fit") + data + ["--trainer.default_root_dir", str(out / "fit"),
+                                                              "--checkpoint", str(out / "fit" / "probe.safetensors")]),
+        "evaluate": ("evaluate", _cli(tmp, f"cache-{tag}-evaluate", heads=False, probe=False) + data + [
+            "--checkpoint", str(ckpt), "--bootstrap", "50", "--trainer.default_root_dir", str(out / "evaluate")]),
+        "predict": ("predict", _cli(tmp, f"cache-{tag}-predict", heads=False, probe=False) + [
+            "--checkpoint", str(ckpt), "--fasta", str(fasta), "--out", str(out / "predict")]),
+        "report": ("report", _cli(tmp, f"cache-{tag}-report") + data + [
+            "--trainer.default_root_dir", str(out / "report"), "--report.folds", "2", "--report.max_epochs", "2",
+            "--report.train_sizes", "[1]", "--report.efficiency_draws", "1", "--report.random_seeds", "2",
+            "--report.ks", "[1, 3]", "--report.n_boot", "100"]),
+    }
+
+
+LAST_LINE = {"heads": "outputs in", "fit": "checkpoint: ", "evaluate": "metrics: ", "predict": "predictions: ",
+             "report": "report: "}
+
+
+def _files(out: Path) -> dict[str, object]:
+    """What a run wrote: CSV / Markdown tables as bytes, JSON without timings and the command line."""
+    got: dict[str, object] = {}
+    for f in sorted(out.rglob("*")):
+        rel = f.relative_to(out).as_posix()
+        if not f.is_file() or rel.startswith(".") or "/." in rel:
+            continue
+        if f.suffix in (".csv", ".md", ".pml", ".cxc"):
+            got[rel] = f.read_bytes().replace(b"/two/", b"/one/").replace(b"cache-two-", b"cache-one-")
+        elif f.suffix == ".json":
+            obj = json.loads(f.read_text())
+
+            def clean(o):
+                if isinstance(o, dict):
+                    return {k: clean(v) for k, v in o.items() if k not in ("seconds", "config")}
+                if isinstance(o, list):
+                    return [clean(v) for v in o]
+                return o.replace("/two/", "/one/").replace("cache-two-", "cache-one-") if isinstance(o, str) else o
+            got[rel] = clean(obj)
+        else:
+            got[rel] = "present"
+    return got
+
+
+def _hook(tmp: Path) -> Path:
+    hook = tmp / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(WRITES_HOOK)
+    return hook
+
+
+def _reference(tmp: Path, commands: dict) -> None:
+    """The 1-process runs, in this process, one thread."""
+    import importlib
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for module, args in commands.values():
+            importlib.import_module(f"allo_lightning.{module}").main(args + ["--trainer.devices", "1"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _inputs(tmp: Path) -> tuple[Path, Path]:
+    proteins = random_proteins(10, lo=30, hi=50, seed=4)
+    table = write_table(tmp / "train.tsv", proteins)
+    fasta = tmp / "new.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins[:6]))
+    return table, fasta
+
+
+@pytest.mark.slow
+def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path):
+    table, fasta = _inputs(tmp_path)
+    ckpt = tmp_path / "one" / "fit" / "probe.safetensors"
+    one = _commands(tmp_path, table, fasta, ckpt, "one")
+    _reference(tmp_path, one)
+    two = _commands(tmp_path, table, fasta, ckpt, "two")
+    hook = _hook(tmp_path)
+    for name, (module, args) in two.items():
+        writes = tmp_path / f"writes-{name}.log"
+        env = _env(hook, ALLO_TEST_WRITES=str(writes), ALLO_TEST_OUT=str(tmp_path / "two"))
+        res = subprocess.run([sys.executable, "-m", f"allo_lightning.{module}", *args, "--trainer.devices", "2",
+                              "--trainer.strategy", "ddp"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=900)
+        log = res.stdout[-2000:] + res.stderr[-4000:]
+        assert res.returncode == 0, f"{name}: exit {res.returncode}\n{log}"
+        assert "Traceback" not in res.stderr, f"{name}: a rank failed\n{log}"
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in res.stdout + res.stderr, f"{name}: extraction was not shared\n{log}"
+        entries = list((tmp_path / f"cache-two-{name}").rglob("*.safetensors"))
+        assert entries, f"{name}: nothing extracted"
+        want, got = _files(tmp_path / "one" / name), _files(tmp_path / "two" / name)
+        assert sorted(got) == sorted(want), name
+        for rel in want:
+            assert got[rel] == want[rel], f"{name}: {rel} differs between 1 and 2 processes"
+        # the work after extraction ran once (rank 0): its last line once, every output written by rank 0 only
+        assert res.stdout.count(LAST_LINE[name]) == 1, f"{name}: the command ran more than once\n{res.stdout}"
+        who = [line.split(" ", 2) for line in writes.read_text().splitlines()]
+        assert who and all(node == local == "0" for node, local, _ in who), f"{name}: written by other ranks: {who}"
+
+
+@pytest.mark.slow
+def test_more_processes_than_batches(tmp_path, tiny):
+    """3 processes, 2 batches: the rank with nothing to do neither fails nor waits; every entry is written."""
+    proteins = random_proteins(10, lo=20, hi=40, seed=1)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    from allo_lightning.data.batching import token_budget_batches
+
+    assert len(token_budget_batches([p.length for p in proteins], 300)) == 2
+    res = subprocess.run([sys.executable, "-m", "allo_lightning.extract", "--model.backbone", "tiny",
+                          "--data.path", str(fasta), "--model.max_tokens", "300", "--model.cache_dir",
+                          str(tmp_path / "cache"), "--trainer.accelerator", "cpu", "--trainer.devices", "3",
+                          "--trainer.strategy", "ddp", "--trainer.enable_progress_bar", "false",
+                          "--trainer.default_root_dir", str(tmp_path / "out")],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == 10 and summary["proteins"] == 10
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    assert all(cache.complete(p.sequence) for p in proteins)
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_through_lightning_environment(tmp_path):
+    """Two "machines" on this one (loopback): the cluster (here the test) starts one copy of the command per
+    node with NODE_RANK; Lightning's environment does the rest. fit writes the files of one process."""
+    table, fasta = _inputs(tmp_path)
+    ckpt = tmp_path / "one" / "fit" / "probe.safetensors"
+    _reference(tmp_path, {"fit": _commands(tmp_path, table, fasta, ckpt, "one")["fit"]})
+    module, args = _commands(tmp_path, table, fasta, ckpt, "two")["fit"]
+    port, hook, writes = str(_free_port()), _hook(tmp_path), tmp_path / "writes.log"
+    procs = []
+    for node in (0, 1):
+        env = _env(hook, MASTER_PORT=port, NODE_RANK=str(node), WORLD_SIZE="2", LOCAL_RANK="0",
+                   ALLO_TEST_WRITES=str(writes), ALLO_TEST_OUT=str(tmp_path / "two"))
+        procs.append(subprocess.Popen([sys.executable, "-m", f"allo_lightning.{module}", *args,
+                                       "--trainer.devices", "1", "--trainer.num_nodes", "2",
+                                       "--trainer.strategy", "ddp"], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=600))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for node, (p, (so, se)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0 and "Traceback" not in se, f"node {node}: {so[-2000:]}{se[-4000:]}"
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1][0] + outs[1][1]
+    assert not outs[1][0].strip(), "node 1 says nothing on stdout"
+    who = [line.split(" ", 2) for line in writes.read_text().splitlines()]
+    assert who and all(node == "0" for node, _, _ in who), f"outputs written by node 1: {who}"
+    want, got = _files(tmp_path / "one" / "fit"), _files(tmp_path / "two" / "fit")
+    assert sorted(got) == sorted(want)
+    for rel in want:
+        assert got[rel] == want[rel], f"{rel} differs between 1 process and 2 nodes"
+    rows = list(csv.reader((tmp_path / "two" / "fit" / "test_scores.csv").open()))
+    assert len(rows) > 1
 
 
 if __name__ == "__main__":

@@ -265,6 +265,8 @@ class AttentionExtractor(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, str, ProteinStats]]:
         sequences = batch["sequences"]
+        if not sequences:  # a rank with no batch of its own (more ranks than batches)
+            return []
         if any(len(s) > self.backbone.max_length for s in sequences):  # such batches hold one protein
             return [(pid, seq, self.windowed(seq)) for pid, seq in zip(batch["ids"], sequences)]
         stats = self(batch["tokens"], batch["real"], [len(s) for s in sequences])

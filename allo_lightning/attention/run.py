@@ -142,6 +142,8 @@ def extract(
         with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
             warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
             trainer.predict(module, datamodule=data, return_predictions=False)
+        # several processes: every rank has written its entries before any rank reads one
+        trainer.strategy.barrier("extraction written")
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
 

@@ -38,10 +38,11 @@ def padding_fraction(lengths: Sequence[int], batches: list[list[int]]) -> float:
 
 
 class RankBatchSampler(Sampler[list[int]]):
-    """Every rank takes batches rank, rank + world, ...: each protein is run exactly once overall."""
+    """Every rank takes batches rank, rank + world, ...: each protein is run exactly once overall. A rank
+    left without a batch (more ranks than batches) gets one empty batch (Lightning refuses a rank with none)."""
 
     def __init__(self, batches: list[list[int]], rank: int = 0, world_size: int = 1) -> None:
-        self.batches = batches[rank::world_size]
+        self.batches = batches[rank::world_size] or ([[]] if world_size > 1 else [])
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)
@@ -62,6 +63,8 @@ class ProteinDataset(Dataset):
 
 
 def collate(proteins: list[Protein]) -> dict:
+    if not proteins:  # the empty batch of a rank with nothing to do
+        return {"tokens": None, "real": None, "ids": [], "sequences": []}
     tokens, real = tokenize([p.sequence for p in proteins])
     return {"tokens": tokens, "real": real, "ids": [p.id for p in proteins],
             "sequences": [p.sequence for p in proteins]}

@@ -37,14 +37,23 @@ def _float(v: str | None) -> float | None:
         return None
 
 
-def read_rows(path: Path) -> dict[str, list[dict]]:
+def read_rows(path: Path, ids=None) -> dict[str, list[dict]]:
     """predictions.csv rows grouped by id, in file order (cells as written: the apostrophe that
-    neutralises a formula-like id removed)."""
-    from ..tables import read_csv
+    neutralises a formula-like id removed); with ``ids``, only those proteins' rows are kept (the file is
+    streamed: a proteome's table is never held in memory)."""
+    import csv
+
+    from ..tables import unescape_cell
 
     out: dict[str, list[dict]] = {}
-    for row in read_csv(path):
-        out.setdefault(row["id"], []).append(row)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, strict=True)
+        header = [unescape_cell(h) for h in next(reader)]
+        at = header.index("id")
+        for cells in reader:
+            pid = unescape_cell(cells[at])
+            if ids is None or pid in ids:
+                out.setdefault(pid, []).append(dict(zip(header, (unescape_cell(c) for c in cells))))
     return out
 
 
@@ -128,7 +137,7 @@ def protein_views(out: Path, n_sticks: int = 10):
     """(run info from predictions.json, iterator of per-protein view dicts)."""
     out = Path(out)
     info = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
-    rows = read_rows(out / "predictions.csv")
+    rows = read_rows(out / "predictions.csv", {entry["id"] for entry in info["proteins"]})
     threshold = float(info["threshold"])
     notes = [info.get("note") or ""] if info.get("meaningless") else []
 

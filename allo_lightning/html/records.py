@@ -8,7 +8,6 @@ fails with an error or is interrupted). Only the main process (rank zero) writes
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -49,7 +48,9 @@ class _Tee:
 
 
 def _rank_zero() -> bool:
-    return all(os.environ.get(k, "0") in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    from ..distributed import is_rank_zero  # the launchers' variables (SLURM's too)
+
+    return is_rank_zero()
 
 
 def clean_log(text: str) -> str:

@@ -1,0 +1,95 @@
+"""Several processes (``--trainer.devices N --trainer.strategy ddp``, ``--trainer.num_nodes M``): the one rule
+every command follows.
+
+Extraction is shared: every process runs its share of the batches and writes only its own cache entries.
+When the first extraction of a command is over, all processes meet at a barrier (every entry is then
+complete); the processes other than global rank zero leave quietly (exit status 0), and everything after
+it (scores, probes, outputs, any further extraction on one device) runs once, on rank zero. Before that
+point nothing is written to an output folder by a rank other than zero.
+
+Lightning starts the other processes itself (it runs the same command line again with ``LOCAL_RANK`` set)
+or a cluster does (SLURM's ``srun``, ``torchrun``, or the variables ``MASTER_ADDR``, ``MASTER_PORT``,
+``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set by hand); a process tells its rank from the variables
+those launchers set, before any model is loaded."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Variables with which Lightning's launchers, SLURM, torchrun and LSF give a process its place; global
+# rank zero is the process where every one that is set is 0.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+_state = {"shared_phase_over": False, "threads": None}
+
+
+def _initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_rank_zero() -> bool:
+    """Is this process global rank zero (or the only process)?"""
+    if _initialized():
+        import torch.distributed as dist
+
+        return dist.get_rank() == 0
+    for key in RANK_VARIABLES:
+        value = os.environ.get(key, "").strip()
+        if value and value != "0":
+            try:
+                if int(value) != 0:
+                    return False
+            except ValueError:
+                continue
+    return True
+
+
+def shared_phase_over() -> bool:
+    """True once the first extraction of this command is over (see the module docstring)."""
+    return _state["shared_phase_over"]
+
+
+def end_shared_phase() -> None:
+    """After the first extraction (whose end is a barrier of all processes): the other ranks leave with
+    exit status 0; rank zero closes the process group, gets its thread count back and goes on alone."""
+    if _state["shared_phase_over"]:
+        return
+    _state["shared_phase_over"] = True
+    zero = is_rank_zero()
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if not zero:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        raise SystemExit(0)
+    if _state["threads"] is not None:
+        import torch
+
+        torch.set_num_threads(_state["threads"])
+
+
+def one_device(trainer_kwargs: dict) -> dict:
+    """Trainer arguments for an extraction after the shared phase: rank zero's device alone."""
+    return {**trainer_kwargs, "devices": 1, "num_nodes": 1, "strategy": "auto"}
+
+
+def quiet_other_ranks() -> None:
+    """On ranks other than zero, nothing on stdout (rank zero says it once); errors still reach stderr."""
+    if not is_rank_zero() and not getattr(sys.stdout, "_allo_quiet", False):
+        quiet = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        quiet._allo_quiet = True  # type: ignore[attr-defined]
+        sys.stdout = quiet
+
+
+def begin_command() -> None:
+    """At the start of every command (several may run in one process, e.g. in tests): a fresh shared
+    phase, torch's thread count noted, stdout quiet on ranks other than zero."""
+    import torch
+
+    _state["shared_phase_over"] = False
+    _state["threads"] = torch.get_num_threads()
+    quiet_other_ranks()

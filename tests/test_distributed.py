@@ -1,0 +1,52 @@
+"""Which process is global rank zero, from the variables Lightning's launchers, SLURM and torchrun set; only
+rank zero prepares an output folder. (The runs on several processes are in test_ddp.py, slow.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from allo_lightning import distributed
+from allo_lightning.outputs import prepare_out_dir, record_outputs
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for key in distributed.RANK_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("env, zero", [
+    ({}, True),
+    ({"LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+    ({"LOCAL_RANK": "1"}, False),                     # a process Lightning started on this machine
+    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),   # the first process of the second machine
+    ({"SLURM_PROCID": "3", "LOCAL_RANK": "0"}, False),
+    ({"RANK": "2"}, False),                           # torchrun
+    ({"GROUP_RANK": "1"}, False),
+    ({"SLURM_PROCID": "0"}, True),
+])
+def test_rank_zero_from_the_environment(clean_env, env, zero):
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    assert distributed.is_rank_zero() is zero
+
+
+def test_only_rank_zero_prepares_the_output_folder(clean_env, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "heads.csv").write_text("finished\n")
+    record_outputs(out, "heads.csv", [out / "maps" / "P.png"])
+    (out / "maps").mkdir()
+    (out / "maps" / "P.png").write_bytes(b"png")
+    clean_env.setenv("LOCAL_RANK", "1")
+    assert prepare_out_dir(out, overwrite=True, marker="heads.csv") == out  # rank 1: neither refuses nor deletes
+    assert (out / "maps" / "P.png").exists()
+    clean_env.setenv("LOCAL_RANK", "0")
+    prepare_out_dir(out, overwrite=True, marker="heads.csv")  # rank 0 (--overwrite): the recorded file goes
+    assert not (out / "maps" / "P.png").exists()
+
+
+def test_a_later_extraction_on_rank_zero_uses_its_device_alone():
+    kw = {"accelerator": "cuda", "devices": 4, "num_nodes": 2, "strategy": "ddp", "default_root_dir": "x"}
+    assert distributed.one_device(kw) == {**kw, "devices": 1, "num_nodes": 1, "strategy": "auto"}
