@@ -13,6 +13,7 @@ import time
 import torch
 
 from .backbone import TINY_MEANINGLESS
+from .html import record_run
 from .outputs import write_json
 from .pipeline import check_writable_dir, load_inputs, run_extraction
 from .shell import command
@@ -40,6 +41,7 @@ def main(cfg) -> dict:
         "meaningless": backbone.meaningless,
     }
     write_json(cfg.out_dir / "extraction.json", summary)
+    record_run(cfg, cfg.out_dir)  # config.yaml now, run.log at the end (rank zero: the others have left)
     print(f"extracted {len(proteins)} proteins ({n_res} residues) with {backbone.name} "
           f"[{backbone.n_layers} layers x {backbone.n_heads} heads] in {seconds:.1f} s: "
           f"{summary['computed']} computed, {summary['from_cache']} from cache")

@@ -28,6 +28,14 @@ def test_smoke_config_with_flag_overrides(tmp_path, capsys):
     assert json.loads((out / "extraction.json").read_text())["backbone_identity"] == summary["backbone_identity"]
     printed = capsys.readouterr().out
     assert "cache: " in printed and "mean NOTHING" in printed
+    # run records: the resolved settings (replayable) and the log of what was printed
+    import yaml
+
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["model"]["backbone"] == "tiny" and recorded["data"]["path"] == str(table)
+    assert "extracted 3 proteins" in (out / "run.log").read_text()
+    again = extract_cmd.main(["--config", str(out / "config.yaml"), "--trainer.enable_progress_bar", "false"])
+    assert again["proteins"] == 3 and again["from_cache"] == 3
 
 
 def test_weights_file_for_tiny_backbone(tmp_path):
