@@ -89,9 +89,10 @@ class Config:
     sections (checked), ``cfg.seed`` the seed, ``cfg.out_dir`` the output folder, and the command's own
     flags are attributes too (``cfg.overwrite``, ``cfg.checkpoint``...; also ``cfg.get(name)``)."""
 
-    def __init__(self, spec: Spec, values: dict) -> None:
+    def __init__(self, spec: Spec, values: dict, defaults: dict | None = None) -> None:
         self.spec = spec
         self.values = values
+        self.defaults = defaults or {}  # what the parser would give with no flag (the run records use it)
         for name in spec.sections:
             setattr(self, name, SECTIONS[name](**values[name]))
         self.seed: int = values.get("seed", 0)
@@ -421,7 +422,7 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
     for name in SECTIONS:  # the group-config actions (--model CONFIG) leave no key of their own
         values.pop(f"{name}.__path__", None)
     try:
-        return Config(spec, values)
+        return Config(spec, values, parser.get_defaults().as_dict())
     except InputError as e:
         raise blame(e, in_files=False) from None
 

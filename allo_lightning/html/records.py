@@ -97,9 +97,7 @@ def resolved_config(cfg) -> dict:
     """Every setting of the run as a config file gives them (sections as mappings, the command's own
     flags at the top level); ``--overwrite`` is left out, and so is a null that is also the default
     (``model.seed: null`` = "from the checkpoint", which a config file cannot spell for an int)."""
-    from ..shell import build_parser
-
-    defaults = build_parser(cfg.spec).get_defaults().as_dict()
+    defaults = cfg.defaults
 
     def keep(value, default) -> bool:
         return not (value is None and default is None)
