@@ -3,12 +3,14 @@ backbone from a config, and extraction with the config's settings. Shared plumbi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning as L
 
 from . import distributed
 from .attention import Extraction, extract, split_long
+from .attention import cache as cache_module
 from .attention.cache import default_cache_dir
 from .attention.run import check_window_work
 from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone, spec_of
@@ -46,7 +48,10 @@ def check_environment(cfg) -> None:
     """Before anything is loaded: the devices (and dtype) asked for exist, and the cache folder can be
     written."""
     check_devices(cfg.trainer, cfg.model.dtype)
-    check_writable_dir(cfg.model.cache_dir or default_cache_dir(), "--model.cache_dir")
+    cache = Path(cfg.model.cache_dir or default_cache_dir()).expanduser()
+    if cache.is_dir() and cache_module.folder_unwritable(cache) is not None:
+        return  # a read-only cache serves when it holds every entry (extract refuses before work otherwise)
+    check_writable_dir(cache, "--model.cache_dir")
 
 
 def bf16_supported(device_type: str) -> bool:

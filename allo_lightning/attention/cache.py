@@ -48,7 +48,8 @@ def heads_key(heads: list[tuple[int, int]]) -> str:
 
 
 # bump when the layout of an entry changes: older entries are then recomputed
-FORMAT = "2"  # 2: checksum bound to the sequence hash and the exact theta
+FORMAT = "3"  # 2: checksum bound to the sequence hash and the exact theta; 3: also to the backbone folder
+#                (weights identity and dtype) and, for a protein longer than the context, the window settings
 _REQUIRED = {"stats": ("received", "count", "mass", "total"), "maps": ("maps", "map_heads"), "emb": ("embedding",),
              "partial": ("received", "count", "mass", "total", "heads")}
 
@@ -58,11 +59,22 @@ def theta_key(theta: float) -> str:
     return repr(float(theta))
 
 
-def entry_context(kind: str, sequence_sha: str, length: int, theta: float | None = None) -> str:
+def window_key(length: int, window: tuple[int, int] | None) -> str:
+    """The window settings a protein of ``length`` residues was run with: ``<context>,<overlap>`` when it
+    is longer than the context (run as overlapping windows), else empty (the settings do not matter)."""
+    if window is None or length <= window[0]:
+        return ""
+    return f"{int(window[0])},{int(window[1])}"
+
+
+def entry_context(kind: str, sequence_sha: str, length: int, theta: float | None = None, backbone: str = "",
+                  window: str = "") -> str:
     """What an entry's checksum is bound to besides its tensors: the format, the part, the sequence's
-    SHA-256, its length and (statistics only) the exact theta. A file renamed to another sequence's or
-    another theta's name therefore fails its checksum."""
-    out = f"allo_lightning.cache|{FORMAT}|{kind}|{sequence_sha}|{length}"
+    SHA-256, its length, the backbone folder (weights identity, and ``-bf16`` for bf16 statistics), the
+    window settings (``window_key``: a windowed protein only) and (statistics only) the exact theta. A file
+    renamed to another sequence's or theta's name, copied into another backbone's or dtype's folder, or made
+    with another ``--model.window_overlap`` therefore fails its checksum (and is recomputed)."""
+    out = f"allo_lightning.cache|{FORMAT}|{kind}|{sequence_sha}|{length}|backbone={backbone}|window={window}"
     return out + (f"|theta={theta_key(theta)}" if theta is not None else "")
 
 
@@ -74,18 +86,62 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     meta = {**(metadata or {}), "format": FORMAT, "sha256": tensors_digest(tensors, context)}
     # no fsync per entry: a killed run never leaves a partial entry under its name (atomic rename), and an
     # entry torn by a power loss fails its checksum when read and is recomputed
-    with atomic_path(path, durable=False) as tmp:
-        save_file(tensors, tmp, metadata=meta)
+    try:
+        with atomic_path(path, durable=False) as tmp:
+            save_file(tensors, tmp, metadata=meta)
+    except (OSError, SafetensorError) as e:  # disk full, permissions: one line naming the cache folder
+        folder = path.parent.parent.parent if path.parent.name == path.name[:2] else path.parent
+        raise OutputError(
+            f"writing the cache entry {path.name} into the cache folder {folder} failed ({_reason(e)}). Free space "
+            "or fix the permissions of that folder (or choose another --model.cache_dir); entries written before "
+            "are kept: run the same command again to resume."
+        ) from e
+
+
+def _reason(e: BaseException) -> str:
+    """The OS's words for an error (safetensors wraps them as 'IoError(Os { code: 28, ... })')."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    import re
+
+    m = re.search(r"code: (\d+)", str(e))
+    return os.strerror(int(m.group(1))) if m else f"{type(e).__name__}: {e}"
+
+
+def folder_unwritable(path: str | Path) -> str | None:
+    """None when a file can be written in folder ``path`` (created if needed), else why not (the OS's words).
+    A real write: a permission check says yes to root on a read-only folder."""
+    import tempfile
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 class StatsCache:
+    """``backbone_identity``: the folder of the backbone's entries (its weights identity, ``-bf16`` appended for
+    bf16 statistics), bound into every checksum. ``window``: (context, overlap) of the run, bound into the
+    checksum of a protein longer than the context (None binds nothing: a windowed protein's entry written with
+    window settings is then a miss; extract always gives them)."""
+
     def __init__(self, root: str | Path | None, backbone_identity: str, theta: float,
-                 embedding_layer: int | None = None) -> None:
+                 embedding_layer: int | None = None, window: tuple[int, int] | None = None) -> None:
         self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.identity = backbone_identity
+        self.window = (int(window[0]), int(window[1])) if window is not None else None
         self.dir = self.root / backbone_identity
         self.theta = float(theta)
         self.embedding_layer = embedding_layer  # which hidden states the ``emb`` part holds (None: final)
         self._meta: dict[str, str] = {}  # metadata of the entry read last
+
+    def unwritable(self) -> str | None:
+        """None when entries can be written into this backbone's folder (created if needed), else why not."""
+        return folder_unwritable(self.dir)
 
     def _path(self, sequence: str, part: str) -> Path:
         sha = sequence_hash(sequence)
@@ -118,7 +174,8 @@ class StatsCache:
 
     def _context(self, kind: str, sequence_sha: str, length: int) -> str:
         name = self._emb_part if kind == "emb" else kind  # a layer's hidden states never pass as another's
-        return entry_context(name, sequence_sha, length, self.theta if kind in ("stats", "partial") else None)
+        return entry_context(name, sequence_sha, length, self.theta if kind in ("stats", "partial") else None,
+                             self.identity, window_key(length, self.window))
 
     def _read(self, path: Path, sequence_sha: str, length: int, kind: str,
               map_heads=None) -> dict[str, torch.Tensor] | None:
@@ -137,7 +194,8 @@ class StatsCache:
             tensors = load_bytes(data)
         except (OSError, SafetensorError, ValueError, RuntimeError, MemoryError, AttributeError, TypeError):
             return None
-        if meta.get("format") != FORMAT or meta.get("length") != str(length):
+        if (meta.get("format") != FORMAT or meta.get("length") != str(length)
+                or meta.get("window", "") != window_key(length, self.window)):
             return None
         self._meta = meta
         if sorted(tensors) != sorted(_REQUIRED[kind]):
@@ -197,7 +255,8 @@ class StatsCache:
 
     def save(self, sequence: str, stats: ProteinStats) -> None:
         L, sha = len(sequence), sequence_hash(sequence)
-        meta = {"length": str(L), "theta": theta_key(self.theta), "windows": str(stats.windows)}
+        meta = {"length": str(L), "theta": theta_key(self.theta), "windows": str(stats.windows),
+                "window": window_key(L, self.window)}
         if stats.heads is None:
             atomic_save(stats.tensors(), self.stats_path(sequence), meta, self._context("stats", sha, L))
         elif self._read(self.stats_path(sequence), sha, L, "stats") is None:  # a full entry serves already
@@ -300,6 +359,8 @@ class BackgroundWriter:
     def _raise(self) -> None:
         if self._error is not None:
             pid, e = self._error
+            if isinstance(e, OutputError):  # already one line naming the cache folder
+                raise OutputError(f"protein {pid!r}: {e}") from e
             raise OutputError(
                 f"writing the cache entry of protein {pid!r} into {self.cache.dir} failed ({type(e).__name__}: "
                 f"{e}). Free space or fix the permissions of that folder (or choose another --model.cache_dir); "

@@ -12,7 +12,7 @@ from .. import interrupt
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from .cache import StatsCache
 from .extractor import AttentionExtractor, CacheWriter, token_budget, window_plan
 from .stats import ProteinStats
@@ -104,7 +104,7 @@ def extract(
         raise InputError(f"--data.long {long!r}: choose window, skip or error.")
     # bf16 statistics differ from fp32 ones: they get their own cache entries
     cache = StatsCache(cache_dir, backbone.identity + ("-bf16" if dtype == "bf16" else ""), theta,
-                       embedding_layer if embeddings else None)
+                       embedding_layer if embeddings else None, window=(backbone.max_length, window_overlap))
     map_heads = [tuple(map(int, h)) for h in map_heads]
     if heads is not None:
         heads = sorted({tuple(map(int, h)) for h in heads})
@@ -129,6 +129,11 @@ def extract(
         rest = [i for i in b if i not in long_ones]
         batches += [[i] for i in long_ones] + ([rest] if rest else [])
     batches = [b for b in batches if any(i in missing for i in b)]
+    if batches and (why := cache.unwritable()) is not None:  # a read-only cache serves while nothing is missing
+        n = sum(len(b) for b in batches)
+        raise OutputError(f"the cache folder {cache.root} cannot be written ({why}), and {len(missing)} of the "
+                          f"{len(unique)} proteins are not in it ({n} to run). Fix its permissions, or give a "
+                          "writable --model.cache_dir; nothing was computed.")
     result = Extraction(list(proteins), cache, backbone.identity, backbone.n_layers, backbone.n_heads, theta,
                         map_heads=map_heads, embeddings=embeddings, heads=heads,
                         windowed=[p.id for p in proteins if p.length > backbone.max_length],
