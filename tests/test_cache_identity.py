@@ -101,17 +101,20 @@ def test_a_full_disk_while_writing_an_entry_is_one_line_naming_the_cache(tiny, t
 
 
 def _read_only(monkeypatch, folder):
-    """A read-only folder. Tests run as root, for whom chmod does not stop writes: the package's write
-    probe (cache.folder_unwritable, a real write) is told the folder cannot be written; as another user
-    the chmod alone does it."""
+    """A read-only folder. Tests run as root, for whom chmod does not stop writes, so every temporary file
+    (the package's write probes and cache entries are all made by tempfile.mkstemp) is refused inside
+    ``folder``, as the OS refuses it to another user after the chmod."""
+    import tempfile
+
     folder.chmod(0o555)
-    real = cache_mod.folder_unwritable
+    real = tempfile.mkstemp
 
-    def probe(path):
-        inside = str(path).startswith(str(folder))
-        return "Permission denied" if inside else real(path)
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and str(dir).startswith(str(folder)):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real(*a, dir=dir, **k)
 
-    monkeypatch.setattr(cache_mod, "folder_unwritable", probe)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
 
 def test_a_read_only_cache_that_holds_every_entry_is_used(tmp_path, monkeypatch, capsys):
