@@ -53,6 +53,11 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
             finally:
                 os.close(fd)
         publish(tmp, path)
+    except OutputError:
+        raise
+    except OSError as e:  # disk full, quota, permissions: one line naming the file, not a traceback
+        raise OutputError(f"{path}: could not be written ({e.strerror or e}). Free space (or fix the folder's "
+                          "permissions) and run the same command again.") from e
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -158,10 +163,86 @@ def remove_recorded(out_dir: str | Path, marker: str) -> list[Path]:
     return removed
 
 
-def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
+_LOCKS: dict[str, int] = {}  # output folder -> open file descriptor holding its lock (this process)
+LOCK_NAME = ".allo_lightning.lock"
+
+
+def lock_out_dir(path: str | Path) -> None:
+    """Hold an exclusive lock on output folder ``path`` until :func:`release_locks` (the end of the command)
+    or the end of the process: a second run into the same folder at the same time is refused at once, never
+    mixed with this one. ``fcntl.flock`` on ``path/.allo_lightning.lock`` (non-blocking; released by the OS
+    when the process ends, even when killed); nothing is locked where fcntl does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    key = str(Path(path).resolve())
+    if key in _LOCKS:
+        return
+    lock = Path(path) / LOCK_NAME
+    if lock.is_symlink():
+        raise OutputError(f"{lock} is a symbolic link; remove it (a run locks the output folder with this file).")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise OutputError(f"the output folder {path} cannot be locked ({e.strerror or e}). Choose a writable "
+                          "folder.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise OutputError(f"another run is writing into the output folder {path} now. Wait for it to finish, or "
+                          "choose another folder.") from None
+    _LOCKS[key] = fd
+
+
+def release_locks() -> None:
+    """Release the output folders locked by this process (the end of a command)."""
+    while _LOCKS:
+        _, fd = _LOCKS.popitem()
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite: bool, marker: str,
+                    flag: str = "--trainer.default_root_dir") -> None:
+    """Before work: refuse when a file this run may write (``files``, inside ``out_dir``) would be written
+    through a symbolic link (the file, or a folder on its way, pointing elsewhere: nothing is ever written
+    outside the output folder), or exists already and was not written by an earlier run of this command
+    (it is not in the manifest of ``marker``): a user's own file is never replaced without ``overwrite``.
+    Call it after :func:`prepare_out_dir` (which removes the earlier run's recorded files)."""
+    from .distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
+    out_dir = Path(out_dir)
+    root = out_dir.resolve()
+    recorded = set(_recorded(out_dir, marker))
+    for f in map(Path, files):
+        try:
+            rel = f.relative_to(out_dir)
+        except ValueError:
+            rel = f  # already relative to out_dir
+        path = out_dir / rel
+        here = out_dir
+        for part in rel.parts:  # every link on the way (a folder or the file itself)
+            here = here / part
+            if here.is_symlink():
+                raise OutputError(f"{here} is a symbolic link (to {os.readlink(here)}); this run would write "
+                                  "through it. Remove it, or choose another output folder.")
+        if not path.parent.resolve().is_relative_to(root):  # pragma: no cover - caught as a link above
+            raise OutputError(f"{path} is outside the output folder {out_dir}. Choose another output folder.")
+        if path.exists() and rel.as_posix() not in recorded and not overwrite:
+            raise OutputExistsError(
+                f"{path} already exists and was not written by an earlier run of this command. Move it away, "
+                f"pass --overwrite to replace it, or choose another folder with {flag} DIR.")
+
+
+def prepare_out_dir(path: str | Path, overwrite: bool, marker: str, flag: str = "--trainer.default_root_dir") -> Path:
     """Create the output folder. If ``marker`` (a file this command writes) already exists there,
     refuse unless ``overwrite``: a finished result is never replaced by accident. Otherwise the
     per-protein files the previous run of this command recorded (:func:`record_outputs`) are deleted.
+    The folder is locked for the rest of the command (:func:`lock_out_dir`). ``flag``: the command's flag
+    naming the folder (for the message).
 
     Several processes: only global rank zero checks and prepares the folder (it alone writes there); the
     other ranks leave after extraction and touch nothing in it."""
@@ -170,10 +251,11 @@ def prepare_out_dir(path: str | Path, overwrite: bool, marker: str) -> Path:
     if not is_rank_zero():
         return Path(path).expanduser()
     path = check_writable_dir(path, "the output folder")
+    lock_out_dir(path)  # held until the command ends: a second run into this folder is refused meanwhile
     if (path / marker).exists() and not overwrite:
         raise OutputExistsError(
             f"{path / marker} already exists. Pass --overwrite to replace it, or choose another folder "
-            "with --trainer.default_root_dir DIR."
+            f"with {flag} DIR."
         )
     remove_recorded(path, marker)
     return path

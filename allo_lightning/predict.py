@@ -45,7 +45,7 @@ import torch
 
 from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
-from .outputs import prepare_out_dir, publish, record_outputs, write_json
+from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, write_json
 from .pipeline import (
     check_environment,
     load_checkpoint_backbone,
@@ -99,6 +99,10 @@ def _proteins_path(cfg) -> str:
     if not (path or fasta):
         raise InputError("no proteins to score: give --data.path FILE (FASTA or a table id, sequence, sites).",
                          todo="Give --data.path FILE.")
+    flag = "--data.path" if path else "--fasta"
+    if not os.path.lexists(os.path.expanduser(path or fasta)):  # named with the flag the user gave
+        raise InputError(f"{path or fasta}: file not found. Check the path (given with {flag}).",
+                         todo=f"Check the path (given with {flag}).")
     return path or fasta
 
 
@@ -238,18 +242,28 @@ def main(cfg) -> dict:
     per_protein = cfg.get("per_protein")
     if per_protein != "all" and per_protein < 0:
         raise InputError(f"--per_protein must be 0 or more, or all (got {per_protein}).")
+    if cfg.get("top") < 0:
+        raise InputError(f"--top must be 0 or more (got {cfg.get('top')}): the residues shown per protein.",
+                         todo="Give --top 0 or more.")
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "predict")
     overwrite = bool(cfg.get("overwrite"))
-    out = prepare_out_dir(cfg.get("out"), overwrite, "predictions.csv")
+    out = prepare_out_dir(cfg.get("out"), overwrite, "predictions.csv", flag="--out")
     record_run(cfg, out)  # config.yaml now, run.log at the end
     backbone = load_checkpoint_backbone(cfg, ckpt)
     proteins = _read_proteins(cfg, max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
     structure, chain = cfg.get("structure"), cfg.get("chain")
     names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
+    # before work: no file of this run written through a link, and no user's file in the folder replaced
+    check_out_files(out, [out / f for f in (PARTIAL, PARTIAL + ".json", "predictions.csv", "sites.csv", "proteins.csv",
+                                            "predictions.json")], True, "predictions.csv", "--out")
+    if per_protein != 0:
+        check_out_files(out, [out / d / f"{names[p.id]}.{ext}" for p in proteins for d, ext in
+                              (("pymol", "pml"), ("chimerax", "cxc"), ("plots", "png"), ("structures", "pdb"),
+                               ("structures", "cif"))], overwrite, "predictions.csv", "--out")
     mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
     for p in proteins:  # aligned and checked before the backbone runs
         if structure:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import functools
 import importlib
 import json
@@ -45,7 +46,7 @@ from .config import (
     TrainerConfig,
     check_range,
 )
-from .errors import InputError, Interrupted, UserError
+from .errors import InputError, Interrupted, OutputError, UserError
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "trainer": TrainerConfig,
                              "heads": HeadsConfig, "probe": ProbeConfig, "report": ReportConfig}
@@ -470,9 +471,16 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
         raise SystemExit(report_error(e)) from None
     except OSError as e:  # a file or folder the user named (disk full, permissions): not a bug
         if getattr(e, "filename", None) is None:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # a write to an open file (streamed rows)
+                raise SystemExit(report_error(OutputError(f"writing the outputs failed ({e.strerror or e}). Free "
+                                                          "space and run the same command again."))) from None
             raise
         raise SystemExit(report_error(InputError(f"{e.filename}: {e.strerror or e}. Check the path, its "
                                                  "permissions and the free disk space."))) from None
+    finally:
+        from .outputs import release_locks
+
+        release_locks()  # the output folder's lock (outputs.lock_out_dir) ends with the command
 
 
 def command(name: str, description: str | None, sections: tuple[str, ...], flags: Callable | None = None,

@@ -100,6 +100,8 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 
 def _reason(e: BaseException) -> str:
     """The OS's words for an error (safetensors wraps them as 'IoError(Os { code: 28, ... })')."""
+    if isinstance(e, OutputError) and isinstance(e.__cause__, OSError):  # from atomic_path
+        e = e.__cause__
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     import re
