@@ -217,6 +217,7 @@ def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite:
     out_dir = Path(out_dir)
     root = out_dir.resolve()
     recorded = set(_recorded(out_dir, marker))
+    folders: set[Path] = set()  # folders checked already (thousands of proteins share four folders)
     for f in map(Path, files):
         try:
             rel = f.relative_to(out_dir)
@@ -224,8 +225,12 @@ def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite:
             rel = f  # already relative to out_dir
         path = out_dir / rel
         here = out_dir
-        for part in rel.parts:  # every link on the way (a folder or the file itself)
+        for i, part in enumerate(rel.parts):  # every link on the way (a folder or the file itself)
             here = here / part
+            if i < len(rel.parts) - 1:
+                if here in folders:
+                    continue
+                folders.add(here)
             if here.is_symlink():
                 raise OutputError(f"{here} is a symbolic link (to {os.readlink(here)}); this run would write "
                                   "through it. Remove it, or choose another output folder.")

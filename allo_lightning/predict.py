@@ -99,11 +99,18 @@ def _proteins_path(cfg) -> str:
     if not (path or fasta):
         raise InputError("no proteins to score: give --data.path FILE (FASTA or a table id, sequence, sites).",
                          todo="Give --data.path FILE.")
-    flag = "--data.path" if path else "--fasta"
-    if not os.path.lexists(os.path.expanduser(path or fasta)):  # named with the flag the user gave
-        raise InputError(f"{path or fasta}: file not found. Check the path (given with {flag}).",
-                         todo=f"Check the path (given with {flag}).")
     return path or fasta
+
+
+def _check_proteins_path(cfg) -> None:
+    """Before anything is loaded: the proteins file exists (the message names the flag the user gave)."""
+    from .errors import InputError
+
+    path = _proteins_path(cfg)
+    flag = "--data.path" if (cfg.get("data") or {}).get("path") else "--fasta"
+    if not os.path.lexists(os.path.expanduser(path)):
+        raise InputError(f"{path}: file not found. Check the path (given with {flag}).",
+                         todo=f"Check the path (given with {flag}).")
 
 
 def _read_proteins(cfg, max_length: int | None):
@@ -238,7 +245,7 @@ def main(cfg) -> dict:
     from .structures import StructureOptions, check_structure_spec, structures_for, write_protein_scripts
 
     t0 = time.perf_counter()
-    _proteins_path(cfg)  # one of --data.path / --fasta, checked before anything is loaded
+    _check_proteins_path(cfg)  # one of --data.path / --fasta, an existing file: before anything is loaded
     per_protein = cfg.get("per_protein")
     if per_protein != "all" and per_protein < 0:
         raise InputError(f"--per_protein must be 0 or more, or all (got {per_protein}).")

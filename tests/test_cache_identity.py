@@ -131,7 +131,8 @@ def test_a_read_only_cache_that_holds_every_entry_is_used(tmp_path, monkeypatch,
         summary = extract_cmd.main(args)
         assert summary["from_cache"] == 4 and summary["computed"] == 0
         # one protein more: refused with one line naming the folder, before the backbone runs
-        more = write_table(tmp_path / "m.tsv", proteins + [replace(random_proteins(1, lo=31, hi=35, seed=8)[0], id="NEW")])
+        new = replace(random_proteins(1, lo=31, hi=35, seed=8)[0], id="NEW")
+        more = write_table(tmp_path / "m.tsv", proteins + [new])
         args[args.index(str(table))] = str(more)
         with pytest.raises(SystemExit) as e:
             extract_cmd.main(args)
