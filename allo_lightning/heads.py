@@ -14,7 +14,7 @@ import time
 from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
 from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
-from .outputs import prepare_out_dir, record_outputs
+from .outputs import check_out_files, prepare_out_dir, record_outputs
 from .pipeline import load_inputs, run_extraction, select_subset
 from .shell import command
 from .tables import file_names
@@ -36,6 +36,10 @@ def main(cfg) -> dict:
     backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins),
                                      require_sites=True)
     proteins = select_subset(proteins, cfg.heads.proteins)
+    if cfg.heads.plot_proteins > 0:  # before work: no user's file replaced, nothing written through a link
+        names = set(file_names(p.id for p in proteins).values()) | {file_names([p.id])[p.id] for p in proteins}
+        check_out_files(out, [out / MAPS_DIR / f"{n}.png" for n in sorted(names)], bool(cfg.get("overwrite")),
+                        "heads.csv")
     t0 = time.perf_counter()
     extraction = run_extraction(cfg, backbone, proteins)
     t_extract = time.perf_counter() - t0

@@ -266,11 +266,13 @@ def main(cfg) -> dict:
     names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
     # before work: no file of this run written through a link, and no user's file in the folder replaced
     check_out_files(out, [out / f for f in (PARTIAL, PARTIAL + ".json", "predictions.csv", "sites.csv", "proteins.csv",
-                                            "predictions.json")], True, "predictions.csv", "--out")
+                                            "predictions.json", "report.html", "report_files/report.js")],
+                    True, "predictions.csv", "--out")  # links only: these files are this command's own
     if per_protein != 0:
         check_out_files(out, [out / d / f"{names[p.id]}.{ext}" for p in proteins for d, ext in
                               (("pymol", "pml"), ("chimerax", "cxc"), ("plots", "png"), ("structures", "pdb"),
-                               ("structures", "cif"))], overwrite, "predictions.csv", "--out")
+                               ("structures", "cif"), ("report_files/proteins", "js"))],
+                        overwrite, "predictions.csv", "--out")
     mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
     for p in proteins:  # aligned and checked before the backbone runs
         if structure:

@@ -162,3 +162,32 @@ def test_predict_messages_name_the_flags_the_user_gave(tmp_path, fasta, capsys):
     args = _args(tmp_path, missing, tmp_path / "o2")
     args[args.index("--fasta")] = "--data.path"
     _refused(capsys, args, "file not found", "--data.path")
+
+
+def test_heads_refuses_a_users_map_file_and_a_planted_maps_link(tmp_path, capsys):
+    from allo_lightning import heads as heads_cmd
+
+    from .conftest import random_proteins, write_table
+
+    proteins = random_proteins(3, lo=20, hi=30, seed=1)
+    table = write_table(tmp_path / "t.tsv", proteins)
+    out = tmp_path / "out"
+    args = ["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"), "--data.path", str(table),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
+            str(out), "--heads.n_permutations", "20", "--heads.plot_proteins", "2"]
+    (out / "maps").mkdir(parents=True)
+    mine = out / "maps" / f"{proteins[2].id}.png"  # may be plotted (the first 2 proteins kept by the analysis)
+    mine.write_bytes(b"mine")
+    with pytest.raises(SystemExit) as e:
+        heads_cmd.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and str(mine) in err and "not written by an earlier run" in err, err
+    assert mine.read_bytes() == b"mine" and not list((tmp_path / "cache").rglob("*.safetensors"))
+    mine.unlink()
+    (out / "maps").rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    (out / "maps").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SystemExit) as e:
+        heads_cmd.main(args + ["--overwrite"])
+    assert e.value.code == 2 and "symbolic link" in capsys.readouterr().err
+    assert list((tmp_path / "elsewhere").iterdir()) == []
