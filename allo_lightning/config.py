@@ -144,12 +144,12 @@ class ModelConfig:
     window_overlap: int = 256
 
     def __post_init__(self) -> None:
-        _backbone_name("model.backbone", self.backbone)
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
         _positive("model.max_tokens", self.max_tokens, allow_none=True)
         check_range("model.seed", self.seed, low=0, high=MAX_SEED, integer=True, allow_none=True)
         self.cache_dir = resolve_cache_dir(self.cache_dir)
+        _backbone_name("model.backbone", self.backbone)  # last: the backbone table imports torch
 
 
 @dataclass

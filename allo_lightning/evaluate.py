@@ -28,20 +28,9 @@ import sys
 import time
 from typing import Optional
 
-from .backbone import TINY_MEANINGLESS, context_length
 from .errors import InputError
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_csv, write_json
-from .pipeline import (
-    bootstrap_bytes,
-    check_environment,
-    check_memory,
-    load_checkpoint_backbone,
-    load_probe_checkpoint,
-    long_of,
-    long_policy,
-    run_extraction,
-)
 from .shell import command
 
 
@@ -136,14 +125,26 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
 @command("evaluate", __doc__, sections=("model", "data", "trainer", "probe"), flags=_flags,
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
-    from .data import load_proteins
-    from .plots.probe import pr_curves
-    from .probe import SCORE_MEANING, ResidueSet, undefined_warning
-    from .probe.evaluation import evaluate_scores_with_intervals
-
     t0 = time.perf_counter()
     if cfg.get("bootstrap") < 1:
         raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
+    # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
+    # errors answer without them)
+    from .backbone import TINY_MEANINGLESS, context_length
+    from .data import load_proteins
+    from .pipeline import (
+        bootstrap_bytes,
+        check_environment,
+        check_memory,
+        load_checkpoint_backbone,
+        load_probe_checkpoint,
+        long_of,
+        long_policy,
+        run_extraction,
+    )
+    from .plots.probe import pr_curves
+    from .probe import SCORE_MEANING, ResidueSet, undefined_warning
+    from .probe.evaluation import evaluate_scores_with_intervals
     from .structures import StructureOptions, check_structure_spec, structures_for
 
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))

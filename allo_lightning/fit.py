@@ -20,11 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from .backbone import TINY_MEANINGLESS
 from .errors import CheckpointError, OutputExistsError
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_csv, write_json
-from .pipeline import load_inputs, run_extraction
 from .shell import command
 
 
@@ -76,6 +74,9 @@ def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
 
 @command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
 def main(cfg) -> dict:
+    # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import load_inputs, run_extraction
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
     from .probe.checkpoint import seen_sequences

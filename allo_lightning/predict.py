@@ -41,19 +41,8 @@ import time
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-import torch
-
-from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, publish, record_outputs, write_json
-from .pipeline import (
-    check_environment,
-    load_checkpoint_backbone,
-    load_probe_checkpoint,
-    long_of,
-    long_policy,
-    run_extraction,
-)
 from .shell import command
 from .tables import file_names, rows_text, write_csv
 
@@ -228,16 +217,30 @@ def _top_proteins(best: list[float], n) -> list[int]:
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
     from .errors import InputError
-    from .probe import SCORE_MEANING, ResidueSet
-    from .sites import SITE_COLUMNS
-    from .sites import site_rows as sites_table
-    from .structures import StructureOptions, check_structure_spec, structures_for, write_protein_scripts
 
     t0 = time.perf_counter()
     _proteins_path(cfg)  # one of --data.path / --fasta, checked before anything is loaded
     per_protein = cfg.get("per_protein")
     if per_protein != "all" and per_protein < 0:
         raise InputError(f"--per_protein must be 0 or more, or all (got {per_protein}).")
+    # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
+    # errors answer without them)
+    import torch
+
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import (
+        check_environment,
+        load_checkpoint_backbone,
+        load_probe_checkpoint,
+        long_of,
+        long_policy,
+        run_extraction,
+    )
+    from .probe import SCORE_MEANING, ResidueSet
+    from .sites import SITE_COLUMNS
+    from .sites import site_rows as sites_table
+    from .structures import StructureOptions, check_structure_spec, structures_for, write_protein_scripts
+
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)

@@ -93,10 +93,12 @@ class Config:
         self.spec = spec
         self.values = values
         self.defaults = defaults or {}  # what the parser would give with no flag (the run records use it)
-        for name in spec.sections:
-            setattr(self, name, SECTIONS[name](**values[name]))
         self.seed: int = values.get("seed", 0)
         check_range("seed", self.seed, low=0, high=MAX_SEED, integer=True)
+        # model last: its backbone name is checked against the backbone table, which imports torch; every
+        # other refusal comes first, in a fraction of a second
+        for name in sorted(spec.sections, key=lambda n: n == "model"):
+            setattr(self, name, SECTIONS[name](**values[name]))
         for key, value in values.items():
             if key not in SECTIONS and key != "seed":
                 setattr(self, key, value)
@@ -527,9 +529,8 @@ def console_main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
               + f" Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         raise SystemExit(2)
-    module = importlib.import_module(f"allo_lightning.{name}")  # the dispatcher is not a command
-    if name == "bench":
-        module.main(rest)
-    else:
-        module.main(rest, prog=f"allo-lightning {name}")
+    # the dispatcher is not a command; a command module imports torch and Lightning only inside its body,
+    # once its flags are parsed and checked (--help and flag errors answer without them)
+    module = importlib.import_module(f"allo_lightning.{name}")
+    module.main(rest, prog=f"allo-lightning {name}")
     return None  # the console script exits with what this returns: 0 on success

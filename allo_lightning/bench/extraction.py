@@ -27,7 +27,6 @@ The last line summarises the grid by its worst case:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -44,8 +43,7 @@ from typing import Callable
 import torch
 
 from ..backbone.registry import REGISTRY
-from ..errors import InputError, UserError
-from ..shell import report_error
+from ..errors import InputError
 
 # the grid's model shapes (d_model, n_heads, n_layers), from the backbone registry
 SHAPES = {name: spec.shape for name, spec in REGISTRY.items()}  # tiny / esm2_tiny: smoke runs of the bench
@@ -492,72 +490,19 @@ def load_line() -> str:
         return ""
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m allo_lightning.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="esmc_300m shape, length 400 only")
-    ap.add_argument("--scoring", action="store_true", help="only the head-scoring benchmark (36 x 18, 20 proteins)")
-    ap.add_argument("--scale", action="store_true", help="with --quick: add the batching / padding section")
-    ap.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES))
-    ap.add_argument("--lengths", nargs="+", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (best is kept)")
-    ap.add_argument("--original-heads", type=int, default=None,
-                    help="time the original scoring loop on this many heads and extrapolate (default: all)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="clock of the ratios: wall (default) or this process's CPU time, steadier when "
-                         "other work shares the cores (use with --threads 1); CPU devices only")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--predict", action="store_true",
-                    help="early-exit predict vs full extraction (heads at a shallow, middle and last layer), "
-                         "loading + predict peak memory; with --quick the esmc_300m shape only")
-    ap.add_argument("--bf16", action="store_true",
-                    help="with --predict: fp32 vs bf16 time and how much the statistics move")
-    ap.add_argument("--vs-transformers", action="store_true",
-                    help="ESM-2 (esm2_t33_650m shape): ours vs transformers' output_attentions=True "
-                         "+ thresholded count")
-    ap.add_argument("--table", action="store_true",
-                    help="extraction vs the plain forward over the bundled proteins' real lengths, esmc_600m "
-                         "shape, fp32 and bf16, same batches (see allo_lightning/bench/table.py)")
-    ap.add_argument("--max-tokens", type=int, default=16384, help="with --table: token budget of a batch")
-    ap.add_argument("--residues", type=int, default=None,
-                    help="with --table: only the first proteins, up to about this many residues")
-    ap.add_argument("--kernels", nargs="+", default=None, choices=("chunked", "fused", "compiled", "triton"),
-                    help="with --table: statistics kernels to time (default: the device's; on CUDA fused and triton)")
-    ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
-    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    try:
-        check_args(args)
-        _run(args)
-    except UserError as e:
-        raise SystemExit(report_error(e)) from None
-
-
 def check_args(args) -> None:
-    """Refuse flag values that would end in a traceback (or be ignored without a word), before any work."""
-    for flag, values in (("--lengths", args.lengths), ("--repeats", [args.repeats]), ("--threads", [args.threads]),
-                         ("--original-heads", [args.original_heads]), ("--max-tokens", [args.max_tokens]),
-                         ("--residues", [args.residues])):
-        bad = [v for v in values or () if v is not None and v < 1]
-        if bad:
-            raise InputError(f"{flag} {bad[0]}: give a whole number of at least 1.")
+    """Refuse flag values that would end in a traceback (or be ignored without a word), before any work:
+    what needs the model table or torch (the rest is checked by :func:`.cli.check_flags` before torch is
+    imported)."""
+    unknown = [s for s in args.shapes or () if s not in SHAPES]
+    if unknown:
+        raise InputError(f"--shapes {unknown[0]}: not a model shape. Choose from: {', '.join(SHAPES)}.")
     for shape in args.shapes or ["esmc_300m"]:
         limit = REGISTRY[shape].max_length
         long = [n for n in args.lengths or () if n > limit]
         if long:
             raise InputError(f"--lengths {long[0]}: longer than the {shape} shape's context of {limit} residues. "
                              "Give shorter lengths.")
-    if args.bf16 and not args.predict:
-        raise InputError("--bf16 works with --predict only (it compares fp32 and bf16 predict). Add --predict.")
-    if args.scale and not args.quick:
-        raise InputError("--scale adds the batching section to --quick (the full grid always has it). Add --quick, "
-                         "or leave --scale out.")
-    if args.scoring and (args.predict or args.vs_transformers or args.quick):
-        raise InputError("--scoring runs the head-scoring benchmark alone. Leave out --quick, --predict and "
-                         "--vs-transformers, or --scoring.")
-    if args.table and (args.scoring or args.predict or args.vs_transformers):
-        raise InputError("--table runs the extraction table alone. Leave out --scoring, --predict and "
-                         "--vs-transformers, or --table.")
     if args.memory_child:
         method, shape, length, _ = args.memory_child
         if shape not in SHAPES or not length.isdigit():
@@ -566,7 +511,8 @@ def check_args(args) -> None:
     pick_device(args.device)  # an unknown or absent device
 
 
-def _run(args) -> None:
+def run(args) -> None:
+    """Run the benchmark the parsed and checked flags name (see :mod:`.cli`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
@@ -640,6 +586,3 @@ def _run(args) -> None:
     print("worst case over the grid: max overhead, min speed-ups, max extra peak:")
     print(final_line(points))
 
-
-if __name__ == "__main__":
-    main()
