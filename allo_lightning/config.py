@@ -53,9 +53,11 @@ def _positive(flag: str, value, allow_none: bool = False, integer: bool = True) 
 
 
 def _backbone_name(flag: str, name) -> None:
-    from .backbone import BACKBONES
+    if name is None:  # predict, evaluate: the checkpoint's (nothing to check, and no torch to import)
+        return
+    from .backbone import BACKBONES  # imports torch: checked after every other value (see shell.Config)
 
-    if name is None or name.lower() in BACKBONES:
+    if name.lower() in BACKBONES:
         return
     close = difflib.get_close_matches(name.lower(), BACKBONES, n=1)
     _fail(flag, f"unknown backbone {name!r}" + (f" (did you mean {close[0]!r}?)." if close else "."),

@@ -121,13 +121,21 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
     return lines
 
 
+def _check(cfg) -> None:
+    """The command's own flags, before torch is imported and anything is loaded."""
+    from .structures import StructureOptions, check_structure_spec
+
+    if cfg.get("bootstrap") < 1:
+        raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
+    StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
+    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
+
+
 # backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
-@command("evaluate", __doc__, sections=("model", "data", "trainer", "probe"), flags=_flags,
+@command("evaluate", __doc__, sections=("model", "data", "trainer", "probe"), flags=_flags, check=_check,
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
     t0 = time.perf_counter()
-    if cfg.get("bootstrap") < 1:
-        raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
     # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
     # errors answer without them)
     from .backbone import TINY_MEANINGLESS, context_length
@@ -145,10 +153,9 @@ def main(cfg) -> dict:
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, ResidueSet, undefined_warning
     from .probe.evaluation import evaluate_scores_with_intervals
-    from .structures import StructureOptions, check_structure_spec, structures_for
+    from .structures import StructureOptions, structures_for
 
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
-    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")

@@ -82,6 +82,7 @@ class Spec:
     sections: tuple[str, ...]
     flags: Callable | None = None
     defaults: dict | None = None
+    check: Callable | None = None  # check(cfg): the command's own flag values, before anything heavy is imported
 
 
 class Config:
@@ -464,7 +465,9 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
-            distributed.begin_command()  # several processes: see allo_lightning.distributed
+            if spec.check is not None:
+                spec.check(cfg)
+            distributed.begin_command()  # imports torch  # several processes: see allo_lightning.distributed
             return body(cfg)
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None
@@ -478,9 +481,13 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
 
 
 def command(name: str, description: str | None, sections: tuple[str, ...], flags: Callable | None = None,
-            defaults: dict | None = None) -> Callable:
-    """Decorator of a command's body ``body(cfg) -> result``: gives ``main(args=None, prog=None)``."""
-    spec = Spec(name, (description or "").strip(), tuple(sections), flags, defaults)
+            defaults: dict | None = None, check: Callable | None = None) -> Callable:
+    """Decorator of a command's body ``body(cfg) -> result``: gives ``main(args=None, prog=None)``.
+
+    ``flags(parser)`` adds the command's own flags and ``check(cfg)`` refuses their bad values; both run
+    before torch is imported, so the body imports torch, Lightning and the backbone itself (inside the
+    function): ``--help`` and flag errors then answer at once."""
+    spec = Spec(name, (description or "").strip(), tuple(sections), flags, defaults, check)
 
     def decorate(body: Callable[[Config], Any]) -> Callable:
         @functools.wraps(body)

@@ -33,6 +33,12 @@ BAD_VALUE = [("fit", ["--model.dtype", "fp64"], "--model.dtype"),
              ("heads", ["--heads.q_max", "0"], "--heads.q_max"),
              ("fit", ["--probe.lr", "-1"], "--probe.lr"),
              ("report", ["--model.window_overlap", "-3"], "--model.window_overlap"),
+             ("evaluate", ["--checkpoint", "x.safetensors", "--bootstrap", "0"], "--bootstrap"),
+             ("predict", ["--checkpoint", "x", "--out", "o", "--fasta", "f.fa", "--per_protein", "-1"],
+              "--per_protein"),
+             ("predict", ["--checkpoint", "x", "--out", "o", "--fasta", "f.fa", "--min_identity", "2"],
+              "--min_identity"),
+             ("evaluate", ["--checkpoint", "x", "--structure", "no/such.pdb"], "--structure"),
              ("bench", ["--repeats", "0"], "--repeats"),
              ("bench", ["--clock", "sun"], "--clock")]
 
