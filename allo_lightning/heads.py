@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
+from .analysis import Selection, analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
 from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, record_outputs
@@ -40,7 +40,7 @@ def main(cfg) -> dict:
     extraction = run_extraction(cfg, backbone, proteins)
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
-    analysis = analyse_heads(extraction, proteins, cfg.heads, seed=cfg.seed)
+    analysis = analyse_heads(extraction, proteins, Selection.of(cfg.heads), seed=cfg.seed)
     t_score = time.perf_counter() - t0
     used = [p for p in proteins if p.id in set(analysis.protein_ids)]
 
