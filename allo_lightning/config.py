@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,6 +51,15 @@ def check_range(flag: str, value, *, low=None, high=None, low_open: bool = False
 def _positive(flag: str, value, allow_none: bool = False, integer: bool = True) -> None:
     check_range(flag, value, low=0 if not integer else 1, low_open=not integer, integer=integer,
                 allow_none=allow_none)
+
+
+def _one_of(cfg, flag: str, name: str) -> None:
+    """Refuse a value of field ``name`` that is not one of its ``Literal`` choices (Python callers; the
+    command line's parser already checks them)."""
+    choices = typing.get_args(typing.get_type_hints(type(cfg))[name])
+    value = getattr(cfg, name)
+    if value not in choices:
+        _fail(flag, f"{value!r} is not one of {', '.join(choices)}.")
 
 
 def _backbone_name(flag: str, name) -> None:
@@ -247,6 +257,8 @@ class HeadsConfig:
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _one_of(self, "heads.score", "score")
+        _one_of(self, "heads.strategy", "strategy")
         _positive("heads.top_k", self.top_k)
         check_range("heads.q_max", self.q_max, low=0, high=1, low_open=True)
         check_range("heads.p_max", self.p_max, low=0, high=1, low_open=True)

@@ -27,7 +27,14 @@ def _extra(parser) -> None:
 @command("heads", __doc__, sections=("model", "data", "trainer", "heads"), flags=_extra)
 def main(cfg) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
-    from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
+    from .analysis import (
+        Selection,
+        analyse_heads,
+        head_label,
+        write_attention_to_sites,
+        write_heads_csv,
+        write_heads_json,
+    )
     from .backbone import TINY_MEANINGLESS
     from .pipeline import load_inputs, run_extraction, select_subset
 
@@ -42,7 +49,7 @@ def main(cfg) -> dict:
     extraction = run_extraction(cfg, backbone, proteins)
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
-    analysis = analyse_heads(extraction, proteins, cfg.heads, seed=cfg.seed)
+    analysis = analyse_heads(extraction, proteins, Selection.of(cfg.heads), seed=cfg.seed)
     t_score = time.perf_counter() - t0
     used = [p for p in proteins if p.id in set(analysis.protein_ids)]
 
