@@ -72,7 +72,7 @@ print(json.dumps(out))
 
 
 def _cases() -> list[tuple[str, list[str]]]:
-    cases = []
+    cases = [("allo_lightning", ["--help"]), ("allo_lightning", ["--version"]), ("allo_lightning", ["fitt"])]
     for cmd in COMMANDS:
         for args in (["--help"], [TYPO[cmd], "x"]):
             cases.append(("allo_lightning", [cmd, *args]))  # as the console script: the same console_main
@@ -109,6 +109,13 @@ def _one_line_error(r: dict, *phrases: str) -> None:
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, (where, err)
     for phrase in phrases:
         assert phrase in err, (where, err)
+
+
+def test_the_dispatcher_answers_too(ran):
+    top = {r["argv"][0]: r for r in ran if r["module"] == "allo_lightning" and len(r["argv"]) == 1}
+    assert top["--help"]["code"] == 0 and all(c in top["--help"]["stdout"] for c in COMMANDS)
+    assert top["--version"]["code"] == 0 and top["--version"]["stdout"].startswith("allo_lightning ")
+    _one_line_error(top["fitt"], "unknown command 'fitt'", "Did you mean 'fit'?")
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
