@@ -467,7 +467,7 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
             cfg = parse(spec, args, prog)
             if spec.check is not None:
                 spec.check(cfg)
-            distributed.begin_command()  # imports torch  # several processes: see allo_lightning.distributed
+            distributed.begin_command()  # imports torch; several processes: see allo_lightning.distributed
             return body(cfg)
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None
