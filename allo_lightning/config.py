@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,10 +53,21 @@ def _positive(flag: str, value, allow_none: bool = False, integer: bool = True) 
                 allow_none=allow_none)
 
 
-def _backbone_name(flag: str, name) -> None:
-    from .backbone import BACKBONES
+def _one_of(cfg, flag: str, name: str) -> None:
+    """Refuse a value of field ``name`` that is not one of its ``Literal`` choices (Python callers; the
+    command line's parser already checks them)."""
+    choices = typing.get_args(typing.get_type_hints(type(cfg))[name])
+    value = getattr(cfg, name)
+    if value not in choices:
+        _fail(flag, f"{value!r} is not one of {', '.join(choices)}.")
 
-    if name is None or name.lower() in BACKBONES:
+
+def _backbone_name(flag: str, name) -> None:
+    if name is None:  # predict, evaluate: the checkpoint's (nothing to check, and no torch to import)
+        return
+    from .backbone import BACKBONES  # imports torch: checked after every other value (see shell.Config)
+
+    if name.lower() in BACKBONES:
         return
     close = difflib.get_close_matches(name.lower(), BACKBONES, n=1)
     _fail(flag, f"unknown backbone {name!r}" + (f" (did you mean {close[0]!r}?)." if close else "."),
@@ -144,12 +156,12 @@ class ModelConfig:
     window_overlap: int = 256
 
     def __post_init__(self) -> None:
-        _backbone_name("model.backbone", self.backbone)
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
         _positive("model.max_tokens", self.max_tokens, allow_none=True)
         check_range("model.seed", self.seed, low=0, high=MAX_SEED, integer=True, allow_none=True)
         self.cache_dir = resolve_cache_dir(self.cache_dir)
+        _backbone_name("model.backbone", self.backbone)  # last: the backbone table imports torch
 
 
 @dataclass
@@ -245,6 +257,8 @@ class HeadsConfig:
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _one_of(self, "heads.score", "score")
+        _one_of(self, "heads.strategy", "strategy")
         _positive("heads.top_k", self.top_k)
         check_range("heads.q_max", self.q_max, low=0, high=1, low_open=True)
         check_range("heads.p_max", self.p_max, low=0, high=1, low_open=True)

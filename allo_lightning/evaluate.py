@@ -28,21 +28,11 @@ import sys
 import time
 from typing import Optional
 
-from .backbone import TINY_MEANINGLESS, context_length
 from .errors import InputError
 from .html import record_run, write_report
-from .outputs import prepare_out_dir, write_csv, write_json
-from .pipeline import (
-    bootstrap_bytes,
-    check_environment,
-    check_memory,
-    load_checkpoint_backbone,
-    load_probe_checkpoint,
-    long_of,
-    long_policy,
-    run_extraction,
-)
+from .outputs import prepare_out_dir, write_json
 from .shell import command
+from .tables import EXACT, write_csv
 
 
 def _flags(parser) -> None:
@@ -115,12 +105,12 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
             score_profile(p.id, s.tolist(), out / "plots" / f"{names[p.id]}.png", threshold=threshold,
                           backbone_label=backbone_label, sequence=p.sequence, sites=sites,
                           windows=extraction.window_regions(p), top=10)
-    write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows)
+    write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows, float_format=EXACT)
     from .plots.probe import per_protein_auprc
 
     per_protein_auprc([dict(zip(PER_PROTEIN_COLUMNS, r)) for r in rows], out / "per_protein.png",
                       title=f"per-protein AUPRC ({backbone_label})")
-    write_csv(out / "sites.csv", SITE_COLUMNS, all_sites)
+    write_csv(out / "sites.csv", SITE_COLUMNS, all_sites, float_format=EXACT)
     metrics["site_success"] = None if not judged else {
         "criterion": "DCA: a predicted site's centre within 4 A of an atom of a labelled residue (see sites.py)",
         "n_proteins": len(judged), "top1": sum(h["top1"] for h in judged) / len(judged),
@@ -132,22 +122,41 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
     return lines
 
 
+def _check(cfg) -> None:
+    """The command's own flags, before torch is imported and anything is loaded."""
+    from .structures import StructureOptions, check_structure_spec
+
+    if cfg.get("bootstrap") < 1:
+        raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
+    StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
+    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
+
+
 # backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
-@command("evaluate", __doc__, sections=("model", "data", "trainer", "probe"), flags=_flags,
+@command("evaluate", __doc__, sections=("model", "data", "trainer", "probe"), flags=_flags, check=_check,
          defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
 def main(cfg) -> dict:
+    t0 = time.perf_counter()
+    # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
+    # errors answer without them)
+    from .backbone import TINY_MEANINGLESS, context_length
     from .data import load_proteins
+    from .pipeline import (
+        bootstrap_bytes,
+        check_environment,
+        check_memory,
+        load_checkpoint_backbone,
+        load_probe_checkpoint,
+        long_of,
+        long_policy,
+        run_extraction,
+    )
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, ResidueSet, undefined_warning
     from .probe.evaluation import evaluate_scores_with_intervals
-
-    t0 = time.perf_counter()
-    if cfg.get("bootstrap") < 1:
-        raise InputError(f"--bootstrap must be >= 1 (got {cfg.get('bootstrap')}).", todo="Give a positive number.")
-    from .structures import StructureOptions, check_structure_spec, structures_for
+    from .structures import StructureOptions, structures_for
 
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
-    check_structure_spec(cfg.get("structure"), cfg.get("chain"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
@@ -202,7 +211,7 @@ def main(cfg) -> dict:
         "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
     })
-    write_csv(out / "scores.csv", *data.rows(scores, probabilities))
+    write_csv(out / "scores.csv", *data.rows(scores, probabilities), float_format=EXACT)
     per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,
                                              extraction, bool(cfg.get("plots")), cfg.probe.top_k, mappings)
     what = f"{len(ckpt.spec.heads)} heads" if ckpt.spec.kind == "heads" else ckpt.spec.kind

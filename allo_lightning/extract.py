@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import time
 
-import torch
-
-from .backbone import TINY_MEANINGLESS
 from .html import record_run
 from .outputs import write_json
-from .pipeline import check_writable_dir, load_inputs, run_extraction
 from .shell import command
 
 
 @command("extract", __doc__, sections=("model", "data", "trainer"))
 def main(cfg) -> dict:
+    # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
+    import torch
+
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import check_writable_dir, load_inputs, run_extraction
+
     check_writable_dir(cfg.out_dir, "--trainer.default_root_dir")
     backbone, proteins = load_inputs(cfg)
     t0 = time.perf_counter()

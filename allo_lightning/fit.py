@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from .backbone import TINY_MEANINGLESS
 from .errors import CheckpointError, OutputExistsError
 from .html import record_run, write_report
-from .outputs import prepare_out_dir, write_csv, write_json
-from .pipeline import load_inputs, run_extraction
+from .outputs import prepare_out_dir, write_json
 from .shell import command
+from .tables import EXACT, write_csv
 
 
 def _flags(parser) -> None:
@@ -76,6 +75,9 @@ def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
 
 @command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
 def main(cfg) -> dict:
+    # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import load_inputs, run_extraction
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
     from .probe.checkpoint import seen_sequences
@@ -129,7 +131,8 @@ def main(cfg) -> dict:
     if choice.analysis is not None and hasattr(choice.analysis, "provenance"):
         metrics["head_analysis"] = choice.analysis.provenance()
     if split.test:
-        write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities))
+        write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities),
+                  float_format=EXACT)
         pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",
                   title=f"test PR curve ({backbone.label}, {len(split.test)} proteins)")
     else:  # --overwrite: no stale test results of an earlier run beside this one's metrics

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import time
 
-from .analysis import analyse_heads, head_label, write_attention_to_sites, write_heads_csv, write_heads_json
-from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
 from .outputs import check_out_files, prepare_out_dir, record_outputs
-from .pipeline import load_inputs, run_extraction, select_subset
 from .shell import command
 from .tables import file_names
 
@@ -29,6 +26,18 @@ def _extra(parser) -> None:
 
 @command("heads", __doc__, sections=("model", "data", "trainer", "heads"), flags=_extra)
 def main(cfg) -> dict:
+    # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
+    from .analysis import (
+        Selection,
+        analyse_heads,
+        head_label,
+        write_attention_to_sites,
+        write_heads_csv,
+        write_heads_json,
+    )
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import load_inputs, run_extraction, select_subset
+
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
     record_run(cfg, out)  # config.yaml now, run.log at the end
     from .plots.heads import plot_head_heatmap, plot_protein_map
@@ -44,7 +53,7 @@ def main(cfg) -> dict:
     extraction = run_extraction(cfg, backbone, proteins)
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
-    analysis = analyse_heads(extraction, proteins, cfg.heads, seed=cfg.seed)
+    analysis = analyse_heads(extraction, proteins, Selection.of(cfg.heads), seed=cfg.seed)
     t_score = time.perf_counter() - t0
     used = [p for p in proteins if p.id in set(analysis.protein_ids)]
 

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -82,14 +82,6 @@ def _finite(obj: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Strict JSON (NaN and inf become null)."""
     return write_text(path, json.dumps(_finite(obj), indent=2, default=str, allow_nan=False) + "\n")
-
-
-def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """A table written atomically by the package's one table writer (:func:`allo_lightning.tables.write_csv`:
-    csv quoting, spreadsheet formulas neutralised); floats not formatted by the caller are written exactly."""
-    from .tables import write_csv as _write_csv
-
-    return _write_csv(path, header, rows, float_format="{!r}")
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:

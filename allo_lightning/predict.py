@@ -41,19 +41,8 @@ import time
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-import torch
-
-from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
 from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, write_json
-from .pipeline import (
-    check_environment,
-    load_checkpoint_backbone,
-    load_probe_checkpoint,
-    long_of,
-    long_policy,
-    run_extraction,
-)
 from .shell import command
 from .tables import file_names, rows_text, write_csv
 
@@ -234,26 +223,48 @@ def _top_proteins(best: list[float], n) -> list[int]:
     return sorted(chosen)
 
 
-# backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
-@command("predict", __doc__, sections=("model", "trainer"), flags=_flags,
-         defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
-def main(cfg) -> dict:
+def _check(cfg) -> None:
+    """The command's own flags, before torch is imported and anything is loaded."""
     from .errors import InputError
-    from .probe import SCORE_MEANING, ResidueSet
-    from .sites import SITE_COLUMNS
-    from .sites import site_rows as sites_table
-    from .structures import StructureOptions, check_structure_spec, structures_for, write_protein_scripts
+    from .structures import StructureOptions, check_structure_spec
 
-    t0 = time.perf_counter()
-    _check_proteins_path(cfg)  # one of --data.path / --fasta, an existing file: before anything is loaded
+    _proteins_path(cfg)  # one of --data.path / --fasta
     per_protein = cfg.get("per_protein")
     if per_protein != "all" and per_protein < 0:
         raise InputError(f"--per_protein must be 0 or more, or all (got {per_protein}).")
     if cfg.get("top") < 0:
         raise InputError(f"--top must be 0 or more (got {cfg.get('top')}): the residues shown per protein.",
                          todo="Give --top 0 or more.")
-    options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
+    StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_structure_spec(cfg.get("structure"), cfg.get("chain"))
+    _check_proteins_path(cfg)  # an existing file (named with the flag given), after the flags' own checks
+
+
+# backbone, theta and seed come from the checkpoint unless given: a different value is refused, never used
+@command("predict", __doc__, sections=("model", "trainer"), flags=_flags, check=_check,
+         defaults={"model.backbone": None, "model.theta": None, "model.seed": None})
+def main(cfg) -> dict:
+    t0 = time.perf_counter()
+    per_protein = cfg.get("per_protein")
+    # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
+    # errors answer without them)
+    import torch
+
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import (
+        check_environment,
+        load_checkpoint_backbone,
+        load_probe_checkpoint,
+        long_of,
+        long_policy,
+        run_extraction,
+    )
+    from .probe import SCORE_MEANING, ResidueSet
+    from .sites import SITE_COLUMNS
+    from .sites import site_rows as sites_table
+    from .structures import StructureOptions, structures_for, write_protein_scripts
+
+    options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "predict")
     overwrite = bool(cfg.get("overwrite"))

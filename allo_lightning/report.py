@@ -38,11 +38,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from .analysis import head_label
-from .backbone import TINY_MEANINGLESS
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json, write_text
-from .pipeline import load_inputs, run_extraction
 from .shell import command
 
 
@@ -51,6 +48,8 @@ def _flags(parser) -> None:
 
 
 def heads_label(heads) -> list[str]:
+    from .analysis import head_label
+
     return [head_label(ly, h) for ly, h in heads]
 
 
@@ -104,6 +103,7 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
 def best_layer_hidden(cfg, backbone, proteins, choices) -> dict[int, dict]:
     """Hidden states of each fold's best layer (chosen on that fold's training proteins: the layer whose
     heads score best), for every protein: {layer: {id: [L, D]}}. One cached extraction per distinct layer."""
+    from .pipeline import run_extraction
     from .reporting import best_layer
 
     out: dict[int, dict] = {}
@@ -115,8 +115,11 @@ def best_layer_hidden(cfg, backbone, proteins, choices) -> dict[int, dict]:
 
 @command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
 def main(cfg, analyse=None) -> dict:
+    # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
     import torch
 
+    from .backbone import TINY_MEANINGLESS
+    from .pipeline import load_inputs, run_extraction
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
     from .probe import items_of, train_probe

@@ -83,6 +83,7 @@ class Spec:
     sections: tuple[str, ...]
     flags: Callable | None = None
     defaults: dict | None = None
+    check: Callable | None = None  # check(cfg): the command's own flag values, before anything heavy is imported
 
 
 class Config:
@@ -94,10 +95,12 @@ class Config:
         self.spec = spec
         self.values = values
         self.defaults = defaults or {}  # what the parser would give with no flag (the run records use it)
-        for name in spec.sections:
-            setattr(self, name, SECTIONS[name](**values[name]))
         self.seed: int = values.get("seed", 0)
         check_range("seed", self.seed, low=0, high=MAX_SEED, integer=True)
+        # model last: its backbone name is checked against the backbone table, which imports torch; every
+        # other refusal comes first, in a fraction of a second
+        for name in sorted(spec.sections, key=lambda n: n == "model"):
+            setattr(self, name, SECTIONS[name](**values[name]))
         for key, value in values.items():
             if key not in SECTIONS and key != "seed":
                 setattr(self, key, value)
@@ -463,7 +466,9 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
-            distributed.begin_command()  # several processes: see allo_lightning.distributed
+            if spec.check is not None:
+                spec.check(cfg)
+            distributed.begin_command()  # imports torch; several processes: see allo_lightning.distributed
             return body(cfg)
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None
@@ -484,9 +489,13 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
 
 
 def command(name: str, description: str | None, sections: tuple[str, ...], flags: Callable | None = None,
-            defaults: dict | None = None) -> Callable:
-    """Decorator of a command's body ``body(cfg) -> result``: gives ``main(args=None, prog=None)``."""
-    spec = Spec(name, (description or "").strip(), tuple(sections), flags, defaults)
+            defaults: dict | None = None, check: Callable | None = None) -> Callable:
+    """Decorator of a command's body ``body(cfg) -> result``: gives ``main(args=None, prog=None)``.
+
+    ``flags(parser)`` adds the command's own flags and ``check(cfg)`` refuses their bad values; both run
+    before torch is imported, so the body imports torch, Lightning and the backbone itself (inside the
+    function): ``--help`` and flag errors then answer at once."""
+    spec = Spec(name, (description or "").strip(), tuple(sections), flags, defaults, check)
 
     def decorate(body: Callable[[Config], Any]) -> Callable:
         @functools.wraps(body)
@@ -535,9 +544,8 @@ def console_main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command {name!r}." + (f" Did you mean {close[0]!r}?" if close else "")
               + f" Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         raise SystemExit(2)
-    module = importlib.import_module(f"allo_lightning.{name}")  # the dispatcher is not a command
-    if name == "bench":
-        module.main(rest)
-    else:
-        module.main(rest, prog=f"allo-lightning {name}")
+    # the dispatcher is not a command; a command module imports torch and Lightning only inside its body,
+    # once its flags are parsed and checked (--help and flag errors answer without them)
+    module = importlib.import_module(f"allo_lightning.{name}")
+    module.main(rest, prog=f"allo-lightning {name}")
     return None  # the console script exits with what this returns: 0 on success

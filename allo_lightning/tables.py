@@ -98,6 +98,9 @@ def rows_text(columns: Sequence[str], rows: Iterable[Row], float_format: str = "
     return buf.getvalue()
 
 
+EXACT = "{!r}"  # float_format that writes floats not formatted by the caller exactly (fit/evaluate scores)
+
+
 def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> Path:
     """Write a table atomically. ``rows``: sequences in column order or mappings (missing keys: empty)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from allo_lightning.backbone import tokenize
 from allo_lightning.data.batching import (
     ExtractionDataModule,
     RankBatchSampler,
@@ -72,7 +73,7 @@ def test_datamodule_gives_every_protein_to_exactly_one_rank(world):
     proteins = random_proteins(17, lo=10, hi=90, seed=5)
     seen = []
     for rank in range(world):
-        dm = ExtractionDataModule(proteins, max_tokens=256)
+        dm = ExtractionDataModule(proteins, tokenize, max_tokens=256)
         dm.trainer = _FakeTrainer(rank, world)
         for batch in dm.predict_dataloader():
             B, T = batch["tokens"].shape
@@ -84,7 +85,7 @@ def test_datamodule_gives_every_protein_to_exactly_one_rank(world):
 
 def test_collate_pads_to_longest():
     proteins = random_proteins(3, lo=5, hi=12, seed=1)
-    batch = collate(proteins)
+    batch = collate(proteins, tokenize)
     n = max(p.length for p in proteins) + 2
     assert batch["tokens"].shape == (3, n) and batch["real"].dtype == torch.bool
     assert batch["ids"] == [p.id for p in proteins]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from allo_lightning.bench.extraction import main as bench_main
+from allo_lightning.bench import main as bench_main
 
 MISUSES = [
     (["--lengths", "0"], "--lengths 0"),

@@ -79,9 +79,9 @@ def test_colliding_ids_get_distinct_safe_file_names():
 def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
     from allo_lightning.analysis.export import write_attention_to_sites
     from allo_lightning.attention.stats import ProteinStats
-    from allo_lightning.outputs import write_csv as write_table
     from allo_lightning.probe.train import ResidueSet
     from allo_lightning.reporting import to_csv
+    from allo_lightning.tables import EXACT
 
     ids = ["=cmd|calc", "a,b", 'q"x', "-x", "+1"]
     proteins = [Protein(pid, "MKTA", sites=(2,)) for pid in ids]
@@ -93,10 +93,11 @@ def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
     assert [r["protein"] for r in rows] == [pid for pid in ids for _ in range(4)]
     assert {r["attention"] for r in rows} == {"0.25"} and {r["site_position"] for r in rows} == {"2"}
 
-    # test_scores.csv / scores.csv of fit and evaluate: ResidueSet.rows through outputs.write_csv
+    # test_scores.csv / scores.csv of fit and evaluate: ResidueSet.rows through tables.write_csv(float_format=EXACT)
     test_set = SimpleNamespace(proteins=proteins, index=torch.arange(5).repeat_interleave(4),
                                y=torch.tensor([0, 1, 0, 0] * 5))
-    path = write_table(tmp_path / "test_scores.csv", *ResidueSet.rows(test_set, torch.linspace(-0.5, 0.5, 20)))
+    path = write_csv(tmp_path / "test_scores.csv", *ResidueSet.rows(test_set, torch.linspace(-0.5, 0.5, 20)),
+                     float_format=EXACT)
     rows = read_csv(path)
     assert [r["id"] for r in rows] == [pid for pid in ids for _ in range(4)]
     assert [float(r["score"]) for r in rows] == pytest.approx(torch.linspace(-0.5, 0.5, 20).tolist(), abs=1e-6)
@@ -104,7 +105,7 @@ def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
 
     path.write_text(to_csv([{"subset": "=evil,1", "auprc": -0.25}], ["subset", "auprc"]), encoding="utf-8")
     assert read_csv(path) == [{"subset": "=evil,1", "auprc": "-0.2500"}]
-    assert read_csv(write_table(tmp_path / "x.csv", ["id", "v"], [["=x", 0.1 + 0.2]])) == [
+    assert read_csv(write_csv(tmp_path / "x.csv", ["id", "v"], [["=x", 0.1 + 0.2]], float_format=EXACT)) == [
         {"id": "=x", "v": repr(0.1 + 0.2)}]  # raw floats written exactly
 
 

@@ -24,11 +24,11 @@ from .scores import (
                      score_heads,
                      usable,
 )
-from .select import STRATEGIES, HeadAnalysis, analyse_heads, head_label, rank_heads, select_heads
+from .select import STRATEGIES, HeadAnalysis, Selection, analyse_heads, head_label, rank_heads, select_heads
 
 __all__ = [  # noqa: RUF022 - grouped by kind
     "NULLS", "STATISTICS", "STRATEGIES",
-    "HeadAnalysis", "HeadScores", "ProteinNull", "StatisticScores",
+    "HeadAnalysis", "HeadScores", "ProteinNull", "Selection", "StatisticScores",
     "analyse_heads", "bh_qvalues", "closed_form_null", "exact_permutation_pvalue", "exact_shift_pvalue",
     "head_label", "random_site_sets",
     "random_subset_sums", "rank_heads", "score_heads", "select_heads", "usable",

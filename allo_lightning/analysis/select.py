@@ -1,9 +1,9 @@
 """Head selection: rank heads by the chosen pooled score, apply a selection strategy, keep provenance.
 
-Ranking: testable heads (at least ``HeadsConfig.min_confident`` pooled confident pairs) first, by
+Ranking: testable heads (at least ``Selection.min_confident`` pooled confident pairs) first, by
 pooled score (ties by SNR, then layer and head); the heads that are not testable after them.
 
-Strategies (``HeadsConfig.strategy``), all on the statistic ``HeadsConfig.score`` (p_alpha or mass),
+Strategies (``Selection.strategy``), all on the statistic ``Selection.score`` (p_alpha or mass),
 among the testable heads only:
 
 - ``top_k``: the ``top_k`` best heads by pooled score;
@@ -21,24 +21,58 @@ sites are dropped: on the proteins with both labels, ``specificity < 0`` and its
 
 A rule that selects no head falls back to the ``top_k`` best-ranked heads (a probe needs heads; testable
 ones first); ``HeadAnalysis.fallback`` says why, and it is written to heads.json and printed.
+
+The settings come as a :class:`Selection` (plain values, this package's own): the CLI layer builds it from
+its validated ``HeadsConfig`` (``Selection.of(cfg.heads)``); nothing here imports the CLI's config or
+validates it again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 
 from ..attention.run import Extraction
 from ..attention.stats import ProteinStats
-from ..config import HeadsConfig
 from ..data.protein import Protein
 from ..errors import InputError
-from .scores import NULLS, STATISTICS, HeadScores, as_labels, score_heads, usable
+from .scores import HeadScores, as_labels, score_heads, usable
 
 STRATEGIES = ("top_k", "significance", "original", "consistency")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The settings of head scoring and selection, as plain values (their meaning and checks: the CLI's
+    ``HeadsConfig``, which validates them once). ``proteins`` is only recorded in heads.json."""
+
+    score: str
+    strategy: str
+    top_k: int
+    q_max: float
+    p_max: float
+    snr_min: float
+    min_fraction: float
+    n_permutations: int
+    max_permutations: int
+    min_confident: int
+    null: str
+    max_selected: int
+    exclude_orthosteric: bool
+    proteins: list[str] | None = None
+    orthosteric: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: Any) -> Selection:
+        """``settings`` itself when a Selection, else a Selection of its attributes of the same names
+        (e.g. the CLI's validated ``HeadsConfig``)."""
+        if isinstance(settings, cls):
+            return settings
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -230,11 +264,11 @@ def _key_up(x) -> float:
     return math.inf if math.isnan(v) else v
 
 
-def select_heads(scores, cfg: HeadsConfig,
+def select_heads(scores, cfg: Selection | Any,
                  ranking: list[tuple[int, int]] | None = None) -> tuple[list[tuple[int, int]], str | None]:
     """Apply ``cfg.strategy`` (testable heads only), ``exclude_orthosteric`` and ``max_selected``;
-    returns (selected heads in rank order, fallback message or None)."""
-    check_config(cfg)
+    returns (selected heads in rank order, fallback message or None). ``cfg``: see :meth:`Selection.of`."""
+    cfg = Selection.of(cfg)
     s = cfg.score
     ranking = ranking if ranking is not None else rank_heads(scores, s)
     testable = _testable(scores)
@@ -259,13 +293,15 @@ def select_heads(scores, cfg: HeadsConfig,
     elif cfg.strategy == "original":
         mask = (scores[f"{s}_pvalue"] < cfg.p_max) & (snr > cfg.snr_min)
         rule = f"p < {cfg.p_max} and SNR > {cfg.snr_min}"
-    else:  # consistency
+    elif cfg.strategy == "consistency":
         n = scores["n_proteins"]
         frac = torch.where(n > 0, scores[f"{s}_n_significant"] / n.clamp_min(1), torch.zeros_like(n))
         mask = frac >= cfg.min_fraction
         mask &= n > 0
         rule = (f"significant (p < {cfg.p_max} and SNR > {cfg.snr_min}) in at least {cfg.min_fraction:.0%} "
                 "of the proteins")
+    else:  # HeadsConfig refuses other values; a Selection built by hand is not checked again
+        raise ValueError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
     selected = [lh for lh in candidates if bool(mask[lh])]
     if len(selected) > cfg.max_selected:
         q, value = scores[f"{s}_qvalue"], scores[s]
@@ -286,21 +322,6 @@ def orthosteric_like(scores, s: str, q_max: float) -> torch.Tensor:
     direction (specificity < 0 and its q-value < ``q_max``); NaN (no contrast, untested) is False."""
     spec, q = scores[f"{s}_specificity"], scores[f"{s}_specificity_qvalue"]
     return (spec < 0) & (q < q_max)
-
-
-def check_config(cfg: HeadsConfig) -> None:
-    if cfg.score not in STATISTICS:
-        raise InputError(f"heads.score is {cfg.score!r}; choose one of: {', '.join(STATISTICS)} "
-                         "(--heads.score or the heads: section of the config).")
-    if cfg.strategy not in STRATEGIES:
-        raise InputError(f"heads.strategy is {cfg.strategy!r}; choose one of: {', '.join(STRATEGIES)} "
-                         "(--heads.strategy or the heads: section of the config).")
-    if cfg.top_k < 1:
-        raise InputError(f"heads.top_k is {cfg.top_k}; it must be at least 1 (it is also the fallback).")
-    if cfg.n_permutations < 1:
-        raise InputError(f"heads.n_permutations is {cfg.n_permutations}; it must be at least 1.")
-    if cfg.null not in NULLS:
-        raise InputError(f"heads.null is {cfg.null!r}; choose one of: {', '.join(NULLS)} (--heads.null).")
 
 
 def _pairs(source, proteins: Sequence[Protein] | None) -> tuple[list[tuple[Protein | None, ProteinStats]], dict]:
@@ -331,7 +352,7 @@ def _pairs(source, proteins: Sequence[Protein] | None) -> tuple[list[tuple[Prote
 def analyse_heads(
     extraction_or_items: Extraction | Iterable,
     proteins: Sequence[Protein] | None,
-    cfg: HeadsConfig,
+    cfg: Selection | Any,
     seed: int = 0,
     theta: float | None = None,
     backbone_identity: str | None = None,
@@ -344,8 +365,9 @@ def analyse_heads(
     Proteins without labels, without sites or with more sites than non-sites are left out and listed
     in ``HeadAnalysis.excluded``. Orthosteric residues come from ``Protein.orthosteric_sites`` (else
     ``cfg.orthosteric[id]``); ``cfg.null == "composition"`` needs the proteins (their sequences).
+    ``cfg``: a :class:`Selection` (or settings with its fields, see :meth:`Selection.of`).
     """
-    check_config(cfg)
+    cfg = Selection.of(cfg)
     pairs, info = _pairs(extraction_or_items, proteins)
     items, ids, excluded, sequences, ortho = [], [], {}, [], []
     for i, (p, s) in enumerate(pairs):
@@ -382,13 +404,13 @@ def analyse_heads(
     return HeadAnalysis(
         scores=scores, ranking=ranking, selected=selected, score=cfg.score, strategy=cfg.strategy,
         fallback=fallback, protein_ids=ids, excluded=excluded, n_layers=n_layers, n_heads=n_heads,
-        settings={k: v for k, v in asdict(cfg).items() if k not in ("plot_proteins", "orthosteric")},
+        settings={k: v for k, v in asdict(cfg).items() if k != "orthosteric"},
         seed=seed, theta=theta if theta is not None else info.get("theta"),
         backbone_identity=backbone_identity or info.get("backbone_identity"),
     )
 
 
-def _orthosteric_labels(protein: Protein | None, cfg: HeadsConfig, length: int):
+def _orthosteric_labels(protein: Protein | None, cfg: Selection, length: int):
     """0/1 orthosteric labels of ``protein`` (None when it has none)."""
     if protein is None:
         return None

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 import lightning as L
 
 from .. import interrupt
-from ..backbone import Backbone
+from ..backbone import Backbone, tokenize
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
 from ..errors import InputError, OutputError
@@ -143,7 +143,7 @@ def extract(
                                     embedding_layer if embeddings else None)
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
-        data = ExtractionDataModule(unique, max_tokens, bucket, batches=batches)
+        data = ExtractionDataModule(unique, tokenize, max_tokens, bucket, batches=batches)
         with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
             warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
             trainer.predict(module, datamodule=data, return_predictions=False)

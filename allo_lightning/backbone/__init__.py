@@ -9,9 +9,10 @@ import torch
 
 from ..errors import BackboneError
 from .base import TINY_MEANINGLESS, Backbone, hash_parameters, tokenize
+from .builders import build_model, wrap
 from .esm2 import ESM2_HUB, ESM2Backbone, tiny_esm2_config
 from .esmc import ESMCBackbone, build_esmc, hub_weights_path, restore_buffers
-from .registry import BACKBONES, REGISTRY, BackboneSpec, build_model, spec_of, wrap
+from .registry import BACKBONES, REGISTRY, BackboneSpec, spec_of
 
 
 def _load_state_dict(path: Path, name: str) -> dict:

@@ -1,5 +1,7 @@
-"""The one table of backbones: name -> family (which builder), shape, context limit and where the
-weights come from. The loader, the benchmark and the docs all read it (no parallel tables)."""
+"""The one table of backbones: name -> family, shape, context limit and where the weights come from.
+The loader, the benchmark and the docs all read it (no parallel tables). A leaf: the model modules
+(esmc, esm2) import it; the family -> builder table that builds them lives above, in ``builders``
+(as evolutionaryscale's ``pretrained.py``), so no model module imports what imports it."""
 
 from __future__ import annotations
 
@@ -69,26 +71,3 @@ def spec_of(name: str) -> BackboneSpec:
     if spec is None:
         raise BackboneError(f"unknown backbone {name!r}. Choose one of: {', '.join(BACKBONES)}.")
     return spec
-
-
-def build_model(spec: BackboneSpec, device: str = "cpu"):
-    """The family's ``nn.Module`` of this shape, built on ``device`` (``"meta"``: no memory, to be
-    filled by ``load_state_dict(assign=True)``); random init on a real device."""
-    if spec.family == "esmc":
-        from .esmc import build_esmc
-
-        return build_esmc(spec.d_model, spec.n_heads, spec.n_layers, device=device)
-    from .esm2 import build_esm2
-
-    return build_esm2(spec, device=device)
-
-
-def wrap(spec: BackboneSpec, model):
-    """The :class:`Backbone` of the family around ``model``."""
-    if spec.family == "esmc":
-        from .esmc import ESMCBackbone
-
-        return ESMCBackbone(model, spec.name)
-    from .esm2 import ESM2Backbone
-
-    return ESM2Backbone(model, spec.name)

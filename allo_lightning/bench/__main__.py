@@ -1,3 +1,3 @@
-from .extraction import main
+from .cli import main
 
 main()

@@ -27,11 +27,9 @@ The last line summarises the grid by its worst case:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -39,125 +37,32 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..backbone.registry import REGISTRY
-from ..errors import InputError, UserError
-from ..shell import report_error
+from ..errors import InputError
+from .common import (
+    DEFAULT_SHAPES,
+    N_DRAWS,
+    SHAPES,
+    THETA,
+    Timing,
+    best,
+    best_of,
+    extract_on,
+    labels_of,
+    make_backbone,
+    pick_device,
+    random_protein,
+    status_kb,
+    sync,
+)
 
-# the grid's model shapes (d_model, n_heads, n_layers), from the backbone registry
-SHAPES = {name: spec.shape for name, spec in REGISTRY.items()}  # tiny / esm2_tiny: smoke runs of the bench
-DEFAULT_SHAPES = ["esmc_300m", "esmc_600m"]
-AMINO = "ACDEFGHIKLMNPQRSTVWY"
-THETA = 0.3
-N_DRAWS = 1000  # the original scripts' random site draws per head
 CLOCK = "wall"  # which clock the ratios use (--clock): "cpu" is steadier on a loaded machine
 
 
-# -- set-up --------------------------------------------------------------------------------------------
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise InputError(f"--device {name!r}: not a device. Give auto, cpu, cuda, cuda:N or mps.") from None
-        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.type == "cuda" and (device.index or 0) >= n_cuda:
-            raise InputError(f"--device {name}: no such CUDA device here. Use --device cpu (or auto).")
-        if device.type == "mps" and not mps:
-            raise InputError(f"--device {name}: Apple's MPS is not available here. Use --device cpu (or auto).")
-        if device.type not in ("cpu", "cuda", "mps"):
-            raise InputError(f"--device {name}: not supported here. Give auto, cpu, cuda, cuda:N or mps.")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def make_backbone(shape: str, device: torch.device, seed: int = 0):
-    from ..backbone import _sharpen_tiny
-    from ..backbone.registry import build_model, wrap
-
-    torch.manual_seed(seed)
-    spec = REGISTRY[shape]
-    model = build_model(spec, device=device)
-    # random q/k gains: peaked attention like a trained model's (plain random weights give
-    # near-uniform attention with nothing above theta, which would make the original loop look cheap)
-    if spec.family == "esmc":
-        _sharpen_tiny(model)
-    else:
-        with torch.no_grad():
-            for layer in model.encoder.layer:
-                for lin in (layer.attention.self.query, layer.attention.self.key):
-                    lin.weight.normal_(0.0, 2.0 / spec.d_model**0.5)
-    backbone = wrap(spec, model).freeze()
-    backbone.identity = f"{shape}-random-seed{seed}"
-    return backbone
-
-
-def random_protein(length: int, seed: int, pid: str = "P"):
-    from ..data import Protein
-
-    rng = random.Random(seed)
-    seq = "".join(rng.choice(AMINO) for _ in range(length))
-    k = max(3, round(0.04 * length))  # ~16 sites at 400 residues (the ASD set's mean is 15.9)
-    return Protein(id=pid, sequence=seq, sites=tuple(sorted(rng.sample(range(1, length + 1), k))))
-
-
-def labels_of(protein) -> torch.Tensor:
-    y = torch.zeros(protein.length, dtype=torch.bool)
-    y[[s - 1 for s in protein.sites]] = True
-    return y
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-@dataclass
-class Timing:
-    wall: float
-    cpu: float
-
-
-def best_of(fn: Callable[[], object], device: torch.device, times: list[Timing]) -> object:
-    sync(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    sync(device)
-    times.append(Timing(time.perf_counter() - w0, time.process_time() - c0))
-    return out
-
-
-def extract_on(device: torch.device, backbone, *args, **kwargs):
-    """:func:`extract` with ``backbone``, then the backbone back on ``device``: Lightning's teardown moves
-    the module it ran to the CPU after ``trainer.predict`` (which made the next direct call on CUDA fail
-    with "index is on cuda:0, different from other tensors on cpu")."""
-    from ..attention import extract
-
-    try:
-        return extract(args[0], backbone, *args[1:], **kwargs)
-    finally:
-        backbone.to(device)
-
-
-def best(times: list[Timing]) -> Timing:
-    return Timing(min(t.wall for t in times), min(t.cpu for t in times))
-
-
 # -- memory --------------------------------------------------------------------------------------------
-def _status_kb(key: str) -> int:
-    return int(re.search(key + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-
 class PeakMemory:
     """Extra peak memory (MiB) of the code inside the ``with`` block over what was in use before it."""
 
@@ -174,7 +79,7 @@ class PeakMemory:
             self.method = "CUDA allocator peak"
         elif self.device.type == "cpu" and Path("/proc/self/clear_refs").exists():
             Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self._base = _status_kb("VmRSS") * 1024
+            self._base = status_kb("VmRSS") * 1024
             self.method = "RSS peak (VmHWM)"
         else:  # macOS / MPS: sample the resident set (or the MPS driver) every millisecond
             import psutil
@@ -198,7 +103,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.method.startswith("RSS"):
-            peak = _status_kb("VmHWM") * 1024
+            peak = status_kb("VmHWM") * 1024
         else:
             self._stop.set()
             self._thread.join()
@@ -492,72 +397,19 @@ def load_line() -> str:
         return ""
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m allo_lightning.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="esmc_300m shape, length 400 only")
-    ap.add_argument("--scoring", action="store_true", help="only the head-scoring benchmark (36 x 18, 20 proteins)")
-    ap.add_argument("--scale", action="store_true", help="with --quick: add the batching / padding section")
-    ap.add_argument("--shapes", nargs="+", default=None, choices=list(SHAPES))
-    ap.add_argument("--lengths", nargs="+", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (best is kept)")
-    ap.add_argument("--original-heads", type=int, default=None,
-                    help="time the original scoring loop on this many heads and extrapolate (default: all)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="clock of the ratios: wall (default) or this process's CPU time, steadier when "
-                         "other work shares the cores (use with --threads 1); CPU devices only")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--predict", action="store_true",
-                    help="early-exit predict vs full extraction (heads at a shallow, middle and last layer), "
-                         "loading + predict peak memory; with --quick the esmc_300m shape only")
-    ap.add_argument("--bf16", action="store_true",
-                    help="with --predict: fp32 vs bf16 time and how much the statistics move")
-    ap.add_argument("--vs-transformers", action="store_true",
-                    help="ESM-2 (esm2_t33_650m shape): ours vs transformers' output_attentions=True "
-                         "+ thresholded count")
-    ap.add_argument("--table", action="store_true",
-                    help="extraction vs the plain forward over the bundled proteins' real lengths, esmc_600m "
-                         "shape, fp32 and bf16, same batches (see allo_lightning/bench/table.py)")
-    ap.add_argument("--max-tokens", type=int, default=16384, help="with --table: token budget of a batch")
-    ap.add_argument("--residues", type=int, default=None,
-                    help="with --table: only the first proteins, up to about this many residues")
-    ap.add_argument("--kernels", nargs="+", default=None, choices=("chunked", "fused", "compiled", "triton"),
-                    help="with --table: statistics kernels to time (default: the device's; on CUDA fused and triton)")
-    ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
-    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    try:
-        check_args(args)
-        _run(args)
-    except UserError as e:
-        raise SystemExit(report_error(e)) from None
-
-
 def check_args(args) -> None:
-    """Refuse flag values that would end in a traceback (or be ignored without a word), before any work."""
-    for flag, values in (("--lengths", args.lengths), ("--repeats", [args.repeats]), ("--threads", [args.threads]),
-                         ("--original-heads", [args.original_heads]), ("--max-tokens", [args.max_tokens]),
-                         ("--residues", [args.residues])):
-        bad = [v for v in values or () if v is not None and v < 1]
-        if bad:
-            raise InputError(f"{flag} {bad[0]}: give a whole number of at least 1.")
+    """Refuse flag values that would end in a traceback (or be ignored without a word), before any work:
+    what needs the model table or torch (the rest is checked by :func:`.cli.check_flags` before torch is
+    imported)."""
+    unknown = [s for s in args.shapes or () if s not in SHAPES]
+    if unknown:
+        raise InputError(f"--shapes {unknown[0]}: not a model shape. Choose from: {', '.join(SHAPES)}.")
     for shape in args.shapes or ["esmc_300m"]:
         limit = REGISTRY[shape].max_length
         long = [n for n in args.lengths or () if n > limit]
         if long:
             raise InputError(f"--lengths {long[0]}: longer than the {shape} shape's context of {limit} residues. "
                              "Give shorter lengths.")
-    if args.bf16 and not args.predict:
-        raise InputError("--bf16 works with --predict only (it compares fp32 and bf16 predict). Add --predict.")
-    if args.scale and not args.quick:
-        raise InputError("--scale adds the batching section to --quick (the full grid always has it). Add --quick, "
-                         "or leave --scale out.")
-    if args.scoring and (args.predict or args.vs_transformers or args.quick):
-        raise InputError("--scoring runs the head-scoring benchmark alone. Leave out --quick, --predict and "
-                         "--vs-transformers, or --scoring.")
-    if args.table and (args.scoring or args.predict or args.vs_transformers):
-        raise InputError("--table runs the extraction table alone. Leave out --scoring, --predict and "
-                         "--vs-transformers, or --table.")
     if args.memory_child:
         method, shape, length, _ = args.memory_child
         if shape not in SHAPES or not length.isdigit():
@@ -566,7 +418,8 @@ def check_args(args) -> None:
     pick_device(args.device)  # an unknown or absent device
 
 
-def _run(args) -> None:
+def run(args) -> None:
+    """Run the benchmark the parsed and checked flags name (see :mod:`.cli`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
@@ -640,6 +493,3 @@ def _run(args) -> None:
     print("worst case over the grid: max overhead, min speed-ups, max extra peak:")
     print(final_line(points))
 
-
-if __name__ == "__main__":
-    main()

@@ -30,14 +30,13 @@ from pathlib import Path
 
 import torch
 
-from .extraction import THETA, Timing, _status_kb, best, make_backbone, random_protein
+from .common import THETA, Timing, best, labels_of, make_backbone, random_protein, status_kb, sync
 
 PREDICT_SHAPES = ["esmc_300m", "esmc_600m"]
 
 
 def _timed(fn, times: list[Timing], device: torch.device | None = None):
     """Time ``fn()`` (on a GPU: from an idle device until its queued work is done)."""
-    from .extraction import sync
 
     if device is not None:
         sync(device)
@@ -130,7 +129,6 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
     from ..analysis import score_heads
     from ..attention import AttentionExtractor, cpu_bf16_supported
     from ..backbone import tokenize
-    from .extraction import labels_of
 
     if n_proteins is None:
         n_proteins = 1 if device.type == "cpu" else 32
@@ -187,7 +185,7 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
 
 # -- memory: loading + predict in a fresh process ----------------------------------------------------------
 def _vm(key: str) -> float:
-    return _status_kb(key) / 2**10  # MiB
+    return status_kb(key) / 2**10  # MiB
 
 
 def child_main(argv: list[str]) -> dict:
@@ -207,7 +205,8 @@ def memory_child(shape: str, length: int, weights: str, how: str) -> dict:
 
     from ..attention import AttentionExtractor
     from ..backbone import load_backbone, tokenize
-    from ..backbone.registry import REGISTRY, build_model, wrap
+    from ..backbone.builders import build_model, wrap
+    from ..backbone.registry import REGISTRY
 
     base = _vm("VmRSS")
     t0 = time.perf_counter()
@@ -235,7 +234,8 @@ def run_memory(shape: str, length: int, device: torch.device, compare_old: bool 
     if device.type != "cpu" or not Path("/proc/self/status").exists():
         print(f"  (memory of loading {shape}: measured on Linux CPU only)")
         return
-    from ..backbone.registry import REGISTRY, build_model
+    from ..backbone.builders import build_model
+    from ..backbone.registry import REGISTRY
 
     with tempfile.TemporaryDirectory(prefix="allo_bench_mem_") as tmp:
         path = Path(tmp) / f"{shape}_bf16.pth"
@@ -277,7 +277,6 @@ def vs_child(method: str, shape: str, length: int, device_name: str = "cpu") -> 
     peak)."""
     from ..attention import AttentionExtractor
     from ..backbone import tokenize
-    from .extraction import sync
 
     device = torch.device(device_name)
     bb = make_backbone(shape, device)

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from .extraction import THETA, extract_on, make_backbone, sync
+from .common import THETA, extract_on, make_backbone, sync
 
 
 def table_proteins(max_length: int = 2048, residues: int | None = None):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from functools import partial
+from typing import Callable, Iterator, Sequence
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..backbone import tokenize
 from .protein import Protein
+
+# sequences -> (tokens, real): the backbone's tokenizer, passed in by the caller (data/ does not import backbone/)
+Tokenize = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True) -> list[list[int]]:
@@ -62,7 +66,8 @@ class ProteinDataset(Dataset):
         return self.proteins[i]
 
 
-def collate(proteins: list[Protein]) -> dict:
+def collate(proteins: list[Protein], tokenize: Tokenize) -> dict:
+    """One batch: the proteins' sequences tokenized by ``tokenize`` (padded to the longest), ids and sequences."""
     if not proteins:  # the empty batch of a rank with nothing to do
         return {"tokens": None, "real": None, "ids": [], "sequences": []}
     tokens, real = tokenize([p.sequence for p in proteins])
@@ -73,10 +78,11 @@ def collate(proteins: list[Protein]) -> dict:
 class ExtractionDataModule(L.LightningDataModule):
     """Predict-only data module over the proteins that still need extraction."""
 
-    def __init__(self, proteins: Sequence[Protein], max_tokens: int = 4096, bucket: bool = True,
+    def __init__(self, proteins: Sequence[Protein], tokenize: Tokenize, max_tokens: int = 4096, bucket: bool = True,
                  num_workers: int = 0, batches: list[list[int]] | None = None) -> None:
         super().__init__()
         self.dataset = ProteinDataset(proteins)
+        self.tokenize = tokenize  # a module-level function (picklable: DataLoader workers get it)
         self.max_tokens = max_tokens
         self.bucket = bucket
         self.num_workers = num_workers
@@ -92,6 +98,7 @@ class ExtractionDataModule(L.LightningDataModule):
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
         sampler = RankBatchSampler(self.batches(), rank, world)
-        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=partial(collate, tokenize=self.tokenize),
+                          num_workers=self.num_workers)
 
 
