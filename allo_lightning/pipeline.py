@@ -46,7 +46,7 @@ def check_devices(trainer, dtype: str = "fp32") -> None:
 
 def check_environment(cfg) -> None:
     """Before anything is loaded: the devices (and dtype) asked for exist, and the cache folder can be
-    written."""
+    written (or, an existing read-only cache, is left to extract: used when it holds every entry)."""
     check_devices(cfg.trainer, cfg.model.dtype)
     cache = Path(cfg.model.cache_dir or default_cache_dir()).expanduser()
     if cache.is_dir() and cache_module.folder_unwritable(cache) is not None:
