@@ -15,6 +15,7 @@ from allo_lightning import outputs, predict
 
 from .conftest import REPO
 from .golden import CHECKPOINT, SEQUENCES
+from .test_shell import refused
 
 
 @pytest.fixture
@@ -31,14 +32,8 @@ def _args(tmp_path, fasta, out, *extra):
 
 
 def _refused(capsys, args, *phrases) -> str:
-    with pytest.raises(SystemExit) as e:
-        predict.main(args)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for phrase in phrases:
-        assert phrase in err, (phrase, err)
-    return err
+    """test_shell's one-line refusal check, for predict."""
+    return refused(capsys, predict.main, args, *phrases)
 
 
 def _no_work(tmp_path, out):
