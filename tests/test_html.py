@@ -401,3 +401,30 @@ def test_run_log_records_output_and_how_the_run_ended(tmp_path):
     assert e.value.code == 2
     log = (tmp_path / "bad" / "run.log").read_text()
     assert log.splitlines()[1].endswith(": exited with status 2") and "error: bad.tsv, line 3: no sequence." in log
+
+
+def test_a_handler_made_during_a_run_writes_to_the_current_stream_afterwards(monkeypatch):
+    """A logging handler made while run.log was being captured (Lightning makes them) keeps the capture's
+    stream; after the run it must write to the stream of now, not to the run's (closed in tests, stale in a
+    notebook) nor into the finished run's buffer."""
+    import io
+    import logging
+    import sys
+
+    from allo_lightning.html.records import capture
+
+    during = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", during)
+    with capture([]):
+        handler = logging.StreamHandler()  # binds sys.stderr: the capture's tee
+    tee = handler.stream
+    during.close()
+    after = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", after)
+    logger = logging.getLogger("allo_lightning.test_detached_tee")
+    logger.addHandler(handler)
+    try:
+        logger.warning("after the run")
+    finally:
+        logger.removeHandler(handler)
+    assert after.getvalue() == "after the run\n" and tee._buffer is None

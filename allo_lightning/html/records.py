@@ -25,26 +25,39 @@ _current: dict = {}
 
 
 class _Tee:
-    """Writes go to the stream and to the buffer; everything else (encoding, isatty...) is the stream's."""
+    """Writes go to the stream and to the buffer; everything else (encoding, isatty...) is the stream's.
+    After the capture a tee is detached: something that kept it (a logging handler made during the run)
+    then writes to whatever ``sys.<name>`` is now, and nothing more is buffered."""
 
-    def __init__(self, stream, buffer: list[str]) -> None:
-        self._stream, self._buffer = stream, buffer
+    def __init__(self, stream, buffer: list[str], name: str) -> None:
+        self._stream, self._buffer, self._name = stream, buffer, name
+
+    def detach(self) -> None:
+        self._buffer = None
+        self._stream = None
 
     def write(self, text: str) -> int:
+        if self._buffer is None:
+            return getattr(sys, self._name).write(text)
         self._buffer.append(text)
         return self._stream.write(text)
 
+    def _target(self):
+        return getattr(sys, self._name) if self._stream is None else self._stream
+
     def flush(self) -> None:
-        self._stream.flush()
+        self._target().flush()
 
     def isatty(self) -> bool:
-        return self._stream.isatty()
+        return self._target().isatty()
 
     def fileno(self) -> int:
-        return self._stream.fileno()
+        return self._target().fileno()
 
     def __getattr__(self, name):
-        return getattr(self._stream, name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._target(), name)
 
 
 def _rank_zero() -> bool:
@@ -68,7 +81,8 @@ def capture(argv: list[str] | None = None):
     _current.clear()
     _current.update(buffer=buffer, started=time.strftime("%Y-%m-%d %H:%M:%S %z"),
                     argv=list(sys.argv[1:] if argv is None else argv))
-    sys.stdout, sys.stderr = _Tee(sys.stdout, buffer), _Tee(sys.stderr, buffer)
+    tees = _Tee(sys.stdout, buffer, "stdout"), _Tee(sys.stderr, buffer, "stderr")
+    sys.stdout, sys.stderr = tees
     status = "failed"
     try:
         yield
@@ -81,6 +95,8 @@ def capture(argv: list[str] | None = None):
         raise
     finally:
         sys.stdout, sys.stderr = saved[0], saved[1]
+        for tee in tees:
+            tee.detach()
         out = _current.get("out")
         if out is not None and _rank_zero():
             head = (f"# allo_lightning {_current.get('command', '')} {' '.join(map(str, _current['argv']))}\n"
