@@ -1,0 +1,81 @@
+"""The settings of one ``bench`` run: a frozen dataclass made from the parsed flags, checked once when it is
+made, then passed to the benchmarks as a parameter (no module-level state set from the flags). Imports
+neither torch nor the backbone table, so the command checks it before anything heavy is imported; what
+needs the table or a device (shapes, context lengths, the device itself) is checked by
+:func:`.extraction.check_settings` before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal, Optional
+
+from ..errors import InputError
+
+Clock = Literal["wall", "cpu"]
+KERNELS = ("chunked", "fused", "compiled", "triton")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to run and how; the flag of each field is ``--`` + its name with ``-`` for ``_``."""
+
+    quick: bool = False
+    scoring: bool = False
+    scale: bool = False
+    shapes: Optional[tuple[str, ...]] = None
+    lengths: Optional[tuple[int, ...]] = None
+    repeats: Optional[int] = None
+    original_heads: Optional[int] = None
+    clock: Clock = "wall"  # the clock of the ratios; only a CPU device uses "cpu" (see :meth:`clock_on`)
+    device: str = "auto"
+    threads: Optional[int] = None
+    predict: bool = False
+    bf16: bool = False
+    vs_transformers: bool = False
+    table: bool = False
+    max_tokens: int = 16384
+    residues: Optional[int] = None
+    kernels: Optional[tuple[str, ...]] = None
+    memory_child: Optional[tuple[str, str, str, str]] = None  # internal: one memory measurement
+    child: Optional[tuple[str, ...]] = None  # internal: one inference child process
+
+    def __post_init__(self) -> None:
+        for flag, values in (("--lengths", self.lengths), ("--repeats", [self.repeats]),
+                             ("--threads", [self.threads]), ("--original-heads", [self.original_heads]),
+                             ("--max-tokens", [self.max_tokens]), ("--residues", [self.residues])):
+            bad = [v for v in values or () if v is not None and v < 1]
+            if bad:
+                raise InputError(f"{flag} {bad[0]}: give a whole number of at least 1.")
+        if self.clock not in ("wall", "cpu"):
+            raise InputError(f"--clock {self.clock!r}: choose wall or cpu.")
+        bad_kernels = [k for k in self.kernels or () if k not in KERNELS]
+        if bad_kernels:
+            raise InputError(f"--kernels {bad_kernels[0]}: not a statistics kernel. Choose from: {', '.join(KERNELS)}.")
+        if self.bf16 and not self.predict:
+            raise InputError("--bf16 works with --predict only (it compares fp32 and bf16 predict). Add --predict.")
+        if self.scale and not self.quick:
+            raise InputError("--scale adds the batching section to --quick (the full grid always has it). Add "
+                             "--quick, or leave --scale out.")
+        if self.scoring and (self.predict or self.vs_transformers or self.quick):
+            raise InputError("--scoring runs the head-scoring benchmark alone. Leave out --quick, --predict and "
+                             "--vs-transformers, or --scoring.")
+        if self.table and (self.scoring or self.predict or self.vs_transformers):
+            raise InputError("--table runs the extraction table alone. Leave out --scoring, --predict and "
+                             "--vs-transformers, or --table.")
+        if self.memory_child is not None and (len(self.memory_child) != 4 or not self.memory_child[2].isdigit()):
+            raise InputError(f"--memory-child {' '.join(self.memory_child)}: an internal flag (METHOD SHAPE LENGTH "
+                             "DEVICE); do not use it directly.")
+
+    @classmethod
+    def from_values(cls, values: dict) -> "BenchSettings":
+        """From the parsed flags (lists become tuples; other keys, e.g. the seed, are not bench settings)."""
+        kw = {f.name: values[f.name] for f in fields(cls) if f.name in values}
+        for key, value in kw.items():
+            if isinstance(value, list):
+                kw[key] = tuple(value)
+        return cls(**kw)
+
+    def clock_on(self, device_type: str) -> Clock:
+        """The clock the ratios use on this kind of device: the process CPU time measures nothing of the
+        work of a GPU, so ``--clock cpu`` counts on a CPU device only."""
+        return self.clock if device_type == "cpu" else "wall"
