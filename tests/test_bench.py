@@ -32,7 +32,13 @@ MISUSES = [
     (["--clock", "sun"], "--clock: 'sun' is not accepted"),
     (["--table", "--kernels", "fast"], "--kernels fast: not a statistics kernel"),
     (["--shapes", "esmc_9b"], "--shapes esmc_9b: not a model shape"),
-    (["--seed", "3"], "--seed 3: the benchmarks use fixed seeds"),
+    (["--seed", "3"], "--seed works with --stream only"),
+    (["--stream"], "--stream needs --checkpoint"),
+    (["--proteins", "30"], "--proteins works with --stream only"),
+    (["--stream", "--checkpoint", "c.safetensors", "--quick"], "--stream times predict alone"),
+    (["--stream", "--checkpoint", "c.safetensors", "--proteins", "0"], "--proteins 0"),
+    (["--stream", "--checkpoint", "c.safetensors", "--min_length", "500"], "--max-length 400 is below"),
+    (["--stream", "--checkpoint", "no/such.safetensors"], "--checkpoint no/such.safetensors: file not found"),
     (["--config", "no/such.yaml"], "--config no/such.yaml: file not found"),
 ]
 
@@ -62,6 +68,22 @@ def test_bench_smoke_tiny(capsys):
                 "--original-heads", "2"])
     out = capsys.readouterr().out
     assert "worst case over the grid" in out and "overhead=" in out and "vs_original=" in out
+
+
+@pytest.mark.slow
+def test_bench_stream_smoke(capsys, tmp_path):
+    """--stream (bench.stream's own argparse CLI before): one predict process over 3 random proteins of 20-40
+    residues with the golden probe (tiny backbone); one result line per size, its residues the FASTA's."""
+    from .golden import CHECKPOINT
+
+    bench_main(["--stream", "--checkpoint", str(CHECKPOINT), "--proteins", "3", "--min-length", "20",
+                "--max-length", "40", "--seed", "5", "--work", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == "proteins residues seconds s_per_1000_proteins peak_rss_mib"
+    n, residues, seconds, _, rss = lines[-1].split()
+    fasta = (tmp_path / "b3.fasta").read_text().split()
+    assert int(n) == 3 and int(residues) == sum(len(x) for x in fasta[1::2]) and 60 <= int(residues) <= 120
+    assert float(seconds) > 0 and float(rss) > 0 and (tmp_path / "out3" / "predictions.csv").exists()
 
 
 def test_original_loop_matches_the_statistics(tiny):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Literal, Optional
 
-from ..errors import InputError
 from ..shell import command
 from .settings import KERNELS, BenchSettings
 
@@ -49,6 +48,18 @@ def _flags(parser) -> None:
     add("--kernels", nargs="+", default=None, metavar="KERNEL",
         help=f"with --table: statistics kernels to time ({', '.join(KERNELS)}; default: the device's; on CUDA "
              "fused and triton)")
+    add("--stream", action="store_true",
+        help="time and peak memory of predict against the number of proteins (random sequences, a fresh cache "
+             "and process per size); needs --checkpoint")
+    add("--checkpoint", type=Optional[str], default=None,
+        help="with --stream: a probe checkpoint on the tiny backbone (fit --config configs/smoke.yaml writes "
+             "checkpoints/smoke.tiny.safetensors)")
+    add("--proteins", nargs="+", type=int, default=None, metavar="N",
+        help="with --stream: numbers of proteins, one predict run each (default: 300 3000)")
+    add("--min-length", "--min_length", type=int, default=50, help="with --stream: shortest random sequence")
+    add("--max-length", "--max_length", type=int, default=400, help="with --stream: longest random sequence")
+    add("--work", type=Optional[str], default=None,
+        help="with --stream: folder for the FASTA files, caches and outputs (default: a temporary folder, removed)")
     # internal: the benchmarks start fresh processes of this command for one measurement each
     add("--memory-child", nargs=4, default=None, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"),
         help=argparse.SUPPRESS)
@@ -56,15 +67,19 @@ def _flags(parser) -> None:
 
 
 def settings(cfg) -> BenchSettings:
-    """The run's settings from the parsed flags (refused values are an ``InputError``)."""
-    if cfg.seed != 0:  # every command has --seed; the benchmarks' random weights and proteins have fixed seeds
-        raise InputError(f"--seed {cfg.seed}: the benchmarks use fixed seeds (their timings do not depend on "
-                         "the random weights). Leave --seed out.")
-    return BenchSettings.from_values(cfg.values)
+    """The run's settings from the parsed flags (refused values are an ``InputError``; ``--seed`` is a
+    setting of ``--stream`` only)."""
+    return BenchSettings.from_values({**cfg.values, "seed": cfg.seed})
 
 
 @command("bench", DESCRIPTION, sections=(), flags=_flags, check=settings)
 def main(cfg) -> None:
+    s = settings(cfg)
+    if s.stream:
+        from .stream import run_stream
+
+        run_stream(s)
+        return
     from .extraction import run  # torch from here on
 
-    run(settings(cfg))
+    run(s)

@@ -36,13 +36,22 @@ class BenchSettings:
     max_tokens: int = 16384
     residues: Optional[int] = None
     kernels: Optional[tuple[str, ...]] = None
+    stream: bool = False
+    checkpoint: Optional[str] = None
+    proteins: Optional[tuple[int, ...]] = None
+    min_length: int = 50
+    max_length: int = 400
+    work: Optional[str] = None
+    seed: int = 0  # --stream's random sequences (the other benchmarks have fixed seeds)
     memory_child: Optional[tuple[str, str, str, str]] = None  # internal: one memory measurement
     child: Optional[tuple[str, ...]] = None  # internal: one inference child process
 
     def __post_init__(self) -> None:
         for flag, values in (("--lengths", self.lengths), ("--repeats", [self.repeats]),
                              ("--threads", [self.threads]), ("--original-heads", [self.original_heads]),
-                             ("--max-tokens", [self.max_tokens]), ("--residues", [self.residues])):
+                             ("--max-tokens", [self.max_tokens]), ("--residues", [self.residues]),
+                             ("--proteins", self.proteins), ("--min-length", [self.min_length]),
+                             ("--max-length", [self.max_length])):
             bad = [v for v in values or () if v is not None and v < 1]
             if bad:
                 raise InputError(f"{flag} {bad[0]}: give a whole number of at least 1.")
@@ -62,6 +71,24 @@ class BenchSettings:
         if self.table and (self.scoring or self.predict or self.vs_transformers):
             raise InputError("--table runs the extraction table alone. Leave out --scoring, --predict and "
                              "--vs-transformers, or --table.")
+        others = [f for f, on in (("--quick", self.quick), ("--scoring", self.scoring), ("--predict", self.predict),
+                                  ("--vs-transformers", self.vs_transformers), ("--table", self.table)) if on]
+        if self.stream and others:
+            raise InputError(f"--stream times predict alone. Leave out {', '.join(others)}, or --stream.")
+        if self.stream and not self.checkpoint:
+            raise InputError("--stream needs --checkpoint FILE: a probe checkpoint on the tiny backbone "
+                             "(allo-lightning fit --config configs/smoke.yaml writes "
+                             "checkpoints/smoke.tiny.safetensors).")
+        stream_only = [f for f, on in (("--checkpoint", self.checkpoint is not None),
+                                       ("--proteins", self.proteins is not None), ("--work", self.work is not None),
+                                       ("--min-length", self.min_length != 50),
+                                       ("--max-length", self.max_length != 400), ("--seed", self.seed != 0)) if on]
+        if stream_only and not self.stream:
+            raise InputError(f"{stream_only[0]} works with --stream only (the other benchmarks have fixed seeds and "
+                             "proteins: their timings do not depend on them). Add --stream, or leave it out.")
+        if self.max_length < self.min_length:
+            raise InputError(f"--max-length {self.max_length} is below --min-length {self.min_length}. Give "
+                             "--max-length at least --min-length.")
         if self.memory_child is not None and (len(self.memory_child) != 4 or not self.memory_child[2].isdigit()):
             raise InputError(f"--memory-child {' '.join(self.memory_child)}: an internal flag (METHOD SHAPE LENGTH "
                              "DEVICE); do not use it directly.")
