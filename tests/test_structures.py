@@ -327,7 +327,7 @@ def test_fusion_replacing_a_loop_gets_no_scores():
 def test_best_segment_is_maximum_subarray():
     import itertools
 
-    from allo_lightning.structures import _best_segment
+    from allo_lightning.structures.alignment import _best_segment
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -338,7 +338,7 @@ def test_best_segment_is_maximum_subarray():
 
 
 def test_trim_ends_drops_chance_edges_only():
-    from allo_lightning.structures import _trim_ends
+    from allo_lightning.structures.alignment import _trim_ends
 
     true = [True] * 10
     assert _trim_ends(true + [False, False, False, True], 0, 14) == (0, 10)  # chance identical pair at the edge
