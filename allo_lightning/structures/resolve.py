@@ -4,14 +4,14 @@ table reader and its rules)."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.io import read_rows
 from ..errors import InputError
 from .alignment import ChainMapping, StructureOptions, map_chain
-from .formats import STRUCTURE_SUFFIXES, _suffix, check_chain_id, read_atoms, structure_format
+from .formats import STRUCTURE_SUFFIXES, _shown, _suffix, check_chain_id, read_atoms, structure_format
 from .references import References, read_references
 
 
@@ -32,27 +32,20 @@ def check_structure_spec(spec: str | Path | None, chain: str | None = None) -> N
 
 
 def _read_mapping_table(path: Path) -> list[tuple[int, str, str, str]]:
-    text = path.read_text(encoding="utf-8-sig")
-    first = text.splitlines()[0] if text.strip() else ""
-    delimiter = "\t" if "\t" in first else ","
-    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
-    header = [h.strip().lower() for h in rows[0]] if rows else []
+    """(line, id, structure, chain) per row of a mapping table, read by :func:`allo_lightning.data.io.read_rows`
+    (its rules: UTF-8 or UTF-16 with a BOM, any line ending, tab/comma/semicolon, quotes; one-line errors)."""
+    table = read_rows(path, "id, structure, chain")
+    header = table.header
     if "id" not in header or "structure" not in header:
-        raise InputError(f"{path}, line 1: a structure mapping table needs the columns id, structure and "
-                         f"(optionally) chain; found {', '.join(header) or 'nothing'}. Add a header line "
-                         "'id,structure,chain'.", path=path, line=1, todo="Add a header line 'id,structure,chain'.")
+        found = ", ".join(_shown(h, 30) for h in header[:12]) or "nothing"
+        raise InputError(f"{path}, line {table.line}: a structure mapping table needs the columns id, structure and "
+                         f"(optionally) chain; found {found}. Add a header line 'id,structure,chain'.", path=path,
+                         line=table.line, todo="Add a header line 'id,structure,chain'.")
+    table.refuse_duplicate_columns()
     i_id, i_st = header.index("id"), header.index("structure")
     i_ch = header.index("chain") if "chain" in header else None
-    out = []
-    for n, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) < len(header):
-            raise InputError(f"{path}, line {n}: {len(row)} fields, expected {len(header)}. Fill in id, structure, "
-                             "chain.", path=path, line=n, todo="Fill in id, structure, chain.")
-        chain = row[i_ch].strip() if i_ch is not None else ""
-        out.append((n, row[i_id].strip(), row[i_st].strip(), chain))
-    return out
+    return [(n, row[i_id].strip(), row[i_st].strip(), row[i_ch].strip() if i_ch is not None else "")
+            for n, row in table.rows(max(i_id, i_st) + 1)]
 
 
 def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None = None,
@@ -101,6 +94,10 @@ def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None =
         first_line[pid] = line
         if ch:
             check_chain_id(ch, f"{spec}, line {line}, id {pid!r}")
+        if not path.isprintable():  # a line break in a quoted cell, a control character: never a file we mean
+            raise InputError(f"{spec}, line {line}, id {pid!r}: the structure path {_shown(path, 40)} has a line break "
+                             "or another unprintable character. Fix the path.", path=spec, line=line, pid=pid,
+                             todo="Fix the path.")
         p = Path(path)
         p = p if p.is_absolute() else spec.parent / p
         structure_format(p)

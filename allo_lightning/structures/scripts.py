@@ -2,11 +2,10 @@
 files of predict (scripts and the scored structure).
 
 Numbers that users see are the structure's own (author) residue numbers and insertion codes, as PyMOL
-and ChimeraX show them. Every line comes from this module's own commands; what comes from an input (ids,
-file names, notes) is passed through :func:`script_text` and is only ever part of a comment or an object
-name reduced to ``[A-Za-z0-9_]``; chain ids and insertion codes were checked when the structure was read
-(:mod:`.formats`). :func:`_checked` refuses any line with ``;`` or a control character (a bug, never
-written).
+and ChimeraX show them. Chain ids and insertion codes were checked when the structure was read
+(:mod:`.formats`); every other text that goes into a script line (ids, file names, notes) passes
+:func:`script_text` (no control character, no ``;``), and :func:`_checked` refuses any line with ``;`` or
+a control character (a bug, never written).
 """
 
 from __future__ import annotations
