@@ -7,7 +7,8 @@ Accepted real-world forms: UTF-8 (with or without a byte-order mark) or UTF-16 w
 (Excel's "Unicode text"); LF, CRLF or CR line endings; FASTA with UniProt headers
 (``>sp|P29274|AA2AR_HUMAN ...`` gives the id ``P29274``) and ``;`` comment lines; sequences in lower
 case, with whitespace or line breaks inside and one trailing ``*``; tables separated by tabs, commas or
-semicolons.
+semicolons. Other tables (predict's structure mapping table) are read by the same rules through
+:func:`read_rows`.
 
 Refused besides bad content: anything that is not a regular file (a folder, ``/dev/zero``, a FIFO, a
 socket: checked before reading, so nothing hangs); a quote that is never closed (named at the line where
