@@ -112,7 +112,8 @@ def test_one_way_rules():
     """The README's one-way rules: the model modules never import the factory above them, ``data`` does not
     import ``backbone``, ``analysis`` does not import the CLI's config, no bench module imports the
     dispatcher (``extraction``; only ``command``, the bench command of the shell, runs it) or the shell,
-    and ``outputs`` does not import ``tables``."""
+    ``outputs`` does not import ``tables``, and each module of ``structures`` imports only the ones before
+    it (formats, references, alignment, resolve, write, scripts)."""
     graph = import_graph()
     for model in ("esmc", "esm2", "registry", "base"):
         assert "allo_lightning.backbone.builders" not in graph[f"allo_lightning.backbone.{model}"]
@@ -127,6 +128,13 @@ def test_one_way_rules():
             # the benchmarks get their settings as a parameter; only the command module knows the shell
             assert "allo_lightning.shell" not in deps, (m, deps)
     assert "allo_lightning.tables" not in graph["allo_lightning.outputs"]
+    order = ["formats", "references", "alignment", "resolve", "write", "scripts"]
+    assert {m for m in graph if m.startswith("allo_lightning.structures.")} == {f"allo_lightning.structures.{n}"
+                                                                               for n in order}
+    for k, name in enumerate(order):
+        inside = {d.rpartition(".")[2] for d in graph[f"allo_lightning.structures.{name}"]
+                  if d.startswith("allo_lightning.structures.")}
+        assert inside <= set(order[:k]), (name, inside)
 
 
 def test_a_planted_cycle_is_found():
