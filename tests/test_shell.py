@@ -66,6 +66,7 @@ def refused(capsys, main, args, *phrases) -> str:
     (["--probe.kind", "svm"], ["--probe.kind", "'svm'", "logreg, mlp"]),
     (["--probe.split", "random"], ["--probe.split", "cluster, protein"]),
     (["--probe.kindd", "mlp"], ["unknown flag --probe.kindd", "Did you mean --probe.kind?"]),
+    (["--probe.kin", "mlp"], ["unknown flag --probe.kin", "Did you mean --probe.kind?"]),  # no abbreviations
     (["--trainer.precision", "bf16-mixed"], ["--trainer.precision", "--model.dtype"]),
     (["--trainer.devices", "0"], ["--trainer.devices", "0"]),
     (["--trainer.accelerator", "tpu"], ["--trainer.accelerator", "'tpu'"]),
