@@ -27,7 +27,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import stat
 import sys
 import types
@@ -172,28 +171,24 @@ def _load_yaml(text: str, where: str):
 
 
 def _check_config_file(path: str) -> None:
-    """What jsonargparse does not check before reading a config file: that it is a regular text file
-    of at most 1 MiB (a 20 GB file would be read whole)."""
+    """What jsonargparse does not check before reading a config file: a regular text file of at most
+    1 MiB (a 20 GB file would be read whole)."""
     p = Path(path).expanduser()
     try:
         st = p.stat()
-        if stat.S_ISREG(st.st_mode) and st.st_size <= _MAX_CONFIG_BYTES:
-            text = p.read_bytes().decode("utf-8-sig")
+        problem = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
+                   f"{st.st_size} bytes is too large for a config file" if st.st_size > _MAX_CONFIG_BYTES else
+                   "" if "\x00" not in p.read_bytes().decode("utf-8-sig") else "binary")
     except FileNotFoundError:
         raise InputError(f"--config {path}: file not found.",
                          todo="Check the path (e.g. configs/smoke.yaml).") from None
-    except UnicodeDecodeError:
-        text = "\x00"
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"--config {path}: not a regular file.", todo="Give a YAML config file.")
-    if st.st_size > _MAX_CONFIG_BYTES:
-        raise InputError(f"--config {path}: {st.st_size} bytes is too large for a config file.",
-                         todo="Give a YAML config file (configs/*.yaml).")
-    if "\x00" in text:
-        raise InputError(f"--config {path}: not a text file (binary or not UTF-8).",
-                         todo="Give a YAML config file (configs/*.yaml).")
+    except UnicodeDecodeError:
+        problem = "binary"
+    if problem:
+        problem = "not a text file (binary or not UTF-8)" if problem == "binary" else problem
+        raise InputError(f"--config {path}: {problem}.", todo="Give a YAML config file (configs/*.yaml).")
 
 
 class _Reader:
@@ -267,30 +262,10 @@ class _Reader:
         return "a value"
 
 
-def _make_config_action():
-    from jsonargparse import ActionConfigFile
-
-    class ConfigFile(ActionConfigFile):
-        """jsonargparse's config-file action, after :func:`_check_config_file`; tells the loader the
-        file's name as the user gave it (jsonargparse passes it relative to the file's folder)."""
-
-        reader: _Reader
-
-        def __call__(self, parser, cfg, values, option_string=None):
-            _check_config_file(values)
-            self.reader.path = values
-            try:
-                super().__call__(parser, cfg, values, option_string)
-            finally:
-                self.reader.path = None
-
-    return ConfigFile
-
-
 # -- the parser -------------------------------------------------------------------------------------
 def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = None):
     import yaml
-    from jsonargparse import ArgumentParser, set_loader
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_loader
 
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     reader = reader or _Reader(spec, [])
@@ -299,9 +274,20 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     parser = ArgumentParser(prog=prog, description=spec.description, exit_on_error=False, default_env=False,
                             parser_mode="allo_lightning", allow_abbrev=False, print_config=None,
                             usage=f"{prog} [--config FILE] [--section.key VALUE ...]")
-    config = _make_config_action()
-    config.reader = reader
-    parser.add_argument("--config", action=config,
+
+    class ConfigFile(ActionConfigFile):
+        """jsonargparse's config-file action, after :func:`_check_config_file`; tells the loader the file's
+        name as the user gave it (jsonargparse passes it relative to the file's folder)."""
+
+        def __call__(self, parser, cfg, values, option_string=None):
+            _check_config_file(values)
+            reader.path = values
+            try:
+                super().__call__(parser, cfg, values, option_string)
+            finally:
+                reader.path = None
+
+    parser.add_argument("--config", action=ConfigFile,
                         help="YAML config file (configs/*.yaml); flags override it. May be given more than once.")
     parser.add_argument("--seed", type=int, default=0, help="seed for everything random")
     for name in spec.sections:
@@ -327,7 +313,7 @@ def _did_you_mean(flag: str, parser) -> str:
 
 
 def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip()
+    return " ".join(str(text).split())
 
 
 _KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
