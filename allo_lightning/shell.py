@@ -296,7 +296,7 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
         spec.flags(parser)
     if spec.defaults:
         parser.set_defaults(spec.defaults)
-    reader.own = frozenset(o[2:] for o in _option_strings(parser)) - {"config", "help"}
+    reader.own = frozenset(o[2:] for o in _option_strings(parser) if not o.endswith("+")) - {"config", "help"}
     return parser
 
 
@@ -379,7 +379,7 @@ def _culprit(parser, reader: _Reader, argv: list[str]) -> InputError | None:
         i += 1
         if name == "--config":
             for key, v in reader.files.get(value, {}).items():
-                if refused([f"--{key}={json.dumps(v)}"]):
+                if refused([f"--{key}={v if isinstance(v, str) else json.dumps(v)}"]):  # as typed in a flag
                     return InputError(f"--config {value}: {message(key, v)}")
         elif refused([f"{name}={value}"] if takes else [name]):
             return message(name[2:], value)
