@@ -124,7 +124,7 @@ def _gather_lists(argv: list[str], options: set[str], given: dict[str, str]) -> 
     i = 0
     while i < len(argv):
         tok, i = argv[i], i + 1
-        n = next((j for j in range(i, len(argv)) if argv[j].startswith("--")), len(argv)) - i
+        n = next((j for j in range(i, len(argv)) if argv[j].startswith("--") or argv[j] in options), len(argv)) - i
         if tok + "+" not in options or not n or (n == 1 and argv[i].lstrip().startswith("[")):
             out.append(tok)
             continue
@@ -392,7 +392,8 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
 
     reader = _Reader(spec, list(sys.argv[1:] if args is None else args))
     parser = build_parser(spec, prog, reader)
-    argv = reader.argv = _gather_lists(reader.argv, set(_option_strings(parser)), reader.given)
+    options = {s for a in parser._actions for s in a.option_strings}
+    argv = reader.argv = _gather_lists(reader.argv, options, reader.given)
     on_command_line = {tok[2:].split("=", 1)[0] for tok in argv if tok.startswith("--")}
 
     def blame(err: InputError) -> InputError:
