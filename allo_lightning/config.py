@@ -65,7 +65,7 @@ def _one_of(cfg, flag: str, name: str) -> None:
 def _backbone_name(flag: str, name) -> None:
     if name is None:  # predict, evaluate: the checkpoint's (nothing to check, and no torch to import)
         return
-    from .backbone import BACKBONES  # imports torch: checked after every other value (see shell.Config)
+    from .backbone import BACKBONES  # the registry: torch-free
 
     if name.lower() in BACKBONES:
         return

@@ -27,9 +27,9 @@ import importlib
 import json
 import logging
 import os
-import re
 import stat
 import sys
+import types
 import typing
 import warnings
 from dataclasses import asdict, dataclass
@@ -97,9 +97,7 @@ class Config:
         self.defaults = defaults or {}  # what the parser would give with no flag (the run records use it)
         self.seed: int = values.get("seed", 0)
         check_range("seed", self.seed, low=0, high=MAX_SEED, integer=True)
-        # model last: its backbone name is checked against the backbone table, which imports torch; every
-        # other refusal comes first, in a fraction of a second
-        for name in sorted(spec.sections, key=lambda n: n == "model"):
+        for name in spec.sections:
             setattr(self, name, SECTIONS[name](**values[name]))
         for key, value in values.items():
             if key not in SECTIONS and key != "seed":
@@ -117,62 +115,37 @@ class Config:
 
 
 # -- argv and config files ------------------------------------------------------------------------
-def _list_flags(sections) -> dict[str, type]:
-    """``--section.field`` -> element type, for every list-valued field (``--heads.proteins A B``)."""
-    out = {}
-    for name in sections:
-        hints = typing.get_type_hints(SECTIONS[name])
-        for f in dataclasses.fields(SECTIONS[name]):
-            t = hints[f.name]
-            args = [a for a in typing.get_args(t) if a is not type(None)] if typing.get_origin(t) is typing.Union or \
-                type(t).__name__ == "UnionType" else [t]
-            for a in args:
-                if typing.get_origin(a) is list:
-                    (elem,) = typing.get_args(a) or (str,)
-                    out[f"--{name}.{f.name}"] = elem
-    return out
-
-
-def _gather_lists(argv: list[str], list_flags: dict[str, type]) -> list[str]:
-    """``--heads.proteins A B C`` -> ``--heads.proteins '["A", "B", "C"]'`` (a YAML/JSON list is kept)."""
+def _gather_lists(argv: list[str], options: set[str], given: dict[str, str]) -> list[str]:
+    """``--heads.proteins A B C`` -> ``--heads.proteins=["A", "B", "C"]`` (a YAML list ``[A, B]`` is kept).
+    jsonargparse takes a list as one value (or ``--heads.proteins+ A`` per element); the README's
+    several-values-after-one-flag form is this rewrite. A list flag is one with a ``FLAG+`` option.
+    ``given``: each rewritten value -> the values as typed (for messages)."""
     out: list[str] = []
     i = 0
     while i < len(argv):
-        tok = argv[i]
-        out.append(tok)
-        i += 1
-        if tok not in list_flags:
+        tok, i = argv[i], i + 1
+        n = next((j for j in range(i, len(argv)) if argv[j].startswith("--") or argv[j] in options), len(argv)) - i
+        if tok + "+" not in options or not n or (n == 1 and argv[i].lstrip().startswith("[")):
+            out.append(tok)
             continue
-        values = []
-        while i < len(argv) and not argv[i].startswith("--"):
-            values.append(argv[i])
-            i += 1
-        if len(values) == 1 and values[0].lstrip().startswith("["):
-            out.append(values[0])
-            continue
-        elem = list_flags[tok]
-        if elem is int:
-            try:
-                values = [int(v) for v in values]
-            except ValueError:
-                bad = next(v for v in values if not re.fullmatch(r"[+-]?\d+", v))
-                raise InputError(f"{tok}: {bad!r} is not a whole number.", todo="Give whole numbers.") from None
-        out.append(json.dumps(values))
+        out.append(f"{tok}={json.dumps(argv[i:i + n])}")
+        given[json.dumps(argv[i:i + n])] = " ".join(argv[i:i + n])
+        i += n
     return out
 
 
-def _load_yaml(text: str, path: str):
+def _load_yaml(text: str, where: str):
     """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML keeps the last silently)
     and aliases (``*name``): a few hundred bytes of nested aliases expand to gigabytes (an "alias
-    bomb"), and a config file never needs them."""
+    bomb"), and a config file never needs them. ``where`` starts the messages (the file or the flag)."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 mark = self.peek_event().start_mark
-                raise InputError(f"--config {path}, line {mark.line + 1}: YAML aliases (*name) are not accepted in "
-                                 "config files. Write the value out in full.", todo="Write the value out in full.")
+                raise InputError(f"{where}, line {mark.line + 1}: YAML aliases (*name) are not accepted. Write the "
+                                 "value out in full.", todo="Write the value out in full.")
             return super().compose_node(parent, index)
 
         def construct_mapping(self, node, deep=False):
@@ -184,9 +157,9 @@ def _load_yaml(text: str, path: str):
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
                 if first is not None:
-                    raise InputError(f"--config {path}, line {key_node.start_mark.line + 1}: key {key!r} is given "
-                                     f"twice in the same section (first at line {first}); YAML would keep only the "
-                                     "last. Keep one of them.", todo="Keep one of them.")
+                    raise InputError(f"{where}, line {key_node.start_mark.line + 1}: key {key!r} is given twice in "
+                                     f"the same section (first at line {first}); YAML would keep only the last. "
+                                     "Keep one of them.", todo="Keep one of them.")
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep)
 
@@ -197,121 +170,124 @@ def _load_yaml(text: str, path: str):
         loader.dispose()
 
 
-_ALIAS = re.compile(r"(?:^|[\s,\[{:])\*[^\s,\[\]{}]")
-
-
-def _refuse_aliases(argv: list[str]) -> None:
-    """A flag value is read as YAML too: refuse aliases (``*name``) in a list or mapping value, as in
-    config files (nested aliases expand to gigabytes when the value is checked)."""
-    for i, tok in enumerate(argv):
-        flag, value = (tok.split("=", 1) if tok.startswith("--") and "=" in tok else
-                       (argv[i - 1] if i else "", tok))
-        if value.lstrip().startswith(("[", "{")) and _ALIAS.search(value):
-            raise InputError(f"{flag or 'a value'}: YAML aliases (*name) are not accepted. Write the value out in "
-                             "full.", todo="Write the value out in full.")
-
-
-def read_config_file(path: str, spec: Spec, own: frozenset[str] = frozenset()) -> dict:
-    """The sections of YAML config ``path`` that ``spec`` uses (flat ``section.key`` -> value); unknown
-    sections or keys are refused; sections of other commands are ignored. ``own``: the command's own
-    flags (``checkpoint``, ``data.long``...), accepted too (a run's config.yaml records them)."""
-    import yaml
-
+def _check_config_file(path: str) -> None:
+    """What jsonargparse does not check before reading a config file: a regular text file of at most
+    1 MiB (a 20 GB file would be read whole)."""
     p = Path(path).expanduser()
     try:
         st = p.stat()
+        problem = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
+                   f"{st.st_size} bytes is too large for a config file" if st.st_size > _MAX_CONFIG_BYTES else
+                   "" if "\x00" not in p.read_bytes().decode("utf-8-sig") else "binary")
     except FileNotFoundError:
         raise InputError(f"--config {path}: file not found.",
                          todo="Check the path (e.g. configs/smoke.yaml).") from None
     except OSError as e:
         raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"--config {path}: not a regular file.", todo="Give a YAML config file.")
-    if st.st_size > _MAX_CONFIG_BYTES:
-        raise InputError(f"--config {path}: {st.st_size} bytes is too large for a config file.",
-                         todo="Give a YAML config file (configs/*.yaml).")
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-        if "\x00" in text:
-            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
     except UnicodeDecodeError:
-        raise InputError(f"--config {path}: not a text file (binary or not UTF-8).",
-                         todo="Give a YAML config file (configs/*.yaml).") from None
-    except OSError as e:
-        raise InputError(f"--config {path}: cannot read it ({e.strerror}).") from None
-    try:
-        data = _load_yaml(text, path)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise InputError(f"--config {path}{where}: {problem}.", todo="Fix the YAML syntax.") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"--config {path}: expected sections (model:, data:, ...), got a {type(data).__name__}.",
-                         todo="See configs/smoke.yaml for the layout.")
-    flat: dict = {}
-    known = list(SECTIONS) + list(TOP_LEVEL)
-    for key, value in data.items():
-        key = str(key)
-        if key in own and key not in known:
-            flat[key] = value
-            continue
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)" if close
-                             else "") + f". Sections: {', '.join(known)}.")
-        if key in TOP_LEVEL:
-            flat[key] = value
-            continue
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise InputError(f"--config {path}: section {key!r} must be a mapping of settings, got {value!r}.")
-        fields = [f.name for f in dataclasses.fields(SECTIONS[key])]
-        for sub, v in value.items():
-            if f"{key}.{sub}" in own:
-                flat[f"{key}.{sub}"] = v
+        problem = "binary"
+    if problem:
+        problem = "not a text file (binary or not UTF-8)" if problem == "binary" else problem
+        raise InputError(f"--config {path}: {problem}.", todo="Give a YAML config file (configs/*.yaml).")
+
+
+class _Reader:
+    """jsonargparse's value loader for one parse (``set_loader``): config files and flag values are read
+    with :func:`_load_yaml`. A file keeps the sections ``spec`` uses and the command's own flags,
+    drops the sections of other commands (one YAML serves every command) and refuses unknown sections
+    and keys with the closest name. ``files``: each file's values (flat ``section.key``), for blame."""
+
+    def __init__(self, spec: Spec, argv: list[str]) -> None:
+        self.spec, self.argv, self.own = spec, argv, frozenset()
+        self.path: str | None = None  # the --config file being read, as given
+        self.files: dict[str, dict] = {}
+        self.given: dict[str, str] = {}  # see _gather_lists
+        self.refused: InputError | None = None  # a refusal inside a flag value (jsonargparse wraps it)
+
+    def load(self, text: str, path: str = ""):
+        import yaml
+
+        if not path:  # a flag value
+            try:
+                return _load_yaml(text, self._flag_of(text))
+            except InputError as e:
+                self.refused = e
+                raise
+        path = self.path or str(path)
+        try:
+            data = _load_yaml(text, f"--config {path}")
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or "invalid YAML"
+            raise InputError(f"--config {path}{where}: {problem}.", todo="Fix the YAML syntax.") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InputError(f"--config {path}: expected sections (model:, data:, ...), got a {type(data).__name__}.",
+                             todo="See configs/smoke.yaml for the layout.")
+        flat = self.files.setdefault(path, {})
+        out: dict = {}
+        known = list(SECTIONS) + list(TOP_LEVEL)
+        for key, value in data.items():
+            key = str(key)
+            if key in self.own and key not in SECTIONS:
+                out[key] = flat[key] = value
                 continue
-            if sub not in fields:
-                close = difflib.get_close_matches(str(sub), fields, n=1)
-                hint = f" (did you mean {key}.{close[0]}?)" if close else ""
-                raise InputError(f"--config {path}: unknown setting {key}.{sub}{hint}. Settings of {key}: "
-                                 f"{', '.join(fields)}.")
-            if key in spec.sections:
-                flat[f"{key}.{sub}"] = v
-    return flat
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)"
+                                 if close else "") + f". Sections: {', '.join(known)}.")
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise InputError(f"--config {path}: section {key!r} must be a mapping of settings, got {value!r}.")
+            fields = [f.name for f in dataclasses.fields(SECTIONS[key])]
+            for sub, v in value.items():
+                if sub not in fields and f"{key}.{sub}" not in self.own:
+                    close = difflib.get_close_matches(str(sub), fields, n=1)
+                    hint = f" (did you mean {key}.{close[0]}?)" if close else ""
+                    raise InputError(f"--config {path}: unknown setting {key}.{sub}{hint}. Settings of {key}: "
+                                     f"{', '.join(fields)}.")
+                if key in self.spec.sections or f"{key}.{sub}" in self.own:
+                    out.setdefault(key, {})[sub] = flat[f"{key}.{sub}"] = v
+        return out
 
-
-def _split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
-    rest, configs = [], []
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok == "--config":
-            if i + 1 >= len(argv):
-                raise InputError("--config: give a YAML file (e.g. --config configs/smoke.yaml).")
-            configs.append(argv[i + 1])
-            i += 2
-            continue
-        if tok.startswith("--config="):
-            configs.append(tok.split("=", 1)[1])
-        else:
-            rest.append(tok)
-        i += 1
-    return rest, configs
+    def _flag_of(self, text: str) -> str:
+        for i, tok in enumerate(self.argv):
+            if tok == text and i and self.argv[i - 1].startswith("--"):
+                return self.argv[i - 1]
+            if tok.startswith("--") and tok.partition("=")[2] == text:
+                return tok.partition("=")[0]
+        return "a value"
 
 
 # -- the parser -------------------------------------------------------------------------------------
-def build_parser(spec: Spec, prog: str | None = None):
-    from jsonargparse import ArgumentParser
+def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = None):
+    import yaml
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_loader
 
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    reader = reader or _Reader(spec, [])
+    set_loader("allo_lightning", reader.load, exceptions=(yaml.YAMLError,))  # this parse's reader
     prog = prog or f"allo-lightning {spec.name}"
     parser = ArgumentParser(prog=prog, description=spec.description, exit_on_error=False, default_env=False,
+                            parser_mode="allo_lightning", allow_abbrev=False, print_config=None,
                             usage=f"{prog} [--config FILE] [--section.key VALUE ...]")
-    parser.add_argument("--config", type=str, default=None,
+
+    class ConfigFile(ActionConfigFile):
+        """jsonargparse's config-file action, after :func:`_check_config_file`; tells the loader the file's
+        name as the user gave it (jsonargparse passes it relative to the file's folder)."""
+
+        def __call__(self, parser, cfg, values, option_string=None):
+            _check_config_file(values)
+            reader.path = values
+            try:
+                super().__call__(parser, cfg, values, option_string)
+            finally:
+                reader.path = None
+
+    parser.add_argument("--config", action=ConfigFile,
                         help="YAML config file (configs/*.yaml); flags override it. May be given more than once.")
     parser.add_argument("--seed", type=int, default=0, help="seed for everything random")
     for name in spec.sections:
@@ -320,6 +296,7 @@ def build_parser(spec: Spec, prog: str | None = None):
         spec.flags(parser)
     if spec.defaults:
         parser.set_defaults(spec.defaults)
+    reader.own = frozenset(o[2:] for o in _option_strings(parser) if not o.endswith("+")) - {"config", "help"}
     return parser
 
 
@@ -336,90 +313,103 @@ def _did_you_mean(flag: str, parser) -> str:
 
 
 def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip()
+    return " ".join(str(text).split())
 
 
-def _parse_error(message: str, parser) -> InputError:
-    msg = str(message)
-    m = re.search(r"unrecognized arguments: (.*)", msg, re.S)
-    if m:
-        tokens = m.group(1).split()
-        flag = next((t for t in tokens if t.startswith("-")), None)
-        if flag is None:
-            return InputError(f"unexpected argument {tokens[0]!r}: flags look like --section.key VALUE.",
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
+          list: "a list, e.g. [a, b] or several values", dict: "a mapping, e.g. {A: [1, 2]}"}
+
+
+def _expected(hint) -> str:
+    """What a value of type ``hint`` (a config field's or a flag's declared type) looks like, in words."""
+    def members(t) -> list:
+        return [m for a in typing.get_args(t) for m in members(a)] if typing.get_origin(t) in (
+            typing.Union, getattr(types, "UnionType", typing.Union)) else [t]
+
+    def choices(t) -> list:
+        return list(typing.get_args(t)) if typing.get_origin(t) is typing.Literal else \
+            [c for a in typing.get_args(t) for c in choices(a)]
+
+    alts = members(hint)
+    if choices(hint):
+        return f"choose one of: {', '.join(map(str, choices(hint)))}" + (" (or a whole number)" if int in alts else "")
+    kind = next((_KINDS[typing.get_origin(a) or a] for a in alts if (typing.get_origin(a) or a) in _KINDS),
+                "another value")
+    elem = next((typing.get_args(a)[0] for a in alts if typing.get_origin(a) is list), None)
+    if elem in (int, float):  # list[int]: say what an element must be
+        kind = f"a list of {'whole ' if elem is int else ''}numbers (several values or [1, 2])"
+    return f"expected {kind}" + (" (or null)" if type(None) in alts else "")
+
+
+def _culprit(parser, reader: _Reader, argv: list[str]) -> InputError | None:
+    """The flag (or config file value) jsonargparse refused, found by parsing each one alone (the
+    refusal carries no key): one line from the flag's declared type and the value given."""
+    from jsonargparse import ArgumentError
+
+    actions = {s: a for a in parser._actions for s in a.option_strings}
+    required = [t for a in parser._actions if a.required for t in (a.option_strings[0], "x")]
+
+    def refused(tokens: list[str]) -> bool:
+        try:
+            parser.parse_args(tokens + required, defaults=False)
+        except ArgumentError:
+            return True
+        return False
+
+    def message(key: str, value) -> InputError:
+        section, _, field = key.partition(".")
+        hints = typing.get_type_hints(SECTIONS[section]) if section in SECTIONS else {}
+        # a section's field: its dataclass type; a command's own flag: the type it was declared with
+        hint = hints.get(field, getattr(actions[f"--{key}"], "_typehint", str))
+        return InputError(f"--{key}: {reader.given.get(value, value)!r} is not accepted; {_expected(hint)}.")
+
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if not name.startswith("-"):
+            return InputError(f"unexpected argument {argv[i]!r}: flags look like --section.key VALUE.",
                               todo="See --help.")
-        return InputError(f"unknown flag {flag.split('=', 1)[0]}.{_did_you_mean(flag, parser)}")
-    m = re.search(r'Parser key "([^"]+)":\s*(.*)', msg, re.S)
-    if m:
-        key, rest = m.group(1), _one_line(m.group(2))
-        got = re.search(r"(?:Got value|Given value): (.*?)(?: - |$)", rest)
-        value = got.group(1) if got else ""
-        choices = re.findall(r"Literal\[([^\]]*)\]", rest)
-        if choices:
-            allowed = ", ".join(c.strip().strip("'\"") for c in choices[0].split(","))
-            extra = " (or a whole number)" if "int" in rest and "Union" in rest else ""
-            return InputError(f"--{key}: {value!r} is not accepted; choose one of: {allowed}{extra}.")
-        kinds = re.findall(r"Expected a <class '(\w+)'>", rest)
-        kind = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text",
-                "list": "a list, e.g. [a, b] or several values", "dict": "a mapping, e.g. {A: [1, 2]}"}.get(
-                    kinds[0] if kinds else "", "another value")
-        if "NoneType" in rest:
-            kind += " (or null)"
-        return InputError(f"--{key}: {value!r} is not accepted; expected {kind}.")
-    m = re.search(r"Group '(\w+)' does not accept option '([^']+)'", msg) or \
-        re.search(r"Option '([\w.]+)' is not accepted", msg)
-    if m:
-        flag = "--" + (".".join(m.groups()) if len(m.groups()) == 2 else m.group(1))
-        return InputError(f"unknown setting {flag}.{_did_you_mean(flag, parser)}")
-    m = re.search(r"expected one argument", msg)
-    if m:
-        return InputError(f"{_one_line(msg)}.", todo="Give a value after the flag.")
-    return InputError(_one_line(msg))
+        if name not in actions:
+            return InputError(f"unknown flag {name}.{_did_you_mean(name, parser)}")
+        takes = 0 if actions[name].nargs == 0 else 1
+        if not eq and takes:
+            if i + 1 >= len(argv):
+                return InputError(f"{name}: give a value after the flag.", todo="Give a value after the flag.")
+            value, i = argv[i + 1], i + 1
+        i += 1
+        if name == "--config":
+            for key, v in reader.files.get(value, {}).items():
+                if refused([f"--{key}={v if isinstance(v, str) else json.dumps(v)}"]):  # as typed in a flag
+                    return InputError(f"--config {value}: {message(key, v)}")
+        elif refused([f"{name}={value}"] if takes else [name]):
+            return message(name[2:], value)
+    return None
 
 
 def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) -> Config:
     """Parse and check ``args`` for ``spec``; any problem is an :class:`InputError` naming the flag."""
     from jsonargparse import ArgumentError
 
-    argv = list(sys.argv[1:] if args is None else args)
-    parser = build_parser(spec, prog)
-    argv, configs = _split_configs(argv)
-    from_files: dict = {}
-    own = frozenset(o[2:] for o in _option_strings(parser)) - {"config", "help"}
-    source: dict[str, str] = {}  # key -> the config file that set it (the last one wins, as for the value)
-    for path in configs:
-        got = read_config_file(path, spec, own)
-        from_files.update(got)
-        source.update(dict.fromkeys(got, path))
+    reader = _Reader(spec, list(sys.argv[1:] if args is None else args))
+    parser = build_parser(spec, prog, reader)
+    options = {s for a in parser._actions for s in a.option_strings}
+    argv = reader.argv = _gather_lists(reader.argv, options, reader.given)
     on_command_line = {tok[2:].split("=", 1)[0] for tok in argv if tok.startswith("--")}
-    _refuse_aliases(argv)
-    # config values become flags placed before the command line's own: checked exactly like flags,
-    # and overridden by them
-    prefix = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in from_files.items()]
-    argv = prefix + _gather_lists(argv, _list_flags(spec.sections))
 
-    def blame(err: InputError, in_files: bool) -> InputError:
-        """Name the config file when the bad value came from it (not when the command line set the key)."""
+    def blame(err: InputError) -> InputError:
+        """Name the config file when the bad value came from it (the command line did not set the key)."""
         key = str(err).split(":")[0].lstrip("-")
-        if key in source and (in_files or key not in on_command_line):
-            return InputError(f"--config {source[key]}: {err}", todo=err.todo)
+        files = [path for path, values in reader.files.items() if key in values]
+        if files and key not in on_command_line:
+            return InputError(f"--config {files[-1]}: {err}", todo=err.todo)
         return err
 
     try:
-        if from_files:  # the files' values alone first: an error there is the file's, even if a flag overrides it
-            # (files hold section settings and the seed only: a parser without the command's own flags,
-            # some of which are required, checks them)
-            files_parser = build_parser(dataclasses.replace(spec, flags=None), prog)
-            known = frozenset(o[2:] for o in _option_strings(files_parser))
-            # a run's config.yaml also records the command's own flags (checked with the command line below)
-            sections_only = [f for f, key in zip(prefix, from_files) if key in known]
-            try:
-                files_parser.parse_args(sections_only)
-            except ArgumentError as e:
-                raise blame(_parse_error(str(e), parser), in_files=True) from None
         ns = parser.parse_args(argv)
     except ArgumentError as e:
-        raise blame(_parse_error(str(e), parser), in_files=False) from None
+        raise reader.refused or _culprit(parser, reader, argv) or InputError(_one_line(str(e))) from None
+    if reader.refused:
+        raise reader.refused
     values = ns.as_dict()
     values.pop("config", None)
     values.pop("__path__", None)
@@ -428,7 +418,7 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
     try:
         return Config(spec, values, parser.get_defaults().as_dict())
     except InputError as e:
-        raise blame(e, in_files=False) from None
+        raise blame(e) from None
 
 
 # -- running a command ------------------------------------------------------------------------------

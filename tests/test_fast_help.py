@@ -30,6 +30,7 @@ TYPO = {"extract": "--data.pth", "heads": "--heads.strategi", "fit": "--probe.ki
         "predict": "--chekpoint", "report": "--report.flods", "bench": "--quik"}
 # values refused by the parser (a Literal) and by a config section's range check (after parsing)
 BAD_VALUE = [("fit", ["--model.dtype", "fp64"], "--model.dtype"),
+             ("extract", ["--model.backbone", "esmc300m"], "--model.backbone"),  # checked against the registry
              ("heads", ["--heads.q_max", "0"], "--heads.q_max"),
              ("fit", ["--probe.lr", "-1"], "--probe.lr"),
              ("report", ["--model.window_overlap", "-3"], "--model.window_overlap"),

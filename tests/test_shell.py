@@ -66,6 +66,7 @@ def refused(capsys, main, args, *phrases) -> str:
     (["--probe.kind", "svm"], ["--probe.kind", "'svm'", "logreg, mlp"]),
     (["--probe.split", "random"], ["--probe.split", "cluster, protein"]),
     (["--probe.kindd", "mlp"], ["unknown flag --probe.kindd", "Did you mean --probe.kind?"]),
+    (["--probe.kin", "mlp"], ["unknown flag --probe.kin", "Did you mean --probe.kind?"]),  # no abbreviations
     (["--trainer.precision", "bf16-mixed"], ["--trainer.precision", "--model.dtype"]),
     (["--trainer.devices", "0"], ["--trainer.devices", "0"]),
     (["--trainer.accelerator", "tpu"], ["--trainer.accelerator", "'tpu'"]),
@@ -140,6 +141,23 @@ def test_config_sections_of_other_commands_are_ignored_and_flags_override(tmp_pa
                                     "--probe.stats", "count", "mass"])
     assert fit_cfg.heads.proteins == ["A", "B"] and fit_cfg.probe.stats == ["count", "mass"]
     assert parse(fit.main.spec, ["--heads.proteins", "[A, B]"]).heads.proteins == ["A", "B"]
+
+
+def test_a_refusal_is_made_from_the_declared_type_and_the_value_as_typed(tmp_path, capsys, no_model):
+    """jsonargparse's refusal carries no key: the shell finds the flag (or config file value) it refused
+    and words the line from that flag's declared type, showing the value as the user typed it."""
+    from allo_lightning import evaluate
+
+    refused(capsys, report.main, ["--report.ks", "1", "x"], "--report.ks: '1 x' is not accepted",
+            "a list of whole numbers")
+    refused(capsys, report.main, ["--trainer.devices", "two"], "choose one of: auto (or a whole number)")
+    refused(capsys, report.main, ["--heads.top_k"], "--heads.top_k: give a value after the flag")
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text("bootstrap: many\n")  # a command's own flag, from a config file
+    refused(capsys, evaluate.main, ["--config", str(cfg), "--checkpoint", "x"],
+            f"--config {cfg}: --bootstrap: 'many' is not accepted; expected a whole number")
+    cfg.write_text("data:\n  bundled: gpcr\n  path: x.tsv\nheads:\n  strategy: original\n  top_k: many\n")
+    refused(capsys, heads_cmd.main, ["--config", str(cfg)], f"--config {cfg}: --heads.top_k: 'many'")  # not the others
 
 
 def test_embedding_checkpoint_is_refused_by_predict(tmp_path, tiny, capsys):
