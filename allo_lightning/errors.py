@@ -14,6 +14,18 @@ class UserError(Exception):
     """Bad input or a request that cannot be carried out; the message says where and what to do."""
 
 
+class AlloError(UserError, ValueError):
+    """The one exception the core (``analysis``, ``probe``, ``attention``, ``backbone``, ``data``) raises.
+
+    Raised when a core function is called with arguments or data it cannot work with (wrong shapes,
+    unknown names, one class only, ...). It is a :class:`UserError`, so when it is reached from the
+    command line it becomes one line on stderr and exit status 2, and a :class:`ValueError`, so Python
+    callers' ``except ValueError`` keeps working. Settings are validated once, by the config
+    dataclasses; the core does not re-check them with its own wording. Genuine internal invariants (bugs)
+    stay ``assert`` statements.
+    """
+
+
 class InputError(UserError, ValueError):
     """Bad user input (a data file, a flag, a config value).
 
