@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import lightning as L
 
 from . import distributed
-from .attention import Extraction, extract, split_long
+from .attention import Extraction, check_bf16, extract, split_long
 from .attention import cache as cache_module
 from .attention.cache import default_cache_dir
 from .attention.run import check_window_work
@@ -38,10 +38,8 @@ def check_devices(trainer, dtype: str = "fp32") -> None:
         if have is not None and trainer.devices > have:
             raise BackboneError(f"--trainer.devices {trainer.devices}: only {have} {resolved} device(s) here. "
                                 "Give at most that many.")
-    if dtype == "bf16" and not bf16_supported(resolved):
-        raise BackboneError(f"--model.dtype bf16: the {resolved} device here has no bfloat16 support (a CPU needs "
-                            "AVX512-BF16 or AMX instructions, else bf16 is emulated and slower). "
-                            "Use --model.dtype fp32.")
+    if dtype == "bf16":
+        check_bf16(resolved)
 
 
 def check_environment(cfg) -> None:
@@ -52,18 +50,6 @@ def check_environment(cfg) -> None:
     if cache.is_dir() and cache_module.folder_unwritable(cache) is not None:
         return  # a read-only cache serves when it holds every entry (extract refuses before work otherwise)
     check_writable_dir(cache, "--model.cache_dir")
-
-
-def bf16_supported(device_type: str) -> bool:
-    import torch
-
-    if device_type in ("cuda", "gpu"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "mps":  # allowed, untested here (README)
-        return True
-    from .attention import cpu_bf16_supported
-
-    return cpu_bf16_supported()
 
 
 def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
