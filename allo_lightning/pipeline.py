@@ -13,6 +13,7 @@ from .attention import Extraction, check_bf16, extract, split_long
 from .attention import cache as cache_module
 from .attention.cache import default_cache_dir
 from .attention.run import check_window_work
+from .attention.stats import stats_kernel
 from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone, spec_of
 from .data import Protein, load_proteins
 from .errors import BackboneError, InputError
@@ -46,6 +47,7 @@ def check_environment(cfg) -> None:
     """Before anything is loaded: the devices (and dtype) asked for exist, and the cache folder can be
     written (or, an existing read-only cache, is left to extract: used when it holds every entry)."""
     check_devices(cfg.trainer, cfg.model.dtype)
+    stats_kernel("cpu")  # refuses an unknown ALLO_LIGHTNING_STATS_KERNEL now, not at the first batch
     cache = Path(cfg.model.cache_dir or default_cache_dir()).expanduser()
     if cache.is_dir() and cache_module.folder_unwritable(cache) is not None:
         return  # a read-only cache serves when it holds every entry (extract refuses before work otherwise)
