@@ -64,7 +64,7 @@ def _accepts(hint, value) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(_accepts(a, value) for a in args)
     if origin is list:
-        return isinstance(value, list) and all(_accepts(args[0], v) for v in value)
+        return isinstance(value, (list, tuple)) and all(_accepts(args[0], v) for v in value)
     if hint is type(None):
         return value is None
     if hint is int:
@@ -89,7 +89,7 @@ def _check_choices(cfg, section: str) -> None:
         if not choices or _accepts(hint, value):
             continue
         bad = value
-        if typing.get_origin(hint) is list and isinstance(value, list):
+        if typing.get_origin(hint) is list and isinstance(value, (list, tuple)):
             bad = next(v for v in value if not _accepts(typing.get_args(hint)[0], v))
         extra = " (or a whole number)" if int in typing.get_args(hint) else ""
         _fail(f"{section}.{name}", f"{bad!r} is not accepted; choose one of: {', '.join(map(str, choices))}{extra}.")
