@@ -230,6 +230,8 @@ def test_every_choice_is_checked_by_the_dataclass():
             bad = ["bogus"] if f.name == "stats" else "bogus"
             with pytest.raises(InputError, match=f"^--.*{f.name}: 'bogus' is not accepted; choose one of: "):
                 cls(**{f.name: bad})
+    assert config.ProbeConfig(stats=("count", "mass")).stats == ("count", "mass")  # a tuple from Python is a list
+    assert config.TrainerConfig(devices="auto").devices == "auto" and config.TrainerConfig(devices=2).devices == 2
 
 
 # -- a core error on the command line: one line, exit 2 (was a traceback) -------------------------------------
