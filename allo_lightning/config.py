@@ -5,15 +5,18 @@ One YAML file (e.g. configs/gpcr.yaml) serves every command: ``model`` (backbone
 where outputs go), ``heads`` (head analysis), ``probe`` (probe training and its own small Trainer)
 and ``report``. A command reads the sections it uses and ignores the others.
 
-Every choice is a ``Literal`` (checked by the parser) and every range is checked in ``__post_init__``,
-so a bad value is refused at parse time, before any data or model is loaded, with an
-:class:`~allo_lightning.errors.InputError` that names the flag.
+Every choice is a ``Literal`` and every range is checked in ``__post_init__``: the command line and the
+Python API both build these dataclasses, so a bad value is refused once, here, before any data or model
+is loaded, with an :class:`~allo_lightning.errors.InputError` that names the flag (the same words from a
+flag, a config file or a dataclass built in Python). Nothing downstream checks a setting again; core
+functions that also take plain arguments guard them with :class:`~allo_lightning.errors.AlloError`.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,13 +56,43 @@ def _positive(flag: str, value, allow_none: bool = False, integer: bool = True) 
                 allow_none=allow_none)
 
 
-def _one_of(cfg, flag: str, name: str) -> None:
-    """Refuse a value of field ``name`` that is not one of its ``Literal`` choices (Python callers; the
-    command line's parser already checks them)."""
-    choices = typing.get_args(typing.get_type_hints(type(cfg))[name])
-    value = getattr(cfg, name)
-    if value not in choices:
-        _fail(flag, f"{value!r} is not one of {', '.join(choices)}.")
+def _accepts(hint, value) -> bool:
+    """Whether ``value`` is of type ``hint`` (a ``Literal``, a union with one, or a list of one)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_accepts(args[0], v) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return True  # other types: the parser's (and the range checks below) concern
+
+
+def _literals(hint) -> tuple:
+    """The ``Literal`` choices anywhere in ``hint`` (empty when there is none)."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    return tuple(c for a in typing.get_args(hint) for c in _literals(a))
+
+
+def _check_choices(cfg, section: str) -> None:
+    """Refuse a value that is not one of its field's ``Literal`` choices, with the words of the command
+    line's parser: a bad choice reads the same from a flag, a config file and the Python API (the
+    dataclass is the one place that checks it)."""
+    for name, hint in typing.get_type_hints(type(cfg)).items():
+        choices = _literals(hint)
+        value = getattr(cfg, name)
+        if not choices or _accepts(hint, value):
+            continue
+        bad = value
+        if typing.get_origin(hint) is list and isinstance(value, (list, tuple)):
+            bad = next(v for v in value if not _accepts(typing.get_args(hint)[0], v))
+        extra = " (or a whole number)" if int in typing.get_args(hint) else ""
+        _fail(f"{section}.{name}", f"{bad!r} is not accepted; choose one of: {', '.join(map(str, choices))}{extra}.")
 
 
 def _backbone_name(flag: str, name) -> None:
@@ -110,6 +143,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
 
     def __post_init__(self) -> None:
+        _check_choices(self, "trainer")
         if self.devices != "auto":
             check_range("trainer.devices", self.devices, low=1, integer=True)
         check_range("trainer.num_nodes", self.num_nodes, low=1, integer=True)
@@ -156,6 +190,7 @@ class ModelConfig:
     window_overlap: int = 256
 
     def __post_init__(self) -> None:
+        _check_choices(self, "model")
         check_range("model.window_overlap", self.window_overlap, low=0, integer=True)
         check_range("model.theta", self.theta, low=0, high=1, low_open=True, high_open=True, allow_none=True)
         _positive("model.max_tokens", self.max_tokens, allow_none=True)
@@ -193,6 +228,7 @@ class DataConfig:
     long: Literal["window", "skip", "error"] = "window"
 
     def __post_init__(self) -> None:
+        _check_choices(self, "data")
         _positive("data.limit", self.limit, allow_none=True)
         _positive("data.max_length", self.max_length, allow_none=True)
         if self.path is not None:
@@ -257,8 +293,7 @@ class HeadsConfig:
     orthosteric: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _one_of(self, "heads.score", "score")
-        _one_of(self, "heads.strategy", "strategy")
+        _check_choices(self, "heads")
         _positive("heads.top_k", self.top_k)
         check_range("heads.q_max", self.q_max, low=0, high=1, low_open=True)
         check_range("heads.p_max", self.p_max, low=0, high=1, low_open=True)
@@ -274,8 +309,6 @@ class HeadsConfig:
                 _fail("heads.orthosteric", f"protein {pid!r}: positions {bad[:5]} are not 1-based residue numbers.")
         check_range("heads.min_confident", self.min_confident, low=1, integer=True)
         check_range("heads.max_selected", self.max_selected, low=1, integer=True)
-        if self.null not in ("shift", "permutation", "composition"):
-            _fail("heads.null", f"{self.null!r} is not one of shift, permutation, composition.")
         check_range("heads.max_permutations", self.max_permutations, low=1, integer=True)
         if self.n_permutations > self.max_permutations:
             _fail("heads.n_permutations", f"{self.n_permutations} is more than --heads.max_permutations "
@@ -336,6 +369,7 @@ class ProbeConfig:
     accelerator: Literal["cpu", "auto", "cuda", "gpu", "mps"] = "cpu"
 
     def __post_init__(self) -> None:
+        _check_choices(self, "probe")
         _positive("probe.hidden", self.hidden)
         check_range("probe.dropout", self.dropout, low=0, high=1, high_open=True)
         check_range("probe.window", self.window, low=0, integer=True)
@@ -398,6 +432,7 @@ class ReportConfig:
     am_top_k: int | None = None
 
     def __post_init__(self) -> None:
+        _check_choices(self, "report")
         check_range("report.folds", self.folds, low=2, integer=True)
         for k in self.ks:
             _positive("report.ks", k)

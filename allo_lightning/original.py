@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .backbone import Backbone
+from .errors import AlloError
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def full_attention_maps(backbone: Backbone, tokens: torch.Tensor, real: torch.Te
     """All layers' attention maps of one protein kept at once: [n_layers, H, T, T] (T = L + 2 tokens,
     BOS and EOS included), as the original scripts had them (``output_attentions``-style)."""
     if tokens.shape[0] != 1:
-        raise ValueError("the original approach runs one protein at a time")
+        raise AlloError("the original approach runs one protein at a time")
     maps: list[torch.Tensor] = []
     backbone(tokens, real, lambda layer, p: maps.append(p[0].detach().clone()))
     return torch.stack(maps)

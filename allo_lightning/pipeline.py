@@ -9,10 +9,11 @@ from typing import Callable, Sequence
 import lightning as L
 
 from . import distributed
-from .attention import Extraction, extract, split_long
+from .attention import Extraction, check_bf16, extract, split_long
 from .attention import cache as cache_module
 from .attention.cache import default_cache_dir
 from .attention.run import check_window_work
+from .attention.stats import stats_kernel
 from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone, spec_of
 from .data import Protein, load_proteins
 from .errors import BackboneError, InputError
@@ -38,32 +39,19 @@ def check_devices(trainer, dtype: str = "fp32") -> None:
         if have is not None and trainer.devices > have:
             raise BackboneError(f"--trainer.devices {trainer.devices}: only {have} {resolved} device(s) here. "
                                 "Give at most that many.")
-    if dtype == "bf16" and not bf16_supported(resolved):
-        raise BackboneError(f"--model.dtype bf16: the {resolved} device here has no bfloat16 support (a CPU needs "
-                            "AVX512-BF16 or AMX instructions, else bf16 is emulated and slower). "
-                            "Use --model.dtype fp32.")
+    if dtype == "bf16":
+        check_bf16(resolved)
 
 
 def check_environment(cfg) -> None:
     """Before anything is loaded: the devices (and dtype) asked for exist, and the cache folder can be
     written (or, an existing read-only cache, is left to extract: used when it holds every entry)."""
     check_devices(cfg.trainer, cfg.model.dtype)
+    stats_kernel("cpu")  # refuses an unknown ALLO_LIGHTNING_STATS_KERNEL now, not at the first batch
     cache = Path(cfg.model.cache_dir or default_cache_dir()).expanduser()
     if cache.is_dir() and cache_module.folder_unwritable(cache) is not None:
         return  # a read-only cache serves when it holds every entry (extract refuses before work otherwise)
     check_writable_dir(cache, "--model.cache_dir")
-
-
-def bf16_supported(device_type: str) -> bool:
-    import torch
-
-    if device_type in ("cuda", "gpu"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "mps":  # allowed, untested here (README)
-        return True
-    from .attention import cpu_bf16_supported
-
-    return cpu_bf16_supported()
 
 
 def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data.protein import Protein
-from .errors import InputError
+from .errors import AlloError, InputError
 from .probe.bootstrap import FoldBootstrap
 from .probe.features import FeatureSpec, head_spec
 from .probe.splits import Split, check, group_of, make_splits
@@ -133,7 +133,7 @@ class ConcatSpec(FeatureSpec):
     def raw(self, protein, stats):
         heads = super().raw(protein, stats)
         if stats is None or stats.embedding is None:
-            raise ValueError(f"protein {protein.id!r}: no embedding in the statistics (extract with embeddings).")
+            raise AlloError(f"protein {protein.id!r}: no embedding in the statistics (extract with embeddings).")
         return torch.cat([heads, stats.embedding.float()], dim=1).contiguous()
 
 
@@ -147,7 +147,7 @@ class LayerEmbeddingSpec(FeatureSpec):
     def raw(self, protein, stats):
         hidden = getattr(stats, "hidden", None) or {}
         if self.layer not in hidden:
-            raise ValueError(f"protein {protein.id!r}: hidden states of layer {self.layer} were not extracted.")
+            raise AlloError(f"protein {protein.id!r}: hidden states of layer {self.layer} were not extracted.")
         return hidden[self.layer].float().contiguous()
 
 

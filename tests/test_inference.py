@@ -19,6 +19,7 @@ from allo_lightning.attention.cache import StatsCache
 from allo_lightning.backbone import Backbone, load_backbone, tokenize
 from allo_lightning.backbone.base import BOS_ID, EOS_ID
 from allo_lightning.data import Protein, read_proteins
+from allo_lightning.errors import BackboneError
 from tests.conftest import CPU, random_proteins
 
 STATS = ("received", "count", "mass", "total")
@@ -246,7 +247,7 @@ def test_bf16_on_cpu_is_refused_without_support_and_cached_apart_with_it(tiny, t
 
     proteins = random_proteins(2, seed=9)
     monkeypatch.setattr(ex, "cpu_bf16_supported", lambda: False)
-    with pytest.raises(RuntimeError, match="no bf16 instructions"):
+    with pytest.raises(BackboneError, match="--model.dtype bf16: the cpu device here has no bfloat16 support"):
         extract(proteins, tiny, 0.3, str(tmp_path / "c"), CPU, dtype="bf16")
     monkeypatch.setattr(ex, "cpu_bf16_supported", lambda: True)
     res = extract(proteins, tiny, 0.3, str(tmp_path / "c"), CPU, dtype="bf16")

@@ -10,6 +10,7 @@ import torch
 
 from ..attention.stats import ProteinStats
 from ..data.protein import Protein
+from ..errors import AlloError
 from ..outputs import write_json
 from ..tables import write_csv
 from .select import HeadAnalysis
@@ -42,7 +43,7 @@ def attention_to_sites_rows(protein: Protein, stats: ProteinStats) -> Iterable[t
     attention) for every query residue and every site of ``protein``, for each head of ``stats.maps``
     ([K, L, L], query x key, residues only). Positions are 1-based."""
     if stats.maps is None:
-        raise ValueError("statistics were extracted without maps; extract with map_heads=selected heads")
+        raise AlloError("statistics were extracted without maps; extract with map_heads=selected heads")
     sites = [s for s in (protein.sites or ())]
     if not sites:
         return

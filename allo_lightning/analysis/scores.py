@@ -133,6 +133,7 @@ import numpy as np
 import torch
 
 from ..attention.stats import ProteinStats
+from ..errors import AlloError
 
 STATISTICS = ("p_alpha", "mass")
 NULLS = ("shift", "permutation", "composition")
@@ -295,7 +296,7 @@ def as_labels(labels, length: int | None = None) -> torch.Tensor:
     """0/1 labels (numpy, torch, list) as a bool tensor, checked against ``length``."""
     y = torch.as_tensor(np.asarray(labels)).reshape(-1).bool()
     if length is not None and y.numel() != length:
-        raise ValueError(f"labels have length {y.numel()} but the statistics cover {length} residues")
+        raise AlloError(f"labels have length {y.numel()} but the statistics cover {length} residues")
     return y
 
 
@@ -338,7 +339,7 @@ class ProteinNull:
 
     def __init__(self, null: str, labels, sequence: str | None = None) -> None:
         if null not in NULLS:
-            raise ValueError(f"unknown null {null!r}; one of {NULLS}")
+            raise AlloError(f"unknown null {null!r}; one of {NULLS}")
         self.null = null
         self.y = as_labels(labels)
         self.L = self.y.numel()
@@ -348,7 +349,7 @@ class ProteinNull:
             self.groups = [(torch.arange(self.L), self.k)]
         elif null == "composition":
             if sequence is None or len(sequence) != self.L:
-                raise ValueError("the composition null needs each protein's sequence (same length as its labels)")
+                raise AlloError("the composition null needs each protein's sequence (same length as its labels)")
             letters = np.frombuffer(sequence.encode("ascii", "replace"), dtype=np.uint8)
             self.groups = []
             for a in np.unique(letters[self.y.numpy()]):
@@ -458,7 +459,7 @@ def exact_permutation_pvalue(values: Sequence[np.ndarray], ks: Sequence[int], ob
     for v, k in zip(values, ks):
         v = np.asarray(v, dtype=np.float64)
         if np.any(v < 0) or np.any(v != np.round(v)):
-            raise ValueError("exact_permutation_pvalue needs non-negative integer values")
+            raise AlloError("exact_permutation_pvalue needs non-negative integer values")
         vals, mult = np.unique(np.minimum(v.astype(np.int64), T), return_counts=True)
         lf = _log_factorials(len(v))
         P = np.zeros((k + 1, T + 1))
@@ -502,7 +503,7 @@ def exact_shift_pvalue(shift_sums: Sequence[np.ndarray], observed: float) -> flo
     for sums in shift_sums:
         sums = np.rint(np.asarray(sums, dtype=np.float64))
         if np.any(sums < 0):
-            raise ValueError("exact_shift_pvalue needs non-negative integer sums")
+            raise AlloError("exact_shift_pvalue needs non-negative integer sums")
         vals, mult = np.unique(np.minimum(sums, T).astype(np.int64), return_counts=True)
         new = np.zeros_like(Q)
         for val, w in zip(vals.tolist(), (mult / len(sums)).tolist()):
@@ -721,10 +722,10 @@ def score_heads(
     not :func:`usable` are skipped. ``exact=False`` turns the exact permutation p-value off (tests).
     Seeded: the same inputs and seed give the same result. See the module docstring."""
     if null not in NULLS:
-        raise ValueError(f"null must be one of {NULLS} (got {null!r})")
+        raise AlloError(f"null must be one of {NULLS} (got {null!r})")
     B = int(n_permutations)
     if B < 1:
-        raise ValueError("n_permutations must be at least 1")
+        raise AlloError("n_permutations must be at least 1")
     HD = n_layers * n_heads
     S = 2 * HD  # rows 0..HD-1: count (p_alpha), HD..2HD-1: mass
     gen = torch.Generator().manual_seed(int(seed))
@@ -735,7 +736,7 @@ def score_heads(
     for (stats, labels), seq, o in zip(items, seqs, orth):
         Ly, H = stats.shape
         if (Ly, H) != (n_layers, n_heads):
-            raise ValueError(f"statistics have {Ly} layers x {H} heads, expected {n_layers} x {n_heads}")
+            raise AlloError(f"statistics have {Ly} layers x {H} heads, expected {n_layers} x {n_heads}")
         y = as_labels(labels, stats.length)
         if not usable(y):
             continue

@@ -39,7 +39,7 @@ import torch
 from ..attention.run import Extraction
 from ..attention.stats import ProteinStats
 from ..data.protein import Protein
-from ..errors import InputError
+from ..errors import AlloError, InputError
 from .scores import HeadScores, as_labels, score_heads, usable
 
 STRATEGIES = ("top_k", "significance", "original", "consistency")
@@ -301,7 +301,7 @@ def select_heads(scores, cfg: Selection | Any,
         rule = (f"significant (p < {cfg.p_max} and SNR > {cfg.snr_min}) in at least {cfg.min_fraction:.0%} "
                 "of the proteins")
     else:  # HeadsConfig refuses other values; a Selection built by hand is not checked again
-        raise ValueError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
+        raise AlloError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
     selected = [lh for lh in candidates if bool(mask[lh])]
     if len(selected) > cfg.max_selected:
         q, value = scores[f"{s}_qvalue"], scores[s]
@@ -334,7 +334,7 @@ def _pairs(source, proteins: Sequence[Protein] | None) -> tuple[list[tuple[Prote
         by_id = {p.id: p for p in source.proteins}
         missing = [p.id for p in proteins if p.id not in by_id]
         if missing:
-            raise InputError(f"proteins {missing[:5]} are not in the extraction; extract them first.")
+            raise AlloError(f"proteins {missing[:5]} are not in the extraction; extract them first.")
         return [(p, source.stats(p)) for p in proteins], info
     items = list(source)
     if items and isinstance(items[0][0], Protein):
@@ -345,7 +345,7 @@ def _pairs(source, proteins: Sequence[Protein] | None) -> tuple[list[tuple[Prote
         return pairs, info
     # (ProteinStats, labels) pairs, parallel to ``proteins`` when given
     if proteins is not None and len(proteins) != len(items):
-        raise ValueError(f"{len(items)} (stats, labels) items but {len(proteins)} proteins; give one per item")
+        raise AlloError(f"{len(items)} (stats, labels) items but {len(proteins)} proteins; give one per item")
     return [(proteins[i] if proteins is not None else None, (s, y)) for i, (s, y) in enumerate(items)], info
 
 
@@ -392,8 +392,8 @@ def analyse_heads(
         raise InputError("no protein with site labels to analyse heads on: give proteins with a 'sites' (or "
                          f"'labels') column. Left out: {excluded or 'none given'}.")
     if cfg.null == "composition" and any(q is None for q in sequences):
-        raise InputError("--heads.null composition needs the protein sequences: pass the proteins (or an "
-                         "extraction) to analyse_heads.")
+        raise AlloError("analyse_heads: the composition null needs the protein sequences: pass the proteins (or "
+                        "an extraction), not (stats, labels) pairs alone.")
     n_layers, n_heads = items[0][0].shape
     scores = score_heads(items, n_layers, n_heads, n_permutations=cfg.n_permutations, seed=seed,
                          p_max=cfg.p_max, snr_min=cfg.snr_min, null=cfg.null, min_confident=cfg.min_confident,

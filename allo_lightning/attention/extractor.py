@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from .. import interrupt
 from ..backbone import Backbone, tokenize
 from ..backbone.base import BOS_ID, EOS_ID
+from ..errors import AlloError, BackboneError
 from .cache import BackgroundWriter, StatsCache
 from .stats import STAT_NAMES, ProteinStats, column_stats
 
@@ -31,7 +32,7 @@ def window_plan(length: int, window: int, overlap: int) -> tuple[list[int], torc
     if length <= window:
         return [0], torch.zeros(length, dtype=torch.long)
     if not 0 <= overlap < window:
-        raise ValueError(f"window overlap {overlap} must be in 0..{window - 1}")
+        raise AlloError(f"window overlap {overlap} must be in 0..{window - 1}")
     step = window - overlap
     starts = list(range(0, length - window, step)) + [length - window]
     pos = torch.arange(length)
@@ -86,6 +87,24 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
+def bf16_supported(device_type: str) -> bool:
+    """Whether ``device_type`` (cpu, cuda or gpu, mps) here computes in bfloat16 natively."""
+    if device_type in ("cuda", "gpu"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "mps":  # allowed, untested here (README)
+        return True
+    return cpu_bf16_supported()
+
+
+def check_bf16(device_type: str) -> None:
+    """Refuse ``--model.dtype bf16`` on a device without native bfloat16 (emulated: slower than fp32). The
+    one check: the commands call it before anything is loaded, :class:`AttentionExtractor` when it starts."""
+    if not bf16_supported(device_type):
+        raise BackboneError(f"--model.dtype bf16: the {device_type} device here has no bfloat16 support (a CPU needs "
+                            "AVX512-BF16 or AMX instructions, else bf16 is emulated and slower). "
+                            "Use --model.dtype fp32.")
+
+
 class AttentionExtractor(L.LightningModule):
     """Runs the frozen backbone and returns, per protein, :class:`ProteinStats`.
 
@@ -103,7 +122,7 @@ class AttentionExtractor(L.LightningModule):
         self.map_heads = [tuple(map(int, h)) for h in map_heads]
         self.embeddings = embeddings
         if embedding_layer is not None and not 0 <= int(embedding_layer) < backbone.n_layers:
-            raise ValueError(f"embedding_layer {embedding_layer} does not exist in {backbone.name} "
+            raise AlloError(f"embedding_layer {embedding_layer} does not exist in {backbone.name} "
                              f"({backbone.n_layers} layers, 0-based).")
         self.embedding_layer = None if embedding_layer is None else int(embedding_layer)
         self.dtype_choice = dtype
@@ -111,12 +130,12 @@ class AttentionExtractor(L.LightningModule):
         self.window_overlap = int(window_overlap)
         for layer, head in self.map_heads + (self.heads or []):
             if not (0 <= layer < backbone.n_layers and 0 <= head < backbone.n_heads):
-                raise ValueError(
+                raise AlloError(
                     f"head (layer {layer}, head {head}) does not exist in {backbone.name} "
                     f"({backbone.n_layers} layers x {backbone.n_heads} heads; both 0-based)."
                 )
         if self.heads is not None and not self.heads:
-            raise ValueError("heads=[]: give at least one (layer, head), or None for every head.")
+            raise AlloError("heads=[]: give at least one (layer, head), or None for every head.")
         self._saved_dtype: torch.dtype | None = None
         first = next(backbone.parameters(), None)
         self._home = first.device if first is not None else torch.device("cpu")  # where the caller keeps it
@@ -131,10 +150,7 @@ class AttentionExtractor(L.LightningModule):
 
     def on_predict_start(self) -> None:
         if self.dtype_choice == "bf16":
-            kind = self.device.type
-            if kind == "cpu" and not cpu_bf16_supported():
-                raise RuntimeError("--model.dtype bf16: this CPU has no bf16 instructions (torch reports no "
-                                   "AVX512-BF16/AMX), so bf16 would be emulated and slower. Use --model.dtype fp32.")
+            check_bf16(self.device.type)
             self._saved_dtype = next(self.backbone.parameters()).dtype
             self.backbone.to(torch.bfloat16)
 

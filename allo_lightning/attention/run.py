@@ -12,7 +12,7 @@ from .. import interrupt
 from ..backbone import Backbone, tokenize
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
-from ..errors import InputError, OutputError
+from ..errors import AlloError, InputError, OutputError
 from .cache import StatsCache
 from .extractor import AttentionExtractor, CacheWriter, token_budget, window_plan
 from .stats import ProteinStats
@@ -98,10 +98,11 @@ def extract(
 
     ``max_tokens`` (batch size x padded length): None picks the device's (:func:`token_budget`: 4096 on
     CPU, from the free memory on CUDA)."""
+    # the settings are checked by the config dataclasses (ModelConfig, DataConfig); these guard a call from Python
     if dtype not in ("fp32", "bf16"):
-        raise InputError(f"--model.dtype {dtype!r}: choose fp32 or bf16.")
+        raise AlloError(f"extract: dtype {dtype!r}: choose fp32 or bf16.")
     if long not in ("window", "error", "skip"):
-        raise InputError(f"--data.long {long!r}: choose window, skip or error.")
+        raise AlloError(f"extract: long {long!r}: choose window, skip or error.")
     # bf16 statistics differ from fp32 ones: they get their own cache entries
     cache = StatsCache(cache_dir, backbone.identity + ("-bf16" if dtype == "bf16" else ""), theta,
                        embedding_layer if embeddings else None, window=(backbone.max_length, window_overlap))
@@ -109,8 +110,9 @@ def extract(
     if heads is not None:
         heads = sorted({tuple(map(int, h)) for h in heads})
     proteins, _ = split_long(proteins, backbone.max_length, long, backbone.name)
-    if not 0 <= window_overlap < backbone.max_length:
-        raise InputError(f"--model.window_overlap must be in 0..{backbone.max_length - 1} (got {window_overlap}).")
+    if not 0 <= window_overlap < backbone.max_length:  # the context is the backbone's: known here, not in the config
+        raise AlloError(f"--model.window_overlap {window_overlap}: must be in 0..{backbone.max_length - 1}, below "
+                        f"{backbone.name}'s context of {backbone.max_length} residues.")
     check_window_work([p for p in proteins if p.length > backbone.max_length], backbone.max_length, window_overlap)
     unique, seen = [], set()  # one entry per distinct sequence (the first id naming it)
     for p in proteins:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..digest import tensors_digest
+from ..errors import AlloError
 
 # ESM-C and ESM-2 share these token ids for residues and specials.
 VOCAB = (
@@ -184,7 +185,7 @@ class Backbone(nn.Module):
         callback = on_layer or (lambda _layer, _probs: None)
         if until_layer is not None:
             if not 0 <= until_layer < self.n_layers:
-                raise ValueError(f"until_layer {until_layer} outside 0..{self.n_layers - 1}")
+                raise AlloError(f"until_layer {until_layer} outside 0..{self.n_layers - 1}")
             inner = callback
 
             def callback(layer: int, probs: torch.Tensor) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 from importlib import resources
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import AlloError, InputError
 from .io import ProteinList, read_proteins, read_table
 from .protein import Protein
 
@@ -39,21 +39,17 @@ def read_bundled(name: str) -> list[Protein]:
 
 
 def bundled_path(name: str = "asd") -> Path:
-    if name not in BUNDLED:
-        raise InputError(
-            f"--data.bundled: unknown bundled data set {name!r}. Choose one of {', '.join(BUNDLED)}, or give "
-            "your own file with --data.path FILE.",
-            todo=f"Choose one of {', '.join(BUNDLED)}.",
-        )
+    if name not in BUNDLED:  # DataConfig checks --data.bundled; this guards a name given in Python
+        raise AlloError(f"unknown bundled data set {name!r}: choose one of {', '.join(BUNDLED)}, or read your own "
+                        "file with read_proteins.")
     return Path(str(resources.files("allo_lightning") / "resources" / BUNDLED[name]))
 
 
-def _positive(value, flag: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{flag} must be a whole number of at least 1 (got {value!r}). Fix the flag or the "
-                         "config file, or leave it out.", todo="Give a whole number of at least 1.")
+def _count(value, name: str) -> int | None:
+    """``value`` (None, or a whole number >= 1): DataConfig checks the flags; this guards other settings
+    objects given in Python (a negative limit would silently drop proteins from the end)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise AlloError(f"load_proteins: {name} must be None or a whole number >= 1, got {value!r}.")
     return value
 
 
@@ -65,19 +61,18 @@ def load_proteins(cfg, max_length: int | None = None, require_sites: bool = Fals
     the limit and what to do, before any work starts); the bundled set's longer proteins are skipped
     with a message. ``require_sites`` (training): every protein of a user file must have its sites (see
     read_proteins); the bundled sets are curated (the seed set's pocket rows have no allosteric label)."""
-    limit = _positive(cfg.limit, "--data.limit")
+    limit = _count(cfg.limit, "limit")
     if cfg.path:
         proteins = read_proteins(cfg.path, max_length=max_length, require_sites=require_sites)
         if limit and len(proteins) > limit:  # the whole file is checked, then the first N proteins kept
             proteins = ProteinList(proteins[:limit], proteins.notes + [
                 f"--data.limit {limit}: using the first {limit} of the {len(proteins)} proteins of {cfg.path}."])
         return proteins
-    cfg_max = _positive(cfg.max_length, "--data.max_length")
+    cfg_max = _count(cfg.max_length, "max_length")
     proteins = read_bundled(cfg.bundled)
     modulators = getattr(cfg, "modulators", "ligand")
-    if modulators not in MODULATORS:
-        raise InputError(f"--data.modulators must be one of {', '.join(MODULATORS)} (got {modulators!r}).",
-                         todo=f"Choose one of {', '.join(MODULATORS)}.")
+    if modulators not in MODULATORS:  # DataConfig checks the flag; this guards other settings objects
+        raise AlloError(f"load_proteins: modulators must be one of {', '.join(MODULATORS)}, got {modulators!r}.")
     if modulators == "ligand":  # ASD rows labelled from an ion or a crystallisation additive are left out
         proteins = [p for p in proteins if (p.modulator_class or "ligand") == "ligand"]
     if cfg.family:

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import AlloError
+
 METRICS = ("auprc", "auroc")
 _BLOCK_CELLS = 4_000_000  # samples x residues per block (memory ~ 32 MB per float64 array)
 
@@ -54,9 +56,9 @@ def _as_flat(labels, scores, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """(labels, scores, protein index 0..P-1, P) from flat arrays + groups, or per-protein lists."""
     if groups is None:
         if not isinstance(labels, (list, tuple)) or not isinstance(scores, (list, tuple)):
-            raise TypeError("give per-protein lists of labels and scores, or flat arrays and groups=")
+            raise AlloError("give per-protein lists of labels and scores, or flat arrays and groups=")
         if len(labels) != len(scores):
-            raise ValueError(f"{len(labels)} label arrays but {len(scores)} score arrays")
+            raise AlloError(f"{len(labels)} label arrays but {len(scores)} score arrays")
         groups = np.concatenate([np.full(len(np.asarray(y)), i) for i, y in enumerate(labels)]) if labels else []
         labels = np.concatenate([np.asarray(y).ravel() for y in labels]) if labels else []
         scores = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in scores]) if scores else []
@@ -64,11 +66,11 @@ def _as_flat(labels, scores, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray
     s = np.asarray(scores, dtype=np.float64).ravel()
     g = np.asarray(groups).ravel()
     if not (len(y) == len(s) == len(g)):
-        raise ValueError(f"labels ({len(y)}), scores ({len(s)}) and groups ({len(g)}) differ in length")
+        raise AlloError(f"labels ({len(y)}), scores ({len(s)}) and groups ({len(g)}) differ in length")
     if len(y) and not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1")
+        raise AlloError("labels must be 0 or 1")
     if np.isnan(s).any():
-        raise ValueError("scores contain NaN")
+        raise AlloError("scores contain NaN")
     _, g = np.unique(g, return_inverse=True)
     n_groups = int(g.max() + 1) if len(g) else 0
     return y, s, g.astype(np.int64), n_groups
@@ -138,8 +140,16 @@ def _check(which: Sequence[str]) -> tuple[str, ...]:
     which = (which,) if isinstance(which, str) else tuple(which)
     bad = [m for m in which if m not in METRICS]
     if bad:
-        raise ValueError(f"unknown metric(s) {bad}; choose from {', '.join(METRICS)}")
+        raise AlloError(f"unknown metric(s) {bad}; choose from {', '.join(METRICS)}")
     return which
+
+
+def _check_draws(n_boot, level) -> None:
+    """``n_boot`` a whole number >= 1 and ``level`` in (0, 1) (an interval from no sample is no interval)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise AlloError(f"n_boot must be a whole number >= 1 (bootstrap samples), got {n_boot!r}")
+    if not 0 < level < 1:
+        raise AlloError(f"level must be in (0, 1), got {level}")
 
 
 def pooled_metric(labels, scores, metric: str = "auprc", groups=None) -> float:
@@ -172,8 +182,7 @@ def bootstrap_ci(labels, scores, groups=None, metrics: Sequence[str] = METRICS, 
     ``labels``/``scores``: per-protein lists of arrays, or flat arrays with ``groups`` (protein of every
     residue). Returns metric name -> :class:`Interval` (``estimate`` on the full data)."""
     which = _check(metrics)
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_draws(n_boot, level)
     y, s, g, p = _as_flat(labels, scores, groups)
     if p == 0:
         nan = float("nan")
@@ -194,10 +203,11 @@ def paired_bootstrap(labels, scores_a, scores_b, groups=None, metric: str = "aup
     """metric(scores_a) - metric(scores_b) on the same residues, with a paired percentile interval:
     every bootstrap sample draws one set of proteins and evaluates both score sets on it."""
     (which,) = _check(metric)
+    _check_draws(n_boot, level)
     y, sa, g, p = _as_flat(labels, scores_a, groups)
     _, sb, g_b, _ = _as_flat(labels, scores_b, groups)
     if len(sa) != len(sb) or not np.array_equal(g, g_b):
-        raise ValueError("the two score sets must cover the same residues of the same proteins")
+        raise AlloError("the two score sets must cover the same residues of the same proteins")
     if p == 0:
         nan = float("nan")
         return Interval(nan, nan, nan, level, 0, n_boot, 0)
@@ -224,8 +234,7 @@ class FoldBootstrap:
     """
 
     def __init__(self, folds: Sequence[tuple], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> None:
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+        _check_draws(n_boot, level)
         self.n_boot, self.level = n_boot, level
         self.folds = []
         for f, (labels, groups) in enumerate(folds):
@@ -242,7 +251,7 @@ class FoldBootstrap:
         y, g, p, weights = self.folds[f]
         s = np.asarray(scores, dtype=np.float64).ravel()
         if len(s) != len(y):
-            raise ValueError(f"fold {f}: {len(s)} scores for {len(y)} test residues")
+            raise AlloError(f"fold {f}: {len(s)} scores for {len(y)} test residues")
         if p == 0:
             return float("nan"), np.full(self.n_boot, np.nan)
         sorted_ = _Sorted(y, s, g)
@@ -260,7 +269,7 @@ class FoldBootstrap:
         points, boots = [], []
         for per_fold in draws:
             if len(per_fold) != len(self.folds):
-                raise ValueError(f"{len(per_fold)} score arrays for {len(self.folds)} folds")
+                raise AlloError(f"{len(per_fold)} score arrays for {len(self.folds)} folds")
             vals = [self._fold_values(f, s, metric) for f, s in enumerate(per_fold)]
             pts = np.array([v[0] for v in vals])
             ok = ~np.isnan(pts)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import AlloError
+
 CALIBRATIONS = ("platt", "isotonic", "none")
 
 SCORE_MEANING = ("score: ranking score of the probe (sigmoid of a class-weighted classifier: higher = more "
@@ -50,9 +52,16 @@ class Calibration:
     def fit(cls, scores: torch.Tensor, labels: torch.Tensor, method: str = "platt") -> Calibration | None:
         """Fit on validation scores; ``None`` when ``method`` is "none" or the labels have one class only."""
         if method not in CALIBRATIONS:
-            raise ValueError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATIONS)}.")
+            raise AlloError(f"unknown calibration {method!r}; choose one of {', '.join(CALIBRATIONS)}.")
         s = scores.detach().double().cpu().numpy()
         y = labels.detach().long().cpu().numpy()
+        if s.shape != y.shape or s.ndim != 1:
+            raise AlloError(f"calibration: {s.size} scores of shape {tuple(s.shape)} for {y.size} labels of shape "
+                            f"{tuple(y.shape)}; give one score per label, both 1-d.")
+        if not np.isfinite(s).all():
+            raise AlloError(f"calibration: {int((~np.isfinite(s)).sum())} of the {s.size} scores are not finite.")
+        if not np.isin(y, (0, 1)).all():
+            raise AlloError("calibration: labels must be 0 or 1.")
         n, n_pos = len(y), int(y.sum())
         if method == "none" or n_pos == 0 or n_pos == n:
             return None
@@ -79,7 +88,7 @@ class Calibration:
         elif self.method == "isotonic":
             p = np.interp(s, self.params["x"], self.params["y"])
         else:
-            raise ValueError(f"unknown calibration {self.method!r}")
+            raise AlloError(f"unknown calibration {self.method!r}")
         return torch.from_numpy(p).float()
 
     @property
@@ -96,7 +105,7 @@ class Calibration:
             return None
         method = str(config["method"])
         if method not in ("platt", "isotonic"):
-            raise ValueError(f"unknown calibration {method!r}")
+            raise AlloError(f"unknown calibration {method!r}")
         params = dict(config["params"])
         if method == "platt":
             params = {"a": float(params["a"]), "b": float(params["b"])}
@@ -104,8 +113,8 @@ class Calibration:
         else:
             params = {"x": [float(v) for v in params["x"]], "y": [float(v) for v in params["y"]]}
             if len(params["x"]) != len(params["y"]) or not params["x"]:
-                raise ValueError("isotonic calibration: x and y differ in length")
+                raise AlloError("isotonic calibration: x and y differ in length")
             values = params["x"] + params["y"]
         if not all(np.isfinite(values)):
-            raise ValueError("calibration parameters are not finite")
+            raise AlloError("calibration parameters are not finite")
         return cls(method, params, int(config.get("n", 0)), int(config.get("n_pos", 0)))

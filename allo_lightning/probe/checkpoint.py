@@ -231,7 +231,8 @@ def load_checkpoint(path: str | Path) -> ProbeCheckpoint:
         net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")})
         net.eval()
         if spec.n_features != int(pc["n_features"]):
-            raise ValueError("feature count does not match the probe")
+            raise CheckpointError(f"{path}: inconsistent checkpoint (the features give {spec.n_features} columns, "
+                                  f"the probe takes {int(pc['n_features'])}). {_REMAKE}")
         bb = config["backbone"]
         return ProbeCheckpoint(path, net, spec, float(config["threshold"]), str(bb["name"]), str(bb["identity"]),
                                int(bb.get("seed", 0)), int(bb["n_layers"]), int(bb["n_heads"]), float(config["theta"]),

@@ -19,6 +19,7 @@ import torch
 
 from ..attention.stats import STAT_NAMES, ProteinStats
 from ..data.protein import ALPHABET, Protein
+from ..errors import AlloError
 
 KINDS = ("heads", "embedding", "identity")
 LETTERS = "".join(sorted(ALPHABET))
@@ -40,16 +41,16 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown feature kind {self.kind!r}; choose one of {', '.join(KINDS)}.")
+            raise AlloError(f"unknown feature kind {self.kind!r}; choose one of {', '.join(KINDS)}.")
         self.heads = [(int(ly), int(h)) for ly, h in self.heads]
         self.stats = tuple(self.stats)
         bad = [s for s in self.stats if s not in STAT_NAMES]
         if bad:
-            raise ValueError(f"unknown statistic(s) {bad}; choose from {', '.join(STAT_NAMES)}.")
+            raise AlloError(f"unknown statistic(s) {bad}; choose from {', '.join(STAT_NAMES)}.")
         if self.kind == "heads" and (not self.heads or not self.stats):
-            raise ValueError("a head feature set needs at least one head and one statistic.")
+            raise AlloError("a head feature set needs at least one head and one statistic.")
         if self.window < 0:
-            raise ValueError(f"window must be >= 0, got {self.window}.")
+            raise AlloError(f"window must be >= 0, got {self.window}.")
 
     # -- raw features ---------------------------------------------------------------------------
     def raw(self, protein: Protein, stats: ProteinStats | None) -> torch.Tensor:
@@ -58,10 +59,10 @@ class FeatureSpec:
             codes = torch.tensor([LETTERS.index(c) for c in protein.sequence])
             return torch.nn.functional.one_hot(codes, len(LETTERS)).float()
         if stats is None:
-            raise ValueError(f"protein {protein.id!r}: attention statistics are needed for {self.kind} features.")
+            raise AlloError(f"protein {protein.id!r}: attention statistics are needed for {self.kind} features.")
         if self.kind == "embedding":
             if stats.embedding is None:
-                raise ValueError(f"protein {protein.id!r}: no embedding in the statistics (extract with embeddings).")
+                raise AlloError(f"protein {protein.id!r}: no embedding in the statistics (extract with embeddings).")
             x = stats.embedding.float()
         else:
             ly = torch.tensor([h[0] for h in self.heads])
@@ -72,14 +73,14 @@ class FeatureSpec:
             if self.log1p:
                 x = torch.log1p(x.clamp_min(0))
         if x.shape[0] != protein.length:
-            raise ValueError(f"protein {protein.id!r}: statistics cover {x.shape[0]} residues, sequence has "
+            raise AlloError(f"protein {protein.id!r}: statistics cover {x.shape[0]} residues, sequence has "
                              f"{protein.length}.")
         return x.contiguous()
 
     @property
     def n_raw(self) -> int:
         if self.mean is None:
-            raise RuntimeError("FeatureSpec.fit() first")
+            raise AlloError("FeatureSpec.fit() first: the features are not standardised yet")
         return int(self.mean.numel())
 
     @property
@@ -107,7 +108,7 @@ class FeatureSpec:
             total_sq = (x * x).sum(0) if total_sq is None else total_sq + (x * x).sum(0)
             n += x.shape[0]
         if not n:
-            raise ValueError("no training residues to standardise the features with.")
+            raise AlloError("no training residues to standardise the features with.")
         mean = total / n
         var = (total_sq / n - mean * mean).clamp_min(0)
         std = var.sqrt()
@@ -118,7 +119,7 @@ class FeatureSpec:
     def __call__(self, protein: Protein, stats: ProteinStats | None) -> torch.Tensor:
         """Standardised (and windowed) features [L, n_features]."""
         if self.mean is None or self.std is None:
-            raise RuntimeError("FeatureSpec.fit() on the training proteins first")
+            raise AlloError("FeatureSpec.fit() on the training proteins first: the features are not standardised yet")
         x = (self.raw(protein, stats) - self.mean) / self.std
         return window_features(x, self.window)
 

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from ..errors import AlloError
 from .metrics import probe_metrics
 
 PROBE_KINDS = ("logreg", "mlp")
@@ -45,7 +46,7 @@ def build_net(kind: str, n_features: int, hidden: int = 32, dropout: float = 0.1
         return LogisticProbe(n_features)
     if kind == "mlp":
         return MLPProbe(n_features, hidden, dropout)
-    raise ValueError(f"unknown probe kind {kind!r}; choose one of {', '.join(PROBE_KINDS)} (--probe.kind).")
+    raise AlloError(f"unknown probe kind {kind!r}; choose one of {', '.join(PROBE_KINDS)}.")
 
 
 class ProbeModule(L.LightningModule):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..data.protein import Protein
-from ..errors import InputError
+from ..errors import AlloError, InputError
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def group_of(protein: Protein, by: str) -> str:
         return protein.cluster or f"id:{protein.id}"
     if by == "protein":
         return protein.id
-    raise ValueError(f"unknown split {by!r}; choose cluster or protein.")
+    raise AlloError(f"unknown split {by!r}; choose cluster or protein.")
 
 
 def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protein]]:
