@@ -320,19 +320,38 @@ _KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: 
           list: "a list, e.g. [a, b] or several values", dict: "a mapping, e.g. {A: [1, 2]}"}
 
 
+def _choices(hint) -> list:
+    """The Literal choices anywhere in ``hint`` (``Literal[...]``, ``list[Literal[...]]``, unions)."""
+    return list(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else \
+        [c for a in typing.get_args(hint) for c in _choices(a)]
+
+
+def _refused_item(hint, value):
+    """For a list of choices, the first element outside them (the dataclass names that one, so the
+    command line does too); None when ``value`` is not such a list."""
+    if not _choices(hint):
+        return None
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return None
+    if isinstance(value, list):
+        return next((v for v in value if v not in _choices(hint)), None)
+    return None
+
+
 def _expected(hint) -> str:
     """What a value of type ``hint`` (a config field's or a flag's declared type) looks like, in words."""
     def members(t) -> list:
         return [m for a in typing.get_args(t) for m in members(a)] if typing.get_origin(t) in (
             typing.Union, getattr(types, "UnionType", typing.Union)) else [t]
 
-    def choices(t) -> list:
-        return list(typing.get_args(t)) if typing.get_origin(t) is typing.Literal else \
-            [c for a in typing.get_args(t) for c in choices(a)]
-
     alts = members(hint)
-    if choices(hint):
-        return f"choose one of: {', '.join(map(str, choices(hint)))}" + (" (or a whole number)" if int in alts else "")
+    if _choices(hint):
+        return f"choose one of: {', '.join(map(str, _choices(hint)))}" + (" (or a whole number)" if int in alts else "")
     kind = next((_KINDS[typing.get_origin(a) or a] for a in alts if (typing.get_origin(a) or a) in _KINDS),
                 "another value")
     elem = next((typing.get_args(a)[0] for a in alts if typing.get_origin(a) is list), None)
@@ -361,7 +380,9 @@ def _culprit(parser, reader: _Reader, argv: list[str]) -> InputError | None:
         hints = typing.get_type_hints(SECTIONS[section]) if section in SECTIONS else {}
         # a section's field: its dataclass type; a command's own flag: the type it was declared with
         hint = hints.get(field, getattr(actions[f"--{key}"], "_typehint", str))
-        return InputError(f"--{key}: {reader.given.get(value, value)!r} is not accepted; {_expected(hint)}.")
+        shown = _refused_item(hint, value)
+        shown = reader.given.get(value, value) if shown is None else shown
+        return InputError(f"--{key}: {shown!r} is not accepted; {_expected(hint)}.")
 
     i = 0
     while i < len(argv):
