@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import BackboneError
-from .base import TINY_MEANINGLESS, Backbone, hash_parameters, tokenize
+from .base import TINY_MEANINGLESS, Backbone, MeaninglessScoresWarning, hash_parameters, meaningless_message, tokenize
 from .builders import build_model, wrap
 from .esm2 import ESM2_HUB, ESM2Backbone, tiny_esm2_config
 from .esmc import ESMCBackbone, build_esmc, hub_weights_path, restore_buffers
@@ -134,6 +135,9 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
     - ``esm2_t6_8m`` ... ``esm2_t33_650m``: transformers' ESM-2 (hub name or a local folder as
       ``weights``); ``esm2_tiny``: a random 2-layer, 4-head ESM-2.
 
+    A random backbone (``tiny``, ``esm2_tiny``) is announced with a :class:`MeaninglessScoresWarning`:
+    every score made with it means nothing.
+
     The names, shapes and context limits are in :data:`registry.REGISTRY`. Weights files are
     memory-mapped and assigned into a model built on the meta device (no second copy).
     """
@@ -171,6 +175,8 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
     backbone = wrap(spec, model)
     backbone.max_length = spec.max_length
     backbone.identity = f"{spec.name}-{hash_parameters(backbone.model)[:16]}"
+    if backbone.meaningless:  # the commands load through pipeline, which logs this note instead
+        warnings.warn(meaningless_message(spec.name), MeaninglessScoresWarning, stacklevel=2)
     return backbone.freeze()
 
 
@@ -184,11 +190,13 @@ __all__ = [
     "BackboneSpec",
     "ESM2Backbone",
     "ESMCBackbone",
+    "MeaninglessScoresWarning",
     "build_esmc",
     "build_model",
     "context_length",
     "hash_parameters",
     "load_backbone",
+    "meaningless_message",
     "spec_of",
     "tiny_esm2_config",
     "tokenize",
