@@ -34,7 +34,7 @@ from .outputs import prepare_out_dir, write_json
 from .shell import command
 from .tables import EXACT, write_csv
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("allo_lightning.evaluate")  # not __name__: "__main__" under python -m allo_lightning.evaluate
 
 
 def _flags(parser) -> None:

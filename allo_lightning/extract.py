@@ -15,7 +15,7 @@ from .html import record_run
 from .outputs import write_json
 from .shell import command
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("allo_lightning.extract")  # not __name__: "__main__" under python -m allo_lightning.extract
 
 
 @command("extract", __doc__, sections=("model", "data", "trainer"))

@@ -17,7 +17,7 @@ from .outputs import check_out_files, prepare_out_dir, record_outputs
 from .shell import command
 from .tables import file_names
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("allo_lightning.heads")  # not __name__: "__main__" under python -m allo_lightning.heads
 
 HEATMAP = "heads_heatmap.png"
 MAPS_DIR = "maps"
@@ -97,6 +97,8 @@ def main(cfg) -> dict:
                      files=files, seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
 
     log.info(analysis.summary())
+    if analysis.fallback:  # in the summary too; a warning is shown under -q
+        log.warning(f"FALLBACK: {analysis.fallback}")
     if analysis.excluded:
         log.warning(f"left out {len(analysis.excluded)} proteins: "
                     + "; ".join(f"{k} ({v})" for k, v in list(analysis.excluded.items())[:5]))

@@ -1,10 +1,11 @@
 """How the package talks to its user: one mechanism for every message.
 
 Library modules never print: they log with ``log = logging.getLogger(__name__)`` (all children of the
-``allo_lightning`` logger). A library user (a notebook) configures logging as they like; by Python's
-default only warnings and errors reach stderr. ``print`` is left to the entry points: the shell's usage,
-``--version`` and ``error: ...`` lines, and ``python -m allo_lightning.html``'s (its usage, its error line
-and the path of the page it wrote, its one result).
+``allo_lightning`` logger; a command module, run as ``__main__`` by ``python -m allo_lightning.fit``,
+names itself: ``logging.getLogger("allo_lightning.fit")``). A library user (a notebook) configures
+logging as they like; by Python's default only warnings and errors reach stderr. ``print`` is left to
+the entry points: the shell's usage, ``--version`` and ``error: ...`` lines, and ``python -m
+allo_lightning.html``'s (its usage, its error line and the path of the page it wrote, its one result).
 
 The shell calls :func:`configure` once per command, after its flags are parsed: a handler on the
 ``allo_lightning`` logger prints each record as its plain message, INFO and DEBUG on stdout, WARNING and

@@ -47,7 +47,7 @@ from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, 
 from .shell import command
 from .tables import file_names, rows_text, write_csv
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("allo_lightning.predict")  # not __name__: "__main__" under python -m allo_lightning.predict
 
 
 def _flags(parser) -> None:

@@ -43,7 +43,7 @@ from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json, write_text
 from .shell import command
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("allo_lightning.report")  # not __name__: "__main__" under python -m allo_lightning.report
 
 
 def _flags(parser) -> None:

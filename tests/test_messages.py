@@ -171,3 +171,13 @@ def test_the_python_api_prints_no_lightning_banners():
                    "`Trainer.fit` stopped", "LeafSpec"):
         assert banner not in printed, f"{banner!r} printed:\n{printed[-3000:]}"
     assert printed.count("MeaninglessScoresWarning") == 1 and "mean NOTHING" in proc.stderr
+
+
+def test_a_command_run_as_a_module_says_its_lines(tmp_path):
+    """``python -m allo_lightning.extract`` runs the module as ``__main__``: its lines still reach the console
+    (a logger named ``__name__`` there is outside ``allo_lightning`` and was silent)."""
+    proc = subprocess.run([sys.executable, "-m", "allo_lightning.extract", *_extract(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "extracted 3 proteins" in proc.stdout and "cache: " in proc.stdout, proc.stdout
+    assert proc.stderr.splitlines() == [f"WARNING: {messages_text()}"], proc.stderr
