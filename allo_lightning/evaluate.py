@@ -23,8 +23,8 @@ and judged by DCA against the labelled residues: ``site_top1``/``site_top3`` in 
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from typing import Optional
 
@@ -33,6 +33,8 @@ from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json
 from .shell import command
 from .tables import EXACT, write_csv
+
+log = logging.getLogger("allo_lightning.evaluate")  # not __name__: "__main__" under python -m allo_lightning.evaluate
 
 
 def _flags(parser) -> None:
@@ -139,7 +141,7 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
     # errors answer without them)
-    from .backbone import TINY_MEANINGLESS, context_length
+    from .backbone import TINY_MEANINGLESS, context_length, meaningless_message
     from .data import load_proteins
     from .pipeline import (
         bootstrap_bytes,
@@ -175,7 +177,7 @@ def main(cfg) -> dict:
         mappings = structures_for(proteins, cfg.get("structure"), cfg.get("chain"), options,
                                   file_names(p.id for p in proteins).get)
         for pid, m in mappings.items():
-            print(f"{pid}: {m.summary()}")
+            log.info(f"{pid}: {m.summary()}")
     backbone = load_checkpoint_backbone(cfg, ckpt)
     # early exit: only the probe's heads, the backbone run up to the deepest of them
     extraction = run_extraction(cfg, backbone, proteins, heads=list(ckpt.spec.heads))
@@ -220,21 +222,21 @@ def main(cfg) -> dict:
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
     ci = metrics["intervals"]["auprc"]
-    print(f"{len(proteins)} proteins, {metrics['n_residues']} residues, {metrics['n_sites']} sites "
-          f"(base rate {metrics['base_rate']:.3f})")
-    print(f"AUPRC {_fmt(metrics['auprc'])} (95 % over proteins {_fmt(ci['lo'])}-{_fmt(ci['hi'])}), "
-          f"AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking score: "
-          f"F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; precision@{cfg.probe.top_k} "
-          f"{_fmt(metrics['precision_at_k'])}, mean per-protein AUPRC {_fmt(metrics['protein_auprc'])}")
+    log.info(f"{len(proteins)} proteins, {metrics['n_residues']} residues, {metrics['n_sites']} sites "
+             f"(base rate {metrics['base_rate']:.3f})")
+    log.info(f"AUPRC {_fmt(metrics['auprc'])} (95 % over proteins {_fmt(ci['lo'])}-{_fmt(ci['hi'])}), "
+             f"AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking score: "
+             f"F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; precision@{cfg.probe.top_k} "
+             f"{_fmt(metrics['precision_at_k'])}, mean per-protein AUPRC {_fmt(metrics['protein_auprc'])}")
     for line in per_protein_lines:
-        print(line)
+        log.info(line)
     for w in warnings:
-        print(w, file=sys.stderr)
-    print(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'}, per protein: {out / 'per_protein.csv'}"
-          + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
-    print(f"report: {write_report(out, 'evaluate')} (open it in a browser)")
+        log.warning(w.removeprefix("warning: "))
+    log.info(f"metrics: {out / 'metrics.json'} (scores: {out / 'scores.csv'}, per protein: {out / 'per_protein.csv'}"
+             + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
+    log.info(f"report: {write_report(out, 'evaluate')} (open it in a browser)")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
+        log.warning(meaningless_message(backbone.name))
     return metrics
 
 

@@ -8,11 +8,14 @@ finished work, so no ``--overwrite`` is needed to run again into the same folder
 
 from __future__ import annotations
 
+import logging
 import time
 
 from .html import record_run
 from .outputs import write_json
 from .shell import command
+
+log = logging.getLogger("allo_lightning.extract")  # not __name__: "__main__" under python -m allo_lightning.extract
 
 
 @command("extract", __doc__, sections=("model", "data", "trainer"))
@@ -20,7 +23,7 @@ def main(cfg) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
     import torch
 
-    from .backbone import TINY_MEANINGLESS
+    from .backbone import meaningless_message
     from .pipeline import check_writable_dir, load_inputs, run_extraction
 
     check_writable_dir(cfg.out_dir, "--trainer.default_root_dir")
@@ -44,15 +47,15 @@ def main(cfg) -> dict:
     }
     write_json(cfg.out_dir / "extraction.json", summary)
     record_run(cfg, cfg.out_dir)  # config.yaml now, run.log at the end (rank zero: the others have left)
-    print(f"extracted {len(proteins)} proteins ({n_res} residues) with {backbone.name} "
-          f"[{backbone.n_layers} layers x {backbone.n_heads} heads] in {seconds:.1f} s: "
-          f"{summary['computed']} computed, {summary['from_cache']} from cache")
-    print(f"theta={cfg.model.theta}: {summary['confident_pairs_per_residue']} confident (query, key) pairs per "
-          f"residue over all heads")
-    print(f"cache: {result.cache.dir}")
-    print(f"summary: {cfg.out_dir / 'extraction.json'}")
+    log.info(f"extracted {len(proteins)} proteins ({n_res} residues) with {backbone.name} "
+             f"[{backbone.n_layers} layers x {backbone.n_heads} heads] in {seconds:.1f} s: "
+             f"{summary['computed']} computed, {summary['from_cache']} from cache")
+    log.info(f"theta={cfg.model.theta}: {summary['confident_pairs_per_residue']} confident (query, key) pairs per "
+             f"residue over all heads")
+    log.info(f"cache: {result.cache.dir}")
+    log.info(f"summary: {cfg.out_dir / 'extraction.json'}")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
+        log.warning(meaningless_message(backbone.name))
     return summary
 
 

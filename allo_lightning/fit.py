@@ -15,8 +15,8 @@ the probe you ship on all proteins but the validation part (no test metrics: est
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json
 from .shell import command
 from .tables import EXACT, write_csv
+
+log = logging.getLogger("allo_lightning.fit")  # not __name__: "__main__" under python -m allo_lightning.fit
 
 
 def _flags(parser) -> None:
@@ -76,7 +78,7 @@ def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
 @command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
 def main(cfg) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
-    from .backbone import TINY_MEANINGLESS
+    from .backbone import TINY_MEANINGLESS, meaningless_message
     from .pipeline import load_inputs, run_extraction
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
@@ -145,24 +147,25 @@ def main(cfg) -> dict:
                     backbone_seed=cfg.model.seed, calibration=run.calibration)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "metrics.json", metrics)
-    print(f"heads selected on {len(split.train)} training proteins (layer, head 0-based): {' '.join(metrics['heads'])}")
+    log.info(f"heads selected on {len(split.train)} training proteins (layer, head 0-based): "
+             f"{' '.join(metrics['heads'])}")
     if choice.fallback:
-        print(f"FALLBACK: {choice.fallback}")
-    print(f"probe {cfg.probe.kind}: {run.epochs} epochs (best {run.best_epoch}), threshold {run.threshold:.3f} "
-          "on the ranking score (not a probability)")
+        log.warning(f"FALLBACK: {choice.fallback}")
+    log.info(f"probe {cfg.probe.kind}: {run.epochs} epochs (best {run.best_epoch}), threshold {run.threshold:.3f} "
+             "on the ranking score (not a probability)")
     if split.test:
-        print(f"test ({len(split.test)} proteins): AUPRC {_fmt(test['auprc'])} (base rate {test['base_rate']:.3f}), "
-              f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])}, "
-              f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])}")
+        log.info(f"test ({len(split.test)} proteins): AUPRC {_fmt(test['auprc'])} (base rate {test['base_rate']:.3f}), "
+                 f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])}, "
+                 f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])}")
     else:
-        print(f"note: {NO_TEST}")
+        log.info(f"note: {NO_TEST}")
     for w in warnings:
-        print(w, file=sys.stderr)
-    print(f"metrics: {out / 'metrics.json'}")
-    print(f"report: {write_report(out, 'fit')} (open it in a browser)")
+        log.warning(w.removeprefix("warning: "))
+    log.info(f"metrics: {out / 'metrics.json'}")
+    log.info(f"report: {write_report(out, 'fit')} (open it in a browser)")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
-    print(f"checkpoint: {ckpt_path}")
+        log.warning(meaningless_message(backbone.name))
+    log.info(f"checkpoint: {ckpt_path}")
     return metrics
 
 

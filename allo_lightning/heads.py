@@ -9,12 +9,15 @@ An existing heads.csv is not replaced without ``--overwrite``.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from .html import record_run, write_report
 from .outputs import check_out_files, prepare_out_dir, record_outputs
 from .shell import command
 from .tables import file_names
+
+log = logging.getLogger("allo_lightning.heads")  # not __name__: "__main__" under python -m allo_lightning.heads
 
 HEATMAP = "heads_heatmap.png"
 MAPS_DIR = "maps"
@@ -35,7 +38,7 @@ def main(cfg) -> dict:
         write_heads_csv,
         write_heads_json,
     )
-    from .backbone import TINY_MEANINGLESS
+    from .backbone import meaningless_message
     from .pipeline import load_inputs, run_extraction, select_subset
 
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
@@ -93,15 +96,17 @@ def main(cfg) -> dict:
     write_heads_json(out / "heads.json", analysis, backbone=backbone.name, meaningless=backbone.meaningless,
                      files=files, seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
 
-    print(analysis.summary())
+    log.info(analysis.summary())
+    if analysis.fallback:  # in the summary too; a warning is shown under -q
+        log.warning(f"FALLBACK: {analysis.fallback}")
     if analysis.excluded:
-        print(f"left out {len(analysis.excluded)} proteins: "
-              + "; ".join(f"{k} ({v})" for k, v in list(analysis.excluded.items())[:5]))
-    print(f"scored {analysis.n_layers * analysis.n_heads} heads in {t_score:.2f} s; outputs in {out}/ "
-          f"(heads.csv, heads.json, {HEATMAP}, {MAPS_DIR}/, attention_to_sites.csv)")
-    print(f"report: {write_report(out, 'heads')} (open it in a browser)")
+        log.warning(f"left out {len(analysis.excluded)} proteins: "
+                    + "; ".join(f"{k} ({v})" for k, v in list(analysis.excluded.items())[:5]))
+    log.info(f"scored {analysis.n_layers * analysis.n_heads} heads in {t_score:.2f} s; outputs in {out}/ "
+             f"(heads.csv, heads.json, {HEATMAP}, {MAPS_DIR}/, attention_to_sites.csv)")
+    log.info(f"report: {write_report(out, 'heads')} (open it in a browser)")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
+        log.warning(meaningless_message(backbone.name))
     return {"analysis": analysis, "files": files, "out_dir": str(out)}
 
 

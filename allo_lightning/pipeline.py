@@ -3,6 +3,8 @@ backbone from a config, and extraction with the config's settings. Shared plumbi
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,10 +16,12 @@ from .attention import cache as cache_module
 from .attention.cache import default_cache_dir
 from .attention.run import check_window_work
 from .attention.stats import stats_kernel
-from .backbone import TINY_MEANINGLESS, Backbone, context_length, load_backbone, spec_of
+from .backbone import Backbone, MeaninglessScoresWarning, context_length, load_backbone, meaningless_message, spec_of
 from .data import Protein, load_proteins
 from .errors import BackboneError, InputError
 from .outputs import check_writable_dir
+
+log = logging.getLogger(__name__)
 
 
 def check_devices(trainer, dtype: str = "fp32") -> None:
@@ -59,14 +63,15 @@ def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
     """Checks that need no model, then the proteins (parsed and validated, then ``check(proteins)``: the
     command's own checks of the data), and only then the backbone. ``require_sites`` for commands that
     train or score heads (a protein without sites is refused, naming its row). Notes of the reader
-    (shared sequences put in one cluster) are printed."""
+    (shared sequences put in one cluster) are logged."""
     check_environment(cfg)
     L.seed_everything(cfg.seed, verbose=False)
     long_error = long_of(cfg) == "error"
     proteins = load_proteins(cfg.data, max_length=context_length(cfg.model.backbone) if long_error else None,
                              require_sites=require_sites)
     for note in getattr(proteins, "notes", ()):
-        print(f"note: {note}")
+        log.info(f"note: {note}")
+    log.debug(f"read {len(proteins)} proteins ({sum(p.length for p in proteins)} residues)")
     proteins = long_policy(cfg, proteins)
     if check is not None:
         check(proteins)
@@ -76,10 +81,21 @@ def load_inputs(cfg, check: Callable[[list[Protein]], object] | None = None,
     if getattr(cfg, "report", None) is not None:
         check_memory(f"{cfg.report.n_boot:,} bootstrap samples of {len(proteins)} proteins", "--report.n_boot",
                      bootstrap_bytes(cfg.report.n_boot, len(proteins)))
-    backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
+    return command_backbone(cfg), proteins
+
+
+def command_backbone(cfg) -> Backbone:
+    """``load_backbone`` for a command: a random backbone is noted (INFO, stdout: an error that follows stays
+    the only line on stderr; each command ends with the note as a WARNING, shown under ``-q`` too) instead of
+    the API's Python warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MeaninglessScoresWarning)
+        backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
+    log.debug(f"backbone {backbone.identity}: {backbone.n_layers} layers x {backbone.n_heads} heads, context "
+              f"{backbone.max_length} residues")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
-    return backbone, proteins
+        log.info(f"NOTE: {meaningless_message(backbone.name)}")
+    return backbone
 
 
 def long_of(cfg) -> str:
@@ -97,14 +113,14 @@ def long_policy(cfg, proteins: list[Protein]) -> list[Protein]:
     name, limit = cfg.model.backbone, context_length(cfg.model.backbone)
     kept, skipped = split_long(proteins, limit, long_of(cfg), name)
     if skipped:
-        print(f"--data.long skip: left out {len(skipped)} protein(s) longer than {name}'s context of "
-              f"{limit} residues: " + ", ".join(f"{p.id} ({p.length})" for p in skipped))
+        log.warning(f"--data.long skip: left out {len(skipped)} protein(s) longer than {name}'s context of "
+                    f"{limit} residues: " + ", ".join(f"{p.id} ({p.length})" for p in skipped))
     windowed = [p for p in kept if p.length > limit]
     if windowed:
         n_windows = check_window_work(windowed, limit, cfg.model.window_overlap)
-        print(f"{len(windowed)} protein(s) longer than {name}'s context of {limit} residues run as {n_windows} "
-              "overlapping windows (marked windowed): " + ", ".join(f"{p.id} ({p.length})" for p in windowed[:8])
-              + (" ..." if len(windowed) > 8 else ""))
+        log.info(f"{len(windowed)} protein(s) longer than {name}'s context of {limit} residues run as {n_windows} "
+                 "overlapping windows (marked windowed): " + ", ".join(f"{p.id} ({p.length})" for p in windowed[:8])
+                 + (" ..." if len(windowed) > 8 else ""))
     return kept if skipped else proteins  # unchanged: the reader's list (with its notes) as it came
 
 
@@ -238,8 +254,6 @@ def load_probe_checkpoint(cfg, command: str):
 
 def load_checkpoint_backbone(cfg, ckpt) -> Backbone:
     """The backbone the checkpoint was trained on (same weights: identity checked)."""
-    backbone = load_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.seed)
+    backbone = command_backbone(cfg)
     ckpt.check_backbone(backbone)
-    if backbone.meaningless:
-        print(TINY_MEANINGLESS)
     return backbone

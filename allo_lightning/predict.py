@@ -36,6 +36,7 @@ import csv
 import hashlib
 import heapq
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -45,6 +46,8 @@ from .html import record_run, write_report
 from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, write_json
 from .shell import command
 from .tables import file_names, rows_text, write_csv
+
+log = logging.getLogger("allo_lightning.predict")  # not __name__: "__main__" under python -m allo_lightning.predict
 
 
 def _flags(parser) -> None:
@@ -172,7 +175,7 @@ def _resume(out: Path, settings: dict, proteins) -> tuple[int, list[tuple[float,
         same = False
     if not same or not partial.exists():
         if partial.exists():
-            print(f"note: {partial} was written with other settings (or input); starting over")
+            log.info(f"note: {partial} was written with other settings (or input); starting over")
         return 0, []
     from .tables import unescape_cell
 
@@ -250,7 +253,7 @@ def main(cfg) -> dict:
     # errors answer without them)
     import torch
 
-    from .backbone import TINY_MEANINGLESS
+    from .backbone import TINY_MEANINGLESS, meaningless_message
     from .pipeline import (
         check_environment,
         load_checkpoint_backbone,
@@ -287,8 +290,8 @@ def main(cfg) -> dict:
     mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
     for p in proteins:  # aligned and checked before the backbone runs
         if structure:
-            print(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
-                                 f"no structure in {structure}; scripts use sequence numbering"))
+            log.info(f"{p.id}: " + (mappings[p.id].summary() if p.id in mappings else
+                                    f"no structure in {structure}; scripts use sequence numbering"))
     # early exit: only the probe's heads, the backbone run up to the deepest of them (several processes:
     # shared, then only rank zero goes on)
     extraction = run_extraction(cfg, backbone, proteins, heads=list(ckpt.spec.heads))
@@ -312,7 +315,7 @@ def main(cfg) -> dict:
     partial, meta = out / PARTIAL, out / (PARTIAL + ".json")
     done, summary = (0, []) if overwrite else _resume(out, settings, proteins)
     if done:
-        print(f"resuming: {done} of {len(proteins)} proteins are in {partial} already")
+        log.info(f"resuming: {done} of {len(proteins)} proteins are in {partial} already")
     else:
         write_json(meta, settings)
         partial.write_text(rows_text(header, [header]), encoding="utf-8", newline="")
@@ -393,13 +396,13 @@ def main(cfg) -> dict:
                           "windows": extraction.window_regions(p) or [], "known_sites": list(p.sites or []),
                           **site_info,
                           "top": [{"position": a, "residue": b, "score": c} for a, b, c in top]})
-        print(f"{p.id} ({p.length} residues, {n_predicted[i]} predicted at threshold {ckpt.threshold:.3f}): "
-              + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
+        log.info(f"{p.id} ({p.length} residues, {n_predicted[i]} predicted at threshold {ckpt.threshold:.3f}): "
+                 + ", ".join(f"{b}{a} {c:.3f}" for a, b, c in top))
         if sites:
-            print(f"  sites: {_site_line(sites)}")
+            log.info(f"  sites: {_site_line(sites)}")
     if site_success:
-        print(f"site success ({site_success['criterion']}): top-1 {site_success['top1']}/{site_success['n']}, "
-              f"top-3 {site_success['top3']}/{site_success['n']} proteins")
+        log.info(f"site success ({site_success['criterion']}): top-1 {site_success['top1']}/{site_success['n']}, "
+                 f"top-3 {site_success['top3']}/{site_success['n']} proteins")
     with_files = set(files)
     write_csv(out / "proteins.csv", PROTEIN_COLUMNS,
               ([p.id, p.length, f"{best[i]:.6f}", protein_rank[i], n_predicted[i], int(p.id in extraction.windowed),
@@ -419,13 +422,13 @@ def main(cfg) -> dict:
     publish(partial, out / "predictions.csv")  # last: its presence means the run finished
     meta.unlink(missing_ok=True)
     shown = "every protein" if per_protein == "all" else f"the {len(chosen)} with the highest best score"
-    print(f"predictions: {out / 'predictions.csv'} ({len(proteins)} proteins; ranked in {out / 'proteins.csv'}); "
-          f"per-protein files for {shown} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"
-          + (f", structures: {out / 'structures'}" if mappings else "")
-          + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
-    print(f"report: {write_report(out, 'predict')} (open it in a browser)")
+    log.info(f"predictions: {out / 'predictions.csv'} ({len(proteins)} proteins; ranked in {out / 'proteins.csv'}); "
+             f"per-protein files for {shown} (PyMOL: {out / 'pymol'}, ChimeraX: {out / 'chimerax'}"
+             + (f", structures: {out / 'structures'}" if mappings else "")
+             + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
+    log.info(f"report: {write_report(out, 'predict')} (open it in a browser)")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
+        log.warning(meaningless_message(backbone.name))
     return info
 
 

@@ -35,12 +35,15 @@ training + validation proteins:
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json, write_text
 from .shell import command
+
+log = logging.getLogger("allo_lightning.report")  # not __name__: "__main__" under python -m allo_lightning.report
 
 
 def _flags(parser) -> None:
@@ -118,7 +121,7 @@ def main(cfg, analyse=None) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
     import torch
 
-    from .backbone import TINY_MEANINGLESS
+    from .backbone import TINY_MEANINGLESS, meaningless_message
     from .pipeline import load_inputs, run_extraction
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
@@ -142,9 +145,9 @@ def main(cfg, analyse=None) -> dict:
 
     trainer_kwargs = {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir)}
     if rcfg.random_seeds < 5:
-        print(f"note: report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
+        log.warning(f"report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
     if rcfg.efficiency_draws < 5:
-        print(f"note: report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
+        log.warning(f"report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
     out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
     record_run(cfg, out)  # config.yaml now, run.log at the end
     made, am = [], []
@@ -187,10 +190,10 @@ def main(cfg, analyse=None) -> dict:
                 ys, ss = curves.setdefault(name if draw is None else f"{name} (draw 0)", ([], []))
                 ys.append(run.test_set.y)
                 ss.append(run.test_scores)
-        print(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
-              f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
+        log.info(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
+                 f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
         if choice.fallback:
-            print(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
+            log.warning(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
     full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
                  for r in col.results if r["draw"] is None}
     efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
@@ -299,16 +302,16 @@ def main(cfg, analyse=None) -> dict:
                "seconds": round(time.perf_counter() - t0, 2), "config": cfg.as_dict()}
     write_json(out / "report.json", summary)
     cols = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auroc", "f1", "mcc")
-    print(to_markdown([{c: r[c] for c in cols} for r in rows], cols))
+    log.info(to_markdown([{c: r[c] for c in cols} for r in rows], cols))
     if any(fallbacks):
-        print(f"FALLBACK: in {sum(1 for f in fallbacks if f)} of {len(fallbacks)} folds no head passed the selection; "
-              f"row {sel_name!r} uses the top-ranked heads (unconfirmed).")
+        log.warning(f"FALLBACK: in {sum(1 for f in fallbacks if f)} of {len(fallbacks)} folds no head passed the "
+                    f"selection; row {sel_name!r} uses the top-ranked heads (unconfirmed).")
     if cfg.heads.strategy == "original":
-        print("note: heads strategy 'original' uses uncorrected per-head p-values (no multiplicity correction).")
-    print(f"report: {out / 'report.md'} ({summary['seconds']:.0f} s); {write_report(out, 'report')} (open it in "
-          "a browser)")
+        log.warning("heads strategy 'original' uses uncorrected per-head p-values (no multiplicity correction).")
+    log.info(f"report: {out / 'report.md'} ({summary['seconds']:.0f} s); {write_report(out, 'report')} (open it in "
+             "a browser)")
     if backbone.meaningless:
-        print(TINY_MEANINGLESS)
+        log.warning(meaningless_message(backbone.name))
     return summary
 
 

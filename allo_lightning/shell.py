@@ -11,7 +11,8 @@ and gets ``main(args=None)``: parse (flags follow LightningCLI naming, ``--secti
 FILE`` YAML files give the defaults, flags override them), check every value (choices are ``Literal``s,
 ranges are checked by the config dataclasses) before any data or model is loaded, run, and turn any
 :class:`~allo_lightning.errors.UserError` into one line on stderr and exit status 2 (an interrupted run:
-128 + the signal number). Nothing else is caught: a bug keeps its traceback.
+128 + the signal number). Nothing else is caught: a bug keeps its traceback. Every command takes
+``-q/--quiet`` and ``-v/--verbose``: the level of its messages (:mod:`allo_lightning.messages`).
 
 One YAML file serves every command: a command reads the sections it uses and ignores the others, but
 an unknown section or key is refused (with the closest valid name).
@@ -25,13 +26,11 @@ import errno
 import functools
 import importlib
 import json
-import logging
 import os
 import stat
 import sys
 import types
 import typing
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -290,6 +289,8 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     parser.add_argument("--config", action=ConfigFile,
                         help="YAML config file (configs/*.yaml); flags override it. May be given more than once.")
     parser.add_argument("--seed", type=int, default=0, help="seed for everything random")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print debugging messages too")
     for name in spec.sections:
         parser.add_class_arguments(SECTIONS[name], name)
     if spec.flags is not None:
@@ -443,18 +444,6 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
 
 
 # -- running a command ------------------------------------------------------------------------------
-def quiet_lightning() -> None:
-    """Hide Lightning's tips and PyTorch warnings that say nothing to our users."""
-    warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def report_error(err: BaseException) -> int:
     """Print ``err`` as one line on stderr; return the exit status."""
     print(f"error: {_one_line(str(err))}", file=sys.stderr)
@@ -471,12 +460,13 @@ def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None
 
 
 def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog: str | None) -> Any:
-    from . import distributed, interrupt
+    from . import distributed, interrupt, messages
 
-    quiet_lightning()
+    messages.quiet_lightning()
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
+            messages.configure(messages.level_of(cfg.get("quiet", False), cfg.get("verbose", False)))
             if spec.check is not None:
                 spec.check(cfg)
             distributed.begin_command()  # imports torch; several processes: see allo_lightning.distributed
@@ -496,6 +486,7 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
     finally:
         from .outputs import release_locks
 
+        messages.unconfigure()
         release_locks()  # the output folder's lock (outputs.lock_out_dir) ends with the command
 
 

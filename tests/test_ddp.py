@@ -233,6 +233,11 @@ def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path)
             assert got[rel] == want[rel], f"{name}: {rel} differs between 1 and 2 processes"
         # the work after extraction ran once (rank 0): its last line once, every output written by rank 0 only
         assert res.stdout.count(LAST_LINE[name]) == 1, f"{name}: the command ran more than once\n{res.stdout}"
+        # each message once: rank 1 runs the command up to the end of the extraction, but only rank 0 speaks
+        warned = [line for line in res.stderr.splitlines() if line.startswith("WARNING: ")]
+        assert len(warned) == len(set(warned)), f"{name}: a warning printed by several ranks\n{res.stderr}"
+        if name == "report":  # said before the extraction, by both ranks' code
+            assert "WARNING: report.random_seeds=2; at least 5 are recommended" in warned, res.stderr
         who = [line.split(" ", 2) for line in writes.read_text().splitlines()]
         assert who and all(node == local == "0" for node, local, _ in who), f"{name}: written by other ranks: {who}"
 

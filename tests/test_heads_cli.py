@@ -80,7 +80,7 @@ def test_heads_command_refuses_to_overwrite(tmp_path, capsys):
     meta = json.loads((tmp_path / "out" / "heads.json").read_text())
     assert meta["fallback"] and "fell back" in meta["fallback"]  # nothing passes q < 1e-9: top-k, said so
     assert len(meta["selected"]) == 3 == len(result["analysis"].selected)  # smoke config: top_k 3
-    assert "FALLBACK" in capsys.readouterr().out
+    assert "WARNING: FALLBACK" in capsys.readouterr().err  # a warning: stderr, shown under -q too
 
 
 def test_heads_small_run_succeeds(tmp_path, capsys):

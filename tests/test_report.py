@@ -67,7 +67,8 @@ def test_report_rows_and_files(tmp_path, capsys):
     assert "paired bootstrap" in md and "permutation test" in md and "AlphaMissense" in md
     assert "**FALLBACK in 2 of 2 folds**" in md and "selected(top8 fallback)" in md
     assert summary["meaningless"] and sum(summary["test_proteins_per_fold"]) == 10
-    assert "efficiency_draws=2; at least 5 are recommended" in capsys.readouterr().out
+    # a warning (stderr; shown under -q too)
+    assert "WARNING: report.efficiency_draws=2; at least 5 are recommended" in capsys.readouterr().err
 
 
 def test_alphamissense_without_the_data_proteins_is_refused_before_any_work(tmp_path, capsys):

@@ -189,7 +189,7 @@ def test_help_of_a_command_is_short_and_its_own(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--model.backbone" in out and "--trainer.accelerator" in out and "--probe." not in out
-    assert "--trainer.max_epochs" not in out and len(out.splitlines()) < 120
+    assert "--trainer.max_epochs" not in out and len(out.splitlines()) < 125  # 120 with -q and -v
 
 
 @pytest.mark.slow

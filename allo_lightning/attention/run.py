@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -13,9 +14,12 @@ from ..backbone import Backbone, tokenize
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
 from ..errors import AlloError, InputError, OutputError
+from ..messages import quiet_lightning
 from .cache import StatsCache
 from .extractor import AttentionExtractor, CacheWriter, token_budget, window_plan
 from .stats import ProteinStats
+
+log = logging.getLogger(__name__)
 
 # Trainer arguments that make no sense for extraction and are dropped from the user's trainer section.
 _PREDICT_DROP = {"max_epochs", "min_epochs", "max_steps", "min_steps", "check_val_every_n_epoch",
@@ -61,6 +65,8 @@ class Extraction:
 
 
 def predict_trainer(trainer_kwargs: dict | None, callbacks: list) -> L.Trainer:
+    """The extraction's Trainer (quiet: see :func:`allo_lightning.messages.quiet_lightning`)."""
+    quiet_lightning()
     kwargs = {k: v for k, v in (trainer_kwargs or {}).items() if k not in _PREDICT_DROP and v is not None}
     return L.Trainer(**kwargs, logger=False, enable_checkpointing=False, callbacks=callbacks,
                      use_distributed_sampler=False)
@@ -131,6 +137,8 @@ def extract(
         rest = [i for i in b if i not in long_ones]
         batches += [[i] for i in long_ones] + ([rest] if rest else [])
     batches = [b for b in batches if any(i in missing for i in b)]
+    log.debug(f"extraction: {len(unique)} distinct sequences, {len(unique) - len(missing)} in the cache {cache.dir}, "
+              f"{len(batches)} batches to run (max_tokens {max_tokens}, theta {theta}, {dtype})")
     if batches and (why := cache.unwritable()) is not None:  # a read-only cache serves while nothing is missing
         n = sum(len(b) for b in batches)
         raise OutputError(f"the cache folder {cache.root} cannot be written ({why}), and {len(missing)} of the "

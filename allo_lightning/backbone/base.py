@@ -38,6 +38,17 @@ TINY_MEANINGLESS = (
 )
 
 
+class MeaninglessScoresWarning(UserWarning):
+    """Warned when a random backbone (``tiny``, ``esm2_tiny``) is loaded through the Python API: every
+    score made with it means nothing (the commands say so in their messages and outputs instead)."""
+
+
+def meaningless_message(name: str) -> str:
+    """What to tell the user when the random backbone ``name`` is used."""
+    return (f"the {name!r} backbone is a random, untrained model built in code for tests and the offline quick "
+            "start; its attention and every score made from it mean NOTHING biologically.")
+
+
 def tokenize(sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids [B, Lmax+2] (BOS + residues + EOS, padded with PAD) and the real-token mask."""
     n_tok = max(len(s) for s in sequences) + 2

@@ -4,16 +4,16 @@ through the package (``allo_lightning.backbone.load_backbone``...)."""
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import BackboneError
-from .base import TINY_MEANINGLESS, Backbone, hash_parameters, tokenize
+from .base import Backbone, MeaninglessScoresWarning, hash_parameters, meaningless_message
 from .builders import build_model, wrap
-from .esm2 import ESM2_HUB, ESM2Backbone, tiny_esm2_config
-from .esmc import ESMCBackbone, build_esmc, hub_weights_path, restore_buffers
-from .registry import BACKBONES, REGISTRY, BackboneSpec, spec_of
+from .esmc import hub_weights_path, restore_buffers
+from .registry import BackboneSpec, spec_of
 
 
 def _load_state_dict(path: Path, name: str) -> dict:
@@ -135,6 +135,9 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
     - ``esm2_t6_8m`` ... ``esm2_t33_650m``: transformers' ESM-2 (hub name or a local folder as
       ``weights``); ``esm2_tiny``: a random 2-layer, 4-head ESM-2.
 
+    A random backbone (``tiny``, ``esm2_tiny``) is announced with a :class:`MeaninglessScoresWarning`:
+    every score made with it means nothing.
+
     The names, shapes and context limits are in :data:`registry.REGISTRY`. Weights files are
     memory-mapped and assigned into a model built on the meta device (no second copy).
     """
@@ -172,25 +175,9 @@ def load_backbone(name: str = "tiny", weights: str | Path | None = None, seed: i
     backbone = wrap(spec, model)
     backbone.max_length = spec.max_length
     backbone.identity = f"{spec.name}-{hash_parameters(backbone.model)[:16]}"
+    if backbone.meaningless:  # the commands load through pipeline, which logs this note instead
+        warnings.warn(meaningless_message(spec.name), MeaninglessScoresWarning, stacklevel=2)
     return backbone.freeze()
 
 
-__all__ = [
-    "BACKBONES",
-    "ESM2_HUB",
-    "REGISTRY",
-    "TINY_MEANINGLESS",
-    "Backbone",
-    "BackboneError",
-    "BackboneSpec",
-    "ESM2Backbone",
-    "ESMCBackbone",
-    "build_esmc",
-    "build_model",
-    "context_length",
-    "hash_parameters",
-    "load_backbone",
-    "spec_of",
-    "tiny_esm2_config",
-    "tokenize",
-]
+__all__ = ["build_from_file", "context_length", "load_backbone"]

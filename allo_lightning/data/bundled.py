@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 from importlib import resources
 from pathlib import Path
 
 from ..errors import AlloError, InputError
 from .io import ProteinList, read_proteins, read_table
 from .protein import Protein
+
+log = logging.getLogger(__name__)
 
 BUNDLED = {"gpcr": "gpcr_allosteric.tsv", "asd": "asd_allosteric.tsv", "seed": "seed_gpcr_cases.tsv"}
 MODULATORS = ("ligand", "all")
@@ -89,8 +92,8 @@ def load_proteins(cfg, max_length: int | None = None, require_sites: bool = Fals
         limit_len = min(limits)
         long = [p for p in proteins if p.length > limit_len]
         if long:
-            print(f"bundled data: skipping {len(long)} protein(s) longer than {limit_len} residues: "
-                  + ", ".join(f"{p.id} ({p.length})" for p in long[:8]) + (" ..." if len(long) > 8 else ""))
+            log.warning(f"bundled data: skipping {len(long)} protein(s) longer than {limit_len} residues: "
+                        + ", ".join(f"{p.id} ({p.length})" for p in long[:8]) + (" ..." if len(long) > 8 else ""))
         proteins = [p for p in proteins if p.length <= limit_len]
     if limit:
         proteins = proteins[:limit]

@@ -19,7 +19,7 @@ from ..outputs import write_text
 
 CONFIG = "config.yaml"
 LOG = "run.log"
-NOT_RECORDED = ("overwrite", "config")  # actions of one run, not settings
+NOT_RECORDED = ("overwrite", "config", "quiet", "verbose")  # actions of one run, not settings
 
 _current: dict = {}
 

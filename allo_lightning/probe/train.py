@@ -17,6 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from ..attention.stats import ProteinStats
 from ..data.protein import Protein
 from ..errors import InputError
+from ..messages import quiet_lightning
 from .calibration import Calibration
 from .features import FeatureSpec
 from .metrics import best_f1_threshold, compute_metrics
@@ -129,6 +130,8 @@ def items_of(proteins: Sequence[Protein], stats: Mapping[str, ProteinStats]) -> 
 
 
 def probe_trainer(trainer_kwargs: dict | None, max_epochs: int, callbacks: list) -> L.Trainer:
+    """The probe's Trainer (quiet: see :func:`allo_lightning.messages.quiet_lightning`)."""
+    quiet_lightning()
     kw = {k: v for k, v in (trainer_kwargs or {}).items() if k in _PROBE_TRAINER_KEYS and v is not None}
     kw.setdefault("max_epochs", max_epochs)
     log_dir = (trainer_kwargs or {}).get("log_dir")  # per-epoch train/loss and val/auprc as log_dir/metrics.csv
