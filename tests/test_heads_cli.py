@@ -12,6 +12,7 @@ from allo_lightning.config import DataConfig
 from allo_lightning.data import load_proteins
 
 from .conftest import SMOKE
+from .test_tables import assert_table_policy
 
 
 def _args(tmp_path, *extra):
@@ -99,3 +100,4 @@ def test_heads_small_run_succeeds(tmp_path, capsys):
     meta = json.loads((tmp_path / "out" / "heads.json").read_text())
     assert len(meta["selected"]) == 3 and meta["selected"] == [list(h) for h in result["analysis"].selected]
     assert "mean NOTHING" in capsys.readouterr().out
+    assert "heads.csv" in assert_table_policy(tmp_path / "out")  # one formatting policy (tables.py)

@@ -11,6 +11,7 @@ import pytest
 from allo_lightning import report
 
 from .conftest import common, random_proteins, write_table
+from .test_tables import assert_table_policy
 
 
 def am_file(path, proteins):
@@ -97,3 +98,4 @@ def test_report_small_run_succeeds(tmp_path):
     assert rows[0]["subset"].startswith("selected") and all(0 <= float(r["auprc"]) <= 1 for r in rows)
     assert all(r["test_proteins"] == "10" for r in rows)
     assert (out / "report.md").stat().st_size > 0 and sum(summary["test_proteins_per_fold"]) == 10
+    assert {"report.csv", "comparison.csv", "data_efficiency.csv"} <= set(assert_table_policy(out))
