@@ -61,6 +61,7 @@ def test_report_rows_and_files(tmp_path, capsys):
     am = list(csv.DictReader((out / "alphamissense.csv").open()))
     pooled = {r["sites"]: r for r in am if r["protein"] == "pooled"}
     assert set(pooled) == {"predicted", "labelled"} and pooled["predicted"]["n_sites"] == str(6 * 3)
+    assert "alphamissense.csv" in assert_table_policy(out)  # one formatting policy; p-values not rounded to 0
     for name in ("report.md", "pr_curves.png", "data_efficiency.png"):
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text()
