@@ -32,7 +32,7 @@ from .errors import InputError
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json
 from .shell import command
-from .tables import EXACT, write_csv
+from .tables import write_csv
 
 log = logging.getLogger("allo_lightning.evaluate")  # not __name__: "__main__" under python -m allo_lightning.evaluate
 
@@ -107,12 +107,12 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
             score_profile(p.id, s.tolist(), out / "plots" / f"{names[p.id]}.png", threshold=threshold,
                           backbone_label=backbone_label, sequence=p.sequence, sites=sites,
                           windows=extraction.window_regions(p), top=10)
-    write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows, float_format=EXACT)
+    write_csv(out / "per_protein.csv", PER_PROTEIN_COLUMNS, rows)
     from .plots.probe import per_protein_auprc
 
     per_protein_auprc([dict(zip(PER_PROTEIN_COLUMNS, r)) for r in rows], out / "per_protein.png",
                       title=f"per-protein AUPRC ({backbone_label})")
-    write_csv(out / "sites.csv", SITE_COLUMNS, all_sites, float_format=EXACT)
+    write_csv(out / "sites.csv", SITE_COLUMNS, all_sites)
     metrics["site_success"] = None if not judged else {
         "criterion": "DCA: a predicted site's centre within 4 A of an atom of a labelled residue (see sites.py)",
         "n_proteins": len(judged), "top1": sum(h["top1"] for h in judged) / len(judged),
@@ -213,7 +213,7 @@ def main(cfg) -> dict:
         "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
         "note": TINY_MEANINGLESS if backbone.meaningless else "",
     })
-    write_csv(out / "scores.csv", *data.rows(scores, probabilities), float_format=EXACT)
+    write_csv(out / "scores.csv", *data.rows(scores, probabilities))
     per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,
                                              extraction, bool(cfg.get("plots")), cfg.probe.top_k, mappings)
     what = f"{len(ckpt.spec.heads)} heads" if ckpt.spec.kind == "heads" else ckpt.spec.kind

@@ -24,7 +24,7 @@ from .errors import CheckpointError, OutputExistsError
 from .html import record_run, write_report
 from .outputs import prepare_out_dir, write_json
 from .shell import command
-from .tables import EXACT, write_csv
+from .tables import write_csv
 
 log = logging.getLogger("allo_lightning.fit")  # not __name__: "__main__" under python -m allo_lightning.fit
 
@@ -133,8 +133,7 @@ def main(cfg) -> dict:
     if choice.analysis is not None and hasattr(choice.analysis, "provenance"):
         metrics["head_analysis"] = choice.analysis.provenance()
     if split.test:
-        write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities),
-                  float_format=EXACT)
+        write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities))
         pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",
                   title=f"test PR curve ({backbone.label}, {len(split.test)} proteins)")
     else:  # --overwrite: no stale test results of an earlier run beside this one's metrics

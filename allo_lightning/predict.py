@@ -45,7 +45,7 @@ from typing import Literal, Optional, Union
 from .html import record_run, write_report
 from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, write_json
 from .shell import command
-from .tables import file_names, rows_text, write_csv
+from .tables import file_names, format_cell, rows_text, write_csv
 
 log = logging.getLogger("allo_lightning.predict")  # not __name__: "__main__" under python -m allo_lightning.predict
 
@@ -330,12 +330,12 @@ def main(cfg) -> dict:
             values, prob, rank, _ = scored(p)
             where = _where_columns(mappings.get(p.id), p.length, bool(structure))
             windowed = int(p.id in extraction.windowed)
-            rows = [[p.id, pos, p.sequence[pos - 1], f"{v:.6f}", *([f"{prob[pos - 1]:.6f}"] if prob else []), r,
+            rows = [[p.id, pos, p.sequence[pos - 1], v, *([prob[pos - 1]] if prob else []), r,
                      int(v >= ckpt.threshold), windowed, *loc]
                     for pos, (v, r, loc) in enumerate(zip(values, rank, where), start=1)]
             f.write(rows_text(header, rows))
             f.flush()  # a stopped run keeps every protein written so far
-            best.append(float(f"{max(values):.6f}"))  # as written: the same ranking in a resumed run
+            best.append(float(format_cell(max(values))))  # as written: the same ranking in a resumed run
             n_predicted.append(sum(v >= ckpt.threshold for v in values))
             bar.update(1)
         os.fsync(f.fileno())
@@ -405,7 +405,7 @@ def main(cfg) -> dict:
                  f"top-3 {site_success['top3']}/{site_success['n']} proteins")
     with_files = set(files)
     write_csv(out / "proteins.csv", PROTEIN_COLUMNS,
-              ([p.id, p.length, f"{best[i]:.6f}", protein_rank[i], n_predicted[i], int(p.id in extraction.windowed),
+              ([p.id, p.length, best[i], protein_rank[i], n_predicted[i], int(p.id in extraction.windowed),
                 names[p.id] if p.id in with_files else ""] for i, p in enumerate(proteins)))
     info = {"checkpoint": str(ckpt.path), "data": str(_proteins_path(cfg)), "fasta": cfg.get("fasta"),
             "site_success": site_success, "backbone": backbone.name,

@@ -412,19 +412,26 @@ def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarra
 # -- tables ---------------------------------------------------------------------------------------------
 
 def fmt(v) -> str:
-    if isinstance(v, bool):
-        return str(v)
+    """A Markdown cell (report.md, for reading: 4 decimals, a small value such as a p-value with 3 significant
+    digits, never rounded to 0); the CSV tables use the table writer's policy (tables.format_cell)."""
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
     if isinstance(v, (float, np.floating)):
         v = float(v)
-        return "" if math.isnan(v) else (f"{v:.4f}" if abs(v - round(v)) > 1e-9 or abs(v) < 1 else f"{v:g}")
-    return str(v)
+        if math.isnan(v):
+            return ""
+        if v != 0 and abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.4f}" if abs(v - round(v)) > 1e-9 or abs(v) < 1 else f"{v:g}"
+    return "" if v is None else str(v)
 
 
 def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """CSV text through the package's table writer (csv module, formula cells neutralised)."""
+    """CSV text through the package's table writer and its one formatting policy (raw values; a missing
+    key is an empty cell)."""
     from .tables import csv_text
 
-    return csv_text(columns, ([fmt(r.get(c, "")) for c in columns] for r in rows))
+    return csv_text(columns, rows)
 
 
 def to_markdown(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -177,7 +177,6 @@ def site_rows(pid: str, sites: Sequence[Site]) -> list[list]:
     for t in sites:
         c = t.centre or (None, None, None)
         rows.append([pid, t.rank, len(t.positions), " ".join(t.labels), " ".join(str(p) for p in t.positions),
-                     f"{t.score:.6f}", f"{t.score / len(t.positions):.6f}", f"{t.best:.6f}",
-                     *(None if v is None else f"{v:.3f}" for v in c), None if t.dca is None else f"{t.dca:.3f}",
+                     t.score, t.score / len(t.positions), t.best, *c, t.dca,
                      None if t.hit is None else int(t.hit)])
     return rows

@@ -1,7 +1,21 @@
 """Every CSV table the package writes goes through :func:`write_csv` (or :func:`csv_text`), and every
 per-protein file name through :func:`file_names`.
 
-Tables: written with the ``csv`` module (fields with the delimiter, quotes or line breaks are quoted),
+Tables: one formatting policy for every cell of every table, applied by the writer itself (callers pass
+raw values; :func:`format_cell`):
+
+- missing or undefined (``None``, NaN): an empty cell;
+- ``bool`` (also numpy's): ``true`` / ``false``;
+- integers (also numpy's): as they are (``12``, ``-3``); flags meant to be summed (label, predicted,
+  windowed) are integers 0/1 and stay so;
+- other real numbers: 9 significant digits, trailing zeros dropped (``format(x, ".9g")``: ``0.25``,
+  ``1e-12``, ``0.333333333``, ``12``); ``inf`` / ``-inf``. Nine digits write every float32 value exactly
+  (the model, the statistics and the probe compute in float32), so rankings, ties and metrics
+  recomputed from a table are the ones the run computed, and a p-value keeps its digits however small;
+- text: as it is, neutralised against formula injection (below);
+- anything else (a tensor, a path): a ``TypeError``, a bug in the caller.
+
+Writing: the ``csv`` module (fields with the delimiter, quotes or line breaks are quoted),
 ``\\r\\n`` line endings (RFC 4180), UTF-8, atomically. Text cells that a spreadsheet would run as a formula (starting
 with ``=``, ``+``, ``-``, ``@``, a tab or a line break) get a leading apostrophe, the usual neutraliser;
 numbers such as ``-0.5`` or ``-1e-05`` are left alone, and so is every non-text value. A text cell that
@@ -20,6 +34,7 @@ import csv
 import hashlib
 import io
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -43,73 +58,74 @@ def unescape_cell(text: str) -> str:
     return text.removeprefix("'")
 
 
-def format_cell(value: Any, float_format: str = "{:.6g}") -> str:
-    """A cell's text: '' for None, true/false, integers as they are, floats with ``float_format`` (nan,
-    inf, -inf spelled so), text neutralised with :func:`escape_cell`."""
+def format_cell(value: Any) -> str:
+    """A cell's text under the package's one policy (see the module's docstring)."""
     if value is None:
         return ""
     if isinstance(value, str):
         return escape_cell(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return float_format.format(value)
-    return escape_cell(str(value))
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":
+        return "true" if value else "false"  # numpy's bool_ is neither bool nor a number
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        x = float(value)
+        if math.isnan(x):
+            return ""
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return format(x, FLOAT_FORMAT)
+    raise TypeError(f"a table cell must be text, a number, a bool or None, not {type(value).__name__}: {value!r}")
 
+
+FLOAT_FORMAT = ".9g"  # every float32 exactly, float64 to 9 significant digits (see the module's docstring)
 
 Row = Sequence[Any] | Mapping[str, Any]
 
 
-def _cells(row: Row, columns: Sequence[str], float_format: str) -> list[str]:
+def _cells(row: Row, columns: Sequence[str]) -> list[str]:
     values = [row.get(c) for c in columns] if isinstance(row, Mapping) else list(row)
     if len(values) != len(columns):
         raise ValueError(f"a row has {len(values)} cells for {len(columns)} columns")
-    return [format_cell(v, float_format) for v in values]
+    return [format_cell(v) for v in values]
 
 
-def _write(f, columns: Sequence[str], rows: Iterable[Row], float_format: str) -> None:
+def _write(f, columns: Sequence[str], rows: Iterable[Row]) -> None:
     # "\r\n" (RFC 4180): the csv module quotes a field only for characters of the line terminator, so
     # with "\n" alone a cell with a bare "\r" would be written unquoted and split the row when read
     w = csv.writer(f, lineterminator="\r\n")
     w.writerow([escape_cell(str(c)) for c in columns])
     for row in rows:
-        w.writerow(_cells(row, columns, float_format))
+        w.writerow(_cells(row, columns))
 
 
-def csv_text(columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> str:
+def csv_text(columns: Sequence[str], rows: Iterable[Row]) -> str:
     """The table as text (for callers that write it themselves)."""
     buf = io.StringIO()
-    _write(buf, columns, rows, float_format)
+    _write(buf, columns, rows)
     return buf.getvalue()
 
 
-def rows_text(columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> str:
+def rows_text(columns: Sequence[str], rows: Iterable[Row]) -> str:
     """Rows only (no header), as :func:`write_csv` writes them: for tables appended to as work finishes."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     for row in rows:
-        w.writerow(_cells(row, columns, float_format))
+        w.writerow(_cells(row, columns))
     return buf.getvalue()
 
 
-EXACT = "{!r}"  # float_format that writes floats not formatted by the caller exactly (fit/evaluate scores)
-
-
-def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row], float_format: str = "{:.6g}") -> Path:
-    """Write a table atomically. ``rows``: sequences in column order or mappings (missing keys: empty)."""
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row]) -> Path:
+    """Write a table atomically. ``rows``: sequences in column order or mappings (missing keys: empty);
+    cells are raw values, formatted by the one policy of :func:`format_cell` (callers never format)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        _write(f, columns, rows, float_format)
+        _write(f, columns, rows)
     return Path(path)
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
-    """A table written by :func:`write_csv`, as dicts of text with the neutralising apostrophes removed."""
+    """A table written by :func:`write_csv`, as dicts of text with the neutralising apostrophes removed
+    (an empty cell: missing or undefined; ``true``/``false``; numbers as Python's ``float``/``int`` read them)."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, strict=True)
         header = [unescape_cell(h) for h in next(reader)]

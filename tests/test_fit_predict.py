@@ -13,6 +13,7 @@ from biotite.structure.io.pdb import PDBFile
 from allo_lightning import fit, predict
 
 from .conftest import common, random_proteins, write_table
+from .test_tables import assert_table_policy
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
     assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
     assert "NOTHING" in out
     assert (tmp_path / "run" / "pr_curve.png").stat().st_size > 0
+    assert "test_scores.csv" in assert_table_policy(tmp_path / "run")  # one formatting policy (tables.py)
     ids = saved["split"]
     assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
 
@@ -91,6 +93,7 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
     assert f"setattr #1/A:1 residues allo_score {score1:.4f} create true" in cxc
     assert not (tmp_path / "pred" / "chimerax" / f"{pid}.defattr").exists()
     assert (tmp_path / "pred" / "plots" / f"{pid}.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"predictions.csv", "proteins.csv", "sites.csv"} <= set(assert_table_policy(tmp_path / "pred"))
     _predict_awkward_ids_distinct_files_and_overwrite_removes_stale_ones(tmp_path)
 
 
@@ -470,6 +473,7 @@ def test_predict_table_input_structure_table_leaving_a_protein_out_and_sites(fit
     assert rec_info["site_criterion"].startswith("DCA") and set(rec_info["site_success"]) == {"top1", "top3"}
     assert info["site_success"]["n"] == 2 and "sites: #1" in printed and "site success" in printed
     assert info["data"] == str(table) and layout[6] == ("A", 55, "A")
+    assert {"predictions.csv", "proteins.csv", "sites.csv"} <= set(assert_table_policy(out))  # centres, DCA
 
 
 def test_predict_refuses_hostile_structure_before_work(fitted, capsys):
@@ -545,6 +549,8 @@ def test_evaluate_with_structure_reports_site_success(fitted, capsys):
     assert per["nostruct"]["site_top1"] == "" and saved["site_success"]["n_proteins"] == 1
     assert saved["site_success"]["top1"] == float(per["rec"]["site_top1"]) and "site success over 1" in printed
     assert not (tmp_path / "ev_s" / "plots").exists()
+    # one formatting policy, also for the undefined cells (nostruct: no site_top1, no centre)
+    assert {"scores.csv", "per_protein.csv", "sites.csv"} <= set(assert_table_policy(tmp_path / "ev_s"))
 
 
 def test_run_records_training_log_report_and_config_replay(fitted, capsys):

@@ -341,7 +341,7 @@ def test_heads_csv_and_json_say_what_was_tested(tmp_path):
     assert {r["testable"] for r in rows} == {"true", "false"} and rows[-1]["testable"] == "false"
     for r in rows:  # untestable heads: counts reported, no p-value, ranked last
         assert (r["testable"] == "true") == (float(r["confident"]) >= 280)
-        assert (r["p_alpha_pvalue"] == "nan") == (r["testable"] == "false")
+        assert (r["p_alpha_pvalue"] == "") == (r["testable"] == "false")  # undefined: an empty cell
     meta = json.loads((tmp_path / "heads.json").read_text())
     assert meta["null"] == "shift" and meta["min_confident"] == 280 and "never a normal tail" in meta["pvalues"]
     assert meta["n_testable"] == sum(r["testable"] == "true" for r in rows)

@@ -12,6 +12,7 @@ from allo_lightning.config import DataConfig
 from allo_lightning.data import load_proteins
 
 from .conftest import SMOKE
+from .test_tables import assert_table_policy
 
 
 def _args(tmp_path, *extra):
@@ -89,13 +90,20 @@ def test_heads_small_run_succeeds(tmp_path, capsys):
     from .conftest import random_proteins, write_table
 
     table = write_table(tmp_path / "t.tsv", random_proteins(6, lo=20, hi=30, seed=1))
-    result = heads_cmd.main(["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"),
-                             "--data.path", str(table), "--trainer.accelerator", "cpu",
-                             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
-                             str(tmp_path / "out"), "--heads.n_permutations", "50", "--heads.plot_proteins", "0",
-                             "--heads.strategy", "top_k", "--heads.top_k", "3", "--heads.min_confident", "1"])
+    args = ["--model.backbone", "tiny", "--model.cache_dir", str(tmp_path / "cache"), "--data.path", str(table),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--heads.n_permutations", "50",
+            "--heads.plot_proteins", "0", "--heads.strategy", "top_k", "--heads.top_k", "3"]
+    result = heads_cmd.main(args + ["--trainer.default_root_dir", str(tmp_path / "out"), "--heads.min_confident", "1"])
     rows = list(csv.DictReader((tmp_path / "out" / "heads.csv").open(newline="")))
     assert len(rows) == 8 and sum(r["selected"] == "true" for r in rows) == 3
     meta = json.loads((tmp_path / "out" / "heads.json").read_text())
     assert len(meta["selected"]) == 3 and meta["selected"] == [list(h) for h in result["analysis"].selected]
     assert "mean NOTHING" in capsys.readouterr().out
+    assert "heads.csv" in assert_table_policy(tmp_path / "out")  # one formatting policy (tables.py)
+    # heads with too few confident pairs are untestable: their p- and q-values are undefined, an empty cell
+    # (was "nan" in heads.csv and "" in report.csv); the same cached statistics, so this run is quick
+    heads_cmd.main(args + ["--trainer.default_root_dir", str(tmp_path / "few"), "--heads.min_confident", "160"])
+    assert "heads.csv" in assert_table_policy(tmp_path / "few")
+    few = list(csv.DictReader((tmp_path / "few" / "heads.csv").open(newline="")))
+    untestable = [r for r in few if r["testable"] == "false"]
+    assert untestable and all(r["p_alpha_pvalue"] == r["p_alpha_qvalue"] == "" for r in untestable)

@@ -64,3 +64,48 @@ def test_per_protein_metrics_do_not_depend_on_row_order_with_ties():
                             top_k=5)
         for key in ("precision_at_k", "protein_auprc", "r_precision", "auprc", "f1"):
             assert m[key] == pytest.approx(base[key], abs=1e-6), key
+
+
+# one precision@k: the metric collection (fit, evaluate's metrics.json, report) and evaluate's per-protein
+# table call the same function; both equal the mean over every order of the tied residues
+
+TINY_CASES = [  # (labels, scores): tied and untied, sites at the top, the bottom and in the ties
+    ([1, 0, 1, 0, 0, 1, 0], [0.875, 0.5, 0.5, 0.5, 0.125, 0.5, 0.25]),
+    ([0, 0, 0, 1, 1, 1], [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]),  # the sites have the LOWEST scores
+    ([1, 1, 0, 0, 0, 0], [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]),  # the sites have the highest scores
+    ([0, 1, 0, 1, 0], [0.25, 0.25, 0.25, 0.25, 0.25]),  # all tied
+    ([0, 1, 1, 0, 0, 0, 1], [0.31, 0.72, 0.05, 0.64, 0.18, 0.93, 0.47]),  # no ties
+]
+
+
+def _call_sites(cases, k):
+    """precision_at_k per protein from evaluate's table and from the metric collection (one protein at a
+    time), and the collection's mean over all proteins at once."""
+    from types import SimpleNamespace
+
+    from allo_lightning.data.protein import Protein
+    from allo_lightning.probe.evaluation import per_protein
+
+    y = torch.tensor([v for ys, _ in cases for v in ys])
+    s = torch.tensor([v for _, ss in cases for v in ss], dtype=torch.float32)
+    idx = torch.tensor([i for i, (ys, _) in enumerate(cases) for _ in ys])
+    proteins = [Protein(f"P{i}", "A" * len(ys)) for i, (ys, _) in enumerate(cases)]
+    data = SimpleNamespace(y=y, index=idx, proteins=proteins)
+    table = [e["precision_at_k"] for e in per_protein(data, s, k)]
+    collection = [compute_metrics(s[idx == i], y[idx == i], torch.zeros(len(ys), dtype=torch.long), top_k=k)
+                  for i, (ys, _) in enumerate(cases)]
+    return table, collection, compute_metrics(s, y, idx, top_k=k)
+
+
+def test_one_precision_at_k_for_metrics_and_per_protein_table_equals_enumeration():
+    for k in (1, 2, 3, 4, 6, 9):
+        table, collection, pooled = _call_sites(TINY_CASES, k)
+        for (ys, ss), got_table, got in zip(TINY_CASES, table, collection):
+            want = _brute_precision_at_k(ys, np.float32(ss), min(k, len(ys)))
+            assert got_table == got["precision_at_k"], (k, ys, ss)  # identical, not just close
+            assert got_table == pytest.approx(want, rel=1e-12, abs=1e-12), (k, ys, ss)
+            r = sum(ys)
+            assert got["r_precision"] == pytest.approx(_brute_precision_at_k(ys, np.float32(ss), r), rel=1e-12)
+        assert pooled["precision_at_k"] == pytest.approx(np.mean(table), rel=1e-12)
+    table, *_ = _call_sites(TINY_CASES, 3)
+    assert table[1] == 0.0 and table[2] == pytest.approx(2 / 3)  # the top three, never the lowest three

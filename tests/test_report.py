@@ -11,6 +11,7 @@ import pytest
 from allo_lightning import report
 
 from .conftest import common, random_proteins, write_table
+from .test_tables import assert_table_policy
 
 
 def am_file(path, proteins):
@@ -60,6 +61,7 @@ def test_report_rows_and_files(tmp_path, capsys):
     am = list(csv.DictReader((out / "alphamissense.csv").open()))
     pooled = {r["sites"]: r for r in am if r["protein"] == "pooled"}
     assert set(pooled) == {"predicted", "labelled"} and pooled["predicted"]["n_sites"] == str(6 * 3)
+    assert "alphamissense.csv" in assert_table_policy(out)  # one formatting policy; p-values not rounded to 0
     for name in ("report.md", "pr_curves.png", "data_efficiency.png"):
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text()
@@ -98,3 +100,4 @@ def test_report_small_run_succeeds(tmp_path):
     assert rows[0]["subset"].startswith("selected") and all(0 <= float(r["auprc"]) <= 1 for r in rows)
     assert all(r["test_proteins"] == "10" for r in rows)
     assert (out / "report.md").stat().st_size > 0 and sum(summary["test_proteins_per_fold"]) == 10
+    assert {"report.csv", "comparison.csv", "data_efficiency.csv"} <= set(assert_table_policy(out))

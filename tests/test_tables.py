@@ -10,15 +10,18 @@ import json
 import re
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from allo_lightning.data.protein import Protein
 from allo_lightning.outputs import prepare_out_dir, record_outputs
 from allo_lightning.tables import (
+    _NUMBER,
     csv_text,
     escape_cell,
     file_names,
+    format_cell,
     read_csv,
     unescape_cell,
     write_csv,
@@ -45,6 +48,54 @@ def test_formula_cells_neutralised_numbers_untouched():
     assert cells[len(numbers) + len(texts):] == ["-0.5", "-inf", "7", "true", ""]  # non-text values: as they are
     for cell in cells:  # negative control: no cell that starts like a formula unless it is a number
         assert not cell.startswith(DANGEROUS) or re.fullmatch(r"[+-][0-9.eE+-]+|-inf", cell), cell
+
+
+def test_one_formatting_policy_for_every_kind_of_value(tmp_path):
+    """The writer formats every cell itself, one rule per kind of value (tables.format_cell)."""
+    values = [None, float("nan"), np.float32("nan"), True, False, np.bool_(True), np.bool_(False), 0, -3,
+              np.int64(7), 12.0, 0.25, -0.5, 1 / 3, 1e-12, 2.5e-300, 123456789.0, 1234567891.0, np.float32(0.1),
+              np.float64(0.1), float("inf"), float("-inf"), "P1", "=1+1", "", "true"]
+    columns = [f"c{i}" for i in range(len(values))]
+    text = write_csv(tmp_path / "t.csv", columns, [values]).read_bytes().decode("utf-8")
+    assert text.split("\r\n")[1] == (",,,true,false,true,false,0,-3,7,12,0.25,-0.5,0.333333333,1e-12,2.5e-300,"
+                                      "123456789,1.23456789e+09,0.100000001,0.1,inf,-inf,P1,'=1+1,,true")
+    assert csv_text(["a"], [{"b": 1}]) == "a\r\n\"\"\r\n"  # a missing key: an empty cell
+    for bad in (torch.tensor(0.5), tmp_path, [1, 2], {"a": 1}):  # never "tensor(0.5)" in a table
+        with pytest.raises(TypeError):
+            format_cell(bad)
+    rng = np.random.default_rng(0)  # every float32 reads back exactly (scores, statistics)
+    x32 = np.concatenate([rng.standard_normal(2000), 10.0 ** rng.uniform(-40, 38, 2000)]).astype(np.float32)
+    assert all(np.float32(float(format_cell(float(v)))) == v for v in x32)
+    for p in 10.0 ** -np.arange(1, 300, 7.3):  # p-values keep 9 significant digits however small
+        assert float(format_cell(p)) == pytest.approx(p, rel=1e-8) and float(format_cell(p)) > 0
+
+
+TOKENS = re.compile(r"(?i)nan|true|false|none|null")
+
+
+def assert_table_policy(folder) -> list[str]:
+    """Every CSV the package wrote under ``folder`` (not Lightning's training_log) follows the one policy:
+    no ``nan``/``None``/``True``/``False`` spelling, booleans ``true``/``false``, every number written
+    as :func:`format_cell` writes it (so none was formatted by its caller). Returns the files checked."""
+    from pathlib import Path
+
+    from allo_lightning.tables import FLOAT_FORMAT
+
+    checked = []
+    for path in sorted(Path(folder).rglob("*.csv")):
+        if "training_log" in path.parts:
+            continue
+        checked.append(path.name)
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+        assert rows and all(len(r) == len(rows[0]) for r in rows), path
+        for row in rows[1:]:
+            for cell in row:
+                assert not TOKENS.fullmatch(cell) or cell in ("true", "false"), (path.name, rows[0], row)
+                if re.fullmatch(r"-?\d+", cell):
+                    assert str(int(cell)) == cell, (path.name, cell)
+                elif _NUMBER.match(cell) or cell in ("inf", "-inf"):
+                    assert format(float(cell), FLOAT_FORMAT) == cell, (path.name, rows[0], cell)
+    return checked
 
 
 def test_awkward_ids_round_trip_exactly(tmp_path):
@@ -81,7 +132,6 @@ def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
     from allo_lightning.attention.stats import ProteinStats
     from allo_lightning.probe.train import ResidueSet
     from allo_lightning.reporting import to_csv
-    from allo_lightning.tables import EXACT
 
     ids = ["=cmd|calc", "a,b", 'q"x', "-x", "+1"]
     proteins = [Protein(pid, "MKTA", sites=(2,)) for pid in ids]
@@ -93,20 +143,18 @@ def test_attention_to_sites_and_test_scores_round_trip_awkward_ids(tmp_path):
     assert [r["protein"] for r in rows] == [pid for pid in ids for _ in range(4)]
     assert {r["attention"] for r in rows} == {"0.25"} and {r["site_position"] for r in rows} == {"2"}
 
-    # test_scores.csv / scores.csv of fit and evaluate: ResidueSet.rows through tables.write_csv(float_format=EXACT)
+    # test_scores.csv / scores.csv of fit and evaluate: ResidueSet.rows through tables.write_csv
     test_set = SimpleNamespace(proteins=proteins, index=torch.arange(5).repeat_interleave(4),
                                y=torch.tensor([0, 1, 0, 0] * 5))
-    path = write_csv(tmp_path / "test_scores.csv", *ResidueSet.rows(test_set, torch.linspace(-0.5, 0.5, 20)),
-                     float_format=EXACT)
+    scores = torch.linspace(-0.5, 0.5, 20) / 3  # float32 values with every digit used
+    path = write_csv(tmp_path / "test_scores.csv", *ResidueSet.rows(test_set, scores))
     rows = read_csv(path)
     assert [r["id"] for r in rows] == [pid for pid in ids for _ in range(4)]
-    assert [float(r["score"]) for r in rows] == pytest.approx(torch.linspace(-0.5, 0.5, 20).tolist(), abs=1e-6)
+    assert torch.equal(torch.tensor([float(r["score"]) for r in rows]), scores)  # the float32 scores exactly
     assert [int(r["label"]) for r in rows] == [0, 1, 0, 0] * 5
 
     path.write_text(to_csv([{"subset": "=evil,1", "auprc": -0.25}], ["subset", "auprc"]), encoding="utf-8")
-    assert read_csv(path) == [{"subset": "=evil,1", "auprc": "-0.2500"}]
-    assert read_csv(write_csv(tmp_path / "x.csv", ["id", "v"], [["=x", 0.1 + 0.2]], float_format=EXACT)) == [
-        {"id": "=x", "v": repr(0.1 + 0.2)}]  # raw floats written exactly
+    assert read_csv(path) == [{"subset": "=evil,1", "auprc": "-0.25"}]
 
 
 # -- --overwrite and the previous run's per-protein files ---------------------------------------------------

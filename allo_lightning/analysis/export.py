@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,18 +18,10 @@ ATTENTION_TO_SITES_COLUMNS = ("protein", "layer", "head", "query_position", "que
                               "site_residue", "attention")
 
 
-def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
-
-
 def write_heads_csv(path: str | Path, analysis: HeadAnalysis) -> Path:
     """heads.csv: one row per head in rank order (columns: see HeadAnalysis.rows)."""
     rows = analysis.rows()
-    return write_csv(path, list(rows[0]), ([_fmt(v) for v in r.values()] for r in rows))
+    return write_csv(path, list(rows[0]), rows)
 
 
 def write_heads_json(path: str | Path, analysis: HeadAnalysis, **extra) -> Path:
@@ -53,7 +44,7 @@ def attention_to_sites_rows(protein: Protein, stats: ProteinStats) -> Iterable[t
         sub = amap[:, cols].tolist()  # [L, n_sites]
         for i, row in enumerate(sub):
             for s, a in zip(sites, row):
-                yield (protein.id, ly, h, i + 1, seq[i], s, seq[s - 1], f"{a:.6g}")
+                yield (protein.id, ly, h, i + 1, seq[i], s, seq[s - 1], a)
 
 
 def write_attention_to_sites(path: str | Path, pairs: Iterable[tuple[Protein, ProteinStats]]) -> Path:

@@ -2,16 +2,19 @@
 
 Pooled over all residues: ``auprc`` (average precision), ``auroc``, ``f1`` and ``mcc`` (predicted =
 score >= the decision threshold, the rule of every output). Per protein (``indexes`` = protein number,
-mean over proteins with at least one site), all tie-aware so they never depend on row order:
-``precision_at_k`` (expected precision among each protein's k best-scored residues over random
-tie-breaking), ``r_precision`` (the same at R = its number of sites), ``protein_auprc`` (average
-precision, tied scores one threshold as in scikit-learn), ``protein_auroc``."""
+mean over proteins with at least one site; torchmetrics' retrieval grouping), all tie-aware so they never
+depend on row order: ``precision_at_k`` (expected precision among each protein's k best-scored residues
+over random tie-breaking), ``r_precision`` (the same at R = its number of sites), ``protein_auprc``
+(average precision, tied scores one threshold as in scikit-learn), ``protein_auroc``.
+
+Precision@k has ONE implementation, :func:`precision_at_k`: the per-protein metric of the collection
+(:class:`TieAwarePrecision`, replacing torchmetrics' ``RetrievalPrecision`` and ``RetrievalRPrecision``,
+which break ties by row order) and evaluate's per-protein table (probe/evaluation.py) both call it."""
 
 from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -20,9 +23,64 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryMatthewsCorrCoef,
 )
-from torchmetrics.retrieval import RetrievalAUROC, RetrievalMAP, RetrievalPrecision, RetrievalRPrecision
+from torchmetrics.functional.classification import binary_average_precision
+from torchmetrics.retrieval import RetrievalAUROC
+from torchmetrics.retrieval.base import RetrievalMetric
+from torchmetrics.utilities import dim_zero_cat
 
 METRIC_NAMES = ("auprc", "auroc", "f1", "mcc", "precision_at_k", "r_precision", "protein_auprc", "protein_auroc")
+
+
+def precision_at_k(scores, labels, k: int) -> float:
+    """Precision among the ``k`` best-scored residues (k capped at the length), tie-aware: the expected
+    precision over a random order of the residues tied at the k-th score (so it never depends on row
+    order). NaN for an empty set. The one implementation of precision@k (see the module's docstring)."""
+    s = torch.as_tensor(scores).detach().cpu().double().ravel()
+    y = torch.as_tensor(labels).detach().cpu().double().ravel()
+    k = min(int(k), len(s))
+    if k < 1:
+        return float("nan")
+    kth = torch.topk(s, k).values[-1]  # the k-th HIGHEST score
+    above, tied = s > kth, s == kth
+    from_tied = k - int(above.sum())
+    return float((y[above].sum() + from_tied * y[tied].mean()) / k)
+
+
+class _ProteinMean(RetrievalMetric):
+    """A per-group metric averaged in float64 over the groups (proteins) with a positive: torchmetrics'
+    own ``compute`` rounds every group's value to the float32 of the scores before averaging."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(empty_target_action="skip", **kwargs)
+
+    def compute(self) -> torch.Tensor:
+        indexes, preds, target = (dim_zero_cat(x) for x in (self.indexes, self.preds, self.target))
+        order = torch.argsort(indexes, stable=True)
+        counts = torch.unique_consecutive(indexes[order], return_counts=True)[1].tolist()
+        values = [self._metric(p, t).double() for p, t in zip(preds[order].split(counts), target[order].split(counts))
+                  if t.sum() > 0]
+        return torch.stack(values).mean() if values else torch.tensor(0.0, dtype=torch.float64)
+
+
+class TieAwarePrecision(_ProteinMean):
+    """Mean over groups (proteins) with a positive of :func:`precision_at_k` at ``top_k`` (capped at the
+    group's size), or at R = the group's number of positives when ``top_k`` is None (R-precision)."""
+
+    def __init__(self, top_k: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.top_k = top_k
+
+    def _metric(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = int(target.sum()) if self.top_k is None else self.top_k
+        return torch.tensor(precision_at_k(preds, target, k), dtype=torch.float64)
+
+
+class ProteinAveragePrecision(_ProteinMean):
+    """Mean over groups with a positive of their average precision, tied scores one threshold (as
+    ``sklearn.metrics.average_precision_score``; torchmetrics' RetrievalMAP breaks ties by row order)."""
+
+    def _metric(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_average_precision(preds, target.long())
 
 
 def probe_metrics(top_k: int = 10, threshold: float = 0.5, per_protein: bool = True) -> MetricCollection:
@@ -35,13 +93,14 @@ def probe_metrics(top_k: int = 10, threshold: float = 0.5, per_protein: bool = T
         "mcc": BinaryMatthewsCorrCoef(threshold=threshold),
     }
     if per_protein:
-        metrics.update({
-            "precision_at_k": RetrievalPrecision(top_k=top_k, empty_target_action="skip", adaptive_k=True),
-            "r_precision": RetrievalRPrecision(empty_target_action="skip"),
-            "protein_auprc": RetrievalMAP(empty_target_action="skip"),
-            "protein_auroc": RetrievalAUROC(empty_target_action="skip"),
-        })
+        metrics.update(protein_metrics(top_k))
     return MetricCollection(metrics, compute_groups=False)
+
+
+def protein_metrics(top_k: int = 10) -> dict:
+    """The per-protein (retrieval) metrics, tie-aware (see the module's docstring)."""
+    return {"precision_at_k": TieAwarePrecision(top_k), "r_precision": TieAwarePrecision(None),
+            "protein_auprc": ProteinAveragePrecision(), "protein_auroc": RetrievalAUROC(empty_target_action="skip")}
 
 
 def compute_metrics(scores: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, threshold: float = 0.5,
@@ -59,7 +118,6 @@ def compute_metrics(scores: torch.Tensor, labels: torch.Tensor, index: torch.Ten
         warnings.simplefilter("ignore")
         out = {k: float(v) for k, v in m.compute().items()}
         out.update({k: float(v) for k, v in hard.compute().items()})
-    out.update(per_protein_tie_aware(scores.double().numpy(), labels.numpy(), index.numpy(), top_k))
     for k in undefined(labels):
         out[k] = float("nan")
     return out
@@ -101,38 +159,3 @@ def best_f1_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     i = int(torch.argmax(f1))
     nxt = float(s[i + 1]) if i + 1 < len(s) else float(s[i]) - 1e-6
     return float((float(s[i]) + nxt) / 2)  # predicted = score >= threshold selects exactly the top i+1
-
-
-def precision_at_k(scores, labels, k: int) -> float:
-    """Precision among the ``k`` best-scored residues (k capped at the length), tie-aware: the expected
-    precision over a random order of the residues tied at the k-th score (so it never depends on row
-    order). NaN for an empty set."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    k = min(int(k), len(s))
-    if k < 1:
-        return float("nan")
-    kth = np.sort(s)[::-1][k - 1]
-    above, tied = s > kth, s == kth
-    from_tied = k - int(above.sum())
-    return float((y[above].sum() + from_tied * y[tied].mean()) / k)
-
-
-def per_protein_tie_aware(scores, labels, index, top_k: int) -> dict[str, float]:
-    """Means over the proteins with at least one site of: ``precision_at_k`` (tie-aware, k capped at the
-    length), ``r_precision`` (tie-aware precision among the top R, R = the protein's sites) and
-    ``protein_auprc`` (``sklearn.metrics.average_precision_score``: tied scores are one threshold).
-    These replace torchmetrics' retrieval versions, whose value depends on the row order of tied scores."""
-    from sklearn.metrics import average_precision_score
-
-    s, y, idx = (np.asarray(a).ravel() for a in (scores, labels, index))
-    out: dict[str, list[float]] = {"precision_at_k": [], "r_precision": [], "protein_auprc": []}
-    for p in np.unique(idx):
-        yp, sp = y[idx == p], s[idx == p]
-        n_sites = int(yp.sum())
-        if n_sites == 0:
-            continue
-        out["precision_at_k"].append(precision_at_k(sp, yp, top_k))
-        out["r_precision"].append(precision_at_k(sp, yp, n_sites))
-        out["protein_auprc"].append(float(average_precision_score(yp, sp)))
-    return {k: float(np.mean(v)) if v else 0.0 for k, v in out.items()}

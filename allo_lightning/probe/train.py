@@ -60,8 +60,8 @@ class ResidueSet:
 
     def rows(self, scores: torch.Tensor, probabilities: torch.Tensor | None = None) -> tuple[list[str], list[list]]:
         """Header and rows ``id, position (1-based), residue, label, score[, probability]`` of every residue,
-        in order. Scores are written with 9 significant digits: the float32 values exactly, so metrics
-        recomputed from the table equal the ones computed here."""
+        in order, as raw values: the table writer's 9 significant digits give the float32 scores exactly, so
+        metrics recomputed from the table equal the ones computed here."""
         header = ["id", "position", "residue", "label", "score"]
         if probabilities is not None:
             header.append("probability")
@@ -72,9 +72,9 @@ class ResidueSet:
             pos = pos + 1 if i == last else 1
             last = i
             p = self.proteins[i]
-            row = [p.id, pos, p.sequence[pos - 1], int(y), f"{v:.9g}"]
+            row = [p.id, pos, p.sequence[pos - 1], int(y), v]
             if prob is not None:
-                row.append(f"{prob[j]:.6g}")
+                row.append(prob[j])
             rows.append(row)
         return header, rows
 
