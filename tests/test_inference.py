@@ -17,7 +17,7 @@ from allo_lightning.attention import (
 )
 from allo_lightning.attention.cache import StatsCache
 from allo_lightning.backbone import Backbone, load_backbone, tokenize
-from allo_lightning.backbone.base import BOS_ID, EOS_ID
+from allo_lightning.backbone.base import ESMC_ALPHABET
 from allo_lightning.data import Protein, read_proteins
 from tests.conftest import CPU, random_proteins
 
@@ -268,7 +268,7 @@ def test_column_stats_row_counts_sum_to_total():
     torch.testing.assert_close(out["row_count"].sum(-1), out["total"])
     want = ((probs > 0.3).sum(-1).float() * residue[:, None].float())
     torch.testing.assert_close(out["row_count"], want)
-    assert BOS_ID != EOS_ID
+    assert ESMC_ALPHABET.bos != ESMC_ALPHABET.eos
 
 
 def test_probe_features_from_partial_stats_equal_those_from_full_stats(tiny, tmp_path):
