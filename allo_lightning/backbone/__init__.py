@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BackboneError
-from .base import TINY_MEANINGLESS, Backbone, hash_parameters, tokenize
+from .base import TINY_MEANINGLESS, Alphabet, Backbone, hash_parameters, tokenize
 from .builders import build_model, wrap
 from .esm2 import ESM2_HUB, ESM2Backbone, tiny_esm2_config
 from .esmc import ESMCBackbone, build_esmc, hub_weights_path, restore_buffers
@@ -179,6 +179,7 @@ __all__ = [
     "ESM2_HUB",
     "REGISTRY",
     "TINY_MEANINGLESS",
+    "Alphabet",
     "Backbone",
     "BackboneError",
     "BackboneSpec",
