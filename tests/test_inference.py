@@ -121,6 +121,8 @@ class BandBackbone(Backbone):
     (logits from the tokens' letters and their distance, so a window sees exactly the same rows as the
     whole protein for queries far enough from its cut edges)."""
 
+    alphabet = ESMC_ALPHABET  # its token ids are ESM-C's (``tokenize``)
+
     def __init__(self, radius: int = 3, n_layers: int = 2, n_heads: int = 3, max_length: int = 40) -> None:
         super().__init__()
         self.name, self.n_layers, self.n_heads, self.d_model = "band", n_layers, n_heads, 8
