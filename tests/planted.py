@@ -25,7 +25,9 @@ import random
 
 import torch
 
-from allo_lightning.backbone.base import VOCAB, Backbone, hash_parameters, tokenize
+from allo_lightning.backbone.base import ESMC_ALPHABET, Backbone, hash_parameters, tokenize
+
+VOCAB = ESMC_ALPHABET.tokens  # ESM-C's tokens (plant_residue_head works on ESM-C backbones)
 
 
 def reidentify(backbone: Backbone, tag: str = "planted") -> Backbone:

@@ -7,7 +7,7 @@ import torch
 
 from allo_lightning.attention import AttentionExtractor, column_stats, extract, reference_stats
 from allo_lightning.backbone import tokenize
-from allo_lightning.backbone.base import BOS_ID, EOS_ID
+from allo_lightning.backbone.base import ESMC_ALPHABET
 from tests.conftest import CPU, random_proteins
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIKLMNPQRSTVWYXBZUO", "MVLSPADKTNVKAAW"]
@@ -116,7 +116,7 @@ def test_tokenizer_matches_esm_tokenizer():
     for b, seq in enumerate(SEQS):
         assert tokens[b, : len(seq) + 2].tolist() == tok.encode(seq)
         assert real[b].sum() == len(seq) + 2
-    assert tokens[0, 0] == BOS_ID and tokens[0, len(SEQS[0]) + 1] == EOS_ID
+    assert tokens[0, 0] == ESMC_ALPHABET.bos and tokens[0, len(SEQS[0]) + 1] == ESMC_ALPHABET.eos
 
 
 def test_esm2_path_matches_transformers_attentions(tiny_esm2):

@@ -98,6 +98,70 @@ def test_escalation_only_for_heads_at_the_floor_and_never_zero():
     # with the exact path the hub head gets its exact p
     s = score_heads([(many, y)], 30, 10, n_permutations=200, null="permutation")
     assert s.p_alpha.pvalue[0, 0].item() == pytest.approx(HUB_EXACT, rel=1e-9)
+    # exact, so neither Monte-Carlo draws nor "at the floor" (no draw of the 200 reached it)
+    assert s.p_alpha.pvalue_draws[0, 0] == 0 and not s.p_alpha.pvalue_at_floor[0, 0]
+
+
+def test_escalation_pools_every_draw_it_makes(monkeypatch):
+    """The Monte-Carlo route with escalation, against a plain count over every draw it made (recorded by a
+    spy on the draw function): b is the number of ALL draws (the first B and every escalation chunk) that
+    reach the observed sum and ``draws`` is how many were made, no more, no fewer; escalation stops only
+    at b > 0, at the floor target or at max_B. Small chunks, so a round spans many of them."""
+    from allo_lightning.analysis import scores as sc
+
+    stats, y = hub_example()
+    values = [torch.cat([stats.count.reshape(1, -1), stats.mass.reshape(1, -1)]).float()]  # rows: count, mass
+    nulls = [ProteinNull("permutation", y)]
+    obs = values[0][:, torch.as_tensor(y).bool()].double().sum(-1)
+    monkeypatch.setattr(sc, "CHUNK", 997)
+    recorded = []  # (original rows of the columns, draw sums)
+    draw = sc.draw_null_sums
+
+    def spy(vals, nls, n, gen, shift_sums=None):
+        out = draw(vals, nls, n, gen, shift_sums)
+        rows = [next(r for r in range(2) if torch.equal(values[0][r], c)) for c in vals[0]]
+        recorded.append((rows, out[0].clone()))
+        return out
+
+    for seed, target, max_B in ((0, 2e-5, 1_000_000), (1, 2e-5, 1_000_000), (2, 1e-6, 30_000)):
+        recorded.clear()
+        gen = torch.Generator().manual_seed(seed)
+        B = 20
+        first = draw(values, nulls, B, gen)[0]
+        b0 = sc.exceedances(first, obs)
+        assert (b0 == 0).all()  # both rows at the floor: both escalate
+        monkeypatch.setattr(sc, "draw_null_sums", spy)
+        floor_target = torch.full((2,), target, dtype=torch.float64)
+        b, draws = sc.monte_carlo_escalation(values, nulls, obs, b0, B, torch.ones(2, dtype=torch.bool),
+                                             floor_target, max_B, gen)
+        monkeypatch.setattr(sc, "draw_null_sums", draw)
+        for r in range(2):
+            made = [d[:, rows.index(r)] for rows, d in recorded if r in rows]
+            n_made = B + sum(len(d) for d in made)
+            reached = sum(int((d >= obs[r] - 1e-5 * (obs[r] + 1)).sum()) for d in made)
+            assert len(made) > 1 and draws[r].item() == n_made and b[r].item() == reached, (seed, r)
+            assert b[r] > 0 or 1 / (draws[r] + 1) <= target or draws[r] == max_B
+        if max_B == 30_000:
+            assert (draws == max_B).all()  # capped (p ~ 2.4e-4 gives b > 0 long before 1e6 draws)
+        else:  # escalated p of the hub head against its exact p (about 50000 draws: b ~ 12)
+            p = (b + 1) / (draws + 1)
+            assert ((p - HUB_EXACT).abs() < 4 * (HUB_EXACT / draws).sqrt() + 2 / draws).all(), (seed, p)
+
+
+def test_escalated_pvalue_matches_exact_end_to_end(monkeypatch):
+    """score_heads' Monte-Carlo route (exact=False) on the hub head with a tiny q_max: it escalates (in
+    many chunks) to about 1/q_max draws, and the escalated p agrees with the exact p."""
+    from allo_lightning.analysis import scores as sc
+
+    monkeypatch.setattr(sc, "CHUNK", 5000)
+    stats, y = hub_example()
+    for seed in range(3):
+        s = score_heads([(stats, y)], 1, 1, n_permutations=100, seed=seed, exact=False, null="permutation",
+                        q_max=1e-5)
+        for st in (s.p_alpha, s.mass):
+            n, p = st.pvalue_draws.item(), st.pvalue.item()
+            assert n >= 1e5 - 1 and not st.pvalue_at_floor.item(), (seed, n)
+            assert abs(p - HUB_EXACT) < 4 * math.sqrt(HUB_EXACT / n) + 1 / n, (seed, p)
 
 
 def test_random_small_cases_match_enumeration():

@@ -17,7 +17,7 @@ from allo_lightning.attention import (
 )
 from allo_lightning.attention.cache import StatsCache
 from allo_lightning.backbone import Backbone, load_backbone, tokenize
-from allo_lightning.backbone.base import BOS_ID, EOS_ID
+from allo_lightning.backbone.base import ESMC_ALPHABET
 from allo_lightning.data import Protein, read_proteins
 from allo_lightning.errors import BackboneError
 from tests.conftest import CPU, random_proteins
@@ -121,6 +121,8 @@ class BandBackbone(Backbone):
     """An artificial model whose attention is local: token t attends only to tokens within ``radius``
     (logits from the tokens' letters and their distance, so a window sees exactly the same rows as the
     whole protein for queries far enough from its cut edges)."""
+
+    alphabet = ESMC_ALPHABET  # its token ids are ESM-C's (``tokenize``)
 
     def __init__(self, radius: int = 3, n_layers: int = 2, n_heads: int = 3, max_length: int = 40) -> None:
         super().__init__()
@@ -269,7 +271,7 @@ def test_column_stats_row_counts_sum_to_total():
     torch.testing.assert_close(out["row_count"].sum(-1), out["total"])
     want = ((probs > 0.3).sum(-1).float() * residue[:, None].float())
     torch.testing.assert_close(out["row_count"], want)
-    assert BOS_ID != EOS_ID
+    assert ESMC_ALPHABET.bos != ESMC_ALPHABET.eos
 
 
 def test_probe_features_from_partial_stats_equal_those_from_full_stats(tiny, tmp_path):

@@ -15,7 +15,7 @@ import torch
 from allo_lightning.analysis import analyse_heads
 from allo_lightning.attention import extract
 from allo_lightning.backbone import load_backbone, tokenize
-from allo_lightning.backbone.base import VOCAB
+from allo_lightning.backbone.base import ESMC_ALPHABET
 from allo_lightning.config import HeadsConfig
 from allo_lightning.data import Protein
 from tests.conftest import CPU
@@ -53,8 +53,8 @@ def test_planted_head_attends_to_the_residue_from_every_query(planted):
     tokens, real = tokenize([p.sequence for p in proteins])
     maps = {}
     planted(tokens, real, lambda layer, probs: maps.__setitem__(layer, probs))
-    is_res = tokens == VOCAB.index(RESIDUE)
-    residue_query = real & (tokens > 2)  # residue tokens (not BOS 0, pad 1, EOS 2)
+    is_res = tokens == ESMC_ALPHABET.tokens.index(RESIDUE)
+    residue_query = ESMC_ALPHABET.residue_mask(real)  # residue tokens (not BOS, EOS, padding)
     for layer in range(planted.n_layers):
         for head in range(planted.n_heads):
             to_res = (maps[layer][:, head] * is_res[:, None, :]).sum(-1)[residue_query]  # per query residue

@@ -576,7 +576,11 @@ def _tol(obs: torch.Tensor) -> torch.Tensor:
     return 1e-5 * (obs.abs() + 1.0)
 
 
-# -- the pooled test ----------------------------------------------------------------------------------
+# -- the pooled test: one function per p-value route, and a dispatcher --------------------------------
+#
+# Every route is a function of its inputs (no shared mutable state); the dispatcher ``_pooled_test`` picks
+# the route of each row. The random generator is consumed in a fixed order (the B shared draws protein by
+# protein, then the escalation draws), so a seed gives one result.
 
 @dataclass
 class _Test:
@@ -592,109 +596,145 @@ class _Test:
     per_p: list
 
 
-def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, gen: torch.Generator,
-                 tested: torch.Tensor, floor_target: torch.Tensor, max_B: int, exact_rows: torch.Tensor | None,
-                 ) -> _Test:
-    """One-sided test of sum_p sum_{j in S_p} values_p[:, j] (rows S) against ``nulls``.
+def shift_pvalues(shift_sums: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Route ``shift``, one protein: the exact p-value [C] of ``observed`` [C] among the protein's L circular
+    shifts of the sites (``shift_sums`` [L, C] from :meth:`ProteinNull.shift_sums`, row 0 = the observed
+    sites): the share of the L shifts whose sum reaches it (ties within :func:`_tol` count). Never 0: the
+    observed shift is one of the L."""
+    return (shift_sums >= (observed - _tol(observed))[None]).sum(0).double() / shift_sums.shape[0]
 
-    ``tested``: rows that get a p-value (others NaN); ``floor_target``: per row, the p below which
-    more precision is useless; ``exact_rows``: rows with integer values where the exact permutation
-    p-value may be used."""
-    S = values[0].shape[0]
-    obs = torch.zeros(S, dtype=torch.float64)
-    mean = torch.zeros(S, dtype=torch.float64)
-    var = torch.zeros(S, dtype=torch.float64)
-    single_shift = len(nulls) == 1 and nulls[0].null == "shift"
-    pooled = None if single_shift else torch.zeros(B, S, dtype=torch.float32)
-    per_obs, per_mean, per_snr, per_p, all_shift_sums = [], [], [], [], []
-    for v, nl in zip(values, nulls):
-        o = v[:, nl.y].double().sum(-1)
+
+def draw_null_sums(values: Sequence[torch.Tensor], nulls: Sequence[ProteinNull], n_draws: int,
+                   gen: torch.Generator, shift_sums: Sequence[torch.Tensor | None] | None = None,
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``n_draws`` random site sets per protein (one call of ``gen`` per protein, in order): the pooled
+    sums [n_draws, C] (float32, accumulated protein by protein) and each protein's own sums. ``shift``
+    proteins draw a uniform shift and take that row of their shift sums (``shift_sums[p]`` when given)."""
+    pooled = torch.zeros(n_draws, values[0].shape[0], dtype=torch.float32)
+    per = []
+    for p, (v, nl) in enumerate(zip(values, nulls)):
         if nl.null == "shift":
-            sums = nl.shift_sums(v)
-            all_shift_sums.append(sums)
-            s2, m = torch.var_mean(sums, 0, unbiased=False)
+            sums = shift_sums[p] if shift_sums is not None and shift_sums[p] is not None else nl.shift_sums(v)
+            d = sums[torch.randint(0, nl.L, (n_draws,), generator=gen)].float()
         else:
-            m, s2 = nl.moments(v)
-        obs += o
-        mean += m
-        var += s2
-        if nl.null == "shift":  # exact per protein: the L shifts
-            p_one = ((sums >= (o - _tol(o))[None]).sum(0).double()) / nl.L
-            if pooled is not None:
-                pooled += sums[torch.randint(0, nl.L, (B,), generator=gen)].float()
-        else:
-            d = nl.sample_sums(v, B, gen)
-            p_one = (1.0 + (d >= (o - _tol(o)).float()).sum(0).double()) / (B + 1.0)
-            pooled += d
-        per_obs.append(o)
-        per_mean.append(m)
-        per_snr.append(_snr(o, m, s2.clamp_min(0).sqrt()))
-        per_p.append(p_one)
+            d = nl.sample_sums(v, n_draws, gen)
+        pooled += d
+        per.append(d)
+    return pooled, per
 
-    nan = torch.full((S,), float("nan"), dtype=torch.float64)
-    if single_shift:  # exact: the observed shift is one of the L
-        p = per_p[0].clone()
-        draws = torch.zeros(S, dtype=torch.float64)
-        at_floor = torch.zeros(S, dtype=torch.bool)
-        return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor, per_obs, per_mean, per_snr, per_p)
 
-    b = (pooled >= (obs - _tol(obs)).float()).sum(0).double()
-    draws = torch.full((S,), float(B), dtype=torch.float64)
-    exact = torch.zeros(S, dtype=torch.bool)
-    p_exact = torch.zeros(S, dtype=torch.float64)
+def exceedances(draw_sums: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Per column, how many of the draws [n, C] reach ``observed`` [C] (ties within :func:`_tol`), float64."""
+    return (draw_sums >= (observed - _tol(observed)).float()).sum(0).double()
 
-    def at_the_floor() -> torch.Tensor:  # no draw reached it, and the floor is above what BH can need
-        return tested & ~exact & (b == 0) & (1 / (draws + 1) > floor_target) & (draws < max_B)
 
-    # exact where cheap (integer values; permutation or shift null), for the heads that need precision
-    if exact_rows is not None and nulls[0].null in ("permutation", "shift"):
-        rows = torch.nonzero(tested & (b < RESOLVED) & exact_rows).reshape(-1).tolist()
-        if rows:
-            by_shift = nulls[0].null == "shift"
-            vals_np = [v.numpy() for v in (all_shift_sums if by_shift else values)]
-            ks = [nl.k for nl in nulls]
-            budget = EXACT_BUDGET * 5
-            for r in rows:
-                col = [vv[:, r] if by_shift else vv[r] for vv in vals_np]
-                o_r = float(obs[r])
-                cost = exact_shift_cost(col, o_r) if by_shift else exact_permutation_cost(col, ks, o_r)
-                if cost > EXACT_BUDGET or cost > budget:
-                    continue
-                budget -= cost
-                p_exact[r] = exact_shift_pvalue(col, o_r) if by_shift else exact_permutation_pvalue(col, ks, o_r)
-                exact[r] = True
-
-    # adaptive escalation of the Monte-Carlo p for the heads at the floor: enough draws for a floor
-    # below q_max / m (then BH can select the head whatever the other p-values), at most max_B
+def monte_carlo_escalation(values: Sequence[torch.Tensor], nulls: Sequence[ProteinNull], observed: torch.Tensor,
+                           b: torch.Tensor, B: int, eligible: torch.Tensor, floor_target: torch.Tensor,
+                           max_B: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Route Monte-Carlo: the exceedances ``b`` [C] of the B first draws, escalated. Columns that are
+    ``eligible``, at the floor (b = 0) and whose floor 1/(draws+1) is above ``floor_target`` get more draws
+    (for them only, vectorised) until the floor is below the target or ``max_B`` draws: each round at
+    least doubles the draws. Every draw is pooled with the earlier ones, so p = (b + 1) / (draws + 1) stays
+    valid (stopping as soon as b > 0 is a stopping rule on b = 0 only). Returns new (b, draws) [C]
+    (float64); ``b`` is not modified."""
+    b = b.clone()
+    draws = torch.full_like(b, float(B))
     cur = B
     while True:
-        need = at_the_floor()
+        need = eligible & (b == 0) & (1 / (draws + 1) > floor_target) & (draws < max_B)
         if not bool(need.any()):
-            break
+            return b, draws
         rows = torch.nonzero(need).reshape(-1)
         needed = math.ceil(1.0 / float(floor_target[rows].min())) - 1
         target = min(max_B, max(cur * 2, needed))
         sub = [v[rows] for v in values]
-        o_sub = (obs[rows] - _tol(obs[rows])).float()
+        obs = observed[rows]
         done = cur
         while done < target:
             n = min(CHUNK, target - done)
-            acc = torch.zeros(n, rows.numel(), dtype=torch.float32)
-            for v, nl in zip(sub, nulls):
-                if nl.null == "shift":
-                    acc += nl.shift_sums(v)[torch.randint(0, nl.L, (n,), generator=gen)].float()
-                else:
-                    acc += nl.sample_sums(v, n, gen)
-            b[rows] += (acc >= o_sub).sum(0).double()
+            b[rows] += exceedances(draw_null_sums(sub, nulls, n, gen)[0], obs)
             done += n
         draws[rows] = float(target)
         cur = target
 
+
+def exact_pooled_pvalues(values: Sequence[torch.Tensor], nulls: Sequence[ProteinNull], observed: torch.Tensor,
+                         rows: torch.Tensor, shift_sums: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """Route exact: p-values [C] of the columns ``rows`` (bool [C]) whose values are integers, by the
+    dynamic programme of their null (:func:`exact_permutation_pvalue` for ``permutation``,
+    :func:`exact_shift_pvalue` over ``shift_sums`` for ``shift``), in column order while the cost stays
+    within the budget (EXACT_BUDGET per column, 5x that in all); NaN for the other columns (also every
+    column under ``composition``, which has no exact route)."""
+    p = torch.full((observed.shape[0],), float("nan"), dtype=torch.float64)
+    null = nulls[0].null
+    if null not in ("permutation", "shift"):
+        return p
+    by_shift = null == "shift"
+    vals_np = [v.numpy() for v in (shift_sums if by_shift else values)]
+    ks = [nl.k for nl in nulls]
+    budget = EXACT_BUDGET * 5
+    for r in torch.nonzero(rows).reshape(-1).tolist():
+        col = [vv[:, r] if by_shift else vv[r] for vv in vals_np]
+        o_r = float(observed[r])
+        cost = exact_shift_cost(col, o_r) if by_shift else exact_permutation_cost(col, ks, o_r)
+        if cost > EXACT_BUDGET or cost > budget:
+            continue
+        budget -= cost
+        p[r] = exact_shift_pvalue(col, o_r) if by_shift else exact_permutation_pvalue(col, ks, o_r)
+    return p
+
+
+def _pooled_test(values: list[torch.Tensor], nulls: list[ProteinNull], B: int, gen: torch.Generator,
+                 tested: torch.Tensor, floor_target: torch.Tensor, max_B: int, exact_rows: torch.Tensor | None,
+                 ) -> _Test:
+    """One-sided test of sum_p sum_{j in S_p} values_p[:, j] (rows S) against ``nulls``: the dispatcher.
+
+    ``tested``: rows that get a p-value (others NaN); ``floor_target``: per row, the p below which
+    more precision is useless; ``exact_rows``: rows with integer values where an exact p-value may be
+    used. Routes: one protein under ``shift``: :func:`shift_pvalues` (exact, no draws); otherwise the B
+    shared draws (:func:`draw_null_sums`), then :func:`exact_pooled_pvalues` for the integer rows with
+    fewer than RESOLVED exceedances, then :func:`monte_carlo_escalation` for the others."""
+    S = values[0].shape[0]
+    obs = torch.zeros(S, dtype=torch.float64)
+    mean = torch.zeros(S, dtype=torch.float64)
+    var = torch.zeros(S, dtype=torch.float64)
+    per_obs, per_mean, per_snr, shift_sums = [], [], [], []
+    for v, nl in zip(values, nulls):  # observed sums and closed-form null moments (no random draws)
+        o = v[:, nl.y].double().sum(-1)
+        if nl.null == "shift":
+            sums = nl.shift_sums(v)
+            s2, m = torch.var_mean(sums, 0, unbiased=False)
+        else:
+            sums = None
+            m, s2 = nl.moments(v)
+        obs += o
+        mean += m
+        var += s2
+        per_obs.append(o)
+        per_mean.append(m)
+        per_snr.append(_snr(o, m, s2.clamp_min(0).sqrt()))
+        shift_sums.append(sums)
+    nan = torch.full((S,), float("nan"), dtype=torch.float64)
+
+    if len(nulls) == 1 and nulls[0].null == "shift":  # exact: the observed shift is one of the L
+        p = shift_pvalues(shift_sums[0], per_obs[0])
+        return _Test(obs, mean, var, torch.where(tested, p, nan), torch.zeros(S, dtype=torch.float64),
+                     torch.zeros(S, dtype=torch.bool), per_obs, per_mean, per_snr, [p])
+
+    pooled, per_draws = draw_null_sums(values, nulls, B, gen, shift_sums)
+    per_p = [shift_pvalues(sums, o) if nl.null == "shift" else (1.0 + exceedances(d, o)) / (B + 1.0)
+             for nl, sums, d, o in zip(nulls, shift_sums, per_draws, per_obs)]
+    b = exceedances(pooled, obs)
+    if exact_rows is not None:  # exact where cheap, for the heads that need precision
+        p_exact = exact_pooled_pvalues(values, nulls, obs, tested & (b < RESOLVED) & exact_rows, shift_sums)
+    else:
+        p_exact = nan
+    exact = ~torch.isnan(p_exact)
+    b, draws = monte_carlo_escalation(values, nulls, obs, b, B, tested & ~exact, floor_target, max_B, gen)
     p = torch.where(exact, p_exact, (b + 1) / (draws + 1))
     draws = torch.where(exact, torch.zeros_like(draws), draws)
-    at_floor = ~exact & (b == 0)
-    return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor & tested, per_obs, per_mean, per_snr,
-                 per_p)
+    at_floor = ~exact & (b == 0) & tested
+    return _Test(obs, mean, var, torch.where(tested, p, nan), draws, at_floor, per_obs, per_mean, per_snr, per_p)
 
 
 # -- score_heads --------------------------------------------------------------------------------------

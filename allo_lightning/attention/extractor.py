@@ -17,8 +17,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .. import interrupt
-from ..backbone import Backbone, tokenize
-from ..backbone.base import BOS_ID, EOS_ID
+from ..backbone import Backbone
 from ..errors import AlloError, BackboneError
 from .cache import BackgroundWriter, StatsCache
 from .stats import STAT_NAMES, ProteinStats, column_stats
@@ -53,19 +52,20 @@ CUDA_MAX_TOKENS = 65536  # the most on CUDA: larger batches gained nothing on an
 CUDA_MEMORY_FRACTION = 0.5  # of the free device memory, for one batch's attention buffers
 
 
-def token_budget(trainer_kwargs: dict | None, n_heads: int, longest: int) -> int:
+def token_budget(trainer_kwargs: dict | None, n_heads: int, longest: int, n_special: int = 2) -> int:
     """The default ``--model.max_tokens`` (batch size x padded length) for extraction on the device the
     trainer will use: CPU_MAX_TOKENS on CPU and MPS; on CUDA, from the free memory of the current device
     (``torch.cuda.mem_get_info``): half of it for one batch's attention buffers (float32 probabilities,
     statistics scratch and a half-precision copy: about 12 bytes x heads x T per token, T = the longest
-    protein + 2 tokens), rounded down to a power of two (so that small changes in free memory do not change
-    the batches, which a resumed run must re-form identically), between CPU_MAX_TOKENS and CUDA_MAX_TOKENS
-    and never below one protein of length T. Set ``--model.max_tokens`` for a fixed budget."""
+    protein + ``n_special`` tokens, the backbone's ``alphabet.n_special``), rounded down to a power of two
+    (so that small changes in free memory do not change the batches, which a resumed run must re-form
+    identically), between CPU_MAX_TOKENS and CUDA_MAX_TOKENS and never below one protein of length T.
+    Set ``--model.max_tokens`` for a fixed budget."""
     accel = str((trainer_kwargs or {}).get("accelerator") or "auto").lower()
     cuda = torch.cuda.is_available() and accel in ("gpu", "cuda", "auto")
     if not cuda:
         return CPU_MAX_TOKENS
-    T = longest + 2
+    T = longest + n_special
     free, _total = torch.cuda.mem_get_info()
     n = int(CUDA_MEMORY_FRACTION * free) // (12 * max(1, n_heads) * T)
     n = 1 << max(0, n.bit_length() - 1) if n > 0 else 0
@@ -187,7 +187,7 @@ class AttentionExtractor(L.LightningModule):
         H = self.backbone.n_heads
         depth = self.backbone.n_layers if self.until_layer is None else self.until_layer + 1
         B, T = tokens.shape
-        residue = real & (tokens != BOS_ID) & (tokens != EOS_ID)
+        residue = self.backbone.alphabet.residue_mask(real)
         fill = torch.zeros if self.heads is None else (lambda *s, **kw: torch.full(s, float("nan"), **kw))
         names = STAT_NAMES + (("row_count",) if rows else ())
         out = {k: fill(B, depth, H, T, device=tokens.device) for k in names}
@@ -229,13 +229,14 @@ class AttentionExtractor(L.LightningModule):
 
     def _protein(self, raw: dict, b: int, n: int) -> ProteinStats:
         out, maps, emb = raw["out"], raw["maps"], raw["emb"]
-        s = ProteinStats(**{k: out[k][b, :, :, 1 : n + 1].cpu() for k in STAT_NAMES}, total=out["total"][b].cpu(),
+        res = self.backbone.alphabet.residues(n)  # token positions of the n residues
+        s = ProteinStats(**{k: out[k][b, :, :, res].cpu() for k in STAT_NAMES}, total=out["total"][b].cpu(),
                          heads=None if self.heads is None else list(self.heads))
         if self.map_heads:
-            s.maps = torch.stack([maps[h][b, 1 : n + 1, 1 : n + 1] for h in self.map_heads]).cpu()
+            s.maps = torch.stack([maps[h][b, res, res] for h in self.map_heads]).cpu()
             s.map_heads = list(self.map_heads)
         if self.embeddings:
-            s.embedding = emb[b, 1 : n + 1].float().cpu()
+            s.embedding = emb[b, res].float().cpu()
         return s
 
     def windowed(self, sequence: str) -> ProteinStats:
@@ -249,10 +250,11 @@ class AttentionExtractor(L.LightningModule):
         parts = []
         for s0 in starts:
             interrupt.check()  # a signal stops between windows, not after the whole protein
-            tokens, real = (t.to(self.device) for t in tokenize([sequence[s0 : s0 + W]]))
+            tokens, real = (t.to(self.device) for t in self.backbone.alphabet.tokenize([sequence[s0 : s0 + W]]))
             raw = self._run(tokens, real, rows=len(starts) > 1)
             n = min(W, L - s0)
-            rows = raw["out"]["row_count"][0, :, :, 1 : n + 1].cpu() if len(starts) > 1 else None
+            res = self.backbone.alphabet.residues(n)
+            rows = raw["out"]["row_count"][0, :, :, res].cpu() if len(starts) > 1 else None
             parts.append((self._protein(raw, 0, n), rows))
         if len(starts) == 1:
             return parts[0][0]

@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import lightning as L
 
 from .. import interrupt
-from ..backbone import Backbone, tokenize
+from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
 from ..errors import AlloError, InputError, OutputError
@@ -126,13 +126,14 @@ def extract(
             unique.append(p)
             seen.add(p.sequence)
     if max_tokens is None:  # the device's budget (CPU: 4096; CUDA: from its free memory), over ALL proteins
-        max_tokens = token_budget(trainer_kwargs, backbone.n_heads, max((p.length for p in unique), default=0))
+        max_tokens = token_budget(trainer_kwargs, backbone.n_heads, max((p.length for p in unique), default=0),
+                                  backbone.alphabet.n_special)
     missing = {i for i, p in enumerate(unique) if not cache.complete(p.sequence, map_heads, embeddings, heads)}
     # Batches are formed over ALL proteins and every batch holding a missing one is run whole: a resumed
     # run pads each protein exactly as an uninterrupted run does, so its statistics are bit-identical.
     # A protein longer than the context is run alone (as windows).
     batches = []
-    for b in token_budget_batches([p.length for p in unique], max_tokens, bucket):
+    for b in token_budget_batches([p.length for p in unique], max_tokens, bucket, backbone.alphabet.n_special):
         long_ones = [i for i in b if unique[i].length > backbone.max_length]
         rest = [i for i in b if i not in long_ones]
         batches += [[i] for i in long_ones] + ([rest] if rest else [])
@@ -153,7 +154,8 @@ def extract(
                                     embedding_layer if embeddings else None)
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
-        data = ExtractionDataModule(unique, tokenize, max_tokens, bucket, batches=batches)
+        data = ExtractionDataModule(unique, backbone.alphabet.tokenize, max_tokens, bucket, batches=batches,
+                                    n_special=backbone.alphabet.n_special)
         with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
             warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
             trainer.predict(module, datamodule=data, return_predictions=False)

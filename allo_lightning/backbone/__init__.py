@@ -12,8 +12,8 @@ from .registry import BACKBONES, REGISTRY, BackboneSpec, spec_of
 
 # public name -> the submodule that defines it (imported on first use)
 _LAZY = {
-    "TINY_MEANINGLESS": ".base", "Backbone": ".base", "MeaninglessScoresWarning": ".base", "hash_parameters": ".base",
-    "meaningless_message": ".base", "tokenize": ".base",
+    "TINY_MEANINGLESS": ".base", "Alphabet": ".base", "Backbone": ".base", "MeaninglessScoresWarning": ".base",
+    "hash_parameters": ".base", "meaningless_message": ".base", "tokenize": ".base",
     "build_model": ".builders",
     "ESM2_HUB": ".esm2", "ESM2Backbone": ".esm2", "tiny_esm2_config": ".esm2",
     "ESMCBackbone": ".esmc", "build_esmc": ".esmc",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -19,16 +20,92 @@ from torch import nn
 from ..digest import tensors_digest
 from ..errors import AlloError
 
-# ESM-C and ESM-2 share these token ids for residues and specials.
-VOCAB = (
+# ESM-C's tokenizer (``esm.tokenization.EsmSequenceTokenizer``): id -> token. ESM-2 (fair-esm's ``Alphabet``
+# and transformers' ``EsmTokenizer``) has the same ids for the specials and every single-letter token.
+ESM_TOKENS = (
     "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q",
     "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-",
 )
-BOS_ID, PAD_ID, EOS_ID = 0, 1, 2
-_LOOKUP = torch.full((128,), 3, dtype=torch.long)
-for _i, _tok in enumerate(VOCAB):
-    if len(_tok) == 1:
-        _LOOKUP[ord(_tok)] = _i
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """A backbone's token alphabet: the ids of its special tokens and what is added around the residues
+    (as fair-esm's contact head is told ``prepend_bos``, ``append_eos`` and ``eos_idx``). Every piece of
+    code that tokenizes, masks special tokens or finds residue positions reads it, never constants.
+
+    Args:
+        tokens: token of each id (only single-letter tokens are looked up from sequences).
+        pad: the padding id.
+        unk: the id of a letter that has no token.
+        bos: the id prepended to every sequence (``<cls>``), or None when nothing is prepended.
+        eos: the id appended to every sequence, or None when nothing is appended.
+    """
+
+    tokens: tuple[str, ...]
+    pad: int
+    unk: int
+    bos: int | None = None
+    eos: int | None = None
+
+    def __post_init__(self) -> None:
+        specials = [i for i in (self.pad, self.unk, self.bos, self.eos) if i is not None]
+        if len(set(specials)) != len(specials) or not all(0 <= i < len(self.tokens) for i in specials):
+            raise AlloError(f"alphabet special ids {specials} must be distinct ids of its {len(self.tokens)} tokens")
+        lookup = torch.full((128,), self.unk, dtype=torch.long)
+        for i, tok in enumerate(self.tokens):
+            if len(tok) == 1 and i not in specials:
+                lookup[ord(tok)] = i
+        object.__setattr__(self, "_lookup", lookup)
+
+    @property
+    def prepend_bos(self) -> bool:
+        return self.bos is not None
+
+    @property
+    def append_eos(self) -> bool:
+        return self.eos is not None
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens added to each sequence (BOS and/or EOS): a protein of L residues is L + n_special tokens."""
+        return int(self.prepend_bos) + int(self.append_eos)
+
+    @property
+    def first(self) -> int:
+        """Token position of the first residue (1 after a BOS, else 0)."""
+        return int(self.prepend_bos)
+
+    def residues(self, n: int) -> slice:
+        """The token positions of the n residues of a sequence: ``tokens[b, alphabet.residues(n)]``."""
+        return slice(self.first, self.first + n)
+
+    def tokenize(self, sequences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids [B, Lmax + n_special] (BOS? + residues + EOS?, padded at the end with ``pad``) and the
+        real-token mask (True at residues and at the BOS/EOS added)."""
+        n_tok = max(len(s) for s in sequences) + self.n_special
+        tokens = torch.full((len(sequences), n_tok), self.pad, dtype=torch.long)
+        real = torch.zeros(len(sequences), n_tok, dtype=torch.bool)
+        for b, seq in enumerate(sequences):
+            codes = torch.frombuffer(bytearray(seq.encode("ascii")), dtype=torch.uint8).long()
+            if self.prepend_bos:
+                tokens[b, 0] = self.bos
+            tokens[b, self.residues(len(seq))] = self._lookup[codes]
+            if self.append_eos:
+                tokens[b, self.first + len(seq)] = self.eos
+            real[b, : len(seq) + self.n_special] = True
+        return tokens, real
+
+    def residue_mask(self, real: torch.Tensor) -> torch.Tensor:
+        """True at residue tokens [B, T] of a batch from :meth:`tokenize` (``real``: its real-token mask):
+        the real tokens less the BOS at the start and the EOS at the end of each sequence."""
+        n = real.sum(-1, keepdim=True) - self.n_special  # residues per sequence
+        pos = torch.arange(real.shape[-1], device=real.device)
+        return real & (pos >= self.first) & (pos < self.first + n)
+
+
+ESMC_ALPHABET = Alphabet(ESM_TOKENS, pad=1, unk=3, bos=0, eos=2)  # ESM-C: <cls> + residues + <eos>
+ESM2_ALPHABET = Alphabet(ESM_TOKENS, pad=1, unk=3, bos=0, eos=2)  # ESM-2: the same (fair-esm's ESM-1b alphabet)
 
 LayerCallback = Callable[[int, torch.Tensor], None]
 
@@ -49,16 +126,10 @@ def meaningless_message(name: str) -> str:
             "start; its attention and every score made from it mean NOTHING biologically.")
 
 
-def tokenize(sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [B, Lmax+2] (BOS + residues + EOS, padded with PAD) and the real-token mask."""
-    n_tok = max(len(s) for s in sequences) + 2
-    tokens = torch.full((len(sequences), n_tok), PAD_ID, dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        codes = torch.frombuffer(bytearray(seq.encode("ascii")), dtype=torch.uint8).long()
-        tokens[b, 0] = BOS_ID
-        tokens[b, 1 : len(seq) + 1] = _LOOKUP[codes]
-        tokens[b, len(seq) + 1] = EOS_ID
-    return tokens, tokens != PAD_ID
+def tokenize(sequences: list[str], alphabet: Alphabet = ESMC_ALPHABET) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and real-token mask of ``sequences`` in ``alphabet`` (default ESM-C's; a backbone's is
+    ``backbone.alphabet``): see :meth:`Alphabet.tokenize`."""
+    return alphabet.tokenize(sequences)
 
 
 def hash_parameters(module: nn.Module) -> str:
@@ -67,14 +138,15 @@ def hash_parameters(module: nn.Module) -> str:
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses set ``model``, ``name``, ``n_layers``, ``n_heads``, ``d_model`` and
-    implement ``_rotary_modules``, ``_qk_to_BHLD`` and ``_run``."""
+    """Base class: subclasses set ``model``, ``name``, ``n_layers``, ``n_heads``, ``d_model``,
+    ``alphabet`` and implement ``_rotary_modules``, ``_qk_to_BHLD`` and ``_run``."""
 
     name: str
     n_layers: int
     n_heads: int
     d_model: int
     max_length: int  # residues (without BOS/EOS)
+    alphabet: Alphabet  # its tokens and special tokens: what tokenizing and masking read
     scale: float  # multiplies q.k before softmax
 
     def __init__(self) -> None:

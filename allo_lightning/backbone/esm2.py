@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Backbone, LayerCallback
+from .base import ESM2_ALPHABET, Backbone, LayerCallback
 from .registry import ESM2_MAX_LENGTH, REGISTRY, BackboneSpec
 
 ESM2_HUB = {name: s.hub for name, s in REGISTRY.items() if s.family == "esm2" and s.hub}
@@ -61,6 +61,8 @@ def esm2_fused_forward(attn: nn.Module, layer: int, probs_of, on_layer: LayerCal
 
 
 class ESM2Backbone(Backbone):
+    alphabet = ESM2_ALPHABET
+
     def __init__(self, model: nn.Module, name: str) -> None:
         super().__init__()
         self.model = model

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import Backbone, LayerCallback
+from .base import ESMC_ALPHABET, Backbone, LayerCallback
 from .registry import ESMC_MAX_LENGTH, REGISTRY
 
 
@@ -58,6 +58,7 @@ def esmc_fused_forward(attn: nn.Module, layer: int, probs_of, on_layer: LayerCal
 
 
 class ESMCBackbone(Backbone):
+    alphabet = ESMC_ALPHABET
 
     def __init__(self, model: nn.Module, name: str) -> None:
         super().__init__()

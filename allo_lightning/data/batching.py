@@ -15,15 +15,18 @@ from .protein import Protein
 Tokenize = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
-def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True) -> list[list[int]]:
-    """Group indices so that batch_size x (longest + 2) <= max_tokens (a longer protein goes alone).
-    With ``bucket`` the proteins are sorted by length first, so batches hold similar lengths."""
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True,
+                         n_special: int = 2) -> list[list[int]]:
+    """Group indices so that batch_size x (longest + n_special) <= max_tokens (a longer protein goes alone);
+    ``n_special``: the special tokens the backbone adds to each sequence (``backbone.alphabet.n_special``;
+    2 for ESM-C and ESM-2: BOS and EOS). With ``bucket`` the proteins are sorted by length first, so
+    batches hold similar lengths."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if bucket else list(range(len(lengths)))
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
     for i in order:
-        n_tok = lengths[i] + 2
+        n_tok = lengths[i] + n_special
         if current and (len(current) + 1) * max(longest, n_tok) > max_tokens:
             batches.append(current)
             current, longest = [], 0
@@ -34,10 +37,10 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool =
     return batches
 
 
-def padding_fraction(lengths: Sequence[int], batches: list[list[int]]) -> float:
-    """Share of padded token slots over all slots."""
-    slots = sum(len(b) * (max(lengths[i] for i in b) + 2) for b in batches)
-    real = sum(lengths[i] + 2 for b in batches for i in b)
+def padding_fraction(lengths: Sequence[int], batches: list[list[int]], n_special: int = 2) -> float:
+    """Share of padded token slots over all slots (``n_special`` as in :func:`token_budget_batches`)."""
+    slots = sum(len(b) * (max(lengths[i] for i in b) + n_special) for b in batches)
+    real = sum(lengths[i] + n_special for b in batches for i in b)
     return 1.0 - real / slots if slots else 0.0
 
 
@@ -79,10 +82,11 @@ class ExtractionDataModule(L.LightningDataModule):
     """Predict-only data module over the proteins that still need extraction."""
 
     def __init__(self, proteins: Sequence[Protein], tokenize: Tokenize, max_tokens: int = 4096, bucket: bool = True,
-                 num_workers: int = 0, batches: list[list[int]] | None = None) -> None:
+                 num_workers: int = 0, batches: list[list[int]] | None = None, n_special: int = 2) -> None:
         super().__init__()
         self.dataset = ProteinDataset(proteins)
-        self.tokenize = tokenize  # a module-level function (picklable: DataLoader workers get it)
+        self.tokenize = tokenize  # picklable (a function or an Alphabet's method): DataLoader workers get it
+        self.n_special = n_special  # special tokens tokenize adds per sequence
         self.max_tokens = max_tokens
         self.bucket = bucket
         self.num_workers = num_workers
@@ -91,7 +95,8 @@ class ExtractionDataModule(L.LightningDataModule):
     def batches(self) -> list[list[int]]:
         if self._batches is not None:
             return self._batches
-        return token_budget_batches([p.length for p in self.dataset.proteins], self.max_tokens, self.bucket)
+        return token_budget_batches([p.length for p in self.dataset.proteins], self.max_tokens, self.bucket,
+                                    self.n_special)
 
     def predict_dataloader(self) -> DataLoader:
         rank, world = 0, 1
