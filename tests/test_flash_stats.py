@@ -140,10 +140,10 @@ def test_strict_threshold(flash):
     assert count[0, 0].tolist() == [2.0, 2.0, 0.0] and mass[0, 0].tolist() == [1.0, 1.0, 0.0]
 
 
-def extractor_outputs(tiny, proteins, kernel, monkeypatch, **kw):
+def extractor_outputs(tiny, proteins, kernel, monkeypatch, theta=0.3, **kw):
     monkeypatch.setenv("ALLO_LIGHTNING_STATS_KERNEL", kernel)
     tokens, real = tokenize([p.sequence for p in proteins])
-    return AttentionExtractor(tiny, theta=0.3, **kw)(tokens, real, [p.length for p in proteins])
+    return AttentionExtractor(tiny, theta=theta, **kw)(tokens, real, [p.length for p in proteins])
 
 
 def assert_extractions_agree(a, b):
@@ -178,6 +178,17 @@ def test_extractor_flash_equals_probability_path(flash, tiny, monkeypatch):
             if kw:
                 torch.testing.assert_close(y.maps, x.maps, rtol=1e-4, atol=1e-5)
                 torch.testing.assert_close(y.embedding, x.embedding, rtol=1e-4, atol=1e-4)
+
+
+def test_esm2_extractor_flash_equals_probability_path(flash, tiny_esm2, monkeypatch):
+    """ESM-2 (transformers; q scaled before rotary, so its scale is 1): the same through the rotary hooks."""
+    proteins = random_proteins(2, lo=20, hi=40, seed=6)
+    ref = extractor_outputs(tiny_esm2, proteins, "chunked", monkeypatch, theta=0.026)  # flat attention (max 0.029)
+    with monkeypatch.context() as m:
+        m.setattr(type(tiny_esm2), "_capture", no_probabilities)
+        got = extractor_outputs(tiny_esm2, proteins, "flash", m, theta=0.026)
+    assert not stats_mod._FLASH_FAILED
+    assert_extractions_agree(ref, got)
 
 
 def test_windowed_protein_with_flash_uses_row_counts(flash, tiny, monkeypatch):
@@ -230,13 +241,15 @@ def test_flash_is_selectable_not_default(monkeypatch):
     assert stats_kernel("cuda") == "flash" and stats_kernel("cpu") == "flash"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INTERPRETED, reason="this process is the fresh one")
 def test_interpreted_in_a_fresh_process():
-    """The tests above that need Triton's interpreter, in a process started with TRITON_INTERPRET=1."""
+    """The tests above that need Triton's interpreter, in a process started with TRITON_INTERPRET=1 (about
+    40 s: the interpreter runs every block of the kernels in numpy)."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow and not gpu",
                           "-W", "ignore::DeprecationWarning", str(Path(__file__).relative_to(root))],
                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

@@ -62,7 +62,7 @@ def build_parser(prog: str = "python -m allo_lightning.bench") -> argparse.Argum
     ap.add_argument("--max-tokens", type=int, default=16384, help="with --table: token budget of a batch")
     ap.add_argument("--residues", type=int, default=None,
                     help="with --table: only the first proteins, up to about this many residues")
-    ap.add_argument("--kernels", nargs="+", default=None, choices=("chunked", "fused", "compiled", "triton"),
+    ap.add_argument("--kernels", nargs="+", default=None, choices=("chunked", "fused", "compiled", "triton", "flash"),
                     help="with --table: statistics kernels to time (default: the device's; on CUDA fused and triton)")
     ap.add_argument("--memory-child", nargs=4, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"), help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
