@@ -6,7 +6,8 @@ Reference: the probabilities from a float64 softmax of scale * q k^T (q and k as
 reduced by :func:`column_stats` (``chunked``). Tolerance: ``received`` and ``mass`` within rtol 1e-5 / atol
 1e-5 x L (float32 exp(s - lse) against float64, sums of up to L terms); ``count``, ``total`` and ``row_count``
 exactly, with theta chosen so that no reference probability lies within 1e-5 of it (a weight closer to theta
-than float32 rounding may fall on either side; see :func:`clear_theta`)."""
+than float32 rounding may fall on either side; see :func:`clear_theta`). At the long lengths of the CUDA test
+no such theta may exist: there each weight within 1e-5 of theta may move its own column's count by one."""
 
 from __future__ import annotations
 
@@ -67,23 +68,44 @@ def reference_probs(q, k, real, scale):
     return torch.softmax(s, dim=-1)
 
 
-def clear_theta(probs, residue, real, target):
-    """The first theta >= target (steps of 1e-4) with no probability of a residue query at a real key within
-    MARGIN of it (as a float32)."""
-    p = probs[residue[:, None, :, None].expand_as(probs) & real[:, None, None, :].expand_as(probs)]
-    for step in range(1000):
+def near_theta(probs, residue, real, theta):
+    """[B, H, L, L]: the weights of residue queries at real keys within MARGIN of theta (as a float32): the
+    only ones that float32 rounding may put on the other side of theta."""
+    t32 = float(torch.tensor(theta, dtype=torch.float32))
+    counted = residue[:, None, :, None] & real[:, None, None, :]
+    return ((probs - t32).abs() <= MARGIN) & counted
+
+
+def clear_theta(probs, residue, real, target, steps=50):
+    """The theta in target, target + 1e-4, ... (``steps`` of them) with the fewest weights near it (none, at
+    the sizes of the interpreter tests; a few at long lengths, see :func:`assert_close_to_reference`)."""
+    best = None
+    for step in range(steps):
         theta = target + step * 1e-4
-        t32 = float(torch.tensor(theta, dtype=torch.float32))
-        if (p - t32).abs().min() > MARGIN:
-            return theta
-    raise AssertionError("no clear theta")
+        n = int(near_theta(probs, residue, real, theta).sum())
+        if best is None or n < best[0]:
+            best = (n, theta)
+        if n == 0:
+            break
+    return best[1]
 
 
-def assert_close_to_reference(got, ref, T, rows=False):
-    for n in ("received", "mass"):
-        torch.testing.assert_close(got[n], ref[n], rtol=1e-5, atol=1e-5 * T, msg=n)
-    for n in ("count", "total") + (("row_count",) if rows else ()):
-        assert torch.equal(got[n], ref[n]), n
+def assert_close_to_reference(got, ref, T, rows=False, near=None):
+    """received within rtol 1e-5 / atol 1e-5 x T; count, total (and row_count) exactly, except that each
+    weight in ``near`` (:func:`near_theta`) may move its column's / row's count by one and its mass by theta."""
+    torch.testing.assert_close(got["received"], ref["received"], rtol=1e-5, atol=1e-5 * T, msg="received")
+    if near is None or not near.any():
+        torch.testing.assert_close(got["mass"], ref["mass"], rtol=1e-5, atol=1e-5 * T, msg="mass")
+        for n in ("count", "total") + (("row_count",) if rows else ()):
+            assert torch.equal(got[n], ref[n]), n
+        return
+    col, row = near.sum(2).float(), near.sum(3).float()
+    assert ((got["count"] - ref["count"]).abs() <= col).all(), "count"
+    assert ((got["total"] - ref["total"]).abs() <= col.sum(-1)).all(), "total"
+    if rows:
+        assert ((got["row_count"] - ref["row_count"]).abs() <= row).all(), "row_count"
+    slack = 1e-5 * T + 1e-5 * ref["mass"].abs() + (MARGIN + 1.0) * col  # a moved weight: at most ~theta <= 1
+    assert ((got["mass"] - ref["mass"]).abs() <= slack).all(), "mass"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -211,11 +233,12 @@ def test_flash_where_it_cannot_run_falls_back_with_a_warning(tiny, monkeypatch):
     """``flash`` on a CPU without Triton's interpreter: one warning, the probability path, same statistics."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(stats_mod, "_FLASH_WARNED", False)
-    monkeypatch.setattr(stats_mod, "_TRITON_FAILED", True)  # the probability path's own Triton kernel: off
+    monkeypatch.setattr(stats_mod, "_FLASH_FAILED", False)
     proteins = random_proteins(2, lo=20, hi=30, seed=4)
     ref = extractor_outputs(tiny, proteins, "chunked", monkeypatch)
-    with pytest.warns(RuntimeWarning, match="flash kernel cannot run"):
+    with pytest.warns(RuntimeWarning, match="flash kernel cannot run") as caught:
         got = extractor_outputs(tiny, proteins, "flash", monkeypatch)
+    assert len([w for w in caught if w.category is RuntimeWarning]) == 1  # then the CPU's own kernel, no more
     for x, y in zip(ref, got):
         for n in ("received", "count", "mass", "total"):
             torch.testing.assert_close(getattr(y, n), getattr(x, n), rtol=1e-5, atol=1e-5)

@@ -58,13 +58,14 @@ def test_exactly_theta_is_not_confident_on_cuda():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_flash_kernel_on_cuda_equals_float64_reference(dtype):
+def test_flash_kernel_on_cuda_equals_float64_reference(dtype, monkeypatch):
     """The ``flash`` kernel (statistics straight from q and k, compiled Triton, bf16 q/k on the tensor cores)
     against a float64 softmax reduced on the CPU, with the tolerance of tests/test_flash_stats.py: received/mass
-    rtol 1e-5 / atol 1e-5 x L, count/total/row_count exactly at a theta no probability is within 1e-5 of."""
-    from tests.test_flash_stats import assert_close_to_reference, clear_theta, qk_batch, reference_probs
+    rtol 1e-5 / atol 1e-5 x L, count/total/row_count exactly but for weights within 1e-5 of theta (the longest
+    lengths have some: each may move its own column's count by one)."""
+    from tests.test_flash_stats import assert_close_to_reference, clear_theta, near_theta, qk_batch, reference_probs
 
-    stats_mod._FLASH_FAILED = False
+    monkeypatch.setattr(stats_mod, "_FLASH_FAILED", False)
     for seed, (B, H, T, D, target) in enumerate([(3, 4, 23, 16, 0.3), (4, 18, 257, 64, 0.1),
                                                  (1, 18, 700, 64, 0.05)]):
         q, k, residue, real = qk_batch(B, H, T, D, dtype, seed=seed)
@@ -74,7 +75,9 @@ def test_flash_kernel_on_cuda_equals_float64_reference(dtype):
         ref = column_stats(probs, residue, real, theta, rows=True, kernel="chunked")
         got = stats_mod.qk_column_stats(q.cuda(), k.cuda(), residue.cuda(), real.cuda(), scale, theta, rows=True)
         assert not stats_mod._FLASH_FAILED, "the flash kernel failed on this machine (the fallback was used)"
-        assert_close_to_reference({n: v.cpu() for n, v in got.items()}, ref, T, rows=True)
+        near = near_theta(probs, residue, real, theta)
+        assert near.sum() <= 1e-4 * near.numel()  # the weights within 1e-5 of theta: few
+        assert_close_to_reference({n: v.cpu() for n, v in got.items()}, ref, T, rows=True, near=near)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
@@ -85,7 +88,7 @@ def test_flash_extraction_on_cuda_equals_the_probability_path(tiny, dtype, monke
     proteins = random_proteins(6, lo=40, hi=300, seed=12)
     tokens, real = (t.cuda() for t in tokenize([p.sequence for p in proteins]))
     lengths = [p.length for p in proteins]
-    stats_mod._FLASH_FAILED = False
+    monkeypatch.setattr(stats_mod, "_FLASH_FAILED", False)
     tiny.cuda()
     out = {}
     try:

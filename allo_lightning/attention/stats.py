@@ -82,7 +82,7 @@ class ProteinStats:
 #   kernels (:mod:`.flash_stats`, :func:`qk_column_stats`), flash-attention style: the extractor then never
 #   materialises the probabilities and the model's own (fused) attention makes the layer's output. Where it
 #   cannot run (no CUDA, no Triton, a failing kernel) the probability path with ``triton`` / ``fused``, with a
-#   warning. Given probabilities (:func:`column_stats`), ``flash`` means ``triton``.
+#   warning. Given probabilities (:func:`column_stats`), ``flash`` means ``triton`` on CUDA, ``chunked`` on CPU.
 CHUNK_ELEMENTS = 1 << 20
 KERNELS = ("auto", "chunked", "fused", "compiled", "triton", "flash")
 # a device's scratch for one chunk: this fraction of its free memory, between these bounds (elements)
@@ -152,8 +152,8 @@ def column_stats(
     kernel = kernel or stats_kernel(probs_BHLL.device)
     if kernel not in KERNELS[1:]:
         raise ValueError(f"kernel {kernel!r}: choose one of {', '.join(KERNELS[1:])}.")
-    if kernel == "flash":  # it works from q and k (:func:`qk_column_stats`); from probabilities: one read
-        kernel = "triton"
+    if kernel == "flash":  # it works from q and k (:func:`qk_column_stats`); from probabilities: the device's
+        kernel = {"cuda": "triton", "cpu": "chunked"}.get(probs_BHLL.device.type, "fused")
     probs = probs_BHLL.float()
     query_BL = residue_BL.to(device=probs.device, dtype=torch.float32)
     key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
