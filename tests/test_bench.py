@@ -1,4 +1,5 @@
-"""bench and the original approach it times: flag misuses are one-line refusals (exit 2), a tiny
+"""bench and the original approach it times: bench is a command of the one shell (its flag misuses are
+one-line refusals, exit 2), its settings are a parameter (no module state set from the flags), a tiny
 smoke run works, and the original per-head loop agrees with the package's statistics."""
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ MISUSES = [
     (["--table", "--max-tokens", "0"], "--max-tokens 0"),
     (["--table", "--residues", "-3"], "--residues -3"),
     (["--table", "--predict"], "--table runs"),
+    # through the shell since bench is one of its commands (argparse before)
+    (["--quik"], "unknown flag --quik. Did you mean --quick?"),
+    (["--clock", "sun"], "--clock: 'sun' is not accepted"),
+    (["--table", "--kernels", "fast"], "--kernels fast: not a statistics kernel"),
+    (["--shapes", "esmc_9b"], "--shapes esmc_9b: not a model shape"),
+    (["--seed", "3"], "--seed works with --stream only"),
+    (["--stream"], "--stream needs --checkpoint"),
+    (["--proteins", "30"], "--proteins works with --stream only"),
+    (["--stream", "--checkpoint", "c.safetensors", "--quick"], "--stream times predict alone"),
+    (["--stream", "--checkpoint", "c.safetensors", "--proteins", "0"], "--proteins 0"),
+    (["--stream", "--checkpoint", "c.safetensors", "--min_length", "500"], "--max-length 400 is below"),
+    (["--stream", "--checkpoint", "no/such.safetensors"], "--checkpoint no/such.safetensors: file not found"),
+    (["--config", "no/such.yaml"], "--config no/such.yaml: file not found"),
 ]
 
 
@@ -56,6 +70,22 @@ def test_bench_smoke_tiny(capsys):
     assert "worst case over the grid" in out and "overhead=" in out and "vs_original=" in out
 
 
+@pytest.mark.slow
+def test_bench_stream_smoke(capsys, tmp_path):
+    """--stream (bench.stream's own argparse CLI before): one predict process over 3 random proteins of 20-40
+    residues with the golden probe (tiny backbone); one result line per size, its residues the FASTA's."""
+    from .golden import CHECKPOINT
+
+    bench_main(["--stream", "--checkpoint", str(CHECKPOINT), "--proteins", "3", "--min-length", "20",
+                "--max-length", "40", "--seed", "5", "--work", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == "proteins residues seconds s_per_1000_proteins peak_rss_mib"
+    n, residues, seconds, _, rss = lines[-1].split()
+    fasta = (tmp_path / "b3.fasta").read_text().split()
+    assert int(n) == 3 and int(residues) == sum(len(x) for x in fasta[1::2]) and 60 <= int(residues) <= 120
+    assert float(seconds) > 0 and float(rss) > 0 and (tmp_path / "out3" / "predictions.csv").exists()
+
+
 def test_original_loop_matches_the_statistics(tiny):
     """original.py (the seed scripts' approach, the benchmark's baseline): full maps of every head, then
     the per-head loop. Its observed score equals sum over sites of the confident mass / total from the
@@ -80,3 +110,61 @@ def test_original_loop_matches_the_statistics(tiny):
     assert np.all((out["pvalue"] >= 1 / 201) & (out["pvalue"] <= 1))
     part = original_head_scores(maps, sites0, 0.3, n_draws=50, seed=0, heads=[(1, 2)])
     assert np.isnan(part["observed"][0, 0]) and part["observed"][1, 2] == pytest.approx(out["observed"][1, 2])
+
+
+def test_bench_is_a_command_of_the_shell():
+    """``allo-lightning bench``, ``python -m allo_lightning bench`` and ``python -m allo_lightning.bench`` run
+    the same shell command (one parser, one error handler, run records), not a second CLI (the three
+    entry points' --help and flag errors: tests/test_fast_help.py)."""
+    import allo_lightning.shell as shell
+
+    assert "bench" in shell.COMMANDS
+    assert bench_main.spec.name == "bench" and bench_main.spec.check is not None
+
+
+def test_no_global_state_in_bench():
+    """Nothing in ``allo_lightning/bench`` rebinds a module global (``global CLOCK`` was set from --clock and
+    read by every ratio); the settings are a frozen dataclass passed as a parameter."""
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    import allo_lightning.bench as bench
+    from allo_lightning.bench.settings import BenchSettings
+
+    for path in Path(bench.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Global)], path
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BenchSettings().clock = "cpu"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("clock, overhead", [("cpu", "3.000"), ("wall", "2.000")])
+def test_the_clock_flag_reaches_every_ratio(clock, overhead, capsys, monkeypatch):
+    """--clock picks the times the ratios divide (on a CPU device): a grid point whose extraction costs 2x
+    the plain forward in wall time and 3x in CPU time reports overhead 3x on the cpu clock, 2x on the wall
+    clock, in the point's table, the final line and the header."""
+    import allo_lightning.bench.extraction as ex
+    from allo_lightning.bench.common import Timing
+
+    names = ("plain", "ours", "original maps", "ours e2e", "cached", "orig scoring", "original", "our scoring")
+
+    def point(shape, length, device, repeats, orig_heads, trainer_kwargs, *, clock):
+        rows = {k: Timing(1.0, 1.0) for k in names}
+        rows["ours"] = Timing(wall=2.0, cpu=3.0)
+        return ex.Point(shape, length, rows, {"plain": 0.0, "ours": 0.0, "original": 0.0}, 1.0, 2, 0.0, clock)
+
+    monkeypatch.setattr(ex, "run_point", point)
+    bench_main(["--quick", "--shapes", "tiny", "--lengths", "24", "--device", "cpu", "--clock", clock])
+    out = capsys.readouterr().out
+    assert f"ratios on the {clock} clock" in out, out
+    assert f"  overhead {overhead}x" in out and f"overhead={overhead}x" in out, out
+
+
+def test_the_cpu_clock_is_a_cpu_device_setting():
+    """The process CPU time says nothing of a GPU's work: --clock cpu counts on a CPU device only."""
+    from allo_lightning.bench.settings import BenchSettings
+
+    s = BenchSettings(clock="cpu")
+    assert (s.clock_on("cpu"), s.clock_on("cuda"), s.clock_on("mps")) == ("cpu", "wall", "wall")
+    assert BenchSettings().clock_on("cpu") == "wall"

@@ -2,7 +2,7 @@
 because Lightning and torch were imported before the command line was parsed).
 
 For every command and every way of starting it (``allo-lightning CMD``, ``python -m allo_lightning CMD``,
-``python -m allo_lightning.CMD``; bench: ``python -m allo_lightning.bench``) a fresh interpreter runs
+``python -m allo_lightning.CMD``, bench included) a fresh interpreter runs
 ``--help``, a mistyped flag, a value the parser refuses and a value a config section refuses, and
 reports which of torch, Lightning, matplotlib, esm, transformers and scikit-learn got imported: none
 may be. Time is not asserted here (a loaded machine says nothing); the README gives the measurement.
@@ -40,7 +40,9 @@ BAD_VALUE = [("fit", ["--model.dtype", "fp64"], "--model.dtype"),
               "--min_identity"),
              ("evaluate", ["--checkpoint", "x", "--structure", "no/such.pdb"], "--structure"),
              ("bench", ["--repeats", "0"], "--repeats"),
-             ("bench", ["--clock", "sun"], "--clock")]
+             ("bench", ["--clock", "sun"], "--clock"),
+             ("bench", ["--bf16"], "--bf16"),  # refused by bench's settings (the command's check)
+             ("bench", ["--table", "--kernels", "fast"], "--kernels")]
 
 # runs ARGV as `python -m MODULE ARGV` does (runpy, sys.argv[0] = the module's file), in this process
 RUNNER = r"""

@@ -494,6 +494,24 @@ def test_predict_refuses_hostile_structure_before_work(fitted, capsys):
     assert e.value.code == 2 and "--chain" in capsys.readouterr().err and not (tmp_path / "pred_c").exists()
 
 
+def test_predict_refuses_a_bad_structure_table_in_one_line(fitted, capsys):
+    """A mapping table in Latin-1 or with an unclosed quote: one line naming the table and line, exit 2, no
+    output (Latin-1 was a UnicodeDecodeError traceback when the table had its own parser)."""
+    from .test_structures_engineered import SEQ
+
+    tmp_path, *_ = fitted
+    (tmp_path / "t.fasta").write_text(f">P1\n{SEQ}\n")
+    for k, data in enumerate(["id,structure,chain\nP1,r\xe9c.pdb,A\n".encode("latin-1"),
+                              b'id,structure,chain\nP1,"rec.pdb,A\n']):
+        (tmp_path / "bad_map.csv").write_bytes(data)
+        with pytest.raises(SystemExit) as e:
+            _predict(tmp_path, "--fasta", tmp_path / "t.fasta", "--out", tmp_path / f"pred_t{k}",
+                     "--structure", tmp_path / "bad_map.csv")
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and "bad_map.csv, line 2" in err, err
+        assert not (tmp_path / f"pred_t{k}" / "predictions.csv").exists()
+
+
 def test_predict_own_data_flags_are_read():
     """predict's --data.path / --data.long arrive nested ({"data": {...}}): --data.long skip was ignored."""
     from allo_lightning.pipeline import long_of

@@ -111,9 +111,10 @@ def test_no_import_cycle_among_package_modules():
 
 def test_one_way_rules():
     """The README's one-way rules: the model modules never import the factory above them, ``data`` does not
-    import ``backbone``, ``analysis`` does not import the CLI's config, no bench module imports the CLI's
-    dispatcher (``extraction``; only ``cli``, which parses the flags, runs it), and ``outputs`` does not
-    import ``tables``."""
+    import ``backbone``, ``analysis`` does not import the CLI's config, no bench module imports the
+    dispatcher (``extraction``; only ``command``, the bench command of the shell, runs it) or the shell,
+    ``outputs`` does not import ``tables``, and each module of ``structures`` imports only the ones before
+    it (formats, references, alignment, resolve, write, scripts)."""
     graph = import_graph()
     for model in ("esmc", "esm2", "registry", "base"):
         assert "allo_lightning.backbone.builders" not in graph[f"allo_lightning.backbone.{model}"]
@@ -123,8 +124,18 @@ def test_one_way_rules():
         if m.startswith("allo_lightning.analysis"):
             assert "allo_lightning.config" not in deps and "allo_lightning.shell" not in deps, (m, deps)
         if m.startswith("allo_lightning.bench") and m != "allo_lightning.bench.extraction":
-            assert "allo_lightning.bench.extraction" not in deps or m.endswith(("bench", "__main__", ".cli")), (m, deps)
+            assert "allo_lightning.bench.extraction" not in deps or m.endswith(".command"), (m, deps)
+        if m.startswith("allo_lightning.bench") and not m.endswith((".command", "bench", "__main__")):
+            # the benchmarks get their settings as a parameter; only the command module knows the shell
+            assert "allo_lightning.shell" not in deps, (m, deps)
     assert "allo_lightning.tables" not in graph["allo_lightning.outputs"]
+    order = ["formats", "references", "alignment", "resolve", "write", "scripts"]
+    assert {m for m in graph if m.startswith("allo_lightning.structures.")} == {f"allo_lightning.structures.{n}"
+                                                                               for n in order}
+    for k, name in enumerate(order):
+        inside = {d.rpartition(".")[2] for d in graph[f"allo_lightning.structures.{name}"]
+                  if d.startswith("allo_lightning.structures.")}
+        assert inside <= set(order[:k]), (name, inside)
 
 
 def test_a_planted_cycle_is_found():

@@ -340,3 +340,20 @@ def test_a_fragment_inside_two_proteins_joins_one_cluster_with_both():
         grouped, notes = shared_sequence_clusters(order)
         clusters = {p.id: p.cluster for p in grouped}
         assert clusters["A"] == clusters["B"] == clusters["S"] is not None, (clusters, [p.id for p in order])
+
+
+def test_read_rows_other_tables_by_the_same_rules(tmp_path):
+    """read_rows (predict's structure mapping table): header line and names, rows padded to the header,
+    blank rows skipped, file lines after a multi-line cell, the required fields and extra fields refused."""
+    from allo_lightning.data.io import read_rows
+
+    p = write(tmp_path, "m.csv", '\n\nID; Structure ;chain\nP1;"a;b\nc";A\n\nP2;x\n'.encode("utf-16"))
+    t = read_rows(p, "id, structure, chain")
+    assert (t.line, t.delimiter, t.header) == (3, ";", ["id", "structure", "chain"])
+    assert list(t.rows(2)) == [(4, ["P1", "a;b\nc", "A"]), (7, ["P2", "x", ""])]
+    assert "line 7: 2 field(s) but the header has 3" in str(refused(lambda: list(read_rows(p, "x").rows(3))))
+    p = write(tmp_path, "e.csv", "id,structure\nP1,a,\nP2,b,c\n")
+    assert next(read_rows(p, "x").rows(2)) == (2, ["P1", "a", ""])  # an empty extra field is fine
+    assert "line 3: 3 field(s) but the header has 2" in str(refused(lambda: list(read_rows(p, "x").rows(2))))
+    assert "Give a table with columns id, structure" in str(refused(read_rows, write(tmp_path, "z.csv", ""),
+                                                                   "id, structure"))

@@ -327,7 +327,7 @@ def test_fusion_replacing_a_loop_gets_no_scores():
 def test_best_segment_is_maximum_subarray():
     import itertools
 
-    from allo_lightning.structures import _best_segment
+    from allo_lightning.structures.alignment import _best_segment
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -338,7 +338,7 @@ def test_best_segment_is_maximum_subarray():
 
 
 def test_trim_ends_drops_chance_edges_only():
-    from allo_lightning.structures import _trim_ends
+    from allo_lightning.structures.alignment import _trim_ends
 
     true = [True] * 10
     assert _trim_ends(true + [False, False, False, True], 0, 14) == (0, 10)  # chance identical pair at the edge
@@ -361,3 +361,67 @@ def test_gzipped_input_reads_like_plain(files, tmp_path, suffix):
                                    tmp_path / f"plain.{suffix}")
     zipped = write_scored_structure(m, scores_for(), tmp_path / f"zipped.{suffix}")
     assert zipped.read_bytes() == plain.read_bytes()
+
+
+# -- mapping tables: read by allo_lightning.data.io's reader (its rules) ----------------------------------------
+
+def _table_result(tmp_path, data: bytes, ids=("P1", "P2")) -> dict:
+    (tmp_path / "a.pdb").write_text("")
+    (tmp_path / "b, c.pdb").write_text("")
+    table = tmp_path / "map.csv"
+    table.write_bytes(data)
+    return {k: (v.path.name, v.chain) for k, v in resolve_structures(table, list(ids)).items()}
+
+
+PLAIN = "id,structure,chain\nP1,a.pdb,A\nP2,\"b, c.pdb\",\n"  # a quoted path holding the delimiter
+
+
+@pytest.mark.parametrize("name, data", [
+    ("plain", PLAIN.encode()),
+    ("CRLF", PLAIN.replace("\n", "\r\n").encode()),
+    ("CR", PLAIN.replace("\n", "\r").encode()),
+    ("UTF-8 BOM", b"\xef\xbb\xbf" + PLAIN.encode()),
+    ("blank lines, spaces", PLAIN.replace("\nP2", "\n\n  P2").encode()),
+    ("tabs", PLAIN.replace(",", "\t").replace('"b\t c.pdb"', "b, c.pdb").encode()),
+    ("all quoted", b'"id","structure","chain"\n"P1","a.pdb","A"\n"P2","b, c.pdb",""\n'),
+    # new with data.io's rules (refused or a traceback before):
+    ("UTF-16 BOM (Excel Unicode text)", PLAIN.encode("utf-16")),
+    ("semicolons (European Excel)", PLAIN.replace(",", ";").replace('"b; c.pdb"', '"b, c.pdb"').encode()),
+    ("a blank line before the header", ("\n" + PLAIN).encode()),
+    ("a row without its chain cell", PLAIN.replace('"b, c.pdb",\n', '"b, c.pdb"\n').encode()),
+])
+def test_mapping_table_real_world_forms_read_alike(tmp_path, name, data):
+    """Valid tables read as before (quotes, CRLF, BOM, blank lines, tabs), and the forms data.io's reader
+    accepts (UTF-16 with a BOM, ';', blank lines before the header, a short row padded like a protein
+    table's) read the same."""
+    assert _table_result(tmp_path, data) == {"P1": ("a.pdb", "A"), "P2": ("b, c.pdb", None)}, name
+
+
+@pytest.mark.parametrize("name, data, phrase", [
+    ("unclosed quote", b'id,structure,chain\nP1,"a.pdb,A\nP2,a.pdb,B\n', r"line 2: a quote .* not closed"),
+    ("latin-1", "id,structure,chain\nP1,\xe9.pdb,A\n".encode("latin-1"), "line 2: not valid UTF-8"),
+    ("NUL byte", b"id,structure,chain\nP1,a\x00.pdb,A\n", "line 2: contains NUL bytes"),
+    ("extra field", b"id,structure,chain\nP1,a.pdb,A,B\n", r"line 2: 4 field\(s\) but the header has 3"),
+    ("comment line", b"id,structure,chain\n# moved\nP1,a.pdb,A\n", r"line 2: 1 field\(s\) but the header has 3"),
+    ("column twice", b"id,structure,structure\nP1,a.pdb,b.pdb\n", "line 1: column.*'structure' appear more"),
+    ("empty", b"", "the file is empty"),
+    ("no header", b"P1,a.pdb,A\n", "line 1: a structure mapping table needs the columns"),
+    ("line break in a path", b'id,structure,chain\nP1,"a\n.pdb",A\n', "line 2, id 'P1': the structure path"),
+    ("form feed", b"id,structure,chain\nP1,a.pdb,A\x0cP2,a.pdb,B\n", r"line 2: 5 field\(s\)"),
+])
+def test_mapping_table_bad_forms_one_line_errors(tmp_path, name, data, phrase):
+    """Each is one line naming the table and the line (before: UnicodeDecodeError tracebacks for latin-1
+    and UTF-16, the unclosed quote blamed on a short row, a NUL or a line break kept in a path, an extra
+    field, a second 'structure' column and a row after a form feed silently dropped)."""
+    with pytest.raises(InputError, match=phrase) as e:
+        _table_result(tmp_path, data)
+    msg = str(e.value)
+    assert "map.csv" in msg and "\n" not in msg and msg.isprintable(), name
+
+
+def test_mapping_table_errors_name_the_file_line_after_a_multiline_cell(tmp_path):
+    """A quoted note running over two lines: the next row's error names its own file line (4), not its row
+    number (3)."""
+    data = b'id,structure,chain,note\nP1,a.pdb,A,"two\nlines"\nQ9,a.pdb,A,\n'
+    with pytest.raises(InputError, match=r"map.csv, line 4, id 'Q9': not among the proteins"):
+        _table_result(tmp_path, data)

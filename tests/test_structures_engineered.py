@@ -142,7 +142,7 @@ def test_fused_insert_gets_no_score(adrb2, tmp_path, kind):
 
 def test_fused_negative_control_without_island_rule(adrb2, tmp_path, monkeypatch):
     """Today's alignment alone puts ADRB2 252-255 on T4L: the rule (not luck) keeps the insert clean."""
-    import allo_lightning.structures as st
+    import allo_lightning.structures.alignment as st
 
     path = write_pdb(fused_atoms(adrb2), tmp_path / "fused.pdb")
     monkeypatch.setattr(st, "drop_islands", lambda blocks, *a: blocks)
@@ -243,7 +243,7 @@ def test_hostile_chain_or_icode_refused_with_one_line(tmp_path, name):
 def test_hostile_file_reproduces_without_the_check(tmp_path, monkeypatch):
     """Negative control: without the token check the multi-line chain id reaches the script as a command
     line; with the check in scripts (_checked) it is refused there too (defence in depth)."""
-    import allo_lightning.structures as st
+    import allo_lightning.structures.formats as st
 
     path = tmp_path / "hostile.cif"
     path.write_text(hostile_cif(*HOSTILE["multiline chain"]))
@@ -340,7 +340,7 @@ def test_pymol_runs_nothing_from_hostile_ids_and_paths(adrb2, tmp_path, monkeypa
     script_text/_checked does create the files (so the harness sees an executed command)."""
     import subprocess
 
-    import allo_lightning.structures as st
+    import allo_lightning.structures.scripts as st
 
     pymol = pymol_command()
     evil = "P1\nsystem touch PWNED_NL\n#x; system touch PWNED_SEMI\r\n#"

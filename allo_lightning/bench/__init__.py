@@ -1,7 +1,8 @@
-"""Benchmarks (``python -m allo_lightning.bench``): extraction against its floor and the original
-approach (:mod:`.extraction`), head scoring, early-exit predict, bf16, loading memory and the
-comparison with transformers' ``output_attentions`` (:mod:`.inference`)."""
+"""Benchmarks (``allo-lightning bench``, ``python -m allo_lightning.bench``): extraction against its floor
+and the original approach (:mod:`.extraction`), head scoring, early-exit predict, bf16, loading memory and
+the comparison with transformers' ``output_attentions`` (:mod:`.inference`). The command and its flags:
+:mod:`.command` (parsed and checked before torch is imported)."""
 
-from .cli import main  # flags parsed before torch is imported (the benchmarks import it to run)
+from .command import main
 
 __all__ = ["main"]

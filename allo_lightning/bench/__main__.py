@@ -1,3 +1,3 @@
-from .cli import main
+from .command import main
 
-main()
+main(prog="python -m allo_lightning.bench")

@@ -24,6 +24,12 @@ THETA = 0.3
 N_DRAWS = 1000  # the original scripts' random site draws per head
 
 
+def emit(text: str = "") -> None:
+    """One line (or block) of a benchmark's results: the tables are the bench's output, so they go to stdout
+    (flushed: a long grid shows each table as it is done). Progress and notes go to the module's logger."""
+    print(text, flush=True)
+
+
 # -- set-up --------------------------------------------------------------------------------------------
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":

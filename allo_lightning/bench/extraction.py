@@ -28,6 +28,7 @@ The last line summarises the grid by its worst case:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -50,6 +51,7 @@ from .common import (
     Timing,
     best,
     best_of,
+    emit,
     extract_on,
     labels_of,
     make_backbone,
@@ -58,8 +60,9 @@ from .common import (
     status_kb,
     sync,
 )
+from .settings import BenchSettings
 
-CLOCK = "wall"  # which clock the ratios use (--clock): "cpu" is steadier on a loaded machine
+log = logging.getLogger(__name__)
 
 
 # -- memory --------------------------------------------------------------------------------------------
@@ -145,7 +148,7 @@ def measure_memory(method: str, shape: str, length: int, device: torch.device) -
            "MALLOC_TRIM_THRESHOLD_": "65536"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
-        print(res.stderr[-2000:], file=sys.stderr)
+        log.warning("memory measurement (%s, %s, L=%d) failed: %s", method, shape, length, res.stderr[-2000:])
         return float("nan"), "failed"
     info = json.loads(res.stdout.strip().splitlines()[-1])
     return info["extra_mb"], info["how"] + ", fresh process"
@@ -161,15 +164,16 @@ class Point:
     map_mb: float  # one layer's attention maps of the batch (float32)
     orig_scoring_heads: int
     check: float  # max |original observed - our mass score| over the timed heads
+    clock: str  # the clock of the ratios (--clock; "cpu" on a CPU device only)
 
     def ratio(self, a: str, b: str) -> float:
-        if CLOCK == "cpu":
+        if self.clock == "cpu":
             return self.rows[a].cpu / self.rows[b].cpu
         return self.rows[a].wall / self.rows[b].wall
 
 
 def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_heads: int | None,
-              trainer_kwargs: dict) -> Point:
+              trainer_kwargs: dict, *, clock: str) -> Point:
     from ..analysis import score_heads
     from ..attention import AttentionExtractor
     from ..backbone import tokenize
@@ -237,7 +241,7 @@ def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_
     for method in ("plain", "ours", "original"):
         mem[method], how = measure_memory(method, shape, length, device)
     map_mb = n_heads * (length + 2) ** 2 * 4 / 2**20
-    return Point(shape, length, rows, mem, map_mb, len(heads), check)
+    return Point(shape, length, rows, mem, map_mb, len(heads), check, clock)
 
 
 def print_point(p: Point) -> None:
@@ -247,20 +251,20 @@ def print_point(p: Point) -> None:
              ("3 orig scoring", "orig scoring", None), ("  our scoring", "our scoring", None),
              ("4 cached", "cached", None)]
     extrapolated = "" if p.orig_scoring_heads == SHAPES[p.shape][1] * SHAPES[p.shape][2] else ", extrapolated"
-    print(f"\n{p.shape}  L={n}  (one layer's maps: {p.map_mb:.1f} MiB; original scoring timed on "
-          f"{p.orig_scoring_heads} heads{extrapolated}; "
-          f"|original - ours| on the mass score: {p.check:.1e})")
-    print(f"  {'':16s}{'seconds':>10s}{'cpu s':>10s}{'residues/s':>12s}{'extra peak MiB':>16s}")
+    emit(f"\n{p.shape}  L={n}  (one layer's maps: {p.map_mb:.1f} MiB; original scoring timed on "
+         f"{p.orig_scoring_heads} heads{extrapolated}; "
+         f"|original - ours| on the mass score: {p.check:.1e})")
+    emit(f"  {'':16s}{'seconds':>10s}{'cpu s':>10s}{'residues/s':>12s}{'extra peak MiB':>16s}")
     for label, key, mkey in order:
         r = p.rows[key]
         mem = f"{p.mem[mkey]:16.1f}" if mkey else f"{'':16s}"
-        print(f"  {label:16s}{r.wall:10.3f}{r.cpu:10.3f}{n / r.wall:12.1f}{mem}")
-    print(f"  overhead {p.ratio('ours', 'plain'):.3f}x (wall {p.rows['ours'].wall / p.rows['plain'].wall:.3f}x, "
-          f"cpu {p.rows['ours'].cpu / p.rows['plain'].cpu:.3f}x)  "
-          f"scoring_speedup {p.ratio('orig scoring', 'our scoring'):.0f}x  "
-          f"vs_original {p.ratio('original', 'ours'):.2f}x  "
-          f"cache {p.ratio('ours e2e', 'cached'):.1f}x  peak_extra {p.mem['ours'] - p.mem['plain']:.1f} MiB "
-          f"({(p.mem['ours'] - p.mem['plain']) / p.map_mb:.2f} layer maps)")
+        emit(f"  {label:16s}{r.wall:10.3f}{r.cpu:10.3f}{n / r.wall:12.1f}{mem}")
+    emit(f"  overhead {p.ratio('ours', 'plain'):.3f}x (wall {p.rows['ours'].wall / p.rows['plain'].wall:.3f}x, "
+         f"cpu {p.rows['ours'].cpu / p.rows['plain'].cpu:.3f}x)  "
+         f"scoring_speedup {p.ratio('orig scoring', 'our scoring'):.0f}x  "
+         f"vs_original {p.ratio('original', 'ours'):.2f}x  "
+         f"cache {p.ratio('ours e2e', 'cached'):.1f}x  peak_extra {p.mem['ours'] - p.mem['plain']:.1f} MiB "
+         f"({(p.mem['ours'] - p.mem['plain']) / p.map_mb:.2f} layer maps)")
 
 
 def final_line(points: list[Point]) -> str:
@@ -274,11 +278,12 @@ def final_line(points: list[Point]) -> str:
 
 
 # -- scale: batching and padding ---------------------------------------------------------------------------
-def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: str = "esmc_300m") -> None:
+def run_scale(device: torch.device, trainer_kwargs: dict, *, clock: str, n: int = 24,
+              shape: str = "esmc_300m") -> None:
     from ..data import bundled_path, read_proteins
     from ..data.batching import padding_fraction, token_budget_batches
 
-    print("\nPadding fraction (token budget 4096 tokens per batch), with vs without length bucketing:")
+    emit("\nPadding fraction (token budget 4096 tokens per batch), with vs without length bucketing:")
     rng = random.Random(1)
     synthetic = [random_protein(rng.randint(50, 450), seed=100 + i, pid=f"S{i}") for i in range(n)]
     sets = [(f"synthetic ({n} proteins, 50-450 residues)", synthetic)]
@@ -286,17 +291,17 @@ def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: st
         asd = read_proteins(bundled_path("asd"))
         sets.append((f"bundled ASD set ({len(asd)} proteins)", asd))
     except Exception as e:  # noqa: BLE001 - the bundled set is optional here
-        print(f"  (bundled ASD set not read: {e})")
+        log.warning("bundled ASD set not read: %s", e)
     for name, prots in sets:
         lengths = [p.length for p in prots]
         for budget in (4096, 16384):
             fr = {b: padding_fraction(lengths, token_budget_batches(lengths, budget, b)) for b in (True, False)}
             nb = len(token_budget_batches(lengths, budget, True))
-            print(f"  {name}, max_tokens={budget}: bucketed {fr[True]:.1%} ({nb} batches), "
-                  f"unbucketed {fr[False]:.1%}")
+            emit(f"  {name}, max_tokens={budget}: bucketed {fr[True]:.1%} ({nb} batches), "
+                 f"unbucketed {fr[False]:.1%}")
 
-    print(f"\nThroughput of extract() on the synthetic set ({shape} shape, {sum(p.length for p in synthetic)} "
-          "residues), token-budget batches vs batch size 1:")
+    emit(f"\nThroughput of extract() on the synthetic set ({shape} shape, {sum(p.length for p in synthetic)} "
+         "residues), token-budget batches vs batch size 1:")
     backbone = make_backbone(shape, device)
     residues = sum(p.length for p in synthetic)
     results = {}
@@ -312,9 +317,9 @@ def run_scale(device: torch.device, trainer_kwargs: dict, n: int = 24, shape: st
     base = best(results["batch size 1"])
     for label, ts in results.items():
         b = best(ts)
-        speed = base.cpu / b.cpu if CLOCK == "cpu" else base.wall / b.wall
-        print(f"  {label:30s}{b.wall:8.2f} s (cpu {b.cpu:7.2f} s)  {residues / b.wall:8.1f} residues/s  "
-              f"{speed:.2f}x ({CLOCK} clock)")
+        speed = base.cpu / b.cpu if clock == "cpu" else base.wall / b.wall
+        emit(f"  {label:30s}{b.wall:8.2f} s (cpu {b.cpu:7.2f} s)  {residues / b.wall:8.1f} residues/s  "
+             f"{speed:.2f}x ({clock} clock)")
 
 
 # -- scoring benchmark (issue 3) ---------------------------------------------------------------------------
@@ -330,9 +335,9 @@ def run_scoring(n_proteins: int = 20, shape: str = "esmc_600m", heads_timed: int
     gen = torch.Generator().manual_seed(seed)
     items, orig_wall, orig_cpu, diffs = [], 0.0, 0.0, []
     all_heads = [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
-    print(f"Scoring benchmark: {n_layers} x {n_heads} heads, {n_proteins} proteins (lengths 300-500), "
-          f"{N_DRAWS} random site sets per head; original loop timed on {heads_timed} heads per protein "
-          "and extrapolated to all heads.")
+    emit(f"Scoring benchmark: {n_layers} x {n_heads} heads, {n_proteins} proteins (lengths 300-500), "
+         f"{N_DRAWS} random site sets per head; original loop timed on {heads_timed} heads per protein "
+         "and extrapolated to all heads.")
     for i in range(n_proteins):
         protein = random_protein(rng.randint(300, 500), seed=1000 + i, pid=f"G{i}")
         T = protein.length + 2
@@ -372,17 +377,17 @@ def run_scoring(n_proteins: int = 20, shape: str = "esmc_600m", heads_timed: int
             runs[name] = score_heads(items, n_layers, n_heads, seed=0, **kw)
             ts.append(Timing(time.perf_counter() - w0, time.process_time() - c0))
         ours[name] = best(ts)
-    print(f"  original loop (extrapolated)          {orig_wall:10.2f} s   (cpu {orig_cpu:.2f} s)")
+    emit(f"  original loop (extrapolated)          {orig_wall:10.2f} s   (cpu {orig_cpu:.2f} s)")
     for name, t in ours.items():
-        print(f"  score_heads, {name:28s} {t.wall:8.4f} s   (cpu {t.cpu:.4f} s)   speed-up {orig_wall / t.wall:.0f}x")
+        emit(f"  score_heads, {name:28s} {t.wall:8.4f} s   (cpu {t.cpu:.4f} s)   speed-up {orig_wall / t.wall:.0f}x")
     d = runs["2000 permutations (default)"]
     extra = [int((st.pvalue_draws > 2000).sum()) for st in (d.p_alpha, d.mass)]
     exact = [int((st.pvalue_draws == 0).sum()) for st in (d.p_alpha, d.mass)]
     adaptive = ours["2000 permutations (default)"].cpu - ours["2000, no adaptive B / exact"].cpu
-    print(f"  adaptive B: {extra[0]} p_alpha and {extra[1]} mass heads got more draws (up to "
-          f"{int(max(d.p_alpha.pvalue_draws.max(), d.mass.pvalue_draws.max()))}), {exact[0]} exact p-values; "
-          f"cost {adaptive:+.3f} s cpu; {int(d.testable.sum())} of {d.testable.numel()} heads testable")
-    print(f"  max |original observed - seed score from the statistics| over the timed heads: {max(diffs):.1e}")
+    emit(f"  adaptive B: {extra[0]} p_alpha and {extra[1]} mass heads got more draws (up to "
+         f"{int(max(d.p_alpha.pvalue_draws.max(), d.mass.pvalue_draws.max()))}), {exact[0]} exact p-values; "
+         f"cost {adaptive:+.3f} s cpu; {int(d.testable.sum())} of {d.testable.numel()} heads testable")
+    emit(f"  max |original observed - seed score from the statistics| over the timed heads: {max(diffs):.1e}")
     default = ours["2000 permutations (default)"]
     return (f"scoring_speedup={orig_wall / default.wall:.0f}x  (score_heads {default.wall:.3f} s, "
             f"cpu {default.cpu:.3f} s, vs original {orig_wall:.1f} s)")
@@ -397,99 +402,89 @@ def load_line() -> str:
         return ""
 
 
-def check_args(args) -> None:
-    """Refuse flag values that would end in a traceback (or be ignored without a word), before any work:
-    what needs the model table or torch (the rest is checked by :func:`.cli.check_flags` before torch is
-    imported)."""
-    unknown = [s for s in args.shapes or () if s not in SHAPES]
+def check_settings(s: BenchSettings) -> torch.device:
+    """Refuse settings that would end in a traceback (or be ignored without a word), before any work: what
+    needs the model table or torch (the rest is checked when :class:`.settings.BenchSettings` is made, before
+    torch is imported). Returns the device to run on."""
+    unknown = [shape for shape in s.shapes or () if shape not in SHAPES]
     if unknown:
         raise InputError(f"--shapes {unknown[0]}: not a model shape. Choose from: {', '.join(SHAPES)}.")
-    for shape in args.shapes or ["esmc_300m"]:
+    for shape in s.shapes or ["esmc_300m"]:
         limit = REGISTRY[shape].max_length
-        long = [n for n in args.lengths or () if n > limit]
+        long = [n for n in s.lengths or () if n > limit]
         if long:
             raise InputError(f"--lengths {long[0]}: longer than the {shape} shape's context of {limit} residues. "
                              "Give shorter lengths.")
-    if args.memory_child:
-        method, shape, length, _ = args.memory_child
-        if shape not in SHAPES or not length.isdigit():
-            raise InputError(f"--memory-child {' '.join(args.memory_child)}: an internal flag (METHOD SHAPE LENGTH "
-                             "DEVICE); do not use it directly.")
-    pick_device(args.device)  # an unknown or absent device
+    if s.memory_child and s.memory_child[1] not in SHAPES:
+        raise InputError(f"--memory-child {' '.join(s.memory_child)}: an internal flag (METHOD SHAPE LENGTH "
+                         "DEVICE); do not use it directly.")
+    return pick_device(s.device)  # an unknown or absent device
 
 
-def run(args) -> None:
-    """Run the benchmark the parsed and checked flags name (see :mod:`.cli`)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.child:
+def run(s: BenchSettings) -> None:
+    """Run the benchmark the checked settings name (see :mod:`.command`)."""
+    device = check_settings(s)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    if s.child:
         from .inference import child_main
 
-        print(json.dumps(child_main(args.child)))
+        emit(json.dumps(child_main(list(s.child))))
         return
-    if args.memory_child:
-        method, shape, length, device = args.memory_child
-        print(json.dumps(memory_child(method, shape, int(length), device)))
+    if s.memory_child:
+        method, shape, length, child_device = s.memory_child
+        emit(json.dumps(memory_child(method, shape, int(length), child_device)))
         return
     import warnings
 
     warnings.filterwarnings("ignore")
-    import logging
-
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.ERROR)
 
-    if args.table:
+    clock = s.clock_on(device.type)
+    if s.table:
         from .table import run_table
 
-        run_table(pick_device(args.device), args.max_tokens, args.residues,
-                  shape=(args.shapes or ["esmc_600m"])[0], kernels=tuple(args.kernels) if args.kernels else None,
-                  repeats=args.repeats or 1)
+        run_table(device, s.max_tokens, s.residues, shape=(s.shapes or ["esmc_600m"])[0], kernels=s.kernels,
+                  repeats=s.repeats or 1)
         return
-    if args.scoring:
-        print(load_line())
-        print(run_scoring())
-        print(load_line())
+    if s.scoring:
+        emit(load_line())
+        emit(run_scoring())
+        emit(load_line())
         return
-    if args.predict or args.vs_transformers:
+    if s.predict or s.vs_transformers:
         from . import inference
 
-        global_clock = args.clock if pick_device(args.device).type == "cpu" else "wall"
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; {load_line()}; "
-              f"ratios on the {global_clock} clock")
-        if args.vs_transformers:
-            esm2 = [s for s in args.shapes or () if REGISTRY[s].family == "esm2"]
-            inference.run_vs_transformers(pick_device(args.device), args.lengths or [1000], global_clock,
-                                          *(esm2[:1] or ["esm2_t33_650m"]))
-        if args.predict:
-            inference.run_predict(pick_device(args.device), quick=args.quick, clock=global_clock,
-                                  shapes=args.shapes, lengths=args.lengths, repeats=args.repeats or 3, bf16=args.bf16)
+        emit(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; {load_line()}; "
+             f"ratios on the {clock} clock")
+        if s.vs_transformers:
+            esm2 = [shape for shape in s.shapes or () if REGISTRY[shape].family == "esm2"]
+            inference.run_vs_transformers(device, list(s.lengths or [1000]), clock, *(esm2[:1] or ["esm2_t33_650m"]))
+        if s.predict:
+            inference.run_predict(device, quick=s.quick, clock=clock, shapes=s.shapes and list(s.shapes),
+                                  lengths=s.lengths and list(s.lengths), repeats=s.repeats or 3, bf16=s.bf16)
         return
 
-    device = pick_device(args.device)
-    global CLOCK
-    CLOCK = args.clock if device.type == "cpu" else "wall"
-    shapes = args.shapes or (["esmc_300m"] if args.quick else DEFAULT_SHAPES)
-    lengths = args.lengths or ([400] if args.quick else [128, 400, 1000])
-    repeats = args.repeats or (2 if args.quick else 3)
+    shapes = s.shapes or (["esmc_300m"] if s.quick else DEFAULT_SHAPES)
+    lengths = s.lengths or ([400] if s.quick else [128, 400, 1000])
+    repeats = s.repeats or (2 if s.quick else 3)
     accel = {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")
     trainer_kwargs = {"accelerator": accel, "devices": 1, "enable_progress_bar": False,
                       "enable_model_summary": False}
-    print(f"device: {device} ({torch.get_num_threads()} torch threads), torch {torch.__version__}; {load_line()}")
-    print(f"theta={THETA}, {N_DRAWS} random draws per head in the original, batch of 1 protein, best of {repeats}; "
-          f"ratios on the {CLOCK} clock")
+    emit(f"device: {device} ({torch.get_num_threads()} torch threads), torch {torch.__version__}; {load_line()}")
+    emit(f"theta={THETA}, {N_DRAWS} random draws per head in the original, batch of 1 protein, best of {repeats}; "
+         f"ratios on the {clock} clock")
     t0 = time.perf_counter()
     points = []
     for shape in shapes:
         for length in lengths:
-            p = run_point(shape, length, device, repeats, args.original_heads, trainer_kwargs)
+            p = run_point(shape, length, device, repeats, s.original_heads, trainer_kwargs, clock=clock)
             print_point(p)
             points.append(p)
-            sys.stdout.flush()
-    if not args.quick or args.scale:
-        run_scale(device, trainer_kwargs)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s; {load_line()}")
-    print("worst case over the grid: max overhead, min speed-ups, max extra peak:")
-    print(final_line(points))
-
+    if not s.quick or s.scale:
+        run_scale(device, trainer_kwargs, clock=clock)
+    emit(f"\ntotal {time.perf_counter() - t0:.0f} s; {load_line()}")
+    emit("worst case over the grid: max overhead, min speed-ups, max extra peak:")
+    emit(final_line(points))

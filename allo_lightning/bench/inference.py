@@ -21,6 +21,7 @@ state dict (random weights of the real shape, as ESM-C's files are bf16) and pre
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -30,7 +31,9 @@ from pathlib import Path
 
 import torch
 
-from .common import THETA, Timing, best, labels_of, make_backbone, random_protein, status_kb, sync
+from .common import THETA, Timing, best, emit, labels_of, make_backbone, random_protein, status_kb, sync
+
+log = logging.getLogger(__name__)
 
 PREDICT_SHAPES = ["esmc_300m", "esmc_600m"]
 
@@ -86,24 +89,23 @@ def run_predict(device: torch.device, quick: bool, clock: str, shapes=None, leng
                 for name, m in mods.items():
                     _timed(lambda m=m, a=args: m(*a), times[name], device)
             b = {k: best(v) for k, v in times.items()}
-            print(f"\n{shape} ({Ly} layers x {H} heads)  L={length}  best of {repeats}")
-            print(f"  {'':16s}{'seconds':>10s}{'cpu s':>10s}{'vs full':>10s}{'depth':>8s}{'ratio/depth':>13s}")
+            emit(f"\n{shape} ({Ly} layers x {H} heads)  L={length}  best of {repeats}")
+            emit(f"  {'':16s}{'seconds':>10s}{'cpu s':>10s}{'vs full':>10s}{'depth':>8s}{'ratio/depth':>13s}")
             for k in ("plain", "full"):
-                print(f"  {k:16s}{b[k].wall:10.3f}{b[k].cpu:10.3f}{_val(b[k], clock) / _val(b['full'], clock):10.3f}")
+                emit(f"  {k:16s}{b[k].wall:10.3f}{b[k].cpu:10.3f}{_val(b[k], clock) / _val(b['full'], clock):10.3f}")
             for name, heads in cases(Ly, H).items():
                 ratio = _val(b[name], clock) / _val(b["full"], clock)
                 depth = (heads[0][0] + 1) / Ly
                 rows.append((shape, length, name, ratio, depth))
-                print(f"  {'predict ' + name:16s}{b[name].wall:10.3f}{b[name].cpu:10.3f}{ratio:10.3f}{depth:8.3f}"
-                      f"{ratio / depth:13.3f}")
-            sys.stdout.flush()
+                emit(f"  {'predict ' + name:16s}{b[name].wall:10.3f}{b[name].cpu:10.3f}{ratio:10.3f}{depth:8.3f}"
+                     f"{ratio / depth:13.3f}")
         if bf16:
             run_bf16(bb, device, 400, clock)
     for shape in shapes:
         run_memory(shape, 1000, device, compare_old=not quick)
     worst = max(rows, key=lambda r: r[3] / r[4])
-    print(f"\nworst case (largest ratio / depth fraction): {worst[0]} L={worst[1]} heads in {worst[2]}")
-    print(f"predict_vs_full={worst[3]:.3f}x  depth_fraction={worst[4]:.3f}")
+    emit(f"\nworst case (largest ratio / depth fraction): {worst[0]} L={worst[1]} heads in {worst[2]}")
+    emit(f"predict_vs_full={worst[3]:.3f}x  depth_fraction={worst[4]:.3f}")
 
 
 # -- bf16 ------------------------------------------------------------------------------------------------
@@ -172,14 +174,13 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
     native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_supported())
     how = "native" if native else "EMULATED: this CPU has no bf16 instructions"
     speedup = _val(t32, clock) / _val(t16, clock)
-    print(f"  bf16 vs fp32 ({bb.name}, {n_proteins} x L={length} in one batch, full extraction; bf16 {how}):"
-          f" fp32 {t32.wall:.3f} s (cpu {t32.cpu:.3f}), bf16 {t16.wall:.3f} s (cpu {t16.cpu:.3f}), "
-          f"speed-up {speedup:.2f}x; {n_proteins * length / t32.wall:,.0f} / {n_proteins * length / t16.wall:,.0f} "
-          "residues/s")
-    print(f"    pairs confident in only one of fp32 / bf16 (theta={THETA}), share of the pairs confident in either: "
-          f"{flips / max(confident, 1):.2%} ({flips} of {confident}); "
-          f"head-score rank correlation (Spearman, p_alpha) {rho:.4f}; top-10 heads shared {overlap}/10")
-    sys.stdout.flush()
+    emit(f"  bf16 vs fp32 ({bb.name}, {n_proteins} x L={length} in one batch, full extraction; bf16 {how}):"
+         f" fp32 {t32.wall:.3f} s (cpu {t32.cpu:.3f}), bf16 {t16.wall:.3f} s (cpu {t16.cpu:.3f}), "
+         f"speed-up {speedup:.2f}x; {n_proteins * length / t32.wall:,.0f} / {n_proteins * length / t16.wall:,.0f} "
+         "residues/s")
+    emit(f"    pairs confident in only one of fp32 / bf16 (theta={THETA}), share of the pairs confident in either: "
+         f"{flips / max(confident, 1):.2%} ({flips} of {confident}); "
+         f"head-score rank correlation (Spearman, p_alpha) {rho:.4f}; top-10 heads shared {overlap}/10")
     return {"flip": flips / max(confident, 1), "spearman": rho, "top10": overlap, "speedup": speedup}
 
 
@@ -232,7 +233,7 @@ def run_memory(shape: str, length: int, device: torch.device, compare_old: bool 
     """Peak RSS of loading ``shape`` from a bf16 state dict + predicting one protein, in a fresh process;
     ``compare_old``: also the previous way of loading (random init + full torch.load + copy)."""
     if device.type != "cpu" or not Path("/proc/self/status").exists():
-        print(f"  (memory of loading {shape}: measured on Linux CPU only)")
+        log.info("memory of loading %s: measured on Linux CPU only", shape)
         return
     from ..backbone.builders import build_model
     from ..backbone.registry import REGISTRY
@@ -253,21 +254,20 @@ def run_memory(shape: str, length: int, device: torch.device, compare_old: bool 
                    "MALLOC_TRIM_THRESHOLD_": "65536"}
             r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if r.returncode != 0:
-                print(r.stderr[-1500:], file=sys.stderr)
+                log.warning("memory child (%s, %s) failed: %s", shape, how, r.stderr[-1500:])
                 continue
             out[how] = json.loads(r.stdout.strip().splitlines()[-1])
     if "new" in out:
         n = out["new"]
-        print(f"\n  memory, {shape}: load a bf16 state dict ({n['param_mb'] / 2:.0f} MiB on disk) + predict one "
-              f"{length}-residue protein (heads in the last layer), fresh process, peak RSS over the imports:")
-        print(f"    ours (meta device, mmap, assign): load {n['load_peak_mb']:.0f} MiB, load + predict "
-              f"{n['peak_mb']:.0f} MiB = {n['peak_mb'] / n['param_mb']:.2f}x the fp32 parameter bytes "
-              f"({n['param_mb']:.0f} MiB); load {n['load_s']:.1f} s")
+        emit(f"\n  memory, {shape}: load a bf16 state dict ({n['param_mb'] / 2:.0f} MiB on disk) + predict one "
+             f"{length}-residue protein (heads in the last layer), fresh process, peak RSS over the imports:")
+        emit(f"    ours (meta device, mmap, assign): load {n['load_peak_mb']:.0f} MiB, load + predict "
+             f"{n['peak_mb']:.0f} MiB = {n['peak_mb'] / n['param_mb']:.2f}x the fp32 parameter bytes "
+             f"({n['param_mb']:.0f} MiB); load {n['load_s']:.1f} s")
     if "old" in out:
         o = out["old"]
-        print(f"    before (random init + torch.load + copy): load {o['load_peak_mb']:.0f} MiB, load + predict "
-              f"{o['peak_mb']:.0f} MiB = {o['peak_mb'] / o['param_mb']:.2f}x; load {o['load_s']:.1f} s")
-    sys.stdout.flush()
+        emit(f"    before (random init + torch.load + copy): load {o['load_peak_mb']:.0f} MiB, load + predict "
+             f"{o['peak_mb']:.0f} MiB = {o['peak_mb'] / o['param_mb']:.2f}x; load {o['load_s']:.1f} s")
 
 
 # -- ESM-2: ours vs transformers' output_attentions --------------------------------------------------------
@@ -322,22 +322,21 @@ def run_vs_transformers(device: torch.device, lengths: list[int], clock: str, sh
                 cmd[3:3] = ["--threads", str(torch.get_num_threads())]
             r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if r.returncode != 0:
-                print(r.stderr[-1500:], file=sys.stderr)
+                log.warning("%s child (%s, L=%d) failed: %s", method, shape, length, r.stderr[-1500:])
                 continue
             res[method] = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"\n{shape} shape, L={length}, one protein on {device}, fresh process per method (random weights; "
-              f"memory: {where}):")
-        print(f"  {'':34s}{'seconds':>10s}{'cpu s':>10s}{'extra peak MiB':>16s}{'peak MiB':>14s}")
+        emit(f"\n{shape} shape, L={length}, one protein on {device}, fresh process per method (random weights; "
+             f"memory: {where}):")
+        emit(f"  {'':34s}{'seconds':>10s}{'cpu s':>10s}{'extra peak MiB':>16s}{'peak MiB':>14s}")
         labels = {"plain": "plain forward", "ours": "ours (fused capture + statistics)",
                   "transformers": "transformers output_attentions"}
         for m, r in res.items():
-            print(f"  {labels[m]:34s}{r['wall']:10.3f}{r['cpu']:10.3f}{r['extra_mb']:16.0f}{r['rss_mb']:14.0f}")
+            emit(f"  {labels[m]:34s}{r['wall']:10.3f}{r['cpu']:10.3f}{r['extra_mb']:16.0f}{r['rss_mb']:14.0f}")
         if {"plain", "ours", "transformers"} <= set(res):
             k = "cpu" if clock == "cpu" else "wall"
-            print(f"  ours / plain {res['ours'][k] / res['plain'][k]:.3f}x; transformers / ours "
-                  f"{res['transformers'][k] / res['ours'][k]:.2f}x time, "
-                  f"{res['transformers']['extra_mb'] / max(res['ours']['extra_mb'], 1):.1f}x extra memory")
-        sys.stdout.flush()
+            emit(f"  ours / plain {res['ours'][k] / res['plain'][k]:.3f}x; transformers / ours "
+                 f"{res['transformers'][k] / res['ours'][k]:.2f}x time, "
+                 f"{res['transformers']['extra_mb'] / max(res['ours']['extra_mb'], 1):.1f}x extra memory")
 
 
 __all__ = ["cases", "run_bf16", "run_memory", "run_predict", "run_vs_transformers", "spearman"]

@@ -21,13 +21,12 @@ summary gives ``extract / plain`` and ``extract / probs`` at the same dtype and 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
 import torch
 
-from .common import THETA, extract_on, make_backbone, sync
+from .common import THETA, emit, extract_on, make_backbone, sync
 
 
 def table_proteins(max_length: int = 2048, residues: int | None = None):
@@ -69,10 +68,9 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
     lens = [[proteins[i].length for i in b] for b in batches]
     accel = {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")
     trainer_kwargs = {"accelerator": accel, "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
-    print(f"table: {shape} shape (random weights, sharpened attention), {len(proteins)} proteins of the bundled "
-          f"ASD + GPCR sets, {n_res:,} residues, max_tokens={max_tokens} ({len(batches)} batches), theta={THETA}, "
-          f"device {device}, torch {torch.__version__}; best of {repeats}")
-    sys.stdout.flush()
+    emit(f"table: {shape} shape (random weights, sharpened attention), {len(proteins)} proteins of the bundled "
+         f"ASD + GPCR sets, {n_res:,} residues, max_tokens={max_tokens} ({len(batches)} batches), theta={THETA}, "
+         f"device {device}, torch {torch.__version__}; best of {repeats}")
     warm = sorted({0, len(batches) // 2, len(batches) - 1})
     results: dict[str, float] = {}
 
@@ -88,12 +86,10 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
                 sync(device)
                 best = min(best, time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - one failed row must not lose the others
-            print(f"  {label:44s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
-            sys.stdout.flush()
+            emit(f"  {label:44s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
             return float("nan")
         results[label] = best
-        print(f"  {label:44s}{best:9.2f} s {n_res / best:12,.0f} residues/s")
-        sys.stdout.flush()
+        emit(f"  {label:44s}{best:9.2f} s {n_res / best:12,.0f} residues/s")
         return best
 
     def over(fn, which=None):
@@ -138,18 +134,17 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
                 timed(f"extract {dtype_name} [{kernel}]", e2e, e2e_warm)
         os.environ.pop("ALLO_LIGHTNING_STATS_KERNEL", None)
 
-    print("summary (same batches, same dtype):")
+    emit("summary (same batches, same dtype):")
     for dtype_name in ("fp32", "bf16"):
         for kernel in kernels:
             e = results.get(f"extract {dtype_name} [{kernel}]", float("nan"))
             s = results.get(f"forward + statistics {dtype_name} [{kernel}]", float("nan"))
             p = results.get(f"plain forward {dtype_name}", float("nan"))
             q = results.get(f"forward + probabilities {dtype_name}", float("nan"))
-            print(f"  {dtype_name} [{kernel}]: extract / plain {e / p:.3f}x, extract / probs {e / q:.3f}x, "
-                  f"statistics / plain {s / p:.3f}x, statistics / probs {s / q:.3f}x")
+            emit(f"  {dtype_name} [{kernel}]: extract / plain {e / p:.3f}x, extract / probs {e / q:.3f}x, "
+                 f"statistics / plain {s / p:.3f}x, statistics / probs {s / q:.3f}x")
     for kernel in kernels:
         a = results.get(f"extract fp32 [{kernel}]", float("nan"))
         b = results.get(f"extract bf16 [{kernel}]", float("nan"))
-        print(f"  bf16 vs fp32 end to end [{kernel}]: {a / b:.2f}x (extract fp32 {a:.2f} s, bf16 {b:.2f} s)")
-    sys.stdout.flush()
+        emit(f"  bf16 vs fp32 end to end [{kernel}]: {a / b:.2f}x (extract fp32 {a:.2f} s, bf16 {b:.2f} s)")
     return results

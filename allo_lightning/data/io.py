@@ -7,7 +7,8 @@ Accepted real-world forms: UTF-8 (with or without a byte-order mark) or UTF-16 w
 (Excel's "Unicode text"); LF, CRLF or CR line endings; FASTA with UniProt headers
 (``>sp|P29274|AA2AR_HUMAN ...`` gives the id ``P29274``) and ``;`` comment lines; sequences in lower
 case, with whitespace or line breaks inside and one trailing ``*``; tables separated by tabs, commas or
-semicolons.
+semicolons. Other tables (predict's structure mapping table) are read by the same rules through
+:func:`read_rows`.
 
 Refused besides bad content: anything that is not a regular file (a folder, ``/dev/zero``, a FIFO, a
 socket: checked before reading, so nothing hangs); a quote that is never closed (named at the line where
@@ -34,6 +35,7 @@ import os
 import re
 import stat
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -424,20 +426,68 @@ def _sites_of(get, col, seq: str, w: _Where, require_sites: bool) -> tuple[int, 
     return sites if sites is not None else labels
 
 
-def _parse_table(text: str, path: Path, max_length: int | None, require_sites: bool = False) -> ProteinList:
+@dataclass
+class Table:
+    """A delimited table read by this module's rules: ``header`` (the names, stripped and lower-cased) on
+    file line ``line``; :meth:`rows` gives the rows."""
+
+    path: Path
+    line: int
+    delimiter: str
+    header: list[str]
+    _rows: _Rows
+
+    def refuse_duplicate_columns(self) -> None:
+        dupes = sorted({h for h in self.header if h and self.header.count(h) > 1})
+        if dupes:
+            raise _Where(self.path, self.line).error(f"column(s) {', '.join(map(repr, dupes))} appear more than once.",
+                                                     "Keep one column of each name.")
+
+    def rows(self, needed: int) -> Iterator[tuple[int, list[str]]]:
+        """(file line where the row starts, its fields padded to the header's length) of every row that is
+        not blank. A row with fewer than ``needed`` fields, or with a non-empty field past the header's,
+        is refused."""
+        n = len(self.header)
+        while (got := self._rows.next()) is not None:
+            line_no, row = got
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < needed or (len(row) > n and any(c.strip() for c in row[n:])):
+                name = _DELIM_NAME[self.delimiter]
+                raise _Where(self.path, line_no).error(
+                    f"{len(row)} field(s) but the header has {n}.",
+                    f"Check the {name}s in this row (the header's delimiter is a {name}).")
+            yield line_no, row + [""] * (n - len(row))
+
+
+def _table(text: str, path: Path, columns: str) -> Table:
+    """The header and rows of ``text`` (``columns``: what the header should name, for the messages)."""
     lines = _lines(text)
     first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first is None:
-        raise _Where(path).error("the file is empty.", "Give a table with columns id, sequence, sites.")
-    header_where = _Where(path, first + 1)
+        raise _Where(path).error("the file is empty.", f"Give a table with columns {columns}.")
     delim = _delimiter(lines[first])
     csv.field_size_limit(1 << 30)
     rows = _Rows(lines, first, delim, path)
     got = rows.next()
     if got is None:
-        raise header_where.error("cannot read the header.",
-                                 "The first line must name the columns: id, sequence, sites.")
-    header = [h.strip().lower() for h in got[1]]
+        raise _Where(path, first + 1).error("cannot read the header.",
+                                            f"The first line must name the columns: {columns}.")
+    return Table(path, got[0], delim, [h.strip().lower() for h in got[1]], rows)
+
+
+def read_rows(path: str | Path, columns: str) -> Table:
+    """Any other TSV/CSV table (e.g. predict's structure mapping table), read by the same rules as
+    :func:`read_table`: encodings, line endings, the delimiter of the header line, quotes, refusals.
+    ``columns`` names the expected columns in the messages (``"id, structure, chain"``)."""
+    path = Path(path)
+    return _table(_read_text(path), path, columns)
+
+
+def _parse_table(text: str, path: Path, max_length: int | None, require_sites: bool = False) -> ProteinList:
+    table = _table(text, path, "id, sequence, sites")
+    header_where = _Where(path, table.line)
+    header = table.header
     need = "The header must name id, sequence and sites (1-based positions) or labels (a 0/1 string)."
     missing = [c for c in ("id", "sequence") if c not in header]
     if "sites" not in header and "labels" not in header:
@@ -445,26 +495,13 @@ def _parse_table(text: str, path: Path, max_length: int | None, require_sites: b
     if missing:
         found = ", ".join(repr(_short(h, 30)) for h in header[:12]) + (" ..." if len(header) > 12 else "")
         raise header_where.error(f"missing column(s) {', '.join(missing)}; found {found}.", need)
-    dupes = sorted({h for h in header if h and header.count(h) > 1})
-    if dupes:
-        raise header_where.error(f"column(s) {', '.join(map(repr, dupes))} appear more than once.",
-                                 "Keep one column of each name.")
+    table.refuse_duplicate_columns()
     col = {name: header.index(name) for name in header if name}
     required = max(col["id"], col["sequence"], col["sites"] if "sites" in col else col["labels"])
     proteins: list[Protein] = []
     seen: dict[str, int] = {}
-    while (got := rows.next()) is not None:
-        line_no, row = got
-        if not row or all(not c.strip() for c in row):
-            continue
+    for line_no, row in table.rows(required + 1):
         w = _Where(path, line_no)
-        if len(row) <= required or (len(row) > len(header) and any(c.strip() for c in row[len(header):])):
-            raise w.error(
-                f"{len(row)} field(s) but the header has {len(header)}.",
-                f"Check the {_DELIM_NAME[delim]}s in this row (the header's delimiter is a "
-                f"{_DELIM_NAME[delim]}).",
-            )
-        row = row + [""] * (len(header) - len(row))
 
         def get(name: str, row: list[str] = row) -> str:
             return row[col[name]].strip() if name in col else ""
