@@ -244,5 +244,6 @@ def test_an_unknown_stats_kernel_is_one_line_before_the_model(tmp_path, capsys, 
                           "--trainer.default_root_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2, err
-    assert err == "error: ALLO_LIGHTNING_STATS_KERNEL='bogus': choose one of auto, chunked, fused, compiled, triton."
+    assert err == ("error: ALLO_LIGHTNING_STATS_KERNEL='bogus': choose one of auto, chunked, fused, compiled, triton, "
+                   "flash.")
     assert not Path(tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.safetensors"))

@@ -1,6 +1,8 @@
 """Tests that need CUDA (marker ``gpu``; skipped where CUDA is absent, see tests/conftest.py). Run them on
 a GPU machine with ``python -m pytest -q -m gpu`` (.ci/gpu-check does).
 
+- the ``flash`` kernel (statistics from q and k) on CUDA, fp32 and bf16, equals a float64 softmax reduced on
+  the CPU (tolerance of tests/test_flash_stats.py), and the extractor with it equals the probability path;
 - the statistics kernels on CUDA (compiled, fused) equal the CPU's chunked kernel on the same attention
   probabilities: ``count`` and ``total`` exactly (the same float32 values compared with the same theta),
   ``received`` and ``mass`` within rtol 1e-5 / atol 1e-5 (float32 sums in another order);
@@ -53,6 +55,59 @@ def test_exactly_theta_is_not_confident_on_cuda():
     for kernel in ("compiled", "fused", "triton"):
         s = column_stats(p.cuda(), residue.cuda(), real.cuda(), 0.3, kernel=kernel)
         assert s["count"][0, 0, 1].item() == 0 and s["count"][0, 0, 2].item() == 4, kernel
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flash_kernel_on_cuda_equals_float64_reference(dtype, monkeypatch):
+    """The ``flash`` kernel (statistics straight from q and k, compiled Triton, bf16 q/k on the tensor cores)
+    against a float64 softmax reduced on the CPU, with the tolerance of tests/test_flash_stats.py: received/mass
+    rtol 1e-5 / atol 1e-5 x L, count/total/row_count exactly but for weights within 1e-5 of theta (the longest
+    lengths have some: each may move its own column's count by one)."""
+    from tests.test_flash_stats import assert_close_to_reference, clear_theta, near_theta, qk_batch, reference_probs
+
+    monkeypatch.setattr(stats_mod, "_FLASH_FAILED", False)
+    for seed, (B, H, T, D, target) in enumerate([(3, 4, 23, 16, 0.3), (4, 18, 257, 64, 0.1),
+                                                 (1, 18, 700, 64, 0.05)]):
+        q, k, residue, real = qk_batch(B, H, T, D, dtype, seed=seed)
+        scale = D**-0.5
+        probs = reference_probs(q, k, real, scale)
+        theta = clear_theta(probs, residue, real, target)
+        ref = column_stats(probs, residue, real, theta, rows=True, kernel="chunked")
+        got = stats_mod.qk_column_stats(q.cuda(), k.cuda(), residue.cuda(), real.cuda(), scale, theta, rows=True)
+        assert not stats_mod._FLASH_FAILED, "the flash kernel failed on this machine (the fallback was used)"
+        near = near_theta(probs, residue, real, theta)
+        assert near.sum() <= 1e-4 * near.numel()  # the weights within 1e-5 of theta: few
+        assert_close_to_reference({n: v.cpu() for n, v in got.items()}, ref, T, rows=True, near=near)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_flash_extraction_on_cuda_equals_the_probability_path(tiny, dtype, monkeypatch):
+    """The extractor with ``flash`` (q/k from the rotary hooks, the model's own attention, no probabilities)
+    against the same extractor with ``triton`` (probabilities materialised), same device and dtype: at most
+    0.1 % of the confident pairs move, received/mass within 1e-4 (float32 exp(s - lse) against softmax)."""
+    proteins = random_proteins(6, lo=40, hi=300, seed=12)
+    tokens, real = (t.cuda() for t in tokenize([p.sequence for p in proteins]))
+    lengths = [p.length for p in proteins]
+    monkeypatch.setattr(stats_mod, "_FLASH_FAILED", False)
+    tiny.cuda()
+    out = {}
+    try:
+        for kernel in ("triton", "flash"):
+            monkeypatch.setenv("ALLO_LIGHTNING_STATS_KERNEL", kernel)
+            ext = AttentionExtractor(tiny, 0.3, dtype=dtype, map_heads=[(1, 2)]).to("cuda")
+            ext.on_predict_start()
+            try:
+                out[kernel] = ext(tokens, real, lengths)
+            finally:
+                ext.on_predict_end()
+    finally:
+        tiny.to(torch.float32).to("cpu")
+    assert not stats_mod._FLASH_FAILED, "the flash kernel failed on this machine (the fallback was used)"
+    for a, b in zip(out["triton"], out["flash"]):
+        assert _flip_share(a, b) <= 1e-3
+        for n in ("received", "mass"):
+            torch.testing.assert_close(getattr(b, n), getattr(a, n), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b.maps, a.maps, rtol=1e-4, atol=1e-5)
 
 
 def _flip_share(a, b) -> float:

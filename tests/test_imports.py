@@ -18,7 +18,8 @@ import allo_lightning
 
 ROOT = Path(allo_lightning.__file__).parent
 PACKAGE = "allo_lightning"
-OPTIONAL = {"allo_lightning.attention.triton_stats": "triton"}  # module -> the optional package it needs
+OPTIONAL = {"allo_lightning.attention.triton_stats": "triton",  # module -> the optional package it needs
+            "allo_lightning.attention.flash_stats": "triton"}
 
 
 def _module_names() -> dict[str, Path]:

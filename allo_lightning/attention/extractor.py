@@ -20,7 +20,7 @@ from .. import interrupt
 from ..backbone import Backbone
 from ..errors import AlloError, BackboneError
 from .cache import BackgroundWriter, StatsCache
-from .stats import STAT_NAMES, ProteinStats, column_stats
+from .stats import STAT_NAMES, ProteinStats, column_stats, flash_usable, qk_column_stats, qk_probs, stats_kernel
 
 
 def window_plan(length: int, window: int, overlap: int) -> tuple[list[int], torch.Tensor]:
@@ -213,6 +213,22 @@ class AttentionExtractor(L.LightningModule):
             for head in map_layers.get(layer, ()):  # a copy: the buffer is reused by the next layer
                 maps[(layer, head)] = probs_BHLL[:, head].to(torch.float32, copy=True)
 
+        scale = self.backbone.scale
+
+        def on_qk(layer: int, q_BHLD: torch.Tensor, k_BHLD: torch.Tensor) -> None:  # flash: no [B, H, L, L]
+            if self.heads is None:
+                for name, value in qk_column_stats(q_BHLD, k_BHLD, residue, real, scale, self.theta, rows).items():
+                    out[name][:, layer] = value
+            elif layer in stat_heads:
+                idx = stat_idx[layer]
+                for name, value in qk_column_stats(q_BHLD[:, idx], k_BHLD[:, idx], residue, real, scale,
+                                                   self.theta, rows).items():
+                    out[name][:, layer].index_copy_(1, idx, value)
+            for head in map_layers.get(layer, ()):  # the maps asked for: only these heads' probabilities
+                maps[(layer, head)] = qk_probs(q_BHLD[:, head : head + 1], k_BHLD[:, head : head + 1], real,
+                                               scale)[:, 0]
+
+        flash = stats_kernel(tokens.device) == "flash" and flash_usable(tokens.device)
         hidden: list[torch.Tensor] = []
         handle = None
         if self.embeddings and self.embedding_layer is not None:  # the output of that block, not the last
@@ -220,7 +236,10 @@ class AttentionExtractor(L.LightningModule):
             handle = block.register_forward_hook(
                 lambda _m, _i, output: hidden.append(output[0] if isinstance(output, tuple) else output))
         try:
-            emb = self.backbone(tokens, real, on_layer, reuse_probs=True, until_layer=self.until_layer)
+            if flash:
+                emb = self.backbone(tokens, real, until_layer=self.until_layer, on_qk=on_qk)
+            else:
+                emb = self.backbone(tokens, real, on_layer, reuse_probs=True, until_layer=self.until_layer)
         finally:
             if handle is not None:
                 handle.remove()

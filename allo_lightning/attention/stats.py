@@ -80,8 +80,13 @@ class ProteinStats:
 # - ``triton``: a hand-written Triton kernel doing the same in one read (:mod:`.triton_stats`); ``auto`` on
 #   CUDA (faster than ``fused`` on an H200 in fp32 and bf16);
 #   ``fused`` with a warning where Triton is missing or fails, and for ``rows=True`` (windows).
+# - ``flash``: on request only (not yet measured on a GPU): the statistics straight from q and k in two Triton
+#   kernels (:mod:`.flash_stats`, :func:`qk_column_stats`), flash-attention style: the extractor then never
+#   materialises the probabilities and the model's own (fused) attention makes the layer's output. Where it
+#   cannot run (no CUDA, no Triton, a failing kernel) the probability path with ``triton`` / ``fused``, with a
+#   warning. Given probabilities (:func:`column_stats`), ``flash`` means ``triton`` on CUDA, ``chunked`` on CPU.
 CHUNK_ELEMENTS = 1 << 20
-KERNELS = ("auto", "chunked", "fused", "compiled", "triton")
+KERNELS = ("auto", "chunked", "fused", "compiled", "triton", "flash")
 # a device's scratch for one chunk: this fraction of its free memory, between these bounds (elements)
 SCRATCH_FRACTION = 0.25
 DEVICE_MIN_SCRATCH = 1 << 24  # 64 MiB of float32
@@ -91,7 +96,7 @@ MPS_SCRATCH = 1 << 26  # 256 MiB: MPS reports no free memory
 
 def stats_kernel(device: torch.device | str) -> str:
     """The reduction used on ``device``: ``ALLO_LIGHTNING_STATS_KERNEL`` when set (chunked, fused,
-    compiled, triton), else ``chunked`` on CPU, ``triton`` on CUDA (``fused`` where Triton is missing or
+    compiled, triton, flash), else ``chunked`` on CPU, ``triton`` on CUDA (``fused`` where Triton is missing or
     fails) and ``fused`` on MPS. Measured on an H200 (80k residues, esmc_600m shape, forward + statistics):
     triton 4.03 s / fused 4.25 s in fp32, 1.87 s / 2.05 s in bf16; the compiled pass was slower than
     ``fused`` (5.26 s against 4.50 s for 100k residues, fp32)."""
@@ -149,6 +154,8 @@ def column_stats(
     kernel = kernel or stats_kernel(probs_BHLL.device)
     if kernel not in KERNELS[1:]:
         raise AlloError(f"kernel {kernel!r}: choose one of {', '.join(KERNELS[1:])}.")
+    if kernel == "flash":  # it works from q and k (:func:`qk_column_stats`); from probabilities: the device's
+        kernel = {"cuda": "triton", "cpu": "chunked"}.get(probs_BHLL.device.type, "fused")
     probs = probs_BHLL.float()
     query_BL = residue_BL.to(device=probs.device, dtype=torch.float32)
     key_B1L = residue_BL[:, None, :].to(device=probs.device, dtype=torch.float32)
@@ -233,6 +240,74 @@ def _triton_sums(probs: torch.Tensor, query_BL: torch.Tensor, theta: float):
                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); using the eager fused kernel.",
                       RuntimeWarning, stacklevel=3)
         return None
+
+
+_FLASH_FAILED = False
+_FLASH_WARNED = False
+
+
+def _flash_warn(reason: str) -> None:
+    global _FLASH_WARNED
+    if not _FLASH_WARNED:
+        _FLASH_WARNED = True
+        warnings.warn(f"attention statistics: the flash kernel cannot run ({reason}); computing the "
+                      "probabilities and reducing them instead.", RuntimeWarning, stacklevel=3)
+
+
+def flash_usable(device: torch.device | str) -> bool:
+    """Whether :func:`qk_column_stats` can run its Triton kernels on ``device``: CUDA with Triton installed
+    (or a CPU under Triton's interpreter, ``TRITON_INTERPRET=1``: tests) and no earlier failure in this
+    process. False (and one warning per process) otherwise: the caller then takes the probability path."""
+    kind = torch.device(device).type
+    if _FLASH_FAILED:
+        return False
+    if not (kind == "cuda" or (kind == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")):
+        _flash_warn(f"it needs CUDA, not {kind}")
+        return False
+    try:
+        from . import flash_stats  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - no Triton (or a broken one): the probability path
+        _flash_warn(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        return False
+    return True
+
+
+def qk_probs(q_BHLD: torch.Tensor, k_BHLD: torch.Tensor, real_BL: torch.Tensor, scale: float) -> torch.Tensor:
+    """float32 softmax(scale * q k^T) [B, H, L, L] with padded keys (``real_BL`` False) exactly 0: the
+    probabilities the flash kernel never writes (for map heads, and the fallback where it fails)."""
+    scores = torch.matmul(q_BHLD.float() * scale, k_BHLD.float().transpose(-1, -2))
+    scores.masked_fill_(~real_BL[:, None, None, :].to(scores.device), torch.finfo(torch.float32).min)
+    return torch.softmax(scores, dim=-1, out=scores)
+
+
+def qk_column_stats(
+    q_BHLD: torch.Tensor, k_BHLD: torch.Tensor, residue_BL: torch.Tensor, real_BL: torch.Tensor, scale: float,
+    theta: float, rows: bool = False,
+) -> dict[str, torch.Tensor]:
+    """:func:`column_stats` of softmax(scale * q k^T) (padded keys masked), computed from q and k [B, H, L, D]
+    (rotary applied, any dtype) by the flash kernel (:mod:`.flash_stats`) without materialising the
+    probabilities. Where the kernel fails: a warning (once per process), then the probabilities are computed
+    (:func:`qk_probs`) and reduced by :func:`column_stats` (``fused``); check :func:`flash_usable` first."""
+    global _FLASH_FAILED
+    if not _FLASH_FAILED:
+        try:
+            from .flash_stats import column_sums_qk
+
+            received, count_all, mass, row_count = column_sums_qk(
+                q_BHLD, k_BHLD, residue_BL, real_BL, scale, theta, rows)
+        except Exception as e:  # noqa: BLE001 - a failing kernel: the probability path gives the same sums
+            _FLASH_FAILED = True
+            _flash_warn(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        else:
+            key_B1L = residue_BL[:, None, :].to(device=received.device, dtype=torch.float32)
+            real_B1L = real_BL[:, None, :].to(device=received.device, dtype=torch.float32)
+            out = {"received": received * key_B1L, "count": count_all * key_B1L, "mass": mass * key_B1L,
+                   "total": (count_all * real_B1L).sum(dim=-1)}
+            if rows:
+                out["row_count"] = row_count
+            return out
+    return column_stats(qk_probs(q_BHLD, k_BHLD, real_BL, scale), residue_BL, real_BL, theta, rows,
+                        kernel="chunked" if q_BHLD.device.type == "cpu" else "fused")
 
 
 _COMPILED: dict[bool, object] = {}

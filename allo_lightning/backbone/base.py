@@ -108,6 +108,7 @@ ESMC_ALPHABET = Alphabet(ESM_TOKENS, pad=1, unk=3, bos=0, eos=2)  # ESM-C: <cls>
 ESM2_ALPHABET = Alphabet(ESM_TOKENS, pad=1, unk=3, bos=0, eos=2)  # ESM-2: the same (fair-esm's ESM-1b alphabet)
 
 LayerCallback = Callable[[int, torch.Tensor], None]
+QKCallback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (layer, q_BHLD, k_BHLD): rotary applied
 
 TINY_MEANINGLESS = (
     "NOTE: the 'tiny' backbone is a random, untrained model built in code for tests and the offline "
@@ -208,6 +209,23 @@ class Backbone(nn.Module):
     _fused_forward: Callable | None = None
 
     @contextlib.contextmanager
+    def _capture_qk(self, on_qk: QKCallback) -> Iterator[None]:
+        """The model runs its own attention (its fused kernel, no probabilities); a hook on each layer's rotary
+        module hands ``on_qk`` that layer's q and k [B, H, L, D] as the attention uses them."""
+        def make_hook(layer: int):
+            def hook(_module, _inputs, output):
+                on_qk(layer, *self._qk_to_BHLD(*output[:2]))
+
+            return hook
+
+        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(self._rotary_modules())]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
     def _capture(self, real: torch.Tensor, on_layer: LayerCallback, reuse_probs: bool = False) -> Iterator[None]:
         key_pad_B11L = None if bool(real.all()) else ~real[:, None, None, :]
         buffer: list[torch.Tensor] = []  # one [B, H, L, L] float32 tensor reused by every layer
@@ -251,7 +269,7 @@ class Backbone(nn.Module):
     @torch.no_grad()
     def forward(
         self, tokens: torch.Tensor, real: torch.Tensor, on_layer: LayerCallback | None = None,
-        reuse_probs: bool = False, until_layer: int | None = None,
+        reuse_probs: bool = False, until_layer: int | None = None, on_qk: QKCallback | None = None,
     ) -> torch.Tensor | None:
         """Final-layer hidden states [B, L, D]; with ``on_layer``, calls ``on_layer(layer, probs_BHLL)``
         for every layer in order (float32 probabilities, query x key, padded keys exactly 0).
@@ -262,21 +280,28 @@ class Backbone(nn.Module):
 
         ``until_layer=l`` (early exit): the forward pass stops right after layer ``l``'s attention
         probabilities were handed to ``on_layer`` (layers l+1... are never run) and None is returned
-        (there are no final hidden states)."""
-        if on_layer is None and until_layer is None:
+        (there are no final hidden states).
+
+        ``on_qk`` (instead of ``on_layer``): calls ``on_qk(layer, q_BHLD, k_BHLD)`` with every layer's q and k
+        (rotary applied; the scores are ``self.scale * q k^T``, padded keys masked) while the model computes its
+        attention with its own kernel: no probabilities are materialised (the ``flash`` statistics kernel)."""
+        if on_layer is None and until_layer is None and on_qk is None:
             return self._run(tokens, real)
-        callback = on_layer or (lambda _layer, _probs: None)
+        if on_layer is not None and on_qk is not None:
+            raise AlloError("give on_layer (probabilities) or on_qk (q and k), not both")
+        callback = on_qk or on_layer or (lambda _layer, _probs: None)
         if until_layer is not None:
             if not 0 <= until_layer < self.n_layers:
                 raise AlloError(f"until_layer {until_layer} outside 0..{self.n_layers - 1}")
             inner = callback
 
-            def callback(layer: int, probs: torch.Tensor) -> None:
-                inner(layer, probs)
+            def callback(layer: int, *tensors: torch.Tensor) -> None:
+                inner(layer, *tensors)
                 if layer >= until_layer:
                     raise _EarlyExit
 
-        with self._capture(real, callback, reuse_probs):
+        capture = self._capture_qk(callback) if on_qk is not None else self._capture(real, callback, reuse_probs)
+        with capture:
             try:
                 return self._run(tokens, real)
             except _EarlyExit:

@@ -12,7 +12,7 @@ from typing import Literal, Optional
 from ..errors import InputError
 
 Clock = Literal["wall", "cpu"]
-KERNELS = ("chunked", "fused", "compiled", "triton")
+KERNELS = ("chunked", "fused", "compiled", "triton", "flash")
 
 
 @dataclass(frozen=True)
