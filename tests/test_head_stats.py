@@ -23,7 +23,7 @@ from allo_lightning.analysis import (
 from allo_lightning.attention import ProteinStats
 from allo_lightning.config import HeadsConfig
 from allo_lightning.data import Protein
-from allo_lightning.errors import InputError
+from allo_lightning.errors import AlloError, InputError
 
 
 def stats_of(count: torch.Tensor, mass: torch.Tensor | None = None) -> ProteinStats:
@@ -366,6 +366,24 @@ def test_max_selected_keeps_the_best_by_q_then_score():
     assert len(heads) == 4
     heads, _ = select_heads(s, HeadsConfig(strategy="top_k", top_k=10, max_selected=3))
     assert heads == [(0, 1), (0, 0), (1, 1)]
+
+
+def test_a_hand_built_selection_with_no_heads_to_keep_is_refused():
+    """A Selection made in Python (not through HeadsConfig) with top_k 0 was silently run as top_k 1."""
+    import dataclasses
+
+    from allo_lightning.analysis.select import Selection
+
+    def t(v):
+        return torch.tensor(v, dtype=torch.float64).reshape(2, 2)
+
+    s = {"p_alpha": t([0.5, 0.9, 0.1, 0.3]), "p_alpha_qvalue": t([0.01, 0.02, 0.001, 0.01]),
+         "p_alpha_pvalue": t([0.001] * 4), "p_alpha_snr": t([3.0] * 4)}
+    base = Selection.of(HeadsConfig(strategy="top_k"))
+    assert select_heads(s, dataclasses.replace(base, top_k=1))[0] == [(0, 1)]
+    for bad in ({"top_k": 0}, {"top_k": -2}, {"max_selected": 0}):
+        with pytest.raises(AlloError, match="must both be >= 1"):
+            select_heads(s, dataclasses.replace(base, **bad))
 
 
 def test_head_config_checks_new_fields():

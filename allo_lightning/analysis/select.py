@@ -279,7 +279,9 @@ def select_heads(scores, cfg: Selection | Any,
         dropped = f"; {int((ortho_like & testable).sum())} testable heads dropped as orthosteric-like"
         keep &= ~ortho_like
     candidates = [lh for lh in ranking if bool(keep[lh])]
-    n_top = min(max(1, cfg.top_k), cfg.max_selected)
+    if cfg.top_k < 1 or cfg.max_selected < 1:  # HeadsConfig refuses these; a Selection built by hand is not checked
+        raise AlloError(f"top_k {cfg.top_k} and max_selected {cfg.max_selected} must both be >= 1")
+    n_top = min(cfg.top_k, cfg.max_selected)
     if cfg.strategy == "top_k":
         if candidates:
             return candidates[:n_top], None
