@@ -36,7 +36,7 @@ import io
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +123,20 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row]) -> 
     return Path(path)
 
 
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    """A table written by :func:`write_csv`, as dicts of text with the neutralising apostrophes removed
-    (an empty cell: missing or undefined; ``true``/``false``; numbers as Python's ``float``/``int`` read them)."""
+def iter_csv(path: str | Path) -> Iterator[list[str]]:
+    """The rows of a table written by :func:`write_csv`, header first, as lists of text with the
+    neutralising apostrophes removed; streamed (a proteome's table is never held in memory)."""
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, strict=True)
-        header = [unescape_cell(h) for h in next(reader)]
-        return [dict(zip(header, (unescape_cell(c) for c in row))) for row in reader]
+        for row in csv.reader(f, strict=True):
+            yield [unescape_cell(c) for c in row]
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """A table written by :func:`write_csv`, as dicts of text (see :func:`iter_csv`; an empty cell: missing or
+    undefined; ``true``/``false``; numbers as Python's ``float``/``int`` read them)."""
+    rows = iter_csv(path)
+    header = next(rows, None)
+    return [] if header is None else [dict(zip(header, row)) for row in rows]
 
 
 # -- file names -------------------------------------------------------------------------------------------

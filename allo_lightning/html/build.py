@@ -3,7 +3,6 @@ from any output folder: ``python -m allo_lightning.html DIR``)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -26,12 +25,12 @@ def _json(path: Path) -> dict:
 
 
 def _csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A table of the output folder (header, rows), or nothing when it is absent."""
     if not path.is_file():
         return [], []
-    from ..tables import unescape_cell
+    from ..tables import iter_csv
 
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [[unescape_cell(c) for c in r] for r in csv.reader(f)]  # our tables neutralise formula-like cells
+    rows = list(iter_csv(path))  # our tables neutralise formula-like cells; iter_csv removes the apostrophes
     return (rows[0], rows[1:]) if rows else ([], [])
 
 

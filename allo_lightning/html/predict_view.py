@@ -41,19 +41,15 @@ def read_rows(path: Path, ids=None) -> dict[str, list[dict]]:
     """predictions.csv rows grouped by id, in file order (cells as written: the apostrophe that
     neutralises a formula-like id removed); with ``ids``, only those proteins' rows are kept (the file is
     streamed: a proteome's table is never held in memory)."""
-    import csv
-
-    from ..tables import unescape_cell
+    from ..tables import iter_csv
 
     out: dict[str, list[dict]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, strict=True)
-        header = [unescape_cell(h) for h in next(reader)]
-        at = header.index("id")
-        for cells in reader:
-            pid = unescape_cell(cells[at])
-            if ids is None or pid in ids:
-                out.setdefault(pid, []).append(dict(zip(header, (unescape_cell(c) for c in cells))))
+    rows = iter_csv(path)
+    header = next(rows)
+    at = header.index("id")
+    for cells in rows:
+        if ids is None or cells[at] in ids:
+            out.setdefault(cells[at], []).append(dict(zip(header, cells)))
     return out
 
 
