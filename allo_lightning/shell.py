@@ -297,7 +297,11 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
         spec.flags(parser)
     if spec.defaults:
         parser.set_defaults(spec.defaults)
-    reader.own = frozenset(o[2:] for o in _option_strings(parser) if not o.endswith("+")) - {"config", "help"}
+    # a command's own flags as a config file names them: as typed (--max-length) and as config.yaml records
+    # them (max_length, the setting's name)
+    reader.own = frozenset(o[2:] for o in _option_strings(parser) if not o.endswith("+")) \
+        | {a.dest for a in parser._actions if any(o.startswith("--") for o in a.option_strings)} \
+        - {"config", "help"}
     return parser
 
 

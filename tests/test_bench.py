@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from allo_lightning.bench import main as bench_main
+from allo_lightning.errors import InputError
 
 MISUSES = [
     (["--lengths", "0"], "--lengths 0"),
@@ -62,12 +63,35 @@ def test_bench_flag_misuse_is_one_line(argv, phrase, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_bench_smoke_tiny(capsys):
-    """The extraction benchmark end to end on the tiny shape (seconds; its numbers mean nothing)."""
+def test_bench_smoke_tiny(capsys, tmp_path):
+    """The extraction benchmark end to end on the tiny shape (seconds; its numbers mean nothing), with its
+    record in --out like every command's: config.yaml and run.log (the tables printed)."""
     bench_main(["--quick", "--shapes", "tiny", "--lengths", "24", "--repeats", "1", "--device", "cpu",
-                "--original-heads", "2"])
+                "--original-heads", "2", "--out", str(tmp_path / "b")])
     out = capsys.readouterr().out
     assert "worst case over the grid" in out and "overhead=" in out and "vs_original=" in out
+    log = (tmp_path / "b" / "run.log").read_text()
+    assert ": finished" in log.splitlines()[1] and "worst case over the grid" in log
+    assert "original_heads: 2" in (tmp_path / "b" / "config.yaml").read_text()
+
+
+def test_bench_config_yaml_replays_the_run(tmp_path):
+    """bench's config.yaml (its own flags, several spelled with dashes on the command line) read back with
+    --config gives the same settings (the dashed flags were 'unknown section' in a config file)."""
+    import yaml
+
+    from allo_lightning import shell
+    from allo_lightning.html.records import resolved_config
+
+    argv = ["--table", "--max-tokens", "4096", "--residues", "500", "--kernels", "fused", "chunked", "--device",
+            "cpu", "--clock", "cpu", "--out", str(tmp_path / "b")]
+    first = resolved_config(shell.parse(bench_main.spec, argv))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(first))
+    again = resolved_config(shell.parse(bench_main.spec, ["--config", str(tmp_path / "c.yaml")]))
+    assert again == first and first["max_tokens"] == 4096 and first["kernels"] == ["fused", "chunked"]
+    with pytest.raises(InputError, match="unknown section 'max_tokns'"):
+        (tmp_path / "d.yaml").write_text("max_tokns: 5\n")
+        shell.parse(bench_main.spec, ["--config", str(tmp_path / "d.yaml")])
 
 
 @pytest.mark.slow

@@ -60,6 +60,10 @@ def _flags(parser) -> None:
     add("--max-length", "--max_length", type=int, default=400, help="with --stream: longest random sequence")
     add("--work", type=Optional[str], default=None,
         help="with --stream: folder for the FASTA files, caches and outputs (default: a temporary folder, removed)")
+    add("--out", type=Optional[str], default=None,
+        help="folder for the run's record: config.yaml (every setting, replayable with --config) and run.log (the "
+             "tables printed); default: the terminal only")
+    add("--overwrite", action="store_true", help="with --out: replace the record of an earlier bench run there")
     # internal: the benchmarks start fresh processes of this command for one measurement each
     add("--memory-child", nargs=4, default=None, metavar=("METHOD", "SHAPE", "LENGTH", "DEVICE"),
         help=argparse.SUPPRESS)
@@ -75,6 +79,11 @@ def settings(cfg) -> BenchSettings:
 @command("bench", DESCRIPTION, sections=(), flags=_flags, check=settings)
 def main(cfg) -> None:
     s = settings(cfg)
+    if s.out is not None:  # the record, like every command's: config.yaml now, run.log when the run ends
+        from ..html.records import record_run
+        from ..outputs import prepare_out_dir
+
+        record_run(cfg, prepare_out_dir(s.out, bool(cfg.get("overwrite")), "run.log", flag="--out"))
     if s.stream:
         from .stream import run_stream
 

@@ -54,8 +54,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def make_backbone(shape: str, device: torch.device, seed: int = 0):
-    from ..backbone import _sharpen_tiny
     from ..backbone.builders import build_model, wrap
+    from ..backbone.loading import _sharpen_tiny
 
     torch.manual_seed(seed)
     spec = REGISTRY[shape]

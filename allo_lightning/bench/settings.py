@@ -42,6 +42,7 @@ class BenchSettings:
     min_length: int = 50
     max_length: int = 400
     work: Optional[str] = None
+    out: Optional[str] = None  # the run's record (config.yaml, run.log); None: the terminal only
     seed: int = 0  # --stream's random sequences (the other benchmarks have fixed seeds)
     memory_child: Optional[tuple[str, str, str, str]] = None  # internal: one memory measurement
     child: Optional[tuple[str, ...]] = None  # internal: one inference child process
@@ -86,6 +87,8 @@ class BenchSettings:
         if stream_only and not self.stream:
             raise InputError(f"{stream_only[0]} works with --stream only (the other benchmarks have fixed seeds and "
                              "proteins: their timings do not depend on them). Add --stream, or leave it out.")
+        if self.out is not None and (self.memory_child is not None or self.child is not None):
+            raise InputError("--out is not a flag of the internal child runs; do not use it with them.")
         if self.max_length < self.min_length:
             raise InputError(f"--max-length {self.max_length} is below --min-length {self.min_length}. Give "
                              "--max-length at least --min-length.")
