@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from .backbone import Backbone
+from .backbone.base import ESMC_ALPHABET, Alphabet
 from .errors import AlloError
 
 
 @torch.no_grad()
 def full_attention_maps(backbone: Backbone, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """All layers' attention maps of one protein kept at once: [n_layers, H, T, T] (T = L + 2 tokens,
-    BOS and EOS included), as the original scripts had them (``output_attentions``-style)."""
+    """All layers' attention maps of one protein kept at once: [n_layers, H, T, T] (T = L + the
+    alphabet's special tokens, BOS and EOS included), as the original scripts had them (``output_attentions``-style)."""
     if tokens.shape[0] != 1:
         raise AlloError("the original approach runs one protein at a time")
     maps: list[torch.Tensor] = []
@@ -41,18 +42,20 @@ def full_attention_maps(backbone: Backbone, tokens: torch.Tensor, real: torch.Te
 
 def original_head_scores(
     maps_LyHTT: torch.Tensor, sites: list[int] | np.ndarray, theta: float = 0.3, n_draws: int = 1000,
-    seed: int = 0, heads: list[tuple[int, int]] | None = None,
+    seed: int = 0, heads: list[tuple[int, int]] | None = None, alphabet: Alphabet = ESMC_ALPHABET,
 ) -> dict[str, np.ndarray]:
-    """The original per-head loop. ``maps_LyHTT``: one protein's maps with BOS/EOS ([Ly, H, L+2, L+2]);
+    """The original per-head loop. ``maps_LyHTT``: one protein's maps with the special tokens ([Ly, H, T, T]);
     ``sites``: 0-based residue indices. Queries are the residues; the confident count runs over all
     real keys (BOS/EOS included), as ``total`` in the statistics. ``heads`` limits the loop to some
     (layer, head) pairs (the others are NaN): the benchmark uses it to time a sample and extrapolate.
+    ``alphabet``: the backbone's (``backbone.alphabet``), which says where the residues are among the tokens.
 
     Returns arrays [Ly, H]: ``observed`` (confident mass to sites / confident count), ``random_mean``,
     ``random_sd``, ``impact``, ``snr`` and ``pvalue`` = (1 + #{random >= observed}) / (n_draws + 1).
     """
     n_layers, n_heads, n_tok, _ = maps_LyHTT.shape
-    L = n_tok - 2
+    L = n_tok - alphabet.n_special
+    first = alphabet.first  # token position of residue 0
     sites = np.asarray(sorted(sites), dtype=np.int64)
     nonsites = np.setdiff1d(np.arange(L), sites)
     k = len(sites)
@@ -61,15 +64,15 @@ def original_head_scores(
            for name in ("observed", "random_mean", "random_sd", "impact", "snr", "pvalue")}
     todo = heads if heads is not None else [(ly, h) for ly in range(n_layers) for h in range(n_heads)]
     for layer, head in todo:
-        attn = maps_LyHTT[layer, head, 1 : L + 1].numpy()  # residue queries x all tokens
+        attn = maps_LyHTT[layer, head, alphabet.residues(L)].numpy()  # residue queries x all tokens
         confident = attn > theta
         conf_attn = attn * confident
         count = max(int(confident.sum()), 1)  # the original divided by 0 here (NaN); same work either way
-        observed = conf_attn[:, sites + 1].sum() / count
+        observed = conf_attn[:, sites + first].sum() / count
         random_scores = []
         for _ in range(n_draws):
             draw = rng.choice(nonsites, size=k, replace=False)
-            random_scores.append(conf_attn[:, draw + 1].sum() / count)
+            random_scores.append(conf_attn[:, draw + first].sum() / count)
         random_scores = np.array(random_scores)
         mean, sd = random_scores.mean(), random_scores.std()
         out["observed"][layer, head] = observed

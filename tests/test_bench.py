@@ -136,6 +136,26 @@ def test_original_loop_matches_the_statistics(tiny):
     assert np.isnan(part["observed"][0, 0]) and part["observed"][1, 2] == pytest.approx(out["observed"][1, 2])
 
 
+def test_original_loop_reads_the_backbone_alphabet():
+    """The residues' token positions come from the alphabet (the loop assumed ESM's BOS at 0): with an
+    alphabet that prepends nothing, residue j is token j; compared with a plain loop over the map."""
+    import dataclasses
+
+    from allo_lightning.backbone.base import ESMC_ALPHABET
+    from allo_lightning.original import original_head_scores
+
+    no_bos = dataclasses.replace(ESMC_ALPHABET, bos=None)
+    L, theta = 12, 0.3
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.softmax(torch.randn(1, 2, L + 1, L + 1, generator=gen) * 3.0, dim=-1)  # residues + EOS
+    sites = [2, 3, 4, 9]
+    out = original_head_scores(maps, sites, theta, n_draws=20, seed=0, alphabet=no_bos)
+    for h in range(2):
+        a = maps[0, h, :L].numpy()
+        conf = a * (a > theta)
+        assert out["observed"][0, h] == pytest.approx(conf[:, sites].sum() / max((a > theta).sum(), 1))
+
+
 def test_bench_is_a_command_of_the_shell():
     """``allo-lightning bench``, ``python -m allo_lightning bench`` and ``python -m allo_lightning.bench`` run
     the same shell command (one parser, one error handler, run records), not a second CLI (the three
@@ -192,3 +212,18 @@ def test_the_cpu_clock_is_a_cpu_device_setting():
     s = BenchSettings(clock="cpu")
     assert (s.clock_on("cpu"), s.clock_on("cuda"), s.clock_on("mps")) == ("cpu", "wall", "wall")
     assert BenchSettings().clock_on("cpu") == "wall"
+
+
+@pytest.mark.slow
+def test_scoring_bench_agrees_with_the_original_loop(capsys):
+    """bench --scoring on a tiny shape: synthetic maps laid out by the ESM-C alphabet; the original loop's
+    observed score equals the seed score from the package's statistics (the benchmark's own check)."""
+    import re
+
+    from allo_lightning.bench.extraction import run_scoring
+
+    summary = run_scoring(n_proteins=2, shape="tiny", heads_timed=2)
+    text = capsys.readouterr().out
+    assert summary.startswith("scoring_speedup=")
+    diff = float(re.search(r"seed score from the statistics\|[^:]*: ([0-9.e+-]+)", text).group(1))
+    assert diff < 1e-6 and "8 of 8 heads testable" in text, text

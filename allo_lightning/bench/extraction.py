@@ -117,13 +117,12 @@ class PeakMemory:
 def memory_child(method: str, shape: str, length: int, device_name: str) -> dict:
     """One measurement in this (fresh) process: the extra peak of one call of ``method``."""
     from ..attention import AttentionExtractor
-    from ..backbone import tokenize
     from ..original import full_attention_maps
 
     device = pick_device(device_name)
     backbone = make_backbone(shape, device)
     protein = random_protein(length, seed=length)
-    tokens, real = (t.to(device) for t in tokenize([protein.sequence]))
+    tokens, real = (t.to(device) for t in backbone.alphabet.tokenize([protein.sequence]))
     extractor = AttentionExtractor(backbone, THETA).to(device)
     calls = {
         "plain": lambda: backbone(tokens, real),
@@ -176,13 +175,12 @@ def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_
               trainer_kwargs: dict, *, clock: str) -> Point:
     from ..analysis import score_heads
     from ..attention import AttentionExtractor
-    from ..backbone import tokenize
     from ..original import full_attention_maps, original_head_scores
 
     backbone = make_backbone(shape, device)
     n_layers, n_heads = backbone.n_layers, backbone.n_heads
     protein = random_protein(length, seed=length)
-    tokens, real = (t.to(device) for t in tokenize([protein.sequence]))
+    tokens, real = (t.to(device) for t in backbone.alphabet.tokenize([protein.sequence]))
     extractor = AttentionExtractor(backbone, THETA).to(device)
     y = labels_of(protein)
     sites0 = [s - 1 for s in protein.sites]
@@ -214,7 +212,7 @@ def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_
     if orig_heads and orig_heads < len(all_heads):
         heads = random.Random(0).sample(all_heads, orig_heads)
     c0, w0 = time.process_time(), time.perf_counter()
-    orig = original_head_scores(maps, sites0, THETA, N_DRAWS, seed=0, heads=heads)
+    orig = original_head_scores(maps, sites0, THETA, N_DRAWS, seed=0, heads=heads, alphabet=backbone.alphabet)
     scale = len(all_heads) / len(heads)
     orig_scoring = Timing((time.perf_counter() - w0) * scale, (time.process_time() - c0) * scale)
     del maps
@@ -240,7 +238,7 @@ def run_point(shape: str, length: int, device: torch.device, repeats: int, orig_
     mem = {}
     for method in ("plain", "ours", "original"):
         mem[method], how = measure_memory(method, shape, length, device)
-    map_mb = n_heads * (length + 2) ** 2 * 4 / 2**20
+    map_mb = n_heads * (length + backbone.alphabet.n_special) ** 2 * 4 / 2**20
     return Point(shape, length, rows, mem, map_mb, len(heads), check, clock)
 
 
@@ -328,6 +326,7 @@ def run_scoring(n_proteins: int = 20, shape: str = "esmc_600m", heads_timed: int
     original loop (timed on ``heads_timed`` heads per protein and extrapolated to all of them)."""
     from ..analysis import score_heads
     from ..attention.stats import ProteinStats, column_stats
+    from ..backbone.base import ESMC_ALPHABET as alphabet
     from ..original import original_head_scores
 
     d_model, n_heads, n_layers = SHAPES[shape]
@@ -340,24 +339,24 @@ def run_scoring(n_proteins: int = 20, shape: str = "esmc_600m", heads_timed: int
          "and extrapolated to all heads.")
     for i in range(n_proteins):
         protein = random_protein(rng.randint(300, 500), seed=1000 + i, pid=f"G{i}")
-        T = protein.length + 2
+        T = protein.length + alphabet.n_special  # the maps are laid out as ESM-C's tokens (BOS, residues, EOS)
         # peaked random attention (softmax of scaled noise), one layer at a time: [Ly, H, T, T] at once
         # is what the original kept, and what this benchmark avoids holding for 20 proteins
         maps = torch.empty(n_layers, n_heads, T, T)
         for ly in range(n_layers):
             maps[ly] = torch.softmax(torch.randn(n_heads, T, T, generator=gen) * 3.0, dim=-1)
         real = torch.ones(1, T, dtype=torch.bool)
-        residue = real.clone()
-        residue[0, 0] = residue[0, -1] = False
+        residue = alphabet.residue_mask(real)
         parts = [column_stats(maps[ly][None], residue, real, THETA) for ly in range(n_layers)]
-        stats = ProteinStats(**{k: torch.stack([p[k][0, :, 1:-1] for p in parts])
+        stats = ProteinStats(**{k: torch.stack([p[k][0, :, alphabet.residues(protein.length)] for p in parts])
                                 for k in ("received", "count", "mass")},
                              total=torch.stack([p["total"][0] for p in parts]))
         y = labels_of(protein)
         items.append((stats, y))
         heads = rng.sample(all_heads, heads_timed)
         w0, c0 = time.perf_counter(), time.process_time()
-        orig = original_head_scores(maps, [s - 1 for s in protein.sites], THETA, N_DRAWS, seed=i, heads=heads)
+        orig = original_head_scores(maps, [s - 1 for s in protein.sites], THETA, N_DRAWS, seed=i, heads=heads,
+                                    alphabet=alphabet)
         orig_wall += (time.perf_counter() - w0) * len(all_heads) / heads_timed
         orig_cpu += (time.process_time() - c0) * len(all_heads) / heads_timed
         # the seed's observed score = confident mass to sites / confident count over ALL real keys

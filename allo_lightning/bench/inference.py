@@ -66,7 +66,6 @@ def cases(n_layers: int, n_heads: int) -> dict[str, list[tuple[int, int]]]:
 def run_predict(device: torch.device, quick: bool, clock: str, shapes=None, lengths=None, repeats: int = 3,
                 bf16: bool = False) -> None:
     from ..attention import AttentionExtractor
-    from ..backbone import tokenize
 
     shapes = shapes or (["esmc_300m"] if quick else PREDICT_SHAPES)
     lengths = lengths or [400]
@@ -76,7 +75,7 @@ def run_predict(device: torch.device, quick: bool, clock: str, shapes=None, leng
         Ly, H = bb.n_layers, bb.n_heads
         for length in lengths:
             protein = random_protein(length, seed=length)
-            tokens, real = (t.to(device) for t in tokenize([protein.sequence]))
+            tokens, real = (t.to(device) for t in bb.alphabet.tokenize([protein.sequence]))
             full = AttentionExtractor(bb, THETA).to(device)
             mods = {name: AttentionExtractor(bb, THETA, heads=heads).to(device) for name, heads in cases(Ly, H).items()}
             times: dict[str, list[Timing]] = {"plain": [], "full": [], **{k: [] for k in mods}}
@@ -130,12 +129,11 @@ def run_bf16(bb, device: torch.device, length: int, clock: str, repeats: int = 2
     batch with its random sites) and the overlap of the top-10 heads."""
     from ..analysis import score_heads
     from ..attention import AttentionExtractor, cpu_bf16_supported
-    from ..backbone import tokenize
 
     if n_proteins is None:
         n_proteins = 1 if device.type == "cpu" else 32
     proteins = [random_protein(length, seed=length + 1 + k, pid=f"B{k}") for k in range(n_proteins)]
-    tokens, real = (t.to(device) for t in tokenize([p.sequence for p in proteins]))
+    tokens, real = (t.to(device) for t in bb.alphabet.tokenize([p.sequence for p in proteins]))
     lengths = [p.length for p in proteins]
     ys = [labels_of(p) for p in proteins]
     first_tokens, first_real = tokens[:1], real[:1]
@@ -205,7 +203,7 @@ def memory_child(shape: str, length: int, weights: str, how: str) -> dict:
     import transformers.models.esm.modeling_esm  # noqa: F401
 
     from ..attention import AttentionExtractor
-    from ..backbone import load_backbone, tokenize
+    from ..backbone import load_backbone
     from ..backbone.builders import build_model, wrap
     from ..backbone.registry import REGISTRY
 
@@ -223,7 +221,7 @@ def memory_child(shape: str, length: int, weights: str, how: str) -> dict:
     param_mb = sum(p.numel() * 4 for p in bb.model.parameters()) / 2**20
     Ly, H = bb.n_layers, bb.n_heads
     protein = random_protein(length, seed=length)
-    tokens, real = tokenize([protein.sequence])
+    tokens, real = bb.alphabet.tokenize([protein.sequence])
     AttentionExtractor(bb, THETA, heads=cases(Ly, H)[f"last L{Ly - 1}"])(tokens, real, [length])
     peak = _vm("VmHWM") - base
     return {"param_mb": param_mb, "load_peak_mb": after_load_peak, "peak_mb": peak, "load_s": load_s}
@@ -276,12 +274,11 @@ def vs_child(method: str, shape: str, length: int, device_name: str = "cpu") -> 
     is a warm-up) and its extra peak memory (CPU: resident set, Linux ``VmHWM``; CUDA: the allocator's
     peak)."""
     from ..attention import AttentionExtractor
-    from ..backbone import tokenize
 
     device = torch.device(device_name)
     bb = make_backbone(shape, device)
     protein = random_protein(length, seed=length)
-    tokens, real = (t.to(device) for t in tokenize([protein.sequence]))
+    tokens, real = (t.to(device) for t in bb.alphabet.tokenize([protein.sequence]))
     ours = AttentionExtractor(bb, THETA)
 
     def hf():

@@ -53,7 +53,6 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
               shape: str = "esmc_600m", kernels: tuple[str, ...] | None = None, repeats: int = 1) -> dict:
     from ..attention import AttentionExtractor
     from ..attention.stats import stats_kernel
-    from ..backbone import tokenize
     from ..data.batching import token_budget_batches
 
     proteins = table_proteins(residues=residues)
@@ -64,7 +63,7 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
         kernels = (stats_kernel(device), "fused", "triton") if device.type == "cuda" else (stats_kernel(device),)
     kernels = tuple(dict.fromkeys(kernels))
     backbone = make_backbone(shape, device)
-    tok = [tuple(t.to(device) for t in tokenize([proteins[i].sequence for i in b])) for b in batches]
+    tok = [tuple(t.to(device) for t in backbone.alphabet.tokenize([proteins[i].sequence for i in b])) for b in batches]
     lens = [[proteins[i].length for i in b] for b in batches]
     accel = {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")
     trainer_kwargs = {"accelerator": accel, "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
