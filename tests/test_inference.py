@@ -222,6 +222,24 @@ def test_fused_esm2_matches_transformers_outputs(tiny_esm2):
     torch.testing.assert_close(tiny_esm2(tokens, real), ref.last_hidden_state, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["tiny", "tiny_esm2"])
+def test_rotary_hook_capture_equals_the_fused_capture(name, request, monkeypatch):
+    """A backbone without fused attention modules is captured by hooks on its rotary modules (q and k as the
+    attention uses them); its probabilities equal the fused capture's."""
+    bb = request.getfixturevalue(name)
+    seqs = [_seq(30, 6), _seq(17, 7)]
+    tokens, real = tokenize(seqs)
+    fused: dict[int, torch.Tensor] = {}
+    bb(tokens, real, lambda ly, p: fused.__setitem__(ly, p.clone()))
+    monkeypatch.setattr(bb, "_fused_attention_modules", lambda: None)
+    hooked: dict[int, torch.Tensor] = {}
+    bb(tokens, real, lambda ly, p: hooked.__setitem__(ly, p.clone()))
+    assert sorted(hooked) == sorted(fused) == list(range(bb.n_layers))
+    for ly in fused:
+        for b, n in enumerate(len(s) + 2 for s in seqs):  # the real query rows (padded rows are not defined)
+            torch.testing.assert_close(hooked[ly][b, :, :n], fused[ly][b, :, :n], rtol=1e-5, atol=1e-6)
+
+
 # -- loading ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["tiny", "esm2_tiny"])
 def test_weights_loaded_by_assignment_give_the_same_model(name, tmp_path):

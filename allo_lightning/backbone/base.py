@@ -253,18 +253,8 @@ class Backbone(nn.Module):
                         attn.forward = forward
             return
 
-        def make_hook(layer: int):
-            def hook(_module, _inputs, output):
-                on_layer(layer, probs_of(*self._qk_to_BHLD(*output[:2])))
-
-            return hook
-
-        handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(self._rotary_modules())]
-        try:
+        with self._capture_qk(lambda layer, q_BHLD, k_BHLD: on_layer(layer, probs_of(q_BHLD, k_BHLD))):
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     @torch.no_grad()
     def forward(
