@@ -35,6 +35,31 @@ NUM_WARPS = 4
 
 
 @triton.jit
+def _tile(base, offs, mask, s_l, s_d, offs_d, dmask, UPCAST: tl.constexpr):
+    """Rows ``offs`` of one (protein, head)'s q or k [L, D] (0 beyond L and D), upcast to float32 with UPCAST."""
+    t = tl.load(base + offs[:, None] * s_l + offs_d[None, :] * s_d, mask=mask[:, None] & dmask[None, :], other=0.0)
+    if UPCAST:
+        t = t.to(tl.float32)
+    return t
+
+
+@triton.jit
+def _scores(q, k, scale, IEEE: tl.constexpr):
+    """scale * q k^T of a block of queries and a block of keys, accumulated in float32 (IEEE: not TF32)."""
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    return s * scale
+
+
+@triton.jit
+def _real_keys(real_ptr, b, L, offs_n, nmask):
+    """The keys of the block that exist (below L) and are real tokens of protein b (not padding)."""
+    return nmask & (tl.load(real_ptr + b * L + offs_n, mask=nmask, other=0) != 0)
+
+
+@triton.jit
 def _row_lse(q_ptr, k_ptr, real_ptr, w_ptr, lse_ptr, rows_ptr,
              sq_b, sq_h, sq_l, sq_d, sk_b, sk_h, sk_l, sk_d,
              H, L, D, scale, theta,
@@ -50,25 +75,14 @@ def _row_lse(q_ptr, k_ptr, real_ptr, w_ptr, lse_ptr, rows_ptr,
     dmask = offs_d < D
     q_base = q_ptr + b.to(tl.int64) * sq_b + h.to(tl.int64) * sq_h
     k_base = k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h
-    q = tl.load(q_base + offs_m[:, None] * sq_l + offs_d[None, :] * sq_d,
-                mask=mmask[:, None] & dmask[None, :], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
+    q = _tile(q_base, offs_m, mmask, sq_l, sq_d, offs_d, dmask, UPCAST)
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: a fully padded block gives exp(-inf) = 0
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for n0 in tl.range(0, L, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         nmask = offs_n < L
-        k = tl.load(k_base + offs_n[:, None] * sk_l + offs_d[None, :] * sk_d,
-                    mask=nmask[:, None] & dmask[None, :], other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-        valid = nmask & (tl.load(real_ptr + b * L + offs_n, mask=nmask, other=0) != 0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale
-        s = tl.where(valid[None, :], s, float("-inf"))
+        k = _tile(k_base, offs_n, nmask, sk_l, sk_d, offs_d, dmask, UPCAST)
+        s = tl.where(_real_keys(real_ptr, b, L, offs_n, nmask)[None, :], _scores(q, k, scale, IEEE), float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
         m_i = m_new
@@ -81,17 +95,9 @@ def _row_lse(q_ptr, k_ptr, real_ptr, w_ptr, lse_ptr, rows_ptr,
         for n0 in tl.range(0, L, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             nmask = offs_n < L
-            k = tl.load(k_base + offs_n[:, None] * sk_l + offs_d[None, :] * sk_d,
-                        mask=nmask[:, None] & dmask[None, :], other=0.0)
-            if UPCAST:
-                k = k.to(tl.float32)
-            valid = nmask & (tl.load(real_ptr + b * L + offs_n, mask=nmask, other=0) != 0)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            else:
-                s = tl.dot(q, tl.trans(k)) * scale
-            p = tl.exp(s - lse[:, None])
-            confident = (p > theta) & valid[None, :]
+            k = _tile(k_base, offs_n, nmask, sk_l, sk_d, offs_d, dmask, UPCAST)
+            p = tl.exp(_scores(q, k, scale, IEEE) - lse[:, None])
+            confident = (p > theta) & _real_keys(real_ptr, b, L, offs_n, nmask)[None, :]
             n_conf += tl.sum(tl.where(confident, 1.0, 0.0), axis=1)
         tl.store(rows_ptr + out, n_conf * w, mask=mmask)
 
@@ -112,11 +118,8 @@ def _column_sums(q_ptr, k_ptr, real_ptr, w_ptr, lse_ptr, received_ptr, count_ptr
     dmask = offs_d < D
     q_base = q_ptr + b.to(tl.int64) * sq_b + h.to(tl.int64) * sq_h
     k_base = k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h
-    k = tl.load(k_base + offs_n[:, None] * sk_l + offs_d[None, :] * sk_d,
-                mask=nmask[:, None] & dmask[None, :], other=0.0)
-    if UPCAST:
-        k = k.to(tl.float32)
-    valid = nmask & (tl.load(real_ptr + b * L + offs_n, mask=nmask, other=0) != 0)
+    k = _tile(k_base, offs_n, nmask, sk_l, sk_d, offs_d, dmask, UPCAST)
+    valid = _real_keys(real_ptr, b, L, offs_n, nmask)
     acc_received = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_count = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_mass = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -124,17 +127,10 @@ def _column_sums(q_ptr, k_ptr, real_ptr, w_ptr, lse_ptr, received_ptr, count_ptr
     for m0 in tl.range(0, L, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         mmask = offs_m < L
-        q = tl.load(q_base + offs_m[:, None] * sq_l + offs_d[None, :] * sq_d,
-                    mask=mmask[:, None] & dmask[None, :], other=0.0)
-        if UPCAST:
-            q = q.to(tl.float32)
+        q = _tile(q_base, offs_m, mmask, sq_l, sq_d, offs_d, dmask, UPCAST)
         lse = tl.load(lse_ptr + row_base + offs_m, mask=mmask, other=0.0)
         w = tl.load(w_ptr + b * L + offs_m, mask=mmask, other=0.0)  # 0 beyond L and at non-residue queries
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale
-        p = tl.where(valid[None, :], tl.exp(s - lse[:, None]), 0.0)
+        p = tl.where(valid[None, :], tl.exp(_scores(q, k, scale, IEEE) - lse[:, None]), 0.0)
         wp = p * w[:, None]
         confident = p > theta
         acc_received += tl.sum(wp, axis=0)
