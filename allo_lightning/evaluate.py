@@ -29,8 +29,9 @@ import time
 from typing import Optional
 
 from .errors import InputError
-from .html import record_run, write_report
+from .html import write_report
 from .outputs import prepare_out_dir, write_json
+from .records import record_run
 from .shell import command
 from .tables import write_csv
 

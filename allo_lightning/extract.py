@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
-from .html import record_run
 from .outputs import write_json
+from .records import record_run
 from .shell import command
 
 log = logging.getLogger("allo_lightning.extract")  # not __name__: "__main__" under python -m allo_lightning.extract

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 
-from .html import record_run, write_report
+from .html import write_report
 from .outputs import check_out_files, prepare_out_dir, record_outputs
+from .records import record_run
 from .shell import command
 from .tables import file_names
 

@@ -11,7 +11,7 @@ The shell calls :func:`configure` once per command, after its flags are parsed: 
 ``allo_lightning`` logger prints each record as its plain message, INFO and DEBUG on stdout, WARNING and
 above on stderr with a ``WARNING: `` (``ERROR: ``) prefix; level INFO by default, WARNING with
 ``-q/--quiet``, DEBUG with ``-v/--verbose``. The stream is looked up for every record, so the run.log
-capture (html.records) and pytest's capsys see it. On a process other than global rank zero
+capture (records) and pytest's capsys see it. On a process other than global rank zero
 (``allo_lightning.distributed``) records below ERROR are dropped: a run on several processes says each
 message once.
 

@@ -42,8 +42,9 @@ import time
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from .html import record_run, write_report
+from .html import write_report
 from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, write_json
+from .records import record_run
 from .shell import command
 from .tables import file_names, format_cell, rows_text, write_csv
 

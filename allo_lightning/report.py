@@ -39,8 +39,9 @@ import logging
 import time
 from dataclasses import replace
 
-from .html import record_run, write_report
+from .html import write_report
 from .outputs import prepare_out_dir, write_json, write_text
+from .records import record_run
 from .shell import command
 
 log = logging.getLogger("allo_lightning.report")  # not __name__: "__main__" under python -m allo_lightning.report

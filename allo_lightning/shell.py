@@ -456,8 +456,8 @@ def report_error(err: BaseException) -> int:
 
 def run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None = None, prog: str | None = None) -> Any:
     """Parse, check and run ``body`` with the one error handler (see the module docstring); what it prints,
-    the error line included, also goes to the run.log of the command's output folder (html.records)."""
-    from .html.records import capture
+    the error line included, also goes to the run.log of the command's output folder (records)."""
+    from .records import capture
 
     with capture(args):
         return _run(spec, body, args, prog)

@@ -81,7 +81,7 @@ def test_bench_config_yaml_replays_the_run(tmp_path):
     import yaml
 
     from allo_lightning import shell
-    from allo_lightning.html.records import resolved_config
+    from allo_lightning.records import resolved_config
 
     argv = ["--table", "--max-tokens", "4096", "--residues", "500", "--kernels", "fused", "chunked", "--device",
             "cpu", "--clock", "cpu", "--out", str(tmp_path / "b")]

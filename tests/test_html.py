@@ -358,7 +358,7 @@ def test_config_yaml_replays_every_setting(tmp_path, name, args):
 
     import yaml
 
-    from allo_lightning.html.records import resolved_config
+    from allo_lightning.records import resolved_config
     from allo_lightning.shell import parse
 
     spec = importlib.import_module(f"allo_lightning.{name}").main.spec
@@ -377,7 +377,7 @@ def test_run_log_records_output_and_how_the_run_ended(tmp_path):
     import yaml
 
     from allo_lightning.errors import InputError
-    from allo_lightning.html import record_run
+    from allo_lightning.records import record_run
     from allo_lightning.shell import command
 
     def body(cfg):
@@ -411,7 +411,7 @@ def test_a_handler_made_during_a_run_writes_to_the_current_stream_afterwards(mon
     import logging
     import sys
 
-    from allo_lightning.html.records import capture
+    from allo_lightning.records import capture
 
     during = io.StringIO()
     monkeypatch.setattr(sys, "stderr", during)

@@ -80,8 +80,8 @@ def settings(cfg) -> BenchSettings:
 def main(cfg) -> None:
     s = settings(cfg)
     if s.out is not None:  # the record, like every command's: config.yaml now, run.log when the run ends
-        from ..html.records import record_run
         from ..outputs import prepare_out_dir
+        from ..records import record_run
 
         record_run(cfg, prepare_out_dir(s.out, bool(cfg.get("overwrite")), "run.log", flag="--out"))
     if s.stream:

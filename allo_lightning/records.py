@@ -15,7 +15,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..outputs import write_text
+from .outputs import write_text
 
 CONFIG = "config.yaml"
 LOG = "run.log"
@@ -61,7 +61,7 @@ class _Tee:
 
 
 def _rank_zero() -> bool:
-    from ..distributed import is_rank_zero  # the launchers' variables (SLURM's too)
+    from .distributed import is_rank_zero  # the launchers' variables (SLURM's too)
 
     return is_rank_zero()
 
