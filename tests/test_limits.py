@@ -272,9 +272,16 @@ def test_protein_sites_out_of_range_refused():
         Protein("a", "MKTA", sites=(5,))
     with pytest.raises(InputError, match="outside 1..4"):
         Protein("a", "MKTA", orthosteric_sites=(-1,))
-    with pytest.raises(InputError):
-        Protein("a", "MKTA", sites=(1.5,))
+    with pytest.raises(InputError, match=r"^protein 'a': sites \[1.5, '2'\] are not whole numbers"):
+        Protein("a", "MKTA", sites=(1.5, "2"))  # was "outside 1..4"
+    with pytest.raises(InputError, match=r"^protein 'a': sites \[.*9\)?\] are outside 1..4"):
+        Protein("a", "MKTA", sites=(np.int64(9),))
+    with pytest.raises(InputError, match="^f.tsv:3: protein 'a': sites"):
+        Protein("a", "MKTA", sites=(0,), source="f.tsv:3")
     assert Protein("a", "MKTA", sites=(1, np.int64(4))).labels().tolist() == [1, 0, 0, 1]
+    with pytest.raises(InputError) as info:
+        Protein("a", "MKTA", sites=(0,))
+    assert str(info.value).count("protein 'a'") == 1, str(info.value)  # was "protein 'a': protein 'a': ..."
 
 
 def test_protein_sequence_normalised():

@@ -25,13 +25,19 @@ def too_long_message(length: int) -> str:
             "the longest known protein, has about 35,000).")
 
 
-def _is_position(p, length: int) -> bool:
+def _is_whole(p) -> bool:
+    """An integer (numpy's included), not a bool, a float or a string."""
     if isinstance(p, bool):
         return False
     try:
-        return 1 <= operator.index(p) <= length
+        operator.index(p)
     except TypeError:
         return False
+    return True
+
+
+def _is_position(p, length: int) -> bool:
+    return _is_whole(p) and 1 <= operator.index(p) <= length
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Protein:
         """Checks for proteins made in Python (the file readers have already checked their own): the
         sequence is upper-cased as the readers do (the tokenizers know upper-case letters only), and
         letters, length and sites (1-based, within the sequence) are checked."""
-        where = self.source or f"protein {self.id!r}"
+        where = f"{self.source}: protein {self.id!r}" if self.source else f"protein {self.id!r}"
         if not isinstance(self.sequence, str) or not self.sequence:
             raise InputError(f"{where}: empty or missing sequence.", pid=self.id, todo="Give the amino-acid sequence.")
         seq = self.sequence.translate(_ASCII_UPPER)
@@ -61,7 +67,7 @@ class Protein:
                              todo="Split it into domains.")
         bad = sorted(set(seq) - ALPHABET)
         if bad:
-            raise InputError(f"{where}: protein {self.id!r} has unknown residue letter(s) "
+            raise InputError(f"{where}: unknown residue letter(s) "
                              f"{', '.join(map(repr, bad[:5]))}. Allowed: {STANDARD} and {EXTRA}.", pid=self.id,
                              todo="Replace them (e.g. by X).")
         for name in ("sites", "orthosteric_sites"):
@@ -70,8 +76,10 @@ class Protein:
                 continue
             wrong = [p for p in positions if not _is_position(p, len(seq))]
             if wrong:
-                raise InputError(f"{where}: protein {self.id!r}: {name} {wrong[:5]} are outside 1..{len(seq)} "
-                                 "(positions are 1-based).", pid=self.id, todo="Give 1-based residue positions.")
+                whole = all(map(_is_whole, wrong))
+                problem = f"are outside 1..{len(seq)}" if whole else "are not whole numbers"
+                raise InputError(f"{where}: {name} {wrong[:5]} {problem} (positions are 1-based).", pid=self.id,
+                                 todo="Give 1-based residue positions.")
 
     @property
     def length(self) -> int:
