@@ -41,6 +41,10 @@ MISUSES = [
     (["--stream", "--checkpoint", "c.safetensors", "--min_length", "500"], "--max-length 400 is below"),
     (["--stream", "--checkpoint", "no/such.safetensors"], "--checkpoint no/such.safetensors: file not found"),
     (["--config", "no/such.yaml"], "--config no/such.yaml: file not found"),
+    # were silently ignored without --table
+    (["--residues", "500"], "--residues works with --table only"),
+    (["--quick", "--kernels", "fused"], "--kernels works with --table only"),
+    (["--max-tokens", "4096"], "--max-tokens works with --table only"),
 ]
 
 
