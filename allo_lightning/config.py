@@ -151,10 +151,13 @@ class TrainerConfig:
             _fail("trainer.default_root_dir", "empty path.", "Give the output folder.")
 
     def kwargs(self) -> dict:
-        """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it)."""
+        """Keyword arguments of ``lightning.Trainer`` (the allow-list: nothing else reaches it); no progress
+        bar under ``-q`` (:func:`allo_lightning.messages.progress_shown`)."""
+        from .messages import progress_shown
+
         return {"accelerator": self.accelerator, "devices": self.devices, "num_nodes": self.num_nodes,
                 "strategy": self.strategy, "default_root_dir": self.default_root_dir,
-                "enable_progress_bar": self.enable_progress_bar}
+                "enable_progress_bar": self.enable_progress_bar and progress_shown()}
 
 
 @dataclass

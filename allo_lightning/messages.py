@@ -10,7 +10,8 @@ allo_lightning.html``'s (its usage, its error line and the path of the page it w
 The shell calls :func:`configure` once per command, after its flags are parsed: a handler on the
 ``allo_lightning`` logger prints each record as its plain message, INFO and DEBUG on stdout, WARNING and
 above on stderr with a ``WARNING: `` (``ERROR: ``) prefix; level INFO by default, WARNING with
-``-q/--quiet``, DEBUG with ``-v/--verbose``. The stream is looked up for every record, so the run.log
+``-q/--quiet`` (which also hides the progress bars: :func:`progress_shown`), DEBUG with
+``-v/--verbose``. The stream is looked up for every record, so the run.log
 capture (records) and pytest's capsys see it. On a process other than global rank zero
 (``allo_lightning.distributed``) records below ERROR are dropped: a run on several processes says each
 message once.
@@ -28,7 +29,9 @@ from typing import Callable
 
 LOGGER = "allo_lightning"
 _LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                           "lightning.pytorch.accelerators.cuda", "lightning.fabric.accelerators.cuda")
+                           "lightning.pytorch.accelerators.cuda", "lightning.fabric.accelerators.cuda",
+                           # "[rank: 0] Received SIGTERM: 15": the command says it was interrupted, and how to resume
+                           "lightning.pytorch.trainer.connectors.signal_connector")
 _LIGHTNING_NOISE = (".*custom batch sampler.*", ".*does not have many workers.*", ".*litlogger.*",
                     ".*litmodels.*", ".*isinstance.treespec, LeafSpec.*")
 
@@ -96,6 +99,14 @@ def configure(level: int = logging.INFO, is_rank_zero: Callable[[], bool] | None
     logger.setLevel(level)
     logger.propagate = False  # the command owns the terminal: a root handler would print each line twice
     return handler
+
+
+def progress_shown() -> bool:
+    """Whether progress bars are drawn: not under the command line's ``-q/--quiet`` (the console configured
+    above INFO); through the Python API (nothing configured) the settings alone decide."""
+    logger = logging.getLogger(LOGGER)
+    configured = any(isinstance(h, ConsoleHandler) for h in logger.handlers)
+    return not configured or logger.isEnabledFor(logging.INFO)
 
 
 def unconfigure() -> None:

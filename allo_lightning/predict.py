@@ -325,7 +325,7 @@ def main(cfg) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(total=len(proteins), initial=done, desc="scoring", unit="protein",
-               disable=not cfg.trainer.enable_progress_bar)
+               disable=not cfg.trainer.kwargs()["enable_progress_bar"])
     with open(partial, "a", encoding="utf-8", newline="") as f:
         for p in proteins[done:]:
             values, prob, rank, _ = scored(p)

@@ -289,7 +289,7 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     parser.add_argument("--config", action=ConfigFile,
                         help="YAML config file (configs/*.yaml); flags override it. May be given more than once.")
     parser.add_argument("--seed", type=int, default=0, help="seed for everything random")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors (no progress bars)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print debugging messages too")
     for name in spec.sections:
         parser.add_class_arguments(SECTIONS[name], name)

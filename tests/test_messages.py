@@ -64,6 +64,27 @@ def messages_text() -> str:
     return meaningless_message("tiny")
 
 
+def test_quiet_hides_the_progress_bars(tmp_path, capsys):
+    """-q ("only warnings and errors") also hides the progress bars (Lightning's, predict's); without it the
+    bar is drawn; through the Python API (no console configured) the setting alone decides."""
+    from allo_lightning.config import TrainerConfig
+
+    args = [a for a in _extract(tmp_path) if a not in ("--trainer.enable_progress_bar", "false")]
+    extract_cmd.main([*args, "--model.cache_dir", str(tmp_path / "c1")])
+    shown = capsys.readouterr()
+    assert "Predicting" in shown.out + shown.err  # the control: a bar without -q
+    extract_cmd.main([*args, "--model.cache_dir", str(tmp_path / "c2"), "--trainer.default_root_dir",
+                      str(tmp_path / "out2"), "-q"])
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err.splitlines() == [f"WARNING: {messages_text()}"], quiet.err
+    assert TrainerConfig().kwargs()["enable_progress_bar"] is True  # the API: nothing configured
+    messages.configure(logging.WARNING)
+    try:
+        assert TrainerConfig().kwargs()["enable_progress_bar"] is False
+    finally:
+        messages.unconfigure()
+
+
 def test_quiet_and_verbose_together_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         extract_cmd.main(_extract(tmp_path, "-q", "-v"))

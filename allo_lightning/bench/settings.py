@@ -88,8 +88,9 @@ class BenchSettings:
             raise InputError(f"{stream_only[0]} works with --stream only (the other benchmarks have fixed seeds and "
                              "proteins: their timings do not depend on them). Add --stream, or leave it out.")
         if self.out is not None and (self.memory_child is not None or self.child is not None):
-            raise InputError("--out is not a flag of the internal child runs; do not use it with them.")
-        table_only = [f for f, on in (("--residues", self.residues is not None), ("--kernels", self.kernels is not None),
+            raise InputError("--out is not a flag of the internal child runs; leave it out.")
+        table_only = [f for f, on in (("--residues", self.residues is not None),
+                                      ("--kernels", self.kernels is not None),
                                       ("--max-tokens", self.max_tokens != 16384)) if on]
         if table_only and not self.table:
             raise InputError(f"{table_only[0]} works with --table only (the other benchmarks time one protein at a "
