@@ -21,7 +21,7 @@ from allo_lightning.errors import AlloError, BackboneError, CheckpointError, Inp
 
 from .conftest import CPU, REPO, random_proteins, write_table
 
-CORE = ("analysis", "probe", "attention", "backbone", "data")
+CORE = ("analysis", "probe", "attention", "backbone", "data", "structures")
 
 
 def test_alloerror_is_a_user_error_and_a_value_error():

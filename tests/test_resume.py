@@ -19,6 +19,7 @@ import torch
 from allo_lightning.attention import StatsCache, extract
 from allo_lightning.attention.cache import atomic_save
 from allo_lightning.backbone import load_backbone
+from allo_lightning.errors import AlloError
 from allo_lightning.extract import main as extract_main
 from tests.conftest import CPU, random_proteins
 
@@ -272,8 +273,8 @@ def test_entry_of_another_sequence_renamed_to_this_one_is_not_used(tmp_path):
     cache.stats_path(b).parent.mkdir(parents=True, exist_ok=True)
     cache.stats_path(a).rename(cache.stats_path(b))  # the entry of a under b's name
     assert not cache.complete(b)
-    with pytest.raises(KeyError):
-        cache.load(b)
+    with pytest.raises(AlloError, match="no complete entry .* Run the same command again"):
+        cache.load(b)  # one line for the user (was a KeyError traceback)
     cache.stats_path(b).rename(cache.stats_path(a))  # negative control: under its own name it is fine
     assert cache.complete(a) and torch.equal(cache.load(a).received, _fake_entry(1).received)
 

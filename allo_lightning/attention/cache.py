@@ -30,7 +30,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
 from ..digest import tensors_digest
-from ..errors import OutputError
+from ..errors import AlloError, OutputError
 from ..outputs import atomic_path
 from .stats import ProteinStats
 
@@ -281,17 +281,19 @@ class StatsCache:
         exactly these heads, whose other heads are NaN)."""
         L, sha = len(sequence), sequence_hash(sequence)
         stats = self._stats_entry(sequence, heads)
+        gone = (f"in the cache {self.dir} (it was removed or changed while this run read it: another run or a "
+                "clean-up?). Run the same command again.")
         if stats is None:
-            raise KeyError(f"no complete cache entry for a sequence of length {L} in {self.dir}")
+            raise AlloError(f"no complete entry for a sequence of length {L} {gone}")
         if map_heads:
             m = self._read(self.maps_path(sequence, map_heads), sha, L, "maps", map_heads)
             if m is None:
-                raise KeyError("attention maps not in cache")
+                raise AlloError(f"no attention maps for a sequence of length {L} {gone}")
             stats.maps, stats.map_heads = m["maps"], [tuple(x) for x in m["map_heads"].tolist()]
         if embedding:
             e = self._read(self.emb_path(sequence), sha, L, "emb")
             if e is None:
-                raise KeyError("embedding not in cache")
+                raise AlloError(f"no embedding for a sequence of length {L} {gone}")
             stats.embedding = e["embedding"].T.contiguous()
         return stats
 

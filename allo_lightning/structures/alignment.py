@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import AlloError, InputError
 from .formats import Residue, chain_residues, check_chain_id, mapped_segments, read_atoms, structure_format
 from .references import References, read_references, reference_groups
 
@@ -253,7 +253,8 @@ def map_chain(pid: str, sequence: str, path: str | Path, chain: str | None = Non
                              {r.key: k for k, r in enumerate(chains[c])})
             if best is None or (m.identical, m.identity) > (best.identical, best.identity):
                 best = m
-    assert best is not None
+    if best is None:  # the readers refuse a structure without a protein chain: a bug if reached
+        raise AlloError(f"{path}: no protein chain to align with {pid!r}.")
     if best.identity < options.min_identity or best.coverage < options.min_coverage:
         which = f"chain {best.chain}" if chain is not None else f"best chain {best.chain}"
         raise InputError(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import AlloError
 from .alignment import ChainMapping
 from .formats import Residue, check_chain_id, script_text
 from .write import UNMAPPED_B, percentiles, structure_record, write_scored_structure
@@ -29,7 +30,7 @@ def _checked(lines: list[str]) -> str:
     """Join script lines; an unprintable character or ``;`` in any of them is a bug (never written)."""
     for ln in lines:
         if ";" in ln or not ln.isprintable():
-            raise ValueError(f"refusing to write a script line with ';' or a control character: {ln[:60]!a}")
+            raise AlloError(f"refusing to write a script line with ';' or a control character: {ln[:60]!a}")
     return "\n".join(lines) + "\n"
 
 
