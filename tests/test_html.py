@@ -428,3 +428,23 @@ def test_a_handler_made_during_a_run_writes_to_the_current_stream_afterwards(mon
     finally:
         logger.removeHandler(handler)
     assert after.getvalue() == "after the run\n" and tee._buffer is None
+
+
+@pytest.mark.parametrize("files, args, phrase", [
+    ((), ["predict"], "no predictions.csv, so not an output folder of predict"),  # was a FileNotFoundError traceback
+    ((), ["bogus"], "unknown command 'bogus': give one of predict"),  # was "no outputs found"
+    ((), [], "no outputs of predict, heads, fit, evaluate or report found"),
+    ((), ["fit", "x"], "unexpected argument 'x'"),
+    (("predictions.csv",), ["predict"], "predictions.json: No such file or directory"),  # was a traceback
+])
+def test_html_rebuild_refusals_are_one_line(tmp_path, capsys, files, args, phrase):
+    """``python -m allo_lightning.html DIR [COMMAND]``: each misuse is one ``error:`` line, exit 2."""
+    from allo_lightning.html.__main__ import main
+
+    for name in files:
+        (tmp_path / name).write_text("id,position\n")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and phrase in err, err
+    assert not (tmp_path / "report.html").exists()

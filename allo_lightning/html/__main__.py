@@ -14,14 +14,27 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         raise SystemExit(0 if argv else 2)
     out = Path(argv[0])
+    if len(argv) > 2:
+        _fail(f"unexpected argument {argv[2]!r}. Usage: python -m allo_lightning.html DIR [COMMAND].")
+    if len(argv) > 1 and argv[1] not in MARKERS:
+        _fail(f"unknown command {argv[1]!r}: give one of {', '.join(MARKERS)} (or leave it out).")
     command = argv[1] if len(argv) > 1 else next((c for f, c in FILES.items() if (out / f).is_file()), None)
     if command is None and (out / "metrics.json").is_file():
         command = "fit" if (out / "training_log").is_dir() or (out / "test_scores.csv").is_file() else "evaluate"
-    if command not in MARKERS:
-        print(f"error: {out}: no outputs of predict, heads, fit, evaluate or report found. Give the output folder "
-              "of one of them (and optionally the command).", file=sys.stderr)
-        raise SystemExit(2)
-    print(write_report(out, command))
+    if command is None:
+        _fail(f"{out}: no outputs of predict, heads, fit, evaluate or report found. Give the output folder of one "
+              "of them (and optionally the command).")
+    if not (out / MARKERS[command]).is_file():
+        _fail(f"{out}: no {MARKERS[command]}, so not an output folder of {command}. Give the folder {command} wrote.")
+    try:
+        print(write_report(out, command))
+    except OSError as e:  # an output of the run missing or unreadable, or the folder not writable
+        _fail(f"{e.filename or out}: {e.strerror or e}. Check the folder and its files.")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":
