@@ -332,15 +332,21 @@ def _floyd(n: int, k: int, n_draws: int, generator: torch.Generator) -> torch.Te
     return chosen
 
 
+def check_null(null: str) -> str:
+    """``null`` when it is one of :data:`NULLS` (the one check of the core; the command line's HeadsConfig
+    refuses other values first, in the flag's words)."""
+    if null not in NULLS:
+        raise AlloError(f"null must be one of {', '.join(NULLS)} (got {null!r})")
+    return null
+
+
 class ProteinNull:
     """The null of one protein: how random "site" sets of the same make-up are drawn.
 
     ``labels``: bool [L]; ``sequence``: needed by ``composition``."""
 
     def __init__(self, null: str, labels, sequence: str | None = None) -> None:
-        if null not in NULLS:
-            raise AlloError(f"unknown null {null!r}; one of {NULLS}")
-        self.null = null
+        self.null = check_null(null)
         self.y = as_labels(labels)
         self.L = self.y.numel()
         self.k = int(self.y.sum())
@@ -761,8 +767,7 @@ def score_heads(
     ``orthosteric`` (parallel, 0/1 labels or None) adds the orthosteric contrast. Proteins that are
     not :func:`usable` are skipped. ``exact=False`` turns the exact permutation p-value off (tests).
     Seeded: the same inputs and seed give the same result. See the module docstring."""
-    if null not in NULLS:
-        raise AlloError(f"null must be one of {NULLS} (got {null!r})")
+    check_null(null)  # before any work, also when no protein is usable
     B = int(n_permutations)
     if B < 1:
         raise AlloError("n_permutations must be at least 1")
