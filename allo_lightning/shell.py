@@ -291,6 +291,9 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     parser.add_argument("--seed", type=int, default=0, help="seed for everything random")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors (no progress bars)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print debugging messages too")
+    from . import __version__
+
+    parser.add_argument("-V", "--version", action="version", version=f"allo_lightning {__version__}")
     for name in spec.sections:
         parser.add_class_arguments(SECTIONS[name], name)
     if spec.flags is not None:

@@ -77,7 +77,7 @@ print(json.dumps(out))
 def _cases() -> list[tuple[str, list[str]]]:
     cases = [("allo_lightning", ["--help"]), ("allo_lightning", ["--version"]), ("allo_lightning", ["fitt"])]
     for cmd in COMMANDS:
-        for args in (["--help"], [TYPO[cmd], "x"]):
+        for args in (["--help"], [TYPO[cmd], "x"], ["--version"]):
             cases.append(("allo_lightning", [cmd, *args]))  # as the console script: the same console_main
             cases.append((f"allo_lightning.{cmd}", args))
     for cmd, args, _ in BAD_VALUE:
@@ -119,6 +119,18 @@ def test_the_dispatcher_answers_too(ran):
     assert top["--help"]["code"] == 0 and all(c in top["--help"]["stdout"] for c in COMMANDS)
     assert top["--version"]["code"] == 0 and top["--version"]["stdout"].startswith("allo_lightning ")
     _one_line_error(top["fitt"], "unknown command 'fitt'", "Did you mean 'fit'?")
+
+
+def test_every_command_answers_version(ran):
+    """``allo-lightning fit --version`` (and every command's, also as a module) prints the version, exit 0
+    (was "unknown flag --version"), without a heavy import (checked for every case above)."""
+    from allo_lightning import __version__
+
+    runs = [r for r in ran if r["argv"][-1:] == ["--version"]
+            and len(r["argv"]) + (r["module"] != "allo_lightning") == 2]  # a command's, not the dispatcher's
+    assert len(runs) == 2 * len(COMMANDS)
+    for r in runs:
+        assert r["code"] == 0 and r["stdout"].strip() == f"allo_lightning {__version__}", r
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
