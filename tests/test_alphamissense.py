@@ -14,11 +14,17 @@ from allo_lightning.analysis.alphamissense import (
     mann_whitney,
     predicted_mask,
     read_alphamissense,
-    write_residue_table,
 )
 from allo_lightning.data import InputError, Protein
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def write_residue_table(path, rows) -> None:
+    """A per-residue file in AlphaMissense's own form (uniprot_id, position, am_pathogenicity; TSV)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("uniprot_id\tposition\tam_pathogenicity\n")
+        fh.writelines(f"{u}\t{pos}\t{x!r}\n" for u, pos, x in rows)
 
 
 def planted(n: int = 8, seed: int = 0):

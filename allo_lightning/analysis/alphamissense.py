@@ -35,7 +35,6 @@ modelling objective), so an association with PLM-based predictions is not indepe
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import math
@@ -299,11 +298,3 @@ def association_rows(am: dict[str, dict], scored: Sequence[tuple], top_k: int | 
                      "u": float(u_obs.sum()), "p_value": p, "q_value": float("nan"), "test": POOLED_TEST,
                      "note": f"{len(per)} proteins; " + "; ".join(notes) if notes else f"{len(per)} proteins"})
     return rows
-
-
-def write_residue_table(path: str | Path, rows: Sequence[tuple[str, int, float]]) -> None:
-    """A per-residue file (uniprot_id, position, am_pathogenicity), e.g. for tests or a reduced copy."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        w.writerow(["uniprot_id", "position", "am_pathogenicity"])
-        w.writerows(rows)
