@@ -1,0 +1,110 @@
+"""Tests for bugs that a planted-bug (mutation) run showed the rest of the suite would miss (issue 19):
+each compares the code against a plain, independent computation at the edge where the likely bug shows
+(huge integers in a table, a Monte-Carlo p at its floor, the last circular shift). Fast and exact."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from allo_lightning.analysis import ProteinNull, score_heads
+from allo_lightning.analysis import scores as sc
+from allo_lightning.attention import ProteinStats
+from allo_lightning.tables import csv_text, format_cell
+
+# -- tables: an integer is written whole, however large ------------------------------------------------
+
+
+def test_integers_are_written_whole_however_large():
+    """Integers (seeds, counts, draws) keep every digit: never ``1.23456789e+09`` nor ``12.0``."""
+    for v in (0, -3, 12, 999_999_999, 1_234_567_890, -10**12, 2**53 + 1, 10**20 + 7, np.int64(2**62 + 1),
+              np.int32(-2**31), np.uint64(2**64 - 1)):
+        assert format_cell(v) == str(int(v)), v
+    text = csv_text(["seed", "draws"], [[2**40 + 3, np.int64(1_000_000_001)]])
+    assert text.split("\r\n")[1] == f"{2**40 + 3},1000000001"
+
+
+# -- Monte-Carlo p-values: (1 + b) / (1 + B), b = draws that reach the observed sum --------------------
+
+def _stats(count: np.ndarray, mass: np.ndarray) -> ProteinStats:
+    c = torch.as_tensor(count, dtype=torch.float32)
+    return ProteinStats(received=c.clone(), count=c, mass=torch.as_tensor(mass, dtype=torch.float32),
+                        total=c.sum(-1))
+
+
+def _proteins(seed: int = 0):
+    """Two proteins, 1 layer x 6 heads: head 0 puts all its confident attention on the sites (the observed
+    sum is the largest possible one: no random draw reaches it), the others random Poisson counts."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for L, sites in ((60, [5, 6, 7, 30]), (45, [10, 11, 12])):
+        y = np.zeros(L, dtype=int)
+        y[sites] = 1
+        count = rng.poisson(1.5, size=(1, 6, L)).astype(float)
+        count[0, 0] = 0.0
+        count[0, 0, sites] = 40.0
+        mass = count * rng.uniform(0.2, 0.9, size=count.shape)
+        items.append((_stats(count, mass), y))
+    return items
+
+
+def test_monte_carlo_pvalue_is_one_plus_exceedances_over_one_plus_draws():
+    """score_heads' Monte-Carlo route (no exact p, no escalation: max_permutations = B) against a plain count
+    over the same draws, pooled protein by protein outside the package: p = (1 + b) / (1 + B) with b the
+    pooled draws >= the observed sum (ties count). The head whose observed sum no draw can reach gets the
+    floor 1/(B + 1), never 0, and is reported at the floor."""
+    items = _proteins()
+    B, seed = 300, 4
+    s = score_heads(items, 1, 6, n_permutations=B, seed=seed, exact=False, null="permutation",
+                    max_permutations=B, min_confident=1)
+    gen = torch.Generator().manual_seed(seed)  # the B shared draws, protein by protein (the documented order)
+    pooled = {"p_alpha": np.zeros((B, 6)), "mass": np.zeros((B, 6))}
+    observed = {"p_alpha": np.zeros(6), "mass": np.zeros(6)}
+    for stats, y in items:
+        idx = ProteinNull("permutation", y).draw(B, gen).numpy()  # [B, k]
+        for name, v in (("p_alpha", stats.count[0].double().numpy()), ("mass", stats.mass[0].float().numpy())):
+            for d in range(B):
+                pooled[name][d] += v[:, idx[d]].sum(-1)
+            observed[name] += v[:, y.astype(bool)].sum(-1)
+    for name in ("p_alpha", "mass"):
+        st = s.stat(name)
+        for h in range(6):
+            obs = observed[name][h]
+            b = sum(1 for d in range(B) if pooled[name][d, h] >= obs - 1e-5 * (abs(obs) + 1))
+            assert st.pvalue[0, h].item() == pytest.approx((1 + b) / (1 + B), rel=1e-12), (name, h, b)
+            assert st.pvalue_draws[0, h].item() == B
+        assert st.pvalue[0, 0].item() == pytest.approx(1 / (B + 1), rel=1e-12)  # the floor, not 0
+        assert bool(st.pvalue_at_floor[0, 0]) and st.pvalue_floor[0, 0].item() == pytest.approx(1 / (B + 1))
+
+
+@pytest.mark.parametrize("B, expected", [(50, 0), (300, 2)])
+def test_per_protein_significance_respects_the_monte_carlo_floor(B, expected):
+    """n_significant counts proteins whose own p (1 + b_p) / (1 + B) is below p_max = 0.01: with B = 50 draws
+    no protein can be (its floor 1/51 is above 0.01) however strong the head; with B = 300 both are."""
+    s = score_heads(_proteins(), 1, 6, n_permutations=B, seed=1, exact=False, null="permutation",
+                    max_permutations=B, min_confident=1, p_max=0.01, snr_min=2.0)
+    for st in (s.p_alpha, s.mass):
+        assert st.n_significant[0, 0].item() == expected
+
+
+# -- the shift null: every one of the L circular shifts is drawn, uniformly ----------------------------
+
+
+def test_shift_draws_cover_every_shift_uniformly():
+    """ProteinNull.draw and draw_null_sums (the pooled Monte-Carlo route) draw each of the L shifts with
+    probability 1/L, the last one too: counted over 14000 draws, each within 5 binomial sd of n/L."""
+    L, n = 7, 14000
+    y = np.zeros(L, dtype=int)
+    y[0] = 1
+    values = torch.tensor([[2.0 ** j for j in range(L)]])  # [1, L]: the sum tells which shift was drawn
+    nl = ProteinNull("shift", y)
+    sd = math.sqrt(n * (1 / L) * (1 - 1 / L))
+    shifts = nl.draw(n, torch.Generator().manual_seed(0))[:, 0]
+    pooled, _ = sc.draw_null_sums([values], [nl], n, torch.Generator().manual_seed(1))
+    from_sums = torch.log2(pooled[:, 0]).round().long()
+    for drawn in (shifts, from_sums):
+        counts = torch.bincount(drawn, minlength=L)
+        assert len(counts) == L and (counts - n / L).abs().max() < 5 * sd, counts.tolist()
