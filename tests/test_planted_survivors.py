@@ -108,3 +108,30 @@ def test_shift_draws_cover_every_shift_uniformly():
     for drawn in (shifts, from_sums):
         counts = torch.bincount(drawn, minlength=L)
         assert len(counts) == L and (counts - n / L).abs().max() < 5 * sd, counts.tolist()
+
+
+# -- per-protein metrics: the mean is over the proteins that have a site ------------------------------
+
+
+def test_per_protein_metrics_leave_out_proteins_without_a_site():
+    """precision_at_k, r_precision and protein_auprc are means over the proteins with at least one site
+    (a protein without one has no precision to speak of): a site-less protein, however it is scored,
+    changes none of them; each equals the plain mean of the per-protein values (sklearn's AP)."""
+    from sklearn.metrics import average_precision_score
+
+    from allo_lightning.probe import compute_metrics
+    from allo_lightning.probe.metrics import precision_at_k
+
+    with_sites = [([1, 0, 0, 1, 0, 0], [0.9, 0.1, 0.4, 0.3, 0.8, 0.2]), ([0, 1, 0, 0, 0], [0.5, 0.6, 0.1, 0.7, 0.2])]
+    y = torch.tensor([v for ys, _ in with_sites for v in ys])
+    s = torch.tensor([v for _, ss in with_sites for v in ss])
+    idx = torch.tensor([i for i, (ys, _) in enumerate(with_sites) for _ in ys])
+    want = {"precision_at_k": np.mean([precision_at_k(ss, ys, 2) for ys, ss in with_sites]),
+            "r_precision": np.mean([precision_at_k(ss, ys, sum(ys)) for ys, ss in with_sites]),
+            "protein_auprc": np.mean([average_precision_score(ys, np.float32(ss)) for ys, ss in with_sites])}
+    assert want["precision_at_k"] == pytest.approx(0.5) and want["r_precision"] == pytest.approx(0.25)
+    for extra in ([0.95, 0.99, 0.01], [0.0, 0.0, 0.0]):  # a site-less protein, top-scored or bottom-scored
+        m = compute_metrics(torch.cat([s, torch.tensor(extra)]), torch.cat([y, torch.zeros(3, dtype=torch.long)]),
+                            torch.cat([idx, torch.full((3,), 2)]), top_k=2)
+        for key, value in want.items():
+            assert m[key] == pytest.approx(value, rel=1e-9), (key, extra)
