@@ -135,3 +135,61 @@ def test_per_protein_metrics_leave_out_proteins_without_a_site():
                             torch.cat([idx, torch.full((3,), 2)]), top_k=2)
         for key, value in want.items():
             assert m[key] == pytest.approx(value, rel=1e-9), (key, extra)
+
+
+# -- the decision threshold: the best F1 among the cuts that ``score >= threshold`` can make ----------
+
+
+def test_best_f1_threshold_is_the_best_cut_between_distinct_scores():
+    """best_f1_threshold against a brute force over every cut ``score >= t`` (t each distinct score):
+    the F1 its threshold gives is the best one, whatever the row order of tied scores (a cut inside a
+    tie looks better on paper but no threshold can make it)."""
+    from sklearn.metrics import f1_score
+
+    from allo_lightning.probe.metrics import best_f1_threshold
+
+    cases = [([1, 1, 0, 0, 0, 0, 1], [0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.1]),
+             ([0, 1, 1, 0, 1, 0, 0, 0], [0.8, 0.8, 0.6, 0.6, 0.6, 0.6, 0.2, 0.2])]
+    rng = np.random.default_rng(0)
+    for ys, ss in cases:
+        ys, ss = np.array(ys), np.array(ss, dtype=np.float32)
+        best = max(f1_score(ys, ss >= t) for t in np.unique(ss))
+        for perm in [np.arange(len(ys)), np.argsort(-ys, kind="stable")] + [rng.permutation(len(ys)) for _ in range(5)]:
+            t = best_f1_threshold(torch.tensor(ss[perm]), torch.tensor(ys[perm]))
+            assert f1_score(ys, ss >= t) == pytest.approx(best), (ys, ss, perm, t)
+
+
+# -- config: a bool is not a whole number --------------------------------------------------------------
+
+
+def test_a_bool_is_not_a_whole_number_for_an_int_or_choice_field():
+    """``devices: int | "auto"`` refuses True and False from Python (bool is an int subclass: ``devices=True``
+    would reach Lightning as 1 device), as the command line refuses ``--trainer.devices true``."""
+    from allo_lightning import config
+    from allo_lightning.errors import InputError
+
+    for bad in (True, False, 1.5, "two"):
+        with pytest.raises(InputError, match=r"^--trainer\.devices: .* is not accepted; choose one of: auto "
+                                             r"\(or a whole number\)"):
+            config.TrainerConfig(devices=bad)
+    assert config.TrainerConfig(devices=3).devices == 3 and config.TrainerConfig(devices="auto").devices == "auto"
+
+
+# -- which proteins enter the head scores --------------------------------------------------------------
+
+
+def test_a_protein_with_more_sites_than_other_residues_is_left_out_of_the_scores():
+    """usable: k >= 1 sites and at least k non-sites (every L up to 8, every k); a protein with 3 sites
+    among 5 residues is skipped, so the scores are those of the other proteins alone."""
+    from allo_lightning.analysis.scores import usable
+
+    for L in range(1, 9):
+        for k in range(L + 1):
+            assert usable(np.r_[np.ones(k, dtype=int), np.zeros(L - k, dtype=int)]) == (k >= 1 and L - k >= k), (L, k)
+    items = _proteins()
+    crowded = (_stats(np.full((1, 6, 5), 3.0), np.full((1, 6, 5), 1.0)), np.array([1, 1, 1, 0, 0]))
+    a = score_heads(items, 1, 6, n_permutations=50, seed=0, min_confident=1)
+    b = score_heads(items + [crowded], 1, 6, n_permutations=50, seed=0, min_confident=1)
+    assert a.n_proteins == b.n_proteins == 2
+    for name in ("p_alpha", "p_alpha_pvalue", "mass", "mass_pvalue", "confident"):
+        assert torch.equal(a[name], b[name]), name
