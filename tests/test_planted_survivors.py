@@ -193,3 +193,34 @@ def test_a_protein_with_more_sites_than_other_residues_is_left_out_of_the_scores
     assert a.n_proteins == b.n_proteins == 2
     for name in ("p_alpha", "p_alpha_pvalue", "mass", "mass_pvalue", "confident"):
         assert torch.equal(a[name], b[name]), name
+
+
+# -- messages: a command says each line once, even when the root logger has a handler -----------------
+
+
+def test_a_configured_console_does_not_also_go_to_the_root_handler(capsys):
+    """A caller that configured logging itself (``logging.basicConfig`` in a notebook or a wrapper script)
+    gets each of a command's lines once, from the package's console, not a second time from its root
+    handler; after the command the library's records reach the root handler again."""
+    import io
+    import logging
+
+    from allo_lightning import messages
+
+    root_stream = io.StringIO()
+    root_handler = logging.StreamHandler(root_stream)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        messages.configure(logging.INFO)
+        try:
+            log = logging.getLogger("allo_lightning.some.module")
+            log.info("said")
+            log.warning("careful")
+        finally:
+            messages.unconfigure()
+        got = capsys.readouterr()
+        assert got.out == "said\n" and got.err == "WARNING: careful\n" and root_stream.getvalue() == ""
+        logging.getLogger("allo_lightning.some.module").warning("from the library")
+        assert root_stream.getvalue() == "from the library\n"
+    finally:
+        logging.getLogger().removeHandler(root_handler)
