@@ -27,7 +27,7 @@ def _lengths(n=200, seed=0):
 @pytest.mark.parametrize("max_tokens", [1, 500, 4096])
 def test_every_index_once_and_budget_respected(bucket, max_tokens):
     lengths = _lengths()
-    batches = token_budget_batches(lengths, max_tokens, bucket)
+    batches = token_budget_batches(lengths, max_tokens, bucket, n_special=2)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         if len(b) > 1:  # a protein longer than the budget goes alone
@@ -38,24 +38,24 @@ def test_every_index_once_and_budget_respected(bucket, max_tokens):
 
 def test_bucketing_groups_similar_lengths_and_cuts_padding():
     lengths = _lengths()
-    bucketed = token_budget_batches(lengths, 4096, bucket=True)
-    plain = token_budget_batches(lengths, 4096, bucket=False)
+    bucketed = token_budget_batches(lengths, 4096, bucket=True, n_special=2)
+    plain = token_budget_batches(lengths, 4096, bucket=False, n_special=2)
     flat = [lengths[i] for b in bucketed for i in b]
     assert flat == sorted(lengths, reverse=True)
-    assert padding_fraction(lengths, bucketed) < 0.05 < padding_fraction(lengths, plain)
+    assert padding_fraction(lengths, bucketed, n_special=2) < 0.05 < padding_fraction(lengths, plain, n_special=2)
 
 
 def test_padding_fraction_by_hand():
     lengths = [10, 4, 8]
     # one batch: 3 x (10 + 2) slots, real tokens 12 + 6 + 10
-    assert padding_fraction(lengths, [[0, 1, 2]]) == pytest.approx(1 - 28 / 36)
-    assert padding_fraction(lengths, [[0], [1], [2]]) == 0.0
-    assert padding_fraction([], []) == 0.0
+    assert padding_fraction(lengths, [[0, 1, 2]], n_special=2) == pytest.approx(1 - 28 / 36)
+    assert padding_fraction(lengths, [[0], [1], [2]], n_special=2) == 0.0
+    assert padding_fraction([], [], n_special=2) == 0.0
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
 def test_ranks_split_batches_without_loss_or_duplicates(world):
-    batches = token_budget_batches(_lengths(53), 3000)
+    batches = token_budget_batches(_lengths(53), 3000, n_special=2)
     per_rank = [list(RankBatchSampler(batches, r, world)) for r in range(world)]
     got = sorted(i for rank in per_rank for b in rank for i in b)
     assert got == list(range(53))
@@ -73,7 +73,7 @@ def test_datamodule_gives_every_protein_to_exactly_one_rank(world):
     proteins = random_proteins(17, lo=10, hi=90, seed=5)
     seen = []
     for rank in range(world):
-        dm = ExtractionDataModule(proteins, tokenize, max_tokens=256)
+        dm = ExtractionDataModule(proteins, tokenize, max_tokens=256, n_special=2)
         dm.trainer = _FakeTrainer(rank, world)
         for batch in dm.predict_dataloader():
             B, T = batch["tokens"].shape

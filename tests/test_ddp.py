@@ -97,7 +97,7 @@ def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
     from allo_lightning.data.batching import token_budget_batches
 
     proteins = ddp_proteins()
-    n_batches = len(token_budget_batches([p.length for p in proteins], MAX_TOKENS))
+    n_batches = len(token_budget_batches([p.length for p in proteins], MAX_TOKENS, n_special=2))
     assert n_batches >= 3 and n_batches % 2 == 1, "the ranks should get unequal numbers of batches"
 
     res = subprocess.run([sys.executable, "-m", "tests.test_ddp", str(tmp_path)], cwd=ROOT, env=_env(),
@@ -250,7 +250,7 @@ def test_more_processes_than_batches(tmp_path, tiny):
     fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
     from allo_lightning.data.batching import token_budget_batches
 
-    assert len(token_budget_batches([p.length for p in proteins], 300)) == 2
+    assert len(token_budget_batches([p.length for p in proteins], 300, n_special=2)) == 2
     res = subprocess.run([sys.executable, "-m", "allo_lightning.extract", "--model.backbone", "tiny",
                           "--data.path", str(fasta), "--model.max_tokens", "300", "--model.cache_dir",
                           str(tmp_path / "cache"), "--trainer.accelerator", "cpu", "--trainer.devices", "3",

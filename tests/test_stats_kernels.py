@@ -172,20 +172,20 @@ def test_token_budget_from_free_cuda_memory(monkeypatch):
     [4096, 65536] and never below one protein; an explicit CPU accelerator keeps the CPU budget."""
     from allo_lightning.attention.extractor import token_budget
 
-    assert token_budget({"accelerator": "cpu"}, 18, 500) == 4096
+    assert token_budget({"accelerator": "cpu"}, 18, 500, n_special=2) == 4096
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     free = {"bytes": 20 * 2**30}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (free["bytes"], 80 * 2**30))
-    assert token_budget({"accelerator": "cpu"}, 18, 500) == 4096
+    assert token_budget({"accelerator": "cpu"}, 18, 500, n_special=2) == 4096
     raw = int(0.5 * free["bytes"]) // (12 * 18 * 502)  # 99,020 tokens -> 65,536 (the cap)
-    assert raw > 65536 and token_budget({"accelerator": "gpu"}, 18, 500) == 65536
+    assert raw > 65536 and token_budget({"accelerator": "gpu"}, 18, 500, n_special=2) == 65536
     free["bytes"] = 4 * 2**30  # 19,804 -> 16,384
-    assert token_budget({"accelerator": "gpu"}, 18, 500) == 16384
-    assert token_budget({"accelerator": "auto"}, 18, 500) == 16384
-    assert token_budget(None, 18, 2048) == 4096  # 4,844 -> 4,096
+    assert token_budget({"accelerator": "gpu"}, 18, 500, n_special=2) == 16384
+    assert token_budget({"accelerator": "auto"}, 18, 500, n_special=2) == 16384
+    assert token_budget(None, 18, 2048, n_special=2) == 4096  # 4,844 -> 4,096
     free["bytes"] = 2**20  # almost nothing free: still one protein per batch, and the CPU floor
-    assert token_budget({"accelerator": "gpu"}, 18, 6000) == 6002
-    assert token_budget({"accelerator": "gpu"}, 18, 500) == 4096
+    assert token_budget({"accelerator": "gpu"}, 18, 6000, n_special=2) == 6002
+    assert token_budget({"accelerator": "gpu"}, 18, 500, n_special=2) == 4096
 
 
 def test_triton_failure_falls_back_to_fused_with_a_warning(monkeypatch):

@@ -52,7 +52,7 @@ CUDA_MAX_TOKENS = 65536  # the most on CUDA: larger batches gained nothing on an
 CUDA_MEMORY_FRACTION = 0.5  # of the free device memory, for one batch's attention buffers
 
 
-def token_budget(trainer_kwargs: dict | None, n_heads: int, longest: int, n_special: int = 2) -> int:
+def token_budget(trainer_kwargs: dict | None, n_heads: int, longest: int, *, n_special: int) -> int:
     """The default ``--model.max_tokens`` (batch size x padded length) for extraction on the device the
     trainer will use: CPU_MAX_TOKENS on CPU and MPS; on CUDA, from the free memory of the current device
     (``torch.cuda.mem_get_info``): half of it for one batch's attention buffers (float32 probabilities,

@@ -127,13 +127,14 @@ def extract(
             seen.add(p.sequence)
     if max_tokens is None:  # the device's budget (CPU: 4096; CUDA: from its free memory), over ALL proteins
         max_tokens = token_budget(trainer_kwargs, backbone.n_heads, max((p.length for p in unique), default=0),
-                                  backbone.alphabet.n_special)
+                                  n_special=backbone.alphabet.n_special)
     missing = {i for i, p in enumerate(unique) if not cache.complete(p.sequence, map_heads, embeddings, heads)}
     # Batches are formed over ALL proteins and every batch holding a missing one is run whole: a resumed
     # run pads each protein exactly as an uninterrupted run does, so its statistics are bit-identical.
     # A protein longer than the context is run alone (as windows).
     batches = []
-    for b in token_budget_batches([p.length for p in unique], max_tokens, bucket, backbone.alphabet.n_special):
+    for b in token_budget_batches([p.length for p in unique], max_tokens, bucket,
+                                  n_special=backbone.alphabet.n_special):
         long_ones = [i for i in b if unique[i].length > backbone.max_length]
         rest = [i for i in b if i not in long_ones]
         batches += [[i] for i in long_ones] + ([rest] if rest else [])

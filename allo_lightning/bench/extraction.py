@@ -278,8 +278,11 @@ def final_line(points: list[Point]) -> str:
 # -- scale: batching and padding ---------------------------------------------------------------------------
 def run_scale(device: torch.device, trainer_kwargs: dict, *, clock: str, n: int = 24,
               shape: str = "esmc_300m") -> None:
+    from ..backbone.base import ESMC_ALPHABET
     from ..data import bundled_path, read_proteins
     from ..data.batching import padding_fraction, token_budget_batches
+
+    n_special = ESMC_ALPHABET.n_special  # BOS and EOS, as ESM-C (and ESM-2) add them
 
     emit("\nPadding fraction (token budget 4096 tokens per batch), with vs without length bucketing:")
     rng = random.Random(1)
@@ -293,8 +296,10 @@ def run_scale(device: torch.device, trainer_kwargs: dict, *, clock: str, n: int 
     for name, prots in sets:
         lengths = [p.length for p in prots]
         for budget in (4096, 16384):
-            fr = {b: padding_fraction(lengths, token_budget_batches(lengths, budget, b)) for b in (True, False)}
-            nb = len(token_budget_batches(lengths, budget, True))
+            fr = {b: padding_fraction(lengths, token_budget_batches(lengths, budget, b, n_special=n_special),
+                                       n_special=n_special)
+                  for b in (True, False)}
+            nb = len(token_budget_batches(lengths, budget, True, n_special=n_special))
             emit(f"  {name}, max_tokens={budget}: bucketed {fr[True]:.1%} ({nb} batches), "
                  f"unbucketed {fr[False]:.1%}")
 

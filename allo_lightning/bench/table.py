@@ -58,11 +58,11 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
     proteins = table_proteins(residues=residues)
     lengths = [p.length for p in proteins]
     n_res = sum(lengths)
-    batches = token_budget_batches(lengths, max_tokens, True)
     if not kernels:
         kernels = (stats_kernel(device), "fused", "triton") if device.type == "cuda" else (stats_kernel(device),)
     kernels = tuple(dict.fromkeys(kernels))
     backbone = make_backbone(shape, device)
+    batches = token_budget_batches(lengths, max_tokens, True, n_special=backbone.alphabet.n_special)
     tok = [tuple(t.to(device) for t in backbone.alphabet.tokenize([proteins[i].sequence for i in b])) for b in batches]
     lens = [[proteins[i].length for i in b] for b in batches]
     accel = {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")

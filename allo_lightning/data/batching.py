@@ -15,8 +15,8 @@ from .protein import Protein
 Tokenize = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
 
 
-def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True,
-                         n_special: int = 2) -> list[list[int]]:
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool = True, *,
+                         n_special: int) -> list[list[int]]:
     """Group indices so that batch_size x (longest + n_special) <= max_tokens (a longer protein goes alone);
     ``n_special``: the special tokens the backbone adds to each sequence (``backbone.alphabet.n_special``;
     2 for ESM-C and ESM-2: BOS and EOS). With ``bucket`` the proteins are sorted by length first, so
@@ -37,7 +37,7 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, bucket: bool =
     return batches
 
 
-def padding_fraction(lengths: Sequence[int], batches: list[list[int]], n_special: int = 2) -> float:
+def padding_fraction(lengths: Sequence[int], batches: list[list[int]], *, n_special: int) -> float:
     """Share of padded token slots over all slots (``n_special`` as in :func:`token_budget_batches`)."""
     slots = sum(len(b) * (max(lengths[i] for i in b) + n_special) for b in batches)
     real = sum(lengths[i] + n_special for b in batches for i in b)
@@ -82,7 +82,7 @@ class ExtractionDataModule(L.LightningDataModule):
     """Predict-only data module over the proteins that still need extraction."""
 
     def __init__(self, proteins: Sequence[Protein], tokenize: Tokenize, max_tokens: int = 4096, bucket: bool = True,
-                 num_workers: int = 0, batches: list[list[int]] | None = None, n_special: int = 2) -> None:
+                 num_workers: int = 0, batches: list[list[int]] | None = None, *, n_special: int) -> None:
         super().__init__()
         self.dataset = ProteinDataset(proteins)
         self.tokenize = tokenize  # picklable (a function or an Alphabet's method): DataLoader workers get it
@@ -96,7 +96,7 @@ class ExtractionDataModule(L.LightningDataModule):
         if self._batches is not None:
             return self._batches
         return token_budget_batches([p.length for p in self.dataset.proteins], self.max_tokens, self.bucket,
-                                    self.n_special)
+                                    n_special=self.n_special)
 
     def predict_dataloader(self) -> DataLoader:
         rank, world = 0, 1
