@@ -27,7 +27,7 @@ MAX_SEED = 2**32 - 1  # seeds are unsigned 32-bit numbers (numpy's and Lightning
 
 
 def _fail(flag: str, problem: str, todo: str = "") -> None:
-    raise InputError(f"--{flag}: {problem}" + (f" {todo}" if todo else ""), todo=todo or None)
+    raise InputError(f"--{flag}: {problem}" + (f" {todo}" if todo else ""), todo=todo or None, setting=flag)
 
 
 def check_range(flag: str, value, *, low=None, high=None, low_open: bool = False, high_open: bool = False,

@@ -36,13 +36,15 @@ class AlloError(UserError, ValueError):
 class InputError(AlloError):
     """Bad user input (a data file, a flag, a config value).
 
-    Attributes (None where unknown): ``path``, ``line`` (1-based), ``pid`` (protein id) and ``todo``
-    (what the user should do). The message is ``"<file>, line <n>, id '<id>': <problem> <todo>"``.
+    Attributes (None where unknown): ``path``, ``line`` (1-based), ``pid`` (protein id), ``todo``
+    (what the user should do) and ``setting`` (the refused setting, ``section.key``). The message is ``"<file>, line <n>, id '<id>': <problem> <todo>"``.
     """
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
-                 pid: str | None = None, todo: str | None = None) -> None:
+                 pid: str | None = None, todo: str | None = None,
+                 setting: str | None = None) -> None:
         super().__init__(message)
+        self.setting = setting
         self.path = None if path is None else str(path)
         self.line = line
         self.pid = pid

@@ -427,10 +427,10 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
 
     def blame(err: InputError) -> InputError:
         """Name the config file when the bad value came from it (the command line did not set the key)."""
-        key = str(err).split(":")[0].lstrip("-")
-        files = [path for path, values in reader.files.items() if key in values]
+        key = err.setting  # set by the config dataclasses' checks (None: not one setting's value)
+        files = [path for path, values in reader.files.items() if key is not None and key in values]
         if files and key not in on_command_line:
-            return InputError(f"--config {files[-1]}: {err}", todo=err.todo)
+            return InputError(f"--config {files[-1]}: {err}", todo=err.todo, setting=key)
         return err
 
     try:
