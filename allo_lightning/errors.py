@@ -37,7 +37,8 @@ class InputError(AlloError):
     """Bad user input (a data file, a flag, a config value).
 
     Attributes (None where unknown): ``path``, ``line`` (1-based), ``pid`` (protein id), ``todo``
-    (what the user should do) and ``setting`` (the refused setting, ``section.key``). The message is ``"<file>, line <n>, id '<id>': <problem> <todo>"``.
+    (what the user should do) and ``setting`` (the refused setting, ``section.key``). The message is
+    ``"<file>, line <n>, id '<id>': <problem> <todo>"``.
     """
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
