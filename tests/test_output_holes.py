@@ -315,3 +315,17 @@ def test_files_of_an_earlier_run_here_need_no_overwrite(tmp_path, capsys, monkey
     mine.write_text("mine\n")
     _refused(capsys, _args(tmp_path, fasta, mine.parent), str(mine), "not written by an earlier run")
     assert mine.read_text() == "mine\n"
+
+
+def test_rebuilding_a_page_writes_nothing_through_a_planted_link(tmp_path, capsys):
+    """python -m allo_lightning.html DIR: report.js is not written through report_files -> elsewhere."""
+    from allo_lightning.html.__main__ import main as html_main
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "heads.csv").write_text("layer,head\n")
+    (out / "heads.json").write_text("{}\n")
+    (out / "report_files").symlink_to(elsewhere)
+    refused(capsys, html_main, [str(out), "heads"], str(out / "report_files"), "symbolic link")
+    assert list(elsewhere.iterdir()) == [] and not (out / "report.html").exists()
