@@ -29,9 +29,9 @@ import time
 from typing import Optional
 
 from .errors import InputError
-from .html import write_report
-from .outputs import prepare_out_dir, write_json
-from .records import record_run
+from .html import PAGE_FILES, write_report
+from .outputs import claim_out_files, prepare_out_dir, write_json
+from .records import RUN_FILES, record_run
 from .shell import command
 from .tables import write_csv
 
@@ -54,6 +54,9 @@ def _flags(parser) -> None:
 def _fmt(v) -> str:
     return "undefined" if v is None or math.isnan(v) else f"{v:.3f}"
 
+
+# what evaluate writes into the output folder (and plots/<id>.png per protein)
+FILES = ("metrics.json", "scores.csv", "pr_curve.png", "per_protein.csv", "per_protein.png", "sites.csv")
 
 PER_PROTEIN_COLUMNS = ["id", "length", "n_sites", "base_rate", "auprc", "auprc_lift", "auroc", "precision_at_k",
                        "best_site_rank", "site_top1", "site_top3", "windowed"]
@@ -162,19 +165,23 @@ def main(cfg) -> dict:
     options = StructureOptions(cfg.get("min_identity"), cfg.get("min_coverage"))
     check_environment(cfg)
     ckpt = load_probe_checkpoint(cfg, "evaluate")
-    out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "metrics.json")
-    record_run(cfg, out)  # config.yaml now, run.log at the end
+    overwrite = bool(cfg.get("overwrite"))
+    out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
     name = cfg.model.backbone
     proteins = load_proteins(cfg.data, max_length=context_length(name) if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
+    from .tables import file_names
+
+    # before work: nothing written through a link, no user's file replaced (plots/<id>.png: every protein's)
+    plots = [f"plots/{n}.png" for n in file_names(p.id for p in proteins).values()] if cfg.get("plots") else []
+    claim_out_files(out, "metrics.json", overwrite, FILES + PAGE_FILES + RUN_FILES + tuple(plots))
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     check_memory(f"{cfg.get('bootstrap'):,} bootstrap samples of {len(proteins)} proteins", "--bootstrap",
                  bootstrap_bytes(cfg.get("bootstrap"), len(proteins)))
     for p in proteins:
         p.labels()  # every protein needs labels: a FASTA file or a table without sites is refused here
     mappings = {}
     if cfg.get("structure"):  # aligned and checked before the backbone runs
-        from .tables import file_names
-
         mappings = structures_for(proteins, cfg.get("structure"), cfg.get("chain"), options,
                                   file_names(p.id for p in proteins).get)
         for pid, m in mappings.items():

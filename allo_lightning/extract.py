@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
-from .outputs import write_json
-from .records import record_run
+from .outputs import claim_out_files, write_json
+from .records import RUN_FILES, record_run
 from .shell import command
 
 log = logging.getLogger("allo_lightning.extract")  # not __name__: "__main__" under python -m allo_lightning.extract
@@ -27,6 +27,8 @@ def main(cfg) -> dict:
     from .pipeline import check_writable_dir, load_inputs, run_extraction
 
     check_writable_dir(cfg.out_dir, "--trainer.default_root_dir")
+    # nothing written through a link; extraction.json holds no finished work: replaced without --overwrite
+    claim_out_files(cfg.out_dir, "extraction.json", True, ("extraction.json",) + RUN_FILES)
     backbone, proteins = load_inputs(cfg)
     t0 = time.perf_counter()
     result = run_extraction(cfg, backbone, proteins)

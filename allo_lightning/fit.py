@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from .errors import CheckpointError, OutputExistsError
-from .html import write_report
-from .outputs import prepare_out_dir, write_json
-from .records import record_run
+from .html import PAGE_FILES, write_report
+from .outputs import claim_out_files, prepare_out_dir, write_json
+from .records import RUN_FILES, record_run
 from .shell import command
 from .tables import write_csv
 
@@ -41,6 +41,10 @@ def probe_trainer_kwargs(cfg) -> dict:
     """The probe's Trainer: its own device (``--probe.accelerator``) and the run's output folder."""
     return {"accelerator": cfg.probe.accelerator, "default_root_dir": str(cfg.out_dir),
             "log_dir": str(cfg.out_dir / "training_log")}  # per-epoch loss and validation AUPRC (CSVLogger)
+
+
+# what fit writes into the output folder (test_scores.csv and pr_curve.png are removed when there is no test set)
+FILES = ("metrics.json", "test_scores.csv", "pr_curve.png", "training_log/metrics.csv", "training_log/hparams.yaml")
 
 
 def heads_label(heads) -> list[str]:
@@ -90,6 +94,7 @@ def main(cfg) -> dict:
     ckpt_path = Path(cfg.get("checkpoint") or default_checkpoint(cfg))
     overwrite = bool(cfg.get("overwrite"))
     out = prepare_out_dir(cfg.out_dir, overwrite, "metrics.json")
+    claim_out_files(out, "metrics.json", overwrite, FILES + PAGE_FILES + RUN_FILES)  # no link, no user's file
     record_run(cfg, out)  # config.yaml now, run.log at the end
     check_checkpoint_path(ckpt_path, overwrite)
     splits = []

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 
-from .html import write_report
-from .outputs import check_out_files, prepare_out_dir, record_outputs
-from .records import record_run
+from .html import PAGE_FILES, write_report
+from .outputs import claim_out_files, prepare_out_dir, record_outputs
+from .records import RUN_FILES, record_run
 from .shell import command
 from .tables import file_names
 
@@ -22,6 +22,7 @@ log = logging.getLogger("allo_lightning.heads")  # not __name__: "__main__" unde
 
 HEATMAP = "heads_heatmap.png"
 MAPS_DIR = "maps"
+FILES = ("heads.csv", "heads.json", HEATMAP, "attention_to_sites.csv")  # and maps/<protein>.png
 
 
 def _extra(parser) -> None:
@@ -42,17 +43,19 @@ def main(cfg) -> dict:
     from .backbone import meaningless_message
     from .pipeline import load_inputs, run_extraction, select_subset
 
-    out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "heads.csv")
-    record_run(cfg, out)  # config.yaml now, run.log at the end
+    overwrite = bool(cfg.get("overwrite"))
+    out = prepare_out_dir(cfg.out_dir, overwrite, "heads.csv")
     from .plots.heads import plot_head_heatmap, plot_protein_map
 
-    backbone, proteins = load_inputs(cfg, check=lambda ps: select_subset(ps, cfg.heads.proteins),
-                                     require_sites=True)
+    def claim(ps) -> None:  # before the backbone: no user's file replaced, nothing written through a link
+        ps = select_subset(ps, cfg.heads.proteins)
+        names = set(file_names(p.id for p in ps).values()) | {file_names([p.id])[p.id] for p in ps}
+        claim_out_files(out, "heads.csv", overwrite, FILES + PAGE_FILES + RUN_FILES,
+                        [out / MAPS_DIR / f"{n}.png" for n in sorted(names)] if cfg.heads.plot_proteins > 0 else ())
+        record_run(cfg, out)  # config.yaml now, run.log at the end
+
+    backbone, proteins = load_inputs(cfg, check=claim, require_sites=True)
     proteins = select_subset(proteins, cfg.heads.proteins)
-    if cfg.heads.plot_proteins > 0:  # before work: no user's file replaced, nothing written through a link
-        names = set(file_names(p.id for p in proteins).values()) | {file_names([p.id])[p.id] for p in proteins}
-        check_out_files(out, [out / MAPS_DIR / f"{n}.png" for n in sorted(names)], bool(cfg.get("overwrite")),
-                        "heads.csv")
     t0 = time.perf_counter()
     extraction = run_extraction(cfg, backbone, proteins)
     t_extract = time.perf_counter() - t0

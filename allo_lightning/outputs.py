@@ -106,6 +106,13 @@ def _recorded(out_dir: Path, marker: str) -> list[str]:
     return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
 
 
+def _ours(out_dir: Path) -> set[str]:
+    """Every file recorded in a manifest in ``out_dir``: written by an earlier run of some command there
+    (commands may share a folder: heads, fit and report all write config.yaml, run.log and report.html)."""
+    return {f for m in out_dir.glob(".allo_lightning.*.files.json")
+            for f in _recorded(out_dir, m.name.removeprefix(".allo_lightning.").removesuffix(".files.json"))}
+
+
 def _inside(out_dir: Path, rel: str) -> Path | None:
     """``out_dir / rel`` when ``rel`` is a plain relative path that stays inside ``out_dir``, else None."""
     parts = Path(rel).parts
@@ -199,16 +206,17 @@ def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite:
                     flag: str = "--trainer.default_root_dir") -> None:
     """Before work: refuse when a file this run may write (``files``, inside ``out_dir``) would be written
     through a symbolic link (the file, or a folder on its way, pointing elsewhere: nothing is ever written
-    outside the output folder), or exists already and was not written by an earlier run of this command
-    (it is not in the manifest of ``marker``): a user's own file is never replaced without ``overwrite``.
-    Call it after :func:`prepare_out_dir` (which removes the earlier run's recorded files)."""
+    outside the output folder), or exists already and was not written by an earlier run here (it is in no
+    manifest of the folder, see :func:`record_outputs`): a user's own file is never replaced without
+    ``overwrite``. Call it after :func:`prepare_out_dir` (which removes the earlier run's recorded files);
+    commands call it through :func:`claim_out_files`."""
     from .distributed import is_rank_zero
 
     if not is_rank_zero():
         return
     out_dir = Path(out_dir)
     root = out_dir.resolve()
-    recorded = set(_recorded(out_dir, marker))
+    recorded = _ours(out_dir)
     folders: set[Path] = set()  # folders checked already (thousands of proteins share four folders)
     for f in map(Path, files):
         try:
@@ -230,8 +238,31 @@ def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite:
             raise OutputError(f"{path} is outside the output folder {out_dir}. Choose another output folder.")
         if path.exists() and rel.as_posix() not in recorded and not overwrite:
             raise OutputExistsError(
-                f"{path} already exists and was not written by an earlier run of this command. Move it away, "
+                f"{path} already exists and was not written by an earlier run into this folder. Move it away, "
                 f"pass --overwrite to replace it, or choose another folder with {flag} DIR.")
+
+
+def claim_out_files(out_dir: str | Path, marker: str, overwrite: bool, fixed: Iterable[str],
+                    per_protein: Iterable[str | Path] = (), links_only: Iterable[str | Path] = (),
+                    flag: str = "--trainer.default_root_dir") -> None:
+    """Every command's one check of what it will write into ``out_dir``, after :func:`prepare_out_dir` and
+    before any expensive work (before the backbone loads, before config.yaml): :func:`check_out_files` over
+    its ``fixed`` files (names inside ``out_dir``: tables, report.html, config.yaml, run.log,
+    report_files/..., training_log/...) and its ``per_protein`` files (no link on the way, no user's file
+    replaced without ``overwrite``), and over ``links_only`` (files the command itself may leave and read
+    again, e.g. predict's partial rows: no link on the way). Then the fixed files are recorded in the
+    manifest of ``marker`` (:func:`record_outputs`), so that an unfinished run's files, and those of another
+    command sharing the folder, are known as this tool's; per-protein files are recorded by the command as
+    it writes them. Rank zero only (the other ranks write nothing there)."""
+    from .distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
+    out_dir = Path(out_dir)
+    fixed = [out_dir / f for f in fixed]
+    check_out_files(out_dir, [*fixed, *per_protein], overwrite, marker, flag)
+    check_out_files(out_dir, links_only, True, marker, flag)
+    record_outputs(out_dir, marker, fixed)
 
 
 def prepare_out_dir(path: str | Path, overwrite: bool, marker: str, flag: str = "--trainer.default_root_dir") -> Path:

@@ -42,9 +42,9 @@ import time
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from .html import write_report
-from .outputs import check_out_files, prepare_out_dir, publish, record_outputs, write_json
-from .records import record_run
+from .html import PAGE_FILES, write_report
+from .outputs import claim_out_files, prepare_out_dir, publish, record_outputs, write_json
+from .records import RUN_FILES, record_run
 from .shell import command
 from .tables import file_names, format_cell, rows_text, write_csv
 
@@ -146,6 +146,7 @@ def _site_line(sites, n: int = 3) -> str:
 
 
 PARTIAL = "predictions.csv.partial"  # rows of a run not finished yet (resumed by the same command)
+FILES = ("predictions.csv", "sites.csv", "proteins.csv", "predictions.json")  # and the per-protein files
 PROTEIN_COLUMNS = ["id", "length", "best_score", "protein_rank", "predicted", "windowed", "files"]
 
 
@@ -273,21 +274,20 @@ def main(cfg) -> dict:
     ckpt = load_probe_checkpoint(cfg, "predict")
     overwrite = bool(cfg.get("overwrite"))
     out = prepare_out_dir(cfg.get("out"), overwrite, "predictions.csv", flag="--out")
-    record_run(cfg, out)  # config.yaml now, run.log at the end
     backbone = load_checkpoint_backbone(cfg, ckpt)
     proteins = _read_proteins(cfg, max_length=backbone.max_length if long_of(cfg) == "error" else None)
     proteins = long_policy(cfg, proteins)
     structure, chain = cfg.get("structure"), cfg.get("chain")
     names = file_names(p.id for p in proteins)  # distinct file names, also for ids like a/b, a:b, a_b
     # before work: no file of this run written through a link, and no user's file in the folder replaced
-    check_out_files(out, [out / f for f in (PARTIAL, PARTIAL + ".json", "predictions.csv", "sites.csv", "proteins.csv",
-                                            "predictions.json", "report.html", "report_files/report.js")],
-                    True, "predictions.csv", "--out")  # links only: these files are this command's own
-    if per_protein != 0:
-        check_out_files(out, [out / d / f"{names[p.id]}.{ext}" for p in proteins for d, ext in
-                              (("pymol", "pml"), ("chimerax", "cxc"), ("plots", "png"), ("structures", "pdb"),
-                               ("structures", "cif"), ("report_files/proteins", "js"))],
-                        overwrite, "predictions.csv", "--out")
+    claim_out_files(out, "predictions.csv", overwrite, FILES + PAGE_FILES + RUN_FILES,
+                    [out / d / f"{names[p.id]}.{ext}" for p in proteins for d, ext in
+                     (("pymol", "pml"), ("chimerax", "cxc"), ("plots", "png"), ("structures", "pdb"),
+                      ("structures", "cif"), ("report_files/proteins", "js"))] if per_protein != 0 else (),
+                    # links only: the partial rows a stopped run resumes from, the viewer (kept when unchanged)
+                    [out / f for f in (PARTIAL, PARTIAL + ".json", "report_files/3Dmol-min.js",
+                                       "report_files/3Dmol-LICENSE.txt")], flag="--out")
+    record_run(cfg, out)  # config.yaml now, run.log at the end
     mappings = structures_for(proteins, structure, chain, options, names.get) if structure else {}
     for p in proteins:  # aligned and checked before the backbone runs
         if structure:

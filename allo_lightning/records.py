@@ -19,6 +19,7 @@ from .outputs import write_text
 
 CONFIG = "config.yaml"
 LOG = "run.log"
+RUN_FILES = (CONFIG, LOG)  # what record_run writes: every command declares them (outputs.claim_out_files)
 NOT_RECORDED = ("overwrite", "config", "quiet", "verbose")  # actions of one run, not settings
 
 _current: dict = {}

@@ -39,12 +39,17 @@ import logging
 import time
 from dataclasses import replace
 
-from .html import write_report
-from .outputs import prepare_out_dir, write_json, write_text
-from .records import record_run
+from .html import PAGE_FILES, write_report
+from .outputs import claim_out_files, prepare_out_dir, write_json, write_text
+from .records import RUN_FILES, record_run
 from .shell import command
 
 log = logging.getLogger("allo_lightning.report")  # not __name__: "__main__" under python -m allo_lightning.report
+
+
+# what report writes into the output folder (and alphamissense.csv with --report.alphamissense)
+FILES = ("report.csv", "comparison.csv", "data_efficiency.csv", "pr_curves.png", "data_efficiency.png", "report.md",
+         "report.json")
 
 
 def _flags(parser) -> None:
@@ -149,7 +154,10 @@ def main(cfg, analyse=None) -> dict:
         log.warning(f"report.random_seeds={rcfg.random_seeds}; at least 5 are recommended")
     if rcfg.efficiency_draws < 5:
         log.warning(f"report.efficiency_draws={rcfg.efficiency_draws}; at least 5 are recommended")
-    out = prepare_out_dir(cfg.out_dir, bool(cfg.get("overwrite")), "report.csv")
+    overwrite = bool(cfg.get("overwrite"))
+    out = prepare_out_dir(cfg.out_dir, overwrite, "report.csv")
+    claim_out_files(out, "report.csv", overwrite,  # before work: no link on the way, no user's file replaced
+                    FILES + (("alphamissense.csv",) if rcfg.alphamissense else ()) + PAGE_FILES + RUN_FILES)
     record_run(cfg, out)  # config.yaml now, run.log at the end
     made, am = [], []
 

@@ -51,7 +51,10 @@ def test_heads_command_writes_the_documented_files(tmp_path, capsys):
     map_files = meta["files"]["map_files"]
     assert list(map_files) == [p.id for p in proteins[:2]] and sorted(map_files.values()) == sorted(map(str, pngs[1:]))
     recorded = json.loads((out / ".allo_lightning.heads.csv.files.json").read_text())["files"]
-    assert sorted(recorded) == sorted([f"maps/{p.name}" for p in pngs[1:]] + ["report.html", "report_files/report.js"])
+    # the maps, and the fixed files every run writes (recorded up front: an unfinished run's are known too)
+    assert sorted(recorded) == sorted([f"maps/{p.name}" for p in pngs[1:]] + ["report.html", "report_files/report.js",
+                                      "config.yaml", "run.log", "heads.csv", "heads.json", "heads_heatmap.png",
+                                      "attention_to_sites.csv"])
 
     with open(out / "attention_to_sites.csv", newline="") as f:
         reader = csv.DictReader(f)

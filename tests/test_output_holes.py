@@ -187,3 +187,145 @@ def test_heads_refuses_a_users_map_file_and_a_planted_maps_link(tmp_path, capsys
         heads_cmd.main(args + ["--overwrite"])
     assert e.value.code == 2 and "symbolic link" in capsys.readouterr().err
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+# -- every command declares what it writes and claims it once, before the backbone (outputs.claim_out_files) --
+
+def _command_args(tmp_path, command: str, out) -> tuple:
+    """(main, flags) of a small run of ``command`` into ``out`` on the tiny backbone."""
+    from allo_lightning import evaluate, fit, heads, report
+
+    from .conftest import common, random_proteins, write_table
+
+    if command == "evaluate":  # the golden checkpoint on its own labelled proteins: no fit needed
+        table = tmp_path / "golden.tsv"
+        if not table.exists():
+            table.write_text("id\tsequence\tsites\n" + "".join(f"{k}\t{s}\t3,4,5,11\n" for k, s in SEQUENCES.items()))
+        return evaluate.main, ["--checkpoint", str(CHECKPOINT), "--data.path", str(table), "--model.cache_dir",
+                               str(tmp_path / "cache"), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar",
+                               "false", "--trainer.default_root_dir", str(out), "--bootstrap", "20", "--plots", "false"]
+    table = tmp_path / "train.tsv"
+    if not table.exists():
+        write_table(table, random_proteins(8, lo=25, hi=40, seed=3))
+    flags = common(tmp_path, table) + ["--trainer.default_root_dir", str(out), "--heads.n_permutations", "20"]
+    if command == "heads":  # no probe
+        return heads.main, [f for i, f in enumerate(flags) if not (f.startswith("--probe.") or
+                                                                   flags[i - 1].startswith("--probe."))] \
+            + ["--heads.plot_proteins", "1"]
+    if command == "fit":
+        return fit.main, flags + ["--probe.checkpoint_dir", str(tmp_path / "ckpt"), "--probe.max_epochs", "2"]
+    # report: refused, or stopped at the backbone (a whole run is in the slow set)
+    return report.main, flags + ["--report.folds", "2", "--report.max_epochs", "1", "--report.train_sizes", "[2]",
+                                 "--report.ks", "[1]", "--report.n_boot", "100", "--report.embeddings", "false"]
+
+
+def _no_backbone(monkeypatch):
+    import allo_lightning.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise AssertionError("a backbone was loaded before the refusal")
+
+    monkeypatch.setattr(pipeline, "load_backbone", boom)
+    monkeypatch.setattr(pipeline, "load_checkpoint_backbone", boom)
+
+
+# a folder on the way to a file each command writes: the probe's training log, the page's files
+LINKS = {"heads": "report_files", "fit": "training_log", "evaluate": "report_files", "report": "report_files"}
+# a file of the user's at a fixed name each command writes
+MINE = {"heads": "attention_to_sites.csv", "fit": "training_log/metrics.csv", "evaluate": "scores.csv",
+        "report": "config.yaml"}
+
+
+@pytest.mark.parametrize("command", list(LINKS))
+def test_no_command_writes_through_a_link_planted_in_its_output_folder(tmp_path, capsys, monkeypatch, command):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / LINKS[command]).symlink_to(elsewhere)
+    _no_backbone(monkeypatch)
+    main, args = _command_args(tmp_path, command, out)
+    for extra in ((), ("--overwrite",)):
+        refused(capsys, main, args + list(extra), str(out / LINKS[command]), "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == sorted([LINKS[command], outputs.LOCK_NAME])  # nothing written
+
+
+@pytest.mark.parametrize("command", list(MINE))
+def test_no_command_replaces_a_users_own_file_without_overwrite(tmp_path, capsys, monkeypatch, command):
+    out = tmp_path / "out"
+    mine = out / MINE[command]
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own\x00 data\n")
+    with monkeypatch.context() as m:
+        _no_backbone(m)
+        main, args = _command_args(tmp_path, command, out)
+        refused(capsys, main, args, str(mine), "not written by an earlier run", "--overwrite")
+    assert mine.read_bytes() == b"my own\x00 data\n"
+    assert not (out / "config.yaml").exists() or command == "report"
+    if command != "report":  # quick: a whole run, then again into the same folder
+        main(args + ["--overwrite"])
+        assert mine.read_bytes() != b"my own\x00 data\n"
+        main(args + ["--overwrite"])
+    else:  # report (slow): --overwrite passes the claim (the run goes on to load the backbone)
+        import allo_lightning.pipeline as pipeline
+
+        class Loaded(Exception):
+            pass
+
+        def loaded(*a, **k):
+            raise Loaded
+
+        monkeypatch.setattr(pipeline, "load_backbone", loaded)
+        with pytest.raises(Loaded):
+            main(args + ["--overwrite"])
+        assert (out / "config.yaml").read_text().startswith(f"# allo_lightning {command}")
+
+
+def test_files_of_an_earlier_run_here_need_no_overwrite(tmp_path, capsys, monkeypatch, fasta):
+    """What the claim must not refuse: commands sharing one folder (the smoke quick start runs heads, fit and
+    report into outputs/smoke: config.yaml, run.log and report.html are everyone's), and the files an
+    unfinished run recorded in its manifest (replaced by the next run without --overwrite); a finished run is
+    still replaced only with --overwrite. predict declares its fixed files too (a user's proteins.csv stays)."""
+    import allo_lightning.pipeline as pipeline
+
+    out = tmp_path / "out"
+    heads_main, heads_args = _command_args(tmp_path, "heads", out)
+    heads_main(heads_args)
+    fit_main, fit_args = _command_args(tmp_path, "fit", out)
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stopped  # an unfinished fit: after its claim, before its results
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "load_backbone", stop)
+        with pytest.raises(Stopped):
+            fit_main(fit_args)
+    (out / "training_log").mkdir()
+    (out / "training_log" / "metrics.csv").write_text("epoch\n0\n")  # as the unfinished run left it
+    fit_main(fit_args)  # no --overwrite needed: heads' files and the unfinished fit's are this tool's
+    assert (out / "heads.csv").is_file() and (out / "metrics.json").is_file()
+    assert (out / "training_log" / "metrics.csv").read_text() != "epoch\n0\n"
+    capsys.readouterr()
+    refused(capsys, fit_main, fit_args, str(out / "metrics.json"), "already exists", "--overwrite")
+    mine = tmp_path / "pred" / "proteins.csv"
+    mine.parent.mkdir()
+    mine.write_text("mine\n")
+    _refused(capsys, _args(tmp_path, fasta, mine.parent), str(mine), "not written by an earlier run")
+    assert mine.read_text() == "mine\n"
+
+
+def test_rebuilding_a_page_writes_nothing_through_a_planted_link(tmp_path, capsys):
+    """python -m allo_lightning.html DIR: report.js is not written through report_files -> elsewhere."""
+    from allo_lightning.html.__main__ import main as html_main
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "heads.csv").write_text("layer,head\n")
+    (out / "heads.json").write_text("{}\n")
+    (out / "report_files").symlink_to(elsewhere)
+    refused(capsys, html_main, [str(out), "heads"], str(out / "report_files"), "symbolic link")
+    assert list(elsewhere.iterdir()) == [] and not (out / "report.html").exists()

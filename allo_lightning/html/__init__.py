@@ -4,6 +4,6 @@
 ``config.yaml`` and ``run.log``, are written by :mod:`allo_lightning.records`). The 3-D view uses the
 vendored 3Dmol.js (``vendor/``)."""
 
-from .build import REPORT, write_report
+from .build import PAGE_FILES, REPORT, write_report
 
-__all__ = ["REPORT", "write_report"]
+__all__ = ["PAGE_FILES", "REPORT", "write_report"]

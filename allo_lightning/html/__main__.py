@@ -3,7 +3,8 @@
 import sys
 from pathlib import Path
 
-from .build import MARKERS, write_report
+from .build import MARKERS, PAGE_FILES, write_report
+from .page import FILES_DIR, VIEWER
 
 FILES = {"predictions.json": "predict", "heads.json": "heads", "report.json": "report"}
 
@@ -26,6 +27,14 @@ def main(argv: list[str] | None = None) -> None:
               "of them (and optionally the command).")
     if not (out / MARKERS[command]).is_file():
         _fail(f"{out}: no {MARKERS[command]}, so not an output folder of {command}. Give the folder {command} wrote.")
+    from ..errors import OutputError
+    from ..outputs import check_out_files
+
+    try:  # no page file written through a link planted in the folder (report_files -> elsewhere)
+        check_out_files(out, [*PAGE_FILES, f"{FILES_DIR}/{VIEWER}", f"{FILES_DIR}/3Dmol-LICENSE.txt"], True,
+                        MARKERS[command], flag="DIR")
+    except OutputError as e:
+        _fail(str(e))
     try:
         print(write_report(out, command))
     except OSError as e:  # an output of the run missing or unreadable, or the folder not writable

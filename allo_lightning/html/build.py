@@ -12,6 +12,7 @@ from . import charts
 from .page import FILES_DIR, VIEWER_VERSION, copy_assets, document, esc, script_json, settings_block, table
 
 REPORT = "report.html"
+PAGE_FILES = (REPORT, f"{FILES_DIR}/report.js")  # what write_report writes (the 3-D viewer: predict only)
 # the file whose presence marks each command's finished results (its --overwrite manifest)
 MARKERS = {"predict": "predictions.csv", "heads": "heads.csv", "fit": "metrics.json", "evaluate": "metrics.json",
            "report": "report.csv"}
