@@ -79,6 +79,26 @@ def test_bench_smoke_tiny(capsys, tmp_path):
     assert "original_heads: 2" in (tmp_path / "b" / "config.yaml").read_text()
 
 
+def test_bench_out_refuses_a_link_and_a_users_file(tmp_path, capsys, monkeypatch):
+    """bench --out checks its record's files like every command: a planted config.yaml link or a user's own
+    config.yaml is refused (one line, exit 2) before any benchmark runs, and nothing is written through it."""
+    import allo_lightning.bench.extraction as ex
+
+    monkeypatch.setattr(ex, "run", lambda s: pytest.fail("a benchmark ran"))
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("mine\n")
+    for name, plant in (("link", lambda p: p.symlink_to(elsewhere)), ("own", lambda p: p.write_text("mine\n"))):
+        out = tmp_path / name
+        out.mkdir()
+        plant(out / "config.yaml")
+        with pytest.raises(SystemExit) as e:
+            bench_main(["--quick", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert (out / "config.yaml").read_text() == "mine\n" and elsewhere.read_text() == "mine\n"
+        assert not (out / "run.log").exists()
+
+
 def test_bench_config_yaml_replays_the_run(tmp_path):
     """bench's config.yaml (its own flags, several spelled with dashes on the command line) read back with
     --config gives the same settings (the dashed flags were 'unknown section' in a config file)."""

@@ -80,10 +80,13 @@ def settings(cfg) -> BenchSettings:
 def main(cfg) -> None:
     s = settings(cfg)
     if s.out is not None:  # the record, like every command's: config.yaml now, run.log when the run ends
-        from ..outputs import prepare_out_dir
-        from ..records import record_run
+        from ..outputs import claim_out_files, prepare_out_dir
+        from ..records import RUN_FILES, record_run
 
-        record_run(cfg, prepare_out_dir(s.out, bool(cfg.get("overwrite")), "run.log", flag="--out"))
+        overwrite = bool(cfg.get("overwrite"))
+        out = prepare_out_dir(s.out, overwrite, "run.log", flag="--out")
+        claim_out_files(out, "run.log", overwrite, RUN_FILES, flag="--out")  # no link, no user's file replaced
+        record_run(cfg, out)
     if s.stream:
         from .stream import run_stream
 
