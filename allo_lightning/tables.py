@@ -126,9 +126,18 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[Row]) -> 
 def iter_csv(path: str | Path) -> Iterator[list[str]]:
     """The rows of a table written by :func:`write_csv`, header first, as lists of text with the
     neutralising apostrophes removed; streamed (a proteome's table is never held in memory)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.reader(f, strict=True):
-            yield [unescape_cell(c) for c in row]
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, strict=True)
+            for row in reader:
+                yield [unescape_cell(c) for c in row]
+    except (csv.Error, UnicodeDecodeError) as e:  # a damaged or hand-edited table: one located line
+        from .errors import InputError
+
+        line = reader.line_num if reader is not None else None
+        raise InputError(f"{path}, line {line}: not a readable table ({e}). Restore it, or run the command that "
+                         "wrote it again.", path=path, line=line) from None
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:

@@ -436,13 +436,14 @@ def test_a_handler_made_during_a_run_writes_to_the_current_stream_afterwards(mon
     ((), [], "no outputs of predict, heads, fit, evaluate or report found"),
     ((), ["fit", "x"], "unexpected argument 'x'"),
     (("predictions.csv",), ["predict"], "predictions.json: No such file or directory"),  # was a traceback
+    (("heads.csv", "heads.json"), ["heads"], "heads.csv, line 2: not a readable table"),  # csv.Error traceback
 ])
 def test_html_rebuild_refusals_are_one_line(tmp_path, capsys, files, args, phrase):
     """``python -m allo_lightning.html DIR [COMMAND]``: each misuse is one ``error:`` line, exit 2."""
     from allo_lightning.html.__main__ import main
 
     for name in files:
-        (tmp_path / name).write_text("id,position\n")
+        (tmp_path / name).write_text({"heads.csv": 'layer,head\n0,"1\n', "heads.json": "{}"}.get(name, "id,position\n"))
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), *args])
     err = capsys.readouterr().err

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
               "of them (and optionally the command).")
     if not (out / MARKERS[command]).is_file():
         _fail(f"{out}: no {MARKERS[command]}, so not an output folder of {command}. Give the folder {command} wrote.")
-    from ..errors import OutputError
+    from ..errors import InputError, OutputError
     from ..outputs import check_out_files
 
     try:  # no page file written through a link planted in the folder (report_files -> elsewhere)
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e))
     try:
         print(write_report(out, command))
+    except InputError as e:  # a damaged table of the run (tables.iter_csv)
+        _fail(str(e))
     except OSError as e:  # an output of the run missing or unreadable, or the folder not writable
         _fail(f"{e.filename or out}: {e.strerror or e}. Check the folder and its files.")
 
