@@ -20,6 +20,7 @@ an unknown section or key is refused (with the closest valid name).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import errno
@@ -198,6 +199,7 @@ class _Reader:
 
     def __init__(self, spec: Spec, argv: list[str]) -> None:
         self.spec, self.argv, self.own = spec, argv, frozenset()
+        self.listed: tuple[str, ...] = ()  # the command's own settings, for messages
         self.path: str | None = None  # the --config file being read, as given
         self.files: dict[str, dict] = {}
         self.given: dict[str, str] = {}  # see _gather_lists
@@ -234,9 +236,7 @@ class _Reader:
                 out[key] = flat[key] = value
                 continue
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)"
-                                 if close else "") + f". Sections: {', '.join(known)}.")
+                raise self._unknown_key(path, key, known)
             if value is None:
                 continue
             if not isinstance(value, dict):
@@ -251,6 +251,21 @@ class _Reader:
                 if key in self.spec.sections or f"{key}.{sub}" in self.own:
                     out.setdefault(key, {})[sub] = flat[f"{key}.{sub}"] = v
         return out
+
+    def _unknown_key(self, path: str, key: str, known: list[str]) -> InputError:
+        """A top-level key that is neither a section nor one of the command's own flags: the closest name
+        among what this command reads (a command without sections, such as bench, lists its own flags)."""
+        own = [k for k in self.listed if "." not in k]
+        if not self.spec.sections:
+            names = own + [k for k in TOP_LEVEL if k not in own]
+            close = difflib.get_close_matches(key, names, n=1)
+            return InputError(f"--config {path}: unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)"
+                              if close else "") + f". Settings of {self.spec.name}: {', '.join(names)}.")
+        own = [k for k in own if k not in known]
+        close = difflib.get_close_matches(key, known + own, n=1)
+        return InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)"
+                          if close else "") + f". Sections: {', '.join(known)}"
+                          + (f"; settings of {self.spec.name}: {', '.join(own)}." if own else "."))
 
     def _flag_of(self, text: str) -> str:
         for i, tok in enumerate(self.argv):
@@ -305,6 +320,10 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     reader.own = frozenset(o[2:] for o in _option_strings(parser) if not o.endswith("+")) \
         | {a.dest for a in parser._actions if any(o.startswith("--") for o in a.option_strings)} \
         - {"config", "help"}
+    # the settings an unknown-key message names: the documented ones, as config.yaml records them
+    reader.listed = tuple(sorted({a.dest for a in parser._actions if a.help != argparse.SUPPRESS
+                                  and any(o.startswith("--") for o in a.option_strings)}
+                                 - {"config", "help", "version", "quiet", "verbose"} - set(SECTIONS)))
     return parser
 
 

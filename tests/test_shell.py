@@ -121,6 +121,9 @@ def test_fit_checkpoint_that_is_a_folder(tmp_path, table, capsys, no_model):
     (bytes(range(256)) * 4, "not a text file"),
     (b"model:\n  backbone: tiny\n  thetta: 0.3\n", "did you mean model.theta"),
     (b"modle:\n  backbone: tiny\n", "did you mean 'model'"),
+    # a misspelt own flag of fit is matched against fit's settings too, and they are listed
+    (b"overwrit: true\n", "did you mean 'overwrite'?). Sections: model, data, trainer, heads, probe, report, seed; "
+                           "settings of fit: checkpoint, overwrite."),
     (b"probe:\n  kind: svm\n", "'svm'"),
     (b"model: [unclosed\n", "line"),
     (b"- a\n- b\n", "expected sections"),
