@@ -4,9 +4,8 @@ protein set, computed in batches with ``trainer.predict`` and cached on disk.
 Safe to interrupt: each protein is cached as soon as its batch is done, and running the same command
 again resumes (finished proteins come from the cache, damaged entries are recomputed). The summary
 ``extraction.json`` describes the cache and is rewritten (atomically) by every run: it holds no
-finished work, so no ``--overwrite`` is needed to run again into the same folder; a file of the same name
-there that no earlier run wrote (your own ``config.yaml`` or ``run.log``) is replaced only with
-``--overwrite``."""
+finished work, so no ``--overwrite`` is needed to run again into the same folder (only to replace a
+``config.yaml`` or ``run.log`` of yours there)."""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ log = logging.getLogger("allo_lightning.extract")  # not __name__: "__main__" un
 
 def _extra(parser) -> None:
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a config.yaml, run.log or extraction.json in the output folder that no earlier "
-                             "run wrote (the tool's own are replaced without it)")
+                        help="replace a config.yaml, run.log or extraction.json of yours in the output folder")
 
 
 @command("extract", __doc__, sections=("model", "data", "trainer"), flags=_extra)

@@ -213,8 +213,9 @@ def _command_args(tmp_path, command: str, out) -> tuple:
                                                                    flags[i - 1].startswith("--probe."))] \
             + ["--heads.plot_proteins", "1"]
     if command == "extract":
-        return extract.main, [f for i, f in enumerate(flags) if not (f.startswith(("--probe.", "--heads."))
-                                                                     or flags[i - 1].startswith(("--probe.", "--heads.")))]
+        other = ("--probe.", "--heads.")  # sections extract does not take
+        return extract.main, [f for i, f in enumerate(flags) if not (f.startswith(other)
+                                                                     or flags[i - 1].startswith(other))]
     if command == "fit":
         return fit.main, flags + ["--probe.checkpoint_dir", str(tmp_path / "ckpt"), "--probe.max_epochs", "2"]
     # report: refused, or stopped at the backbone (a whole run is in the slow set)
