@@ -95,8 +95,8 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
         if hit is not None:
             judged.append(hit)
         rows.append([p.id, len(y), m["n_sites"], base, m["auprc"], lift, m["auroc"], m["precision_at_k"],
-                     best_rank, None if hit is None else int(hit["top1"]), None if hit is None else int(hit["top3"]),
-                     int(windowed)])
+                     best_rank, None if hit is None else hit["top1"], None if hit is None else hit["top3"],
+                     windowed])  # 0/1 flags: the writer writes them 0/1 (tables.COUNT_FLAGS)
         lines.append(f"  {p.id} ({len(y)} residues, {m['n_sites']} sites, base rate {base:.3f}): AUPRC "
                      f"{_fmt(m['auprc'])}" + (f" ({lift:.1f}x base)" if lift is not None else "")
                      + f", AUROC {_fmt(m['auroc'])}, precision@{top_k} {_fmt(m['precision_at_k'])}"
