@@ -137,7 +137,9 @@ def main(cfg) -> dict:
     if not split.test:
         metrics["test_note"] = NO_TEST
     if choice.analysis is not None and hasattr(choice.analysis, "provenance"):
-        metrics["head_analysis"] = choice.analysis.provenance()
+        # the analysis ran on (protein, statistics) pairs, which carry no backbone or theta: name the run's own
+        metrics["head_analysis"] = {**choice.analysis.provenance(), "backbone_identity": backbone.identity,
+                                    "theta": cfg.model.theta}
     if split.test:
         write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities))
         pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",

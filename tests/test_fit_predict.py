@@ -39,6 +39,9 @@ def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
     for key in ("auprc", "auroc", "base_rate", "f1", "mcc", "precision_at_k", "threshold", "heads"):
         assert key in saved
     assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
+    analysis = saved["head_analysis"]  # its backbone and theta are the run's (they were null)
+    assert (analysis["backbone_identity"], analysis["theta"]) == (saved["backbone_identity"], saved["theta"])
+    assert analysis["backbone_identity"].startswith("tiny-") and analysis["theta"] == 0.3
     assert "NOTHING" in out
     assert (tmp_path / "run" / "pr_curve.png").stat().st_size > 0
     assert "test_scores.csv" in assert_table_policy(tmp_path / "run")  # one formatting policy (tables.py)
