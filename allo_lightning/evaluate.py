@@ -145,7 +145,7 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
     # errors answer without them)
-    from .backbone import TINY_MEANINGLESS, context_length, meaningless_message
+    from .backbone import context_length, meaningless_message
     from .data import load_proteins
     from .pipeline import (
         bootstrap_bytes,
@@ -219,7 +219,7 @@ def main(cfg) -> dict:
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,
         "heads": [list(h) for h in ckpt.spec.heads], "meaningless": backbone.meaningless,
         "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
-        "note": TINY_MEANINGLESS if backbone.meaningless else "",
+        "note": backbone.note,
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))
     per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,
