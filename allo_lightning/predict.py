@@ -382,7 +382,7 @@ def main(cfg) -> dict:
         mapping = mappings.get(p.id)
         where = _where_columns(mapping, p.length, bool(structure))
         record = write_protein_scripts(out, p.id, names[p.id], p.sequence, values, mapping, chain, top_n, notes,
-                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"))
+                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"), note=backbone.note)
         sites, site_info = _predicted_sites(p, values, mapping, atoms_cache)
         if cfg.get("plots"):
             from .plots.predict import score_profile

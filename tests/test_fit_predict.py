@@ -415,6 +415,8 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
         assert (r["chain"], r["resnum"], r["icode"]) == tuple(str(x) for x in want)
     score = {int(r["position"]): float(r["score"]) for r in rows}
     by_residue = {v: score[p] for p, v in layout.items()}
+    remarks = [x for x in (out / "structures" / "rec_1.pdb").read_text().splitlines() if x.startswith("REMARK 999")]
+    assert "mean NOTHING" in " ".join(x[11:].strip() for x in remarks)  # the tiny backbone's copy says so itself
     written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
     for i in range(written.array_length()):
         key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))
