@@ -95,8 +95,8 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
         if hit is not None:
             judged.append(hit)
         rows.append([p.id, len(y), m["n_sites"], base, m["auprc"], lift, m["auroc"], m["precision_at_k"],
-                     best_rank, None if hit is None else int(hit["top1"]), None if hit is None else int(hit["top3"]),
-                     int(windowed)])
+                     best_rank, None if hit is None else hit["top1"], None if hit is None else hit["top3"],
+                     windowed])  # 0/1 flags: the writer writes them 0/1 (tables.COUNT_FLAGS)
         lines.append(f"  {p.id} ({len(y)} residues, {m['n_sites']} sites, base rate {base:.3f}): AUPRC "
                      f"{_fmt(m['auprc'])}" + (f" ({lift:.1f}x base)" if lift is not None else "")
                      + f", AUROC {_fmt(m['auroc'])}, precision@{top_k} {_fmt(m['precision_at_k'])}"
@@ -145,7 +145,7 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
     # errors answer without them)
-    from .backbone import TINY_MEANINGLESS, context_length, meaningless_message
+    from .backbone import context_length, meaningless_message
     from .data import load_proteins
     from .pipeline import (
         bootstrap_bytes,
@@ -219,7 +219,7 @@ def main(cfg) -> dict:
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,
         "heads": [list(h) for h in ckpt.spec.heads], "meaningless": backbone.meaningless,
         "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
-        "note": TINY_MEANINGLESS if backbone.meaningless else "",
+        "note": backbone.note,
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))
     per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,

@@ -52,7 +52,7 @@ def main(cfg) -> dict:
         "from_cache": len(proteins) - len(result.computed), "seconds": round(seconds, 2),
         "layers": backbone.n_layers, "heads": backbone.n_heads, "cache_dir": str(result.cache.dir),
         "confident_pairs_per_residue": round(float(total.sum()) / max(n_res, 1), 3),
-        "meaningless": backbone.meaningless,
+        "meaningless": backbone.meaningless, "note": backbone.note,
     }
     write_json(cfg.out_dir / "extraction.json", summary)
     record_run(cfg, cfg.out_dir)  # config.yaml now, run.log at the end (rank zero: the others have left)

@@ -83,7 +83,7 @@ def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
 @command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
 def main(cfg) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
-    from .backbone import TINY_MEANINGLESS, meaningless_message
+    from .backbone import meaningless_message
     from .pipeline import load_inputs, run_extraction
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
@@ -129,7 +129,7 @@ def main(cfg) -> dict:
         "features": run.spec.names(),
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": cfg.model.theta,
         "meaningless": backbone.meaningless,
-        "note": TINY_MEANINGLESS if backbone.meaningless else "",
+        "note": backbone.note,
         "warnings": warnings,
         "checkpoint": str(ckpt_path),
         "config": cfg.as_dict(),
@@ -137,7 +137,9 @@ def main(cfg) -> dict:
     if not split.test:
         metrics["test_note"] = NO_TEST
     if choice.analysis is not None and hasattr(choice.analysis, "provenance"):
-        metrics["head_analysis"] = choice.analysis.provenance()
+        # the analysis ran on (protein, statistics) pairs, which carry no backbone or theta: name the run's own
+        metrics["head_analysis"] = {**choice.analysis.provenance(), "backbone_identity": backbone.identity,
+                                    "theta": cfg.model.theta}
     if split.test:
         write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities))
         pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",

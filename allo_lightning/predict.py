@@ -255,7 +255,7 @@ def main(cfg) -> dict:
     # errors answer without them)
     import torch
 
-    from .backbone import TINY_MEANINGLESS, meaningless_message
+    from .backbone import meaningless_message
     from .pipeline import (
         check_environment,
         load_checkpoint_backbone,
@@ -366,7 +366,7 @@ def main(cfg) -> dict:
     chosen = _top_proteins(best, per_protein)
     order = sorted(range(len(proteins)), key=lambda i: (-best[i], i))
     protein_rank = {i: k for k, i in enumerate(order, start=1)}
-    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
+    notes = [f"Backbone {backbone.label}. " + backbone.note,
              "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
     files = {proteins[i].id: [out / "pymol" / f"{names[proteins[i].id]}.pml",
                               out / "chimerax" / f"{names[proteins[i].id]}.cxc"]
@@ -382,7 +382,7 @@ def main(cfg) -> dict:
         mapping = mappings.get(p.id)
         where = _where_columns(mapping, p.length, bool(structure))
         record = write_protein_scripts(out, p.id, names[p.id], p.sequence, values, mapping, chain, top_n, notes,
-                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"))
+                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"), note=backbone.note)
         sites, site_info = _predicted_sites(p, values, mapping, atoms_cache)
         if cfg.get("plots"):
             from .plots.predict import score_profile
@@ -418,7 +418,7 @@ def main(cfg) -> dict:
             "n_proteins": len(proteins), "per_protein": per_protein, "proteins": described,
             "file_names": {p.id: names[p.id] for p in proteins if p.id in with_files},
             "resumed_after": done, "meaningless": backbone.meaningless,
-            "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
+            "note": backbone.note, "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)
     publish(partial, out / "predictions.csv")  # last: its presence means the run finished
     meta.unlink(missing_ok=True)

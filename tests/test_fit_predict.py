@@ -39,6 +39,9 @@ def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
     for key in ("auprc", "auroc", "base_rate", "f1", "mcc", "precision_at_k", "threshold", "heads"):
         assert key in saved
     assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
+    analysis = saved["head_analysis"]  # its backbone and theta are the run's (they were null)
+    assert (analysis["backbone_identity"], analysis["theta"]) == (saved["backbone_identity"], saved["theta"])
+    assert analysis["backbone_identity"].startswith("tiny-") and analysis["theta"] == 0.3
     assert "NOTHING" in out
     assert (tmp_path / "run" / "pr_curve.png").stat().st_size > 0
     assert "test_scores.csv" in assert_table_policy(tmp_path / "run")  # one formatting policy (tables.py)
@@ -412,6 +415,8 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
         assert (r["chain"], r["resnum"], r["icode"]) == tuple(str(x) for x in want)
     score = {int(r["position"]): float(r["score"]) for r in rows}
     by_residue = {v: score[p] for p, v in layout.items()}
+    remarks = [x for x in (out / "structures" / "rec_1.pdb").read_text().splitlines() if x.startswith("REMARK 999")]
+    assert "mean NOTHING" in " ".join(x[11:].strip() for x in remarks)  # the tiny backbone's copy says so itself
     written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
     for i in range(written.array_length()):
         key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))

@@ -323,6 +323,9 @@ def test_evaluate_and_report_pages_show_intervals_and_comparisons(tmp_path):
     (rep / "comparison.csv").write_text("baseline,auprc_diff,lo,hi,selected_better\nall,0.1,0.02,0.2,yes\n")
     text = write_report(rep, "report").read_text()
     assert "<td>selected</td>" in text and "<td>yes</td>" in text and NOTE in "".join(scan(text).text)
+    # the verdict is a permutation test's; the bootstrap gives only the descriptive interval (the heading said
+    # "paired bootstrap")
+    assert "paired permutation test" in text and "(paired bootstrap)" not in text
 
 
 def test_viewer_gets_mmcif_as_pdb_with_insertion_codes(tmp_path):

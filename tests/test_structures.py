@@ -193,6 +193,31 @@ def test_cif_other_columns_and_categories_unchanged(files, tmp_path):
     assert pct[35] == pytest.approx(34 / 39, abs=1e-4) and pct[3] == pytest.approx(2 / 39, abs=1e-4)
 
 
+
+@pytest.mark.parametrize("suffix", ["pdb", "cif"])
+def test_a_note_travels_with_the_scored_structure(files, tmp_path, suffix):
+    """A random backbone's scored structure says so itself (it is opened without the scripts): PDB REMARK 999
+    lines before the coordinates, mmCIF a category; nothing else changes, and no note means no addition."""
+    from biotite.structure.io import pdbx
+
+    note = ("NOTE: the 'tiny' backbone is a random, untrained model built in code for tests and the offline quick "
+            "start; its attention and every score made from it mean NOTHING biologically.")
+    m = map_chain("P1", SEQ, files / f"complex.{suffix}", "A")
+    plain = write_scored_structure(m, scores_for(), tmp_path / f"plain.{suffix}")
+    noted = write_scored_structure(m, scores_for(), tmp_path / f"noted.{suffix}", note=note)
+    if suffix == "pdb":
+        a, b = plain.read_text().splitlines(), noted.read_text().splitlines()
+        remarks = [x for x in b if x.startswith("REMARK 999 ")]
+        assert " ".join(x[11:].strip() for x in remarks) == note and all(len(x) <= 80 for x in remarks)
+        assert [x for x in b if not x.startswith("REMARK 999 ")] == a and not any("REMARK 999" in x for x in a)
+        first = b.index(remarks[0])
+        assert not any(x.startswith(("ATOM", "HETATM", "MODEL")) for x in b[:first])
+        assert bfactor_mismatches(noted, expected_chain_a(), scores_for(), other=UNMAPPED_B) == []
+    else:
+        a, b = pdbx.CIFFile.read(str(plain)).block, pdbx.CIFFile.read(str(noted)).block
+        assert list(b) == list(a) + ["allo_lightning_note"] and "allo_lightning_note" not in a
+        assert b["allo_lightning_note"]["text"].as_item() == note
+
 def test_best_chain_chosen_without_chain_and_refusal(files):
     m = map_chain("P1", SEQ, files / "complex.cif")
     assert m.chain == "B" and m.coverage == 1.0 and m.identity == 1.0
