@@ -39,7 +39,8 @@ log = logging.getLogger("allo_lightning.evaluate")  # not __name__: "__main__" u
 
 
 def _flags(parser) -> None:
-    parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
+    parser.add_argument("--checkpoint", type=str, required=True, metavar="FILE",
+                        help="probe checkpoint written by fit")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples (over proteins) per interval")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")

@@ -52,12 +52,13 @@ log = logging.getLogger("allo_lightning.predict")  # not __name__: "__main__" un
 
 
 def _flags(parser) -> None:
-    parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
+    parser.add_argument("--checkpoint", type=str, required=True, metavar="FILE",
+                        help="probe checkpoint written by fit")
     parser.add_argument("--data.path", type=Optional[str], default=None,
                         help="proteins to score: a FASTA file or a table (id, sequence, sites; sites may be empty), "
                              "detected as elsewhere")
     parser.add_argument("--fasta", type=Optional[str], default=None, help="FASTA file (same as --data.path FILE)")
-    parser.add_argument("--out", type=str, required=True, help="output folder")
+    parser.add_argument("--out", type=str, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--data.long", type=Literal["window", "skip", "error"], default="window",

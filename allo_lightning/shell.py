@@ -434,6 +434,20 @@ def _culprit(parser, reader: _Reader, argv: list[str]) -> InputError | None:
     return None
 
 
+def _missing(parser, reader: _Reader, argv: list[str]) -> InputError | None:
+    """The required flags neither the command line nor a ``--config`` file gave, named as flags with what
+    they are (jsonargparse says ``the following arguments are required: out``)."""
+    given = {tok.partition("=")[0] for tok in argv} | {key for values in reader.files.values() for key in values}
+    missing = [a for a in parser._actions if a.required and a.dest not in given
+               and not any(o in given for o in a.option_strings)]
+    if not missing:
+        return None
+    flags = [f"{a.option_strings[0]} {a.metavar or 'VALUE'}" for a in missing]
+    what = "; ".join(f"{a.option_strings[0]}: {a.help}" for a in missing)
+    return InputError(f"missing {' and '.join(flags)} ({what}). Add {'them' if len(flags) > 1 else 'it'} to the "
+                      "command line; see --help.")
+
+
 def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) -> Config:
     """Parse and check ``args`` for ``spec``; any problem is an :class:`InputError` naming the flag."""
     from jsonargparse import ArgumentError
@@ -455,7 +469,8 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
     try:
         ns = parser.parse_args(argv)
     except ArgumentError as e:
-        raise reader.refused or _culprit(parser, reader, argv) or InputError(_one_line(str(e))) from None
+        raise reader.refused or _culprit(parser, reader, argv) or _missing(parser, reader, argv) \
+            or InputError(_one_line(str(e))) from None
     if reader.refused:
         raise reader.refused
     values = ns.as_dict()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from allo_lightning import evaluate, fit, predict, report
 from allo_lightning import extract as extract_cmd
-from allo_lightning import fit, predict, report
 from allo_lightning import heads as heads_cmd
 from allo_lightning.errors import UserError
 from allo_lightning.shell import COMMANDS, console_main
@@ -83,6 +83,24 @@ def refused(capsys, main, args, *phrases) -> str:
 def test_bad_flags_are_refused_at_parse_time(tmp_path, table, capsys, no_model, flags, phrases):
     refused(capsys, fit.main, fit_args(tmp_path, table) + flags, *phrases)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # nothing done
+
+
+@pytest.mark.parametrize("main, args, flags", [
+    (predict.main, ["--data.path", "x.fasta"], ["--checkpoint FILE", "--out DIR"]),
+    (predict.main, ["--checkpoint", "c.safetensors", "--data.path", "x.fasta"], ["--out DIR"]),
+    (evaluate.main, ["--data.path", "x.tsv"], ["--checkpoint FILE"]),
+])
+def test_a_missing_required_flag_is_named_as_the_flag_to_add(capsys, no_model, main, args, flags):
+    """It said ``error: the following arguments are required: checkpoint, out`` (argparse's words, no flag)."""
+    err = refused(capsys, main, args, "missing", *flags, "probe checkpoint written by fit" if
+                  "--checkpoint FILE" in flags else "output folder")
+    assert "the following arguments" not in err and ("--checkpoint" in err) == ("--checkpoint FILE" in flags)
+
+
+def test_a_required_flag_given_in_a_config_file_is_not_missing(tmp_path, capsys, no_model):
+    (tmp_path / "c.yaml").write_text(f"checkpoint: {tmp_path / 'none.safetensors'}\nout: {tmp_path / 'o'}\n")
+    err = refused(capsys, predict.main, ["--config", str(tmp_path / "c.yaml"), "--data.path", "x.fasta"], "x.fasta")
+    assert "missing" not in err and "required" not in err
 
 
 def test_report_train_sizes_and_folds_are_checked(tmp_path, table, capsys, no_model):
