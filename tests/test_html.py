@@ -452,3 +452,22 @@ def test_html_rebuild_refusals_are_one_line(tmp_path, capsys, files, args, phras
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and phrase in err, err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_html_rebuild_usage_and_a_missing_folder(tmp_path, capsys):
+    """No argument printed the module docstring (reST backticks) on stdout with exit 2 and no error line; a
+    folder that does not exist was called a folder with "no outputs"."""
+    from allo_lightning.html.__main__ import main
+
+    for args, phrase in (([], "give the output folder of a command"),
+                         ([str(tmp_path / "nope")], "nope: no such folder")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and not out and err.startswith("error: ") and err.count("\n") == 1, (out, err)
+        assert phrase in err, err
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and out.startswith("usage: python -m allo_lightning.html DIR [COMMAND]") and not err
+    assert "``" not in out
