@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
 from .. import interrupt
 from ..backbone import Backbone
@@ -64,10 +67,28 @@ class Extraction:
         return len(self.proteins)
 
 
+class ExtractionBar(TQDMProgressBar):
+    """Lightning's progress bar, named for what it counts (``extracting``, batches of proteins through the
+    backbone) and drawn on stderr like predict's ``scoring`` bar. Lightning's own said ``Predicting
+    DataLoader 0`` in every command (``extract`` included) and wrote to stdout, among the results."""
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(desc="extracting", unit="batch", position=2 * self.process_position, disable=self.is_disabled,
+                    leave=True, dynamic_ncols=True, file=sys.stderr, smoothing=0, bar_format=self.BAR_FORMAT)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.has_dataloader_changed(dataloader_idx):  # as Lightning's, without "DataLoader 0" in the name
+            bar = self.predict_progress_bar
+            bar.reset()
+            bar.total, bar.initial = convert_inf(self.total_predict_batches_current_dataloader), 0
+
+
 def predict_trainer(trainer_kwargs: dict | None, callbacks: list) -> L.Trainer:
     """The extraction's Trainer (quiet: see :func:`allo_lightning.messages.quiet_lightning`)."""
     quiet_lightning()
     kwargs = {k: v for k, v in (trainer_kwargs or {}).items() if k not in _PREDICT_DROP and v is not None}
+    if kwargs.get("enable_progress_bar", True):
+        callbacks = [*callbacks, ExtractionBar()]
     return L.Trainer(**kwargs, logger=False, enable_checkpointing=False, callbacks=callbacks,
                      use_distributed_sampler=False)
 
