@@ -200,7 +200,8 @@ def main(cfg, analyse=None) -> dict:
                 ys.append(run.test_set.y)
                 ss.append(run.test_scores)
         log.info(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
-                 f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
+                 f"{len(split.test)} test proteins, {len(same)} probes trained for {len(subsets)} rows and draws, "
+                 f"{time.perf_counter() - t0:.0f} s since the start")
         if choice.fallback:
             log.warning(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
     full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
