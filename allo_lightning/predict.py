@@ -142,8 +142,9 @@ def _predicted_sites(p, values, mapping, atoms_cache: dict) -> tuple[list, dict]
 
 
 def _site_line(sites, n: int = 3) -> str:
-    return "; ".join(f"#{t.rank} {' '.join(t.labels[:6])}{' ...' if len(t.labels) > 6 else ''} (score {t.score:.3f}"
-                     + ("" if t.hit is None else f", {'hit' if t.hit else 'miss'}") + ")" for t in sites[:n])
+    return "; ".join(f"#{t.rank} {' '.join(t.labels[:6])}{' ...' if len(t.labels) > 6 else ''} "
+                     f"(sum of scores {t.score:.3f}" + ("" if t.hit is None else f", {'hit' if t.hit else 'miss'}")
+                     + ")" for t in sites[:n])
 
 
 PARTIAL = "predictions.csv.partial"  # rows of a run not finished yet (resumed by the same command)

@@ -477,6 +477,9 @@ def test_predict_table_input_structure_table_leaving_a_protein_out_and_sites(fit
     rec_info = info["proteins"][0]
     assert rec_info["site_criterion"].startswith("DCA") and set(rec_info["site_success"]) == {"top1", "top3"}
     assert info["site_success"]["n"] == 2 and "sites: #1" in printed and "site success" in printed
+    # a site's printed number is sites.csv's score, named as the sum it is (it said "score 1.300", above
+    # the residue scores' 0..1)
+    assert f"(sum of scores {float(first[0]['score']):.3f}" in printed.split("rec/1 (", 1)[1]
     assert info["data"] == str(table) and layout[6] == ("A", 55, "A")
     assert {"predictions.csv", "proteins.csv", "sites.csv"} <= set(assert_table_policy(out))  # centres, DCA
 
