@@ -163,6 +163,7 @@ def remove_recorded(out_dir: str | Path, marker: str) -> list[Path]:
 
 
 _LOCKS: dict[str, int] = {}  # output folder -> open file descriptor holding its lock (this process)
+_CREATED: dict[str, Path] = {}  # locked output folder -> the outermost folder this run created for it
 LOCK_NAME = ".allo_lightning.lock"
 
 
@@ -196,10 +197,27 @@ def lock_out_dir(path: str | Path) -> None:
 
 
 def release_locks() -> None:
-    """Release the output folders locked by this process (the end of a command)."""
+    """Release the output folders locked by this process (the end of a command). A folder this run created
+    and left holding nothing but its lock (the command stopped on an error before writing anything) is
+    removed, with the parents it created: a mistyped input leaves no empty output folder behind."""
     while _LOCKS:
-        _, fd = _LOCKS.popitem()
+        key, fd = _LOCKS.popitem()
         os.close(fd)  # closing the descriptor releases its flock
+        top = _CREATED.pop(key, None)
+        if top is None:
+            continue
+        folder = Path(key)
+        try:
+            if [e.name for e in os.scandir(folder)] != [LOCK_NAME]:
+                continue
+            (folder / LOCK_NAME).unlink()
+            while True:
+                folder.rmdir()  # refuses a folder that is not empty: nothing else is ever removed
+                if folder == top:
+                    break
+                folder = folder.parent
+        except OSError:
+            continue
 
 
 def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite: bool, marker: str,
@@ -278,8 +296,12 @@ def prepare_out_dir(path: str | Path, overwrite: bool, marker: str, flag: str = 
 
     if not is_rank_zero():
         return Path(path).expanduser()
+    given = Path(path).expanduser()
+    created = next((a for a in reversed((given, *given.parents)) if not a.exists()), None)  # outermost new one
     path = check_writable_dir(path, "the output folder")
     lock_out_dir(path)  # held until the command ends: a second run into this folder is refused meanwhile
+    if created is not None:
+        _CREATED[str(path.resolve())] = created.resolve()
     if (path / marker).exists() and not overwrite:
         raise OutputExistsError(
             f"{path / marker} already exists. Pass --overwrite to replace it, or choose another folder "

@@ -122,6 +122,20 @@ def test_top_must_not_be_negative(tmp_path, fasta, capsys):
     _no_work(tmp_path, tmp_path / "out")
 
 
+def test_a_refused_input_leaves_no_output_folder_behind(tmp_path, capsys):
+    """A bad input refused after the output folder was made (and locked) left that folder, holding only the
+    hidden lock file, and the parents made for it; a folder that was there before stays."""
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">q1\nMKTAYJAK\n")
+    out = tmp_path / "new" / "deeper" / "out"
+    _refused(capsys, _args(tmp_path, bad, out), "bad.fasta, line 1", "unknown residue letter")
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    _refused(capsys, _args(tmp_path, bad, mine / "sub"), "unknown residue letter")
+    assert (mine / "sub").is_dir() and not outputs._CREATED
+
+
 def _full(*a, **k):
     raise OSError(errno.ENOSPC, "No space left on device")
 
