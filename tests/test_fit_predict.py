@@ -6,14 +6,22 @@ import contextlib
 import csv
 import io
 import json
+import re
 
 import pytest
 from biotite.structure.io.pdb import PDBFile
 
 from allo_lightning import fit, predict
 
-from .conftest import common, random_proteins, write_table
+from .conftest import REPO, common, random_proteins, write_table
 from .test_tables import assert_table_policy
+
+
+def documented(name: str, starts: str) -> set[str]:
+    """The names in backticks of the README's Outputs row of file ``name`` whose text starts with ``starts``."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` | {starts}"))
+    return set(re.findall(r"`([A-Za-z0-9_]+)`", row))
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +47,7 @@ def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
     for key in ("auprc", "auroc", "base_rate", "f1", "mcc", "precision_at_k", "threshold", "heads"):
         assert key in saved
     assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
+    assert set(saved) - documented("metrics.json", "test `auprc`") == set()  # the README names every key
     analysis = saved["head_analysis"]  # its backbone and theta are the run's (they were null)
     assert (analysis["backbone_identity"], analysis["theta"]) == (saved["backbone_identity"], saved["theta"])
     assert analysis["backbone_identity"].startswith("tiny-") and analysis["theta"] == 0.3
@@ -215,6 +224,7 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     got = evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "eval"))
     captured = capsys.readouterr()
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(saved) - documented("metrics.json", "pooled `auprc`") == set()  # the README names every key
     rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
     assert list(rows[0]) == ["id", "position", "residue", "label", "score", "probability"]
     # every residue of the table, in order, 1-based, with its label
@@ -481,6 +491,9 @@ def test_predict_table_input_structure_table_leaving_a_protein_out_and_sites(fit
     # the residue scores' 0..1)
     assert f"(sum of scores {float(first[0]['score']):.3f}" in printed.split("rec/1 (", 1)[1]
     assert info["data"] == str(table) and layout[6] == ("A", 55, "A")
+    # the README names every key, of the run and of a protein with and without a structure
+    keys = set(info) | {k for p in info["proteins"] for k in p}
+    assert keys - documented("predictions.json", "the run") == set()
     assert {"predictions.csv", "proteins.csv", "sites.csv"} <= set(assert_table_policy(out))  # centres, DCA
 
 
