@@ -233,10 +233,10 @@ def main(cfg) -> dict:
     ci = metrics["intervals"]["auprc"]
     log.info(f"{len(proteins)} proteins, {metrics['n_residues']} residues, {metrics['n_sites']} sites "
              f"(base rate {metrics['base_rate']:.3f})")
-    log.info(f"AUPRC {_fmt(metrics['auprc'])} (95 % over proteins {_fmt(ci['lo'])}-{_fmt(ci['hi'])}), "
-             f"AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking score: "
-             f"F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; precision@{cfg.probe.top_k} "
-             f"{_fmt(metrics['precision_at_k'])}, mean per-protein AUPRC {_fmt(metrics['protein_auprc'])}")
+    log.info(f"AUPRC {_fmt(metrics['auprc'])} (95 % bootstrap interval over proteins {_fmt(ci['lo'])}-"
+             f"{_fmt(ci['hi'])}), AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking "
+             f"score: F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; means per protein: precision@"
+             f"{cfg.probe.top_k} {_fmt(metrics['precision_at_k'])}, AUPRC {_fmt(metrics['protein_auprc'])}")
     for line in per_protein_lines:
         log.info(line)
     for w in warnings:

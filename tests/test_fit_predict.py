@@ -252,6 +252,11 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     # these proteins trained the probe: said, not hidden
     assert set(saved["seen_in_training"]) == set(metrics["split"]["train"]) | set(metrics["split"]["val"])
     assert "optimistic" in captured.err and "NOTHING" in captured.out and saved["meaningless"] is True
+    # the summary line names its numbers: the interval is a bootstrap one, precision@k a mean over proteins
+    ci = saved["intervals"]["auprc"]
+    assert (f"AUPRC {saved['auprc']:.3f} (95 % bootstrap interval over proteins {ci['lo']:.3f}-{ci['hi']:.3f})"
+            in captured.out and f"means per protein: precision@{saved['top_k']} {saved['precision_at_k']:.3f}, "
+            f"AUPRC {saved['protein_auprc']:.3f}" in captured.out), captured.out
     assert got["auprc"] == pytest.approx(saved["auprc"])
     # per protein: a table recomputed from scores.csv with sklearn, one terminal line and one figure each
     table_rows = list(csv.DictReader((tmp_path / "eval" / "per_protein.csv").open()))
