@@ -158,12 +158,12 @@ def main(cfg) -> dict:
              f"{' '.join(metrics['heads'])}")
     if choice.fallback:
         log.warning(f"FALLBACK: {choice.fallback}")
-    log.info(f"probe {cfg.probe.kind}: {run.epochs} epochs (best {run.best_epoch}), threshold {run.threshold:.3f} "
-             "on the ranking score (not a probability)")
+    log.info(f"probe {cfg.probe.kind}: {run.epochs} epochs (weights kept: epoch {run.best_epoch}, counted from 0), "
+             f"threshold {run.threshold:.3f} on the ranking score (not a probability)")
     if split.test:
         log.info(f"test ({len(split.test)} proteins): AUPRC {_fmt(test['auprc'])} (base rate {test['base_rate']:.3f}), "
-                 f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])}, "
-                 f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])}")
+                 f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])} at the threshold, "
+                 f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])} (mean per protein)")
     else:
         log.info(f"note: {NO_TEST}")
     for w in warnings:

@@ -48,6 +48,10 @@ def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
         assert key in saved
     assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
     assert set(saved) - documented("metrics.json", "test `auprc`") == set()  # the README names every key
+    # the terminal names its numbers: "20 epochs (best 14)" read as the 14th epoch (best_epoch is 0-based)
+    assert (f"{saved['epochs']} epochs (weights kept: epoch {saved['best_epoch']}, counted from 0)" in out
+            and f"precision@{saved['config']['probe']['top_k']} {saved['precision_at_k']:.3f} (mean per protein)"
+            in out), out
     analysis = saved["head_analysis"]  # its backbone and theta are the run's (they were null)
     assert (analysis["backbone_identity"], analysis["theta"]) == (saved["backbone_identity"], saved["theta"])
     assert analysis["backbone_identity"].startswith("tiny-") and analysis["theta"] == 0.3
