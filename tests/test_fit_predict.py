@@ -336,7 +336,8 @@ def test_evaluate_refuses_unlabelled_proteins_and_other_backbone(fitted, capsys)
     fasta.write_text(">a\nACDEFGHIKLMNPQRSTVWY\n")
     with pytest.raises(SystemExit) as e:
         evaluate.main(_eval_args(tmp_path, ckpt, fasta, tmp_path / "e1"))
-    assert e.value.code == 2 and "no site labels" in capsys.readouterr().err
+    # named like every other input error: file, line, id (it said "x.fasta:1: protein 'a' has ...")
+    assert e.value.code == 2 and f"error: {fasta}, line 1, id 'a': no site labels" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         evaluate.main(_eval_args(tmp_path, ckpt, tmp_path / "train.tsv", tmp_path / "e2")
                       + ["--model.backbone", "esm2_tiny"])

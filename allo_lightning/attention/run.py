@@ -221,7 +221,7 @@ def split_long(proteins: Sequence[Protein], max_length: int, long: str = "window
     if too_long and long == "error":
         p = too_long[0]
         raise InputError(
-            f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone_name}'s limit "
+            f"{p.where}: {p.length} residues, more than {backbone_name}'s limit "
             f"of {max_length}. Split it into domains or remove it (or leave out --data.long error: "
             "long proteins are then run as overlapping windows); nothing was computed."
         )
