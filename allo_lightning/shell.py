@@ -324,6 +324,13 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     reader.listed = tuple(sorted({a.dest for a in parser._actions if a.help != argparse.SUPPRESS
                                   and any(o.startswith("--") for o in a.option_strings)}
                                  - {"config", "help", "version", "quiet", "verbose"} - set(SECTIONS)))
+    # --help is made of docstrings (the command module's, the config sections' and their fields'): their reST
+    # ``literals`` read as plain text
+    parser.description = (parser.description or "").replace("``", "")
+    for item in (*parser._actions, *parser._action_groups):
+        for attr in ("help", "description", "title"):
+            if isinstance(getattr(item, attr, None), str):
+                setattr(item, attr, getattr(item, attr).replace("``", ""))
     return parser
 
 
