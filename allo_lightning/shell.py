@@ -583,10 +583,12 @@ def console_main(argv: list[str] | None = None) -> None:
 
         print(f"allo_lightning {__version__}")
         return None
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a misuse like any other: one line on stderr (it printed the usage on stdout, exit 2)
+        print(f"error: give a command: {', '.join(COMMANDS)}. allo-lightning --help says what each does.",
+              file=sys.stderr)
+        raise SystemExit(2)
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
-        if not argv:
-            raise SystemExit(2)
         return None
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -202,6 +202,10 @@ def test_console_script_lists_commands_and_suggests(capsys):
     with pytest.raises(SystemExit) as e:
         console_main(["fitt"])
     assert e.value.code == 2 and "Did you mean 'fit'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        console_main([])  # printed the usage on stdout with exit 2 and no error line
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and not out and err.count("\n") == 1 and err.startswith("error: give a command: extract")
 
 
 def test_help_of_a_command_is_short_and_its_own(capsys):
