@@ -511,6 +511,7 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
     from . import distributed, interrupt, messages
 
     messages.quiet_lightning()
+    done = False
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
@@ -518,7 +519,9 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
             if spec.check is not None:
                 spec.check(cfg)
             distributed.begin_command()  # imports torch; several processes: see allo_lightning.distributed
-            return body(cfg)
+            result = body(cfg)
+            done = True
+            return result
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None
     except UserError as e:
@@ -535,7 +538,7 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
         from .outputs import release_locks
 
         messages.unconfigure()
-        release_locks()  # the output folder's lock (outputs.lock_out_dir) ends with the command
+        release_locks(failed=not done)  # the output folder's lock (outputs.lock_out_dir) ends with the command
 
 
 def command(name: str, description: str | None, sections: tuple[str, ...], flags: Callable | None = None,

@@ -133,7 +133,21 @@ def test_a_refused_input_leaves_no_output_folder_behind(tmp_path, capsys):
     mine = tmp_path / "mine"
     (mine / "sub").mkdir(parents=True)
     _refused(capsys, _args(tmp_path, bad, mine / "sub"), "unknown residue letter")
-    assert (mine / "sub").is_dir() and not outputs._CREATED
+    assert (mine / "sub").is_dir() and not outputs._MADE
+
+
+def test_a_refused_fit_leaves_no_empty_checkpoint_folder(tmp_path, capsys):
+    """fit made the checkpoint folder (to check it is writable) before reading the table: a refused table
+    left it empty. The output folder keeps the run's record of the error (run.log)."""
+    from allo_lightning import fit
+
+    from .conftest import common
+
+    table = tmp_path / "t.tsv"
+    table.write_text("id\tsequence\tsites\nA\tMKTAYJAK\t2\n")
+    refused(capsys, fit.main, common(tmp_path, table) + ["--trainer.default_root_dir", str(tmp_path / "run"),
+            "--probe.checkpoint_dir", str(tmp_path / "ck" / "new")], "t.tsv, line 2", "unknown residue letter")
+    assert not (tmp_path / "ck").exists() and "unknown residue letter" in (tmp_path / "run" / "run.log").read_text()
 
 
 def _full(*a, **k):
