@@ -201,12 +201,14 @@ def release_locks(failed: bool = False) -> None:
     stopped on an error): a folder it created (:func:`check_writable_dir`: output, checkpoint or cache
     folder) that holds nothing but its lock is removed, with the parents it created, so a mistyped input
     leaves no empty folder behind (rank zero only: the other ranks may end first)."""
-    from .distributed import is_rank_zero
-
     while _LOCKS:
         _, fd = _LOCKS.popitem()
         os.close(fd)  # closing the descriptor releases its flock
-    made = sorted(_MADE.items(), key=lambda kv: -len(Path(kv[0]).parts)) if failed and is_rank_zero() else []
+    if failed and _MADE:  # (not before: --help and flag errors end here too, and import no torch)
+        from .distributed import is_rank_zero
+
+        failed = is_rank_zero()
+    made = sorted(_MADE.items(), key=lambda kv: -len(Path(kv[0]).parts)) if failed else []
     _MADE.clear()
     for key, top in made:  # the deepest first: a folder made inside another made one is gone before its parent
         folder = Path(key)
