@@ -1,5 +1,6 @@
 """Every output is documented: each command runs once on the tiny backbone (extract, heads, fit, evaluate with
-``--structure``, predict from FASTA and from a labelled table with ``--structure``, report with AlphaMissense),
+``--structure``, predict from FASTA and from a labelled table with ``--structure``, report with AlphaMissense,
+fit again without a test set and with isotonic calibration),
 and every file written, every CSV column and every JSON key must be named in README.md. An audit found many
 undocumented columns and keys, written where they are produced; nothing caught the drift (issue 19).
 
@@ -24,7 +25,7 @@ The rules:
 - hidden files (the manifests), the page's data files (``report_files/*.js``), figures, scripts and structures
   have no columns or keys to check.
 
-Not run here (conditional outputs): fit without a test set (``test_note``), isotonic or no calibration, a
+Not run here (conditional outputs): a
 stopped predict's ``predictions.csv.partial``, mmCIF copies' ``_allo_lightning_score`` category, bench.
 A name is looked up in its file's whole section, so a new column that reuses a name documented there for
 another file of the section passes.
@@ -51,6 +52,7 @@ SECTIONS = {
     "extract/extraction.json": "### extract",
     "heads/heads.csv": "### heads", "heads/heads.json": "### heads", "heads/attention_to_sites.csv": "### heads",
     "fit/metrics.json": "### fit", "fit/test_scores.csv": "### fit", "fit/training_log/metrics.csv": "### Run records",
+    "fit_notest/metrics.json": "### fit", "fit_notest/training_log/metrics.csv": "### Run records",
     "evaluate/metrics.json": "### evaluate", "evaluate/scores.csv": "### evaluate",
     "evaluate/per_protein.csv": "### evaluate", "evaluate/sites.csv": "### predict",  # "as for predict"
     "report/report.csv": "### report", "report/comparison.csv": "### report", "report/report.json": "### report",
@@ -152,6 +154,10 @@ def runs(tmp_path_factory):
             args += ["--report.efficiency_draws", "1", "--report.random_seeds", "1", "--report.alphamissense",
                      str(tmp / "am.tsv"), "--report.am_top_k", "3"]
         main(args)
+        if command == "fit":  # no test set (test_note), isotonic calibration (its params)
+            args[args.index("--trainer.default_root_dir") + 1] = str(out / "fit_notest")
+            args[args.index("--probe.checkpoint_dir") + 1] = str(tmp / "ckpt_notest")
+            main(args + ["--probe.test_fraction", "0", "--probe.calibration", "isotonic"])
     common = ["--model.cache_dir", str(tmp / "cache"), "--trainer.accelerator", "cpu",
               "--trainer.enable_progress_bar", "false"]
     fasta = tmp / "new.fasta"
@@ -244,6 +250,8 @@ def test_the_check_sees_every_command_and_catches_a_new_name(runs, tmp_path):
     for want in ("predict_structure/structures/G1.pdb", "predict/pymol/G1.pml", "heads/maps/P0.png",
                  "fit/training_log/hparams.yaml", "fit/checkpoints/fit.tiny.safetensors"):
         assert want in files
+    notest = json.loads((out / "fit_notest" / "metrics.json").read_text())
+    assert notest["test_note"] and set(notest["calibration"]["params"]) == {"x", "y"}
     copy = tmp_path / "runs"
     shutil.copytree(out, copy)
     info = json.loads((copy / "extract" / "extraction.json").read_text())
@@ -256,3 +264,9 @@ def test_the_check_sees_every_command_and_catches_a_new_name(runs, tmp_path):
         "extract/extraction.json: key 'gpu_seconds' not in README's '### extract'",
         "heads/maps/P0.svg: the file name is not in README.md",
         "predict/predictions.csv: column 'entropy' not in README's '### predict'"]
+    # a fixed name in a dict listed as keyed by protein ids is refused, not skipped
+    info = json.loads((copy / "predict" / "predictions.json").read_text())
+    info["file_names"]["format"] = "v2"
+    (copy / "predict" / "predictions.json").write_text(json.dumps(info))
+    with pytest.raises(AssertionError, match="'file_names' is listed as keyed by protein ids, but has key 'format'"):
+        _undocumented(copy, ids)
