@@ -6,6 +6,11 @@ where the program is, and outputs are only ever written atomically, so no partia
 a later command accepts).
 Inside a :func:`graceful` block (extraction) the signal is only recorded: the batch in flight is
 finished and cached, then :func:`check` raises. A second signal always stops at once.
+
+Several processes started by Lightning (``--trainer.devices N``: the other ranks are children of this
+process): a signal that reaches this process alone (``kill``, ``timeout``; Ctrl-C reaches them all) is
+passed on to them (:func:`forward_to`), also one that came while they were still starting, so that no rank
+goes on alone (it used to extract its whole share, then fail in the final barrier).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Iterator
 
 from .errors import Interrupted
 
-_state = {"signal": None, "graceful": 0}
+_state = {"signal": None, "graceful": 0, "children": None}
 _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
 
@@ -37,6 +42,10 @@ def _raise(signum: int, resume: bool) -> None:
 def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     first = _state["signal"] is None
     _state["signal"] = signum
+    # Lightning's own SIGTERM handler (installed once the run has started, calling this one after its own)
+    # passes a first SIGTERM on itself; anything else reaches this handler directly
+    if signal.getsignal(signum) is _handler:
+        _pass_on(signum)
     if _state["graceful"] and first:
         return  # finish the batch in flight; check() raises afterwards
     _raise(signum, resume=bool(_state["graceful"]))
@@ -57,6 +66,22 @@ def installed() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _state["signal"] = None
+        _state["children"] = None
+
+
+def _pass_on(signum: int) -> None:
+    children = _state["children"]
+    for proc in children() if children is not None else ():
+        if proc.poll() is None:  # SIGINT: Lightning's SIGTERM handler in a child would wait for rank zero
+            proc.send_signal(signal.SIGINT)
+
+
+def forward_to(children) -> None:
+    """From now on pass a signal that reaches this process on to the processes ``children()`` returns
+    (``subprocess.Popen`` objects; None: stop), as SIGINT; a signal already received is passed on now."""
+    _state["children"] = children
+    if children is not None and _state["signal"] is not None:
+        _pass_on(_state["signal"])
 
 
 def requested() -> bool:

@@ -303,6 +303,120 @@ def test_two_nodes_of_one_process_through_lightning_environment(tmp_path):
     assert len(rows) > 1
 
 
+def _extract_cli(fasta: Path, tmp: Path, max_tokens: int) -> list[str]:
+    return [sys.executable, "-m", "allo_lightning.extract", "--model.backbone", "tiny", "--data.path", str(fasta),
+            "--model.max_tokens", str(max_tokens), "--model.cache_dir", str(tmp / "cache"),
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp / "out")]
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny):
+    """Rank 1 cannot write one of its entries (a file where its cache shard folder goes): one error line from
+    rank zero naming the protein, exit 2, no traceback. Before, rank zero waited in the final barrier and got
+    gloo's 'Connection closed by peer' traceback (exit 1; Lightning's watcher may also kill it: 137)."""
+    import hashlib
+
+    from allo_lightning.data.batching import token_budget_batches
+
+    proteins = random_proteins(10, lo=20, hi=60, seed=3)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    batches = token_budget_batches([p.length for p in proteins], 200, n_special=2)
+    mine = {i for b in batches[0::2] for i in b}
+    shard = lambda p: hashlib.sha256(p.sequence.encode()).hexdigest()[:2]  # noqa: E731
+    victim = next(p for i, p in enumerate(proteins[::-1]) if len(proteins) - 1 - i not in mine
+                  and all(shard(proteins[j]) != shard(p) for j in mine))
+    folder = tmp_path / "cache" / tiny.identity
+    folder.mkdir(parents=True)
+    (folder / shard(victim)).write_text("in the way")
+    res = subprocess.run(_extract_cli(fasta, tmp_path, 200), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    log = res.stdout[-2000:] + res.stderr[-4000:]
+    assert res.returncode == 2, log
+    assert "Traceback" not in res.stderr and "[rank" not in res.stderr, log
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: process 1 of 2: ") and repr(victim.id) in errors[0], log
+
+
+# Imported at start-up by every process (on PYTHONPATH): Lightning's second process (LOCAL_RANK=1) notes its
+# pid, then waits before it joins, so that a signal to the first process comes while it waits for the second.
+SLOW_CHILD_HOOK = """
+import os, time
+if os.environ.get("LOCAL_RANK") == "1" and os.environ.get("ALLO_TEST_CHILD"):
+    with open(os.environ["ALLO_TEST_CHILD"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(4)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [15, 2])
+def test_a_signal_to_the_first_process_while_the_others_start_stops_them_all(tmp_path, tiny, signum):
+    """SIGTERM (``kill``, ``timeout``) or SIGINT to the process Lightning runs the other ranks from, while
+    they are still starting (before Lightning's own handler, which passes SIGTERM on, exists): every rank stops
+    after its batch in flight, one message, and the same command resumes. Before, rank 1 never heard of it:
+    it extracted its whole share alone after the first process had exited, then failed in the barrier with a
+    traceback."""
+    import signal
+    import time
+
+    proteins = random_proteins(160, lo=60, hi=120, seed=5)
+    fasta = tmp_path / "many.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_CHILD_HOOK)
+    child_pid = tmp_path / "child.pid"
+    out, err = (tmp_path / "stdout.txt").open("w"), (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(_extract_cli(fasta, tmp_path, 1), cwd=ROOT, env=_env(hook, ALLO_TEST_CHILD=str(child_pid)),
+                            stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not (child_pid.exists() and child_pid.read_text()) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the second process never started"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=300)
+        child = int(child_pid.read_text())
+        deadline = time.monotonic() + 60
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child), "the second process goes on alone"
+    finally:
+        for pid in [proc.pid] + ([int(child_pid.read_text())] if child_pid.exists() and child_pid.read_text() else []):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        out.close()
+        err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 128 + signum, stderr[-4000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "interrupted by" in errors[0], stderr[-4000:]
+    n = len(list((tmp_path / "cache").rglob("*.safetensors")))
+    assert n < len(proteins) // 4, f"{n} entries: a rank went on after the signal"
+    res = subprocess.run(_extract_cli(fasta, tmp_path, 1), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == len(proteins) - n and summary["from_cache"] == n
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    assert all(cache.complete(p.sequence) for p in proteins)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     _worker(Path(sys.argv[1]))

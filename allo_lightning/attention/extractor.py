@@ -338,6 +338,13 @@ class CacheWriter(BasePredictionWriter):
             self.written.append(pid)
         interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
 
+    def setup(self, trainer, pl_module, stage) -> None:
+        # several processes started by Lightning (children of this one, which has them once they have joined):
+        # a signal to this process alone is passed on to them (see allo_lightning.interrupt)
+        launcher = getattr(trainer.strategy, "launcher", None)
+        if getattr(launcher, "procs", None):
+            interrupt.forward_to(lambda: list(launcher.procs))
+
     def close(self, raise_errors: bool = True) -> None:
         """Every queued entry on disk (then the writer's error, if any, is raised)."""
         if self._writer is not None:
@@ -350,4 +357,5 @@ class CacheWriter(BasePredictionWriter):
         self.close(raise_errors=False)  # the run fails with its own error; finished proteins are kept
 
     def teardown(self, trainer, pl_module, stage) -> None:
+        interrupt.forward_to(None)
         self.close(raise_errors=False)  # drained already by one of the hooks above; this is a safety net
