@@ -405,6 +405,51 @@ def test_a_signal_to_the_first_process_while_the_others_start_stops_them_all(tmp
     assert all(cache.complete(p.sequence) for p in proteins)
 
 
+# Imported at start-up by every process: the token budget differs between the ranks, as it does on GPUs (each
+# rank sizes it from the free memory it sees when it starts): 150 tokens on rank zero, 4096 on rank 1.
+RANK_BUDGET_HOOK = """
+import importlib.abc, importlib.util, os, sys
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.run":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            budget = 4096 if os.environ.get("LOCAL_RANK", "0") == "1" else 150
+            module.token_budget = lambda *args, **kwargs: budget
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_would_form_other_batches_run_rank_zeros(tmp_path, tiny):
+    """Every rank runs rank zero's batches, whatever budget it would have chosen itself: every protein is
+    extracted exactly once. Before, rank 1 (one batch of everything, so nothing for it) and rank zero (batches
+    0, 2, 4 of its 5) left proteins out, and rank zero's reading of them failed."""
+    proteins = random_proteins(10, lo=20, hi=40, seed=2)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RANK_BUDGET_HOOK)
+    cmd = [c for c in _extract_cli(fasta, tmp_path, 0) if c not in ("--model.max_tokens", "0")]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(hook), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == 10 and summary["proteins"] == 10
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    assert all(cache.complete(p.sequence) for p in proteins)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
