@@ -24,6 +24,9 @@ from .errors import Interrupted
 
 _state = {"signal": None, "graceful": 0, "children": None}
 _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+# how a signal is passed on to the processes this one started: a signal of its own, which only ever asks to stop
+# after the batch in flight (a child that also got the user's signal, e.g. Ctrl-C, must not take it as a second)
+PASSED_ON = getattr(signal, "SIGUSR2", signal.SIGINT)
 
 
 def _message(signum: int, resume: bool) -> str:
@@ -51,6 +54,11 @@ def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     _raise(signum, resume=bool(_state["graceful"]))
 
 
+def _passed_on_handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    if _state["signal"] is None:  # the first process was stopped: stop as if by SIGTERM; never a second signal
+        _handler(signal.SIGTERM, frame)
+
+
 @contextlib.contextmanager
 def installed() -> Iterator[None]:
     """Handle SIGTERM and SIGINT as described above while the block runs (main thread only; elsewhere
@@ -60,6 +68,8 @@ def installed() -> Iterator[None]:
         return
     _state["signal"] = None
     previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if PASSED_ON not in previous:
+        previous[PASSED_ON] = signal.signal(PASSED_ON, _passed_on_handler)
     try:
         yield
     finally:
@@ -72,13 +82,13 @@ def installed() -> Iterator[None]:
 def _pass_on(signum: int) -> None:
     children = _state["children"]
     for proc in children() if children is not None else ():
-        if proc.poll() is None:  # SIGINT: Lightning's SIGTERM handler in a child would wait for rank zero
-            proc.send_signal(signal.SIGINT)
+        if proc.poll() is None:  # not SIGTERM: Lightning's SIGTERM handler in a child would wait for rank zero
+            proc.send_signal(PASSED_ON)
 
 
 def forward_to(children) -> None:
     """From now on pass a signal that reaches this process on to the processes ``children()`` returns
-    (``subprocess.Popen`` objects; None: stop), as SIGINT; a signal already received is passed on now."""
+    (``subprocess.Popen`` objects; None: stop), as PASSED_ON; a signal already received is passed on now."""
     _state["children"] = children
     if children is not None and _state["signal"] is not None:
         _pass_on(_state["signal"])

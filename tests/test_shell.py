@@ -17,7 +17,7 @@ import torch
 from allo_lightning import extract as extract_cmd
 from allo_lightning import fit, predict, report
 from allo_lightning import heads as heads_cmd
-from allo_lightning.errors import UserError
+from allo_lightning.errors import Interrupted, UserError
 from allo_lightning.shell import COMMANDS, console_main
 
 from .conftest import REPO, random_proteins, write_table
@@ -214,6 +214,40 @@ def _signal_after_first(monkeypatch, target, method):
 
     monkeypatch.setattr(target, method, wrapped)
     return sent
+
+
+class _Child:  # a process Lightning started (subprocess.Popen's part that interrupt uses)
+    def __init__(self):
+        self.sent = []
+
+    def poll(self):
+        return None
+
+    def send_signal(self, signum):
+        self.sent.append(signum)
+
+
+def test_a_signal_is_passed_on_to_the_started_processes_even_one_received_before_they_joined():
+    """Several processes started by Lightning: a signal to the first process alone (kill, timeout) reaches the
+    others, also one received while they were starting (before Lightning's own handler exists); as the
+    passed-on signal, which a child takes only as a first signal (after Ctrl-C, which reaches every process,
+    the child still finishes its batch: a second SIGINT would stop it at once)."""
+    from allo_lightning import interrupt
+
+    child = _Child()
+    with interrupt.installed(), interrupt.graceful():
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded, nobody to tell yet
+        assert interrupt.requested() and child.sent == []
+        interrupt.forward_to(lambda: [child])
+        assert child.sent == [interrupt.PASSED_ON]
+        interrupt.forward_to(None)
+
+    with interrupt.installed(), interrupt.graceful():  # in a child: Ctrl-C, then the first process passes it on
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), interrupt.PASSED_ON)  # not a second signal: no stop at once
+        with pytest.raises(Interrupted) as e:
+            interrupt.check()
+        assert e.value.exit_code == 128 + signal.SIGINT
 
 
 def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_path, capsys, monkeypatch):
