@@ -106,7 +106,7 @@ def _reason(e: BaseException) -> str:
         return e.strerror
     import re
 
-    m = re.search(r"code: (\d+)", str(e))
+    m = re.search(r"(?:code: |os error )(\d+)", str(e))  # "IoError(Os { code: 28 ...", "... (os error 28)"
     return os.strerror(int(m.group(1))) if m else f"{type(e).__name__}: {e}"
 
 
