@@ -450,6 +450,29 @@ def test_ranks_that_would_form_other_batches_run_rank_zeros(tmp_path, tiny):
     assert all(cache.complete(p.sequence) for p in proteins)
 
 
+@pytest.mark.slow
+def test_ddp_spawn_extracts_every_protein_once(tmp_path, tiny):
+    """``--trainer.strategy ddp_spawn`` (README: one of the strategies): Lightning pickles the callbacks into the
+    processes it spawns. Before, the cache writer's background threads could not be pickled: a TypeError
+    traceback ('cannot pickle _thread.lock'), nothing extracted."""
+    proteins = random_proteins(10, lo=20, hi=60, seed=3)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    cmd = [c if c != "ddp" else "ddp_spawn" for c in _extract_cli(fasta, tmp_path, 200)]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    log = res.stdout[-2000:] + res.stderr[-4000:]
+    assert res.returncode == 0 and "Traceback" not in res.stderr, log
+    assert "custom batch sampler" not in res.stderr and "LeafSpec" not in res.stderr, log  # as quiet as ddp
+    assert json.loads((tmp_path / "out" / "extraction.json").read_text())["computed"] == 10
+    single = extract(proteins, tiny, THETA, cache_dir=str(tmp_path / "single"),
+                     trainer_kwargs={**CPU, "default_root_dir": str(tmp_path / "single_root")}, max_tokens=200)
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    for p, ref in single:
+        got = cache.load(p.sequence)
+        for name in ("received", "count", "mass", "total"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

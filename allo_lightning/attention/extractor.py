@@ -339,6 +339,12 @@ class CacheWriter(BasePredictionWriter):
         interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
 
     def setup(self, trainer, pl_module, stage) -> None:
+        import warnings
+
+        from ..messages import quiet_lightning
+
+        quiet_lightning()  # in processes of their own (ddp_spawn), which start without the command's filters
+        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
         # several processes started by Lightning (children of this one, which has them once they have joined):
         # a signal to this process alone is passed on to them (see allo_lightning.interrupt)
         launcher = getattr(trainer.strategy, "launcher", None)
