@@ -85,7 +85,7 @@ def settle(trainer, failure: BaseException | None) -> None:
     a rank waiting in a barrier for a rank that failed got a gloo traceback (or, with NCCL, waited)."""
     if trainer.world_size <= 1 or not _initialized():
         if failure is not None:
-            raise failure
+            raise _spawned_user_error(failure, trainer.world_size) or failure
         trainer.strategy.barrier("extraction written")
         return
     import torch.distributed as dist
@@ -128,6 +128,26 @@ def settle(trainer, failure: BaseException | None) -> None:
     err = ProcessFailed(f"process {first['rank']} of {world}: {first['message']}")
     err.exit_code = first["code"]
     raise err
+
+
+def _spawned_user_error(failure: BaseException, world: int):
+    """``--trainer.strategy ddp_spawn``: torch gives a spawned process's error as the text of its traceback;
+    when it ends in one of this package's user errors, that error as one line (a ProcessFailed), else None."""
+    import re
+
+    from . import errors
+
+    if type(failure).__name__ != "ProcessRaisedException":
+        return None
+    last = [line for line in str(failure).splitlines() if line.strip()][-1:] or [""]
+    m = re.match(r"allo_lightning\.errors\.(\w+): (.*)$", last[0])
+    kind = getattr(errors, m.group(1), None) if m else None
+    if not (isinstance(kind, type) and issubclass(kind, errors.UserError)):
+        return None
+    err = errors.ProcessFailed(f"process {getattr(failure, 'error_index', '?')} of {world}: {m.group(2)}")
+    err.exit_code = int(getattr(kind, "exit_code", 2))
+    err.__suppress_context__ = True
+    return err
 
 
 def one_device(trainer_kwargs: dict) -> dict:

@@ -311,10 +311,12 @@ def _extract_cli(fasta: Path, tmp: Path, max_tokens: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny, strategy):
     """Rank 1 cannot write one of its entries (a file where its cache shard folder goes): one error line from
     rank zero naming the protein, exit 2, no traceback. Before, rank zero waited in the final barrier and got
-    gloo's 'Connection closed by peer' traceback (exit 1; Lightning's watcher may also kill it: 137)."""
+    gloo's 'Connection closed by peer' traceback (exit 1; Lightning's watcher may also kill it: 137); under
+    ddp_spawn torch's ProcessRaisedException traceback (exit 1)."""
     import hashlib
 
     from allo_lightning.data.batching import token_budget_batches
@@ -330,8 +332,8 @@ def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny):
     folder = tmp_path / "cache" / tiny.identity
     folder.mkdir(parents=True)
     (folder / shard(victim)).write_text("in the way")
-    res = subprocess.run(_extract_cli(fasta, tmp_path, 200), cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=600)
+    cmd = [c if c != "ddp" else strategy for c in _extract_cli(fasta, tmp_path, 200)]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     log = res.stdout[-2000:] + res.stderr[-4000:]
     assert res.returncode == 2, log
     assert "Traceback" not in res.stderr and "[rank" not in res.stderr, log
