@@ -271,6 +271,20 @@ def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_pat
     assert summary["from_cache"] == 1 and summary["computed"] == 5
 
 
+def test_sigterm_after_the_last_batch_still_stops_the_command(tmp_path, capsys, monkeypatch):
+    """A signal that comes after the last batch was checked (while Lightning ends the run) stops the command
+    like any other (every protein is cached). Before, it was recorded and forgotten: the command went on and
+    exited 0 (so did a ddp_spawn run, whose batches run in other processes)."""
+    from allo_lightning.attention.extractor import CacheWriter
+
+    table = write_table(tmp_path / "t.tsv", random_proteins(3, lo=20, hi=30, seed=5))
+    sent = _signal_after_first(monkeypatch, CacheWriter, "on_predict_end")
+    with pytest.raises(SystemExit) as e:
+        extract_cmd.main(base(tmp_path, table))
+    err = capsys.readouterr().err
+    assert sent and e.value.code == 128 + signal.SIGTERM and "interrupted by SIGTERM" in err, err
+
+
 def test_sigterm_during_a_windowed_protein_stops_between_windows(tmp_path, capsys, monkeypatch):
     """A stop waited for a whole windowed protein (over 5 minutes with a large overlap): the signal is
     now acted on between windows. The tiny backbone's context is lowered to 64 residues, so a

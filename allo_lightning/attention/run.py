@@ -162,6 +162,7 @@ def extract(
             with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
                 warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
                 trainer.predict(module, datamodule=data, return_predictions=False)
+            interrupt.check()  # a signal after the last batch's check (or, ddp_spawn, to this process alone)
         except BaseException as e:  # noqa: BLE001 - raised by settle (several processes: told to the others first)
             failure = e
         # several processes: every rank has written its entries (or failed) before any rank reads one
