@@ -98,10 +98,13 @@ def settle(trainer, failure: BaseException | None) -> None:
         user = isinstance(failure, UserError)
         mine = {"rank": rank, "user": user, "code": int(getattr(failure, "exit_code", 2)) if user else 1,
                 "message": " ".join(str(failure).split()) if user else f"{type(failure).__name__}: {failure}"}
+    from . import interrupt
+
     outcomes: list = [None] * world
     try:
-        dist.all_gather_object(outcomes, mine)
-    except Exception as e:  # noqa: BLE001 - a process died without a word (killed, out of memory)
+        with interrupt.graceful():  # a signal now (e.g. passed on by rank zero) is only noted: the exchange ends
+            dist.all_gather_object(outcomes, mine)
+    except RuntimeError as e:  # a process died without a word (killed, out of memory): gloo's connection error
         if failure is not None:
             raise failure from None
         raise ProcessFailed(f"another process of this {world}-process run stopped before its share of the "
@@ -109,6 +112,8 @@ def settle(trainer, failure: BaseException | None) -> None:
                             "command again to resume.") from None
     failed = [o for o in outcomes if o is not None]
     if not failed:
+        if rank == 0:
+            interrupt.check()  # a signal during the exchange stops the command (the other ranks leave anyway)
         return
     dist.destroy_process_group()
     _state["shared_phase_over"] = True

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from .errors import Interrupted
 
-_state = {"signal": None, "graceful": 0, "children": None}
+_state = {"signal": None, "graceful": 0, "children": None, "installed": False}
 _NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 # how a signal is passed on to the processes this one started: a signal of its own, which only ever asks to stop
 # after the batch in flight (a child that also got the user's signal, e.g. Ctrl-C, must not take it as a second)
@@ -45,7 +45,7 @@ def _raise(signum: int, resume: bool) -> None:
 def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     first = _state["signal"] is None
     _state["signal"] = signum
-    # Lightning's own SIGTERM handler (installed once the run has started, calling this one after its own)
+    # Lightning's own SIGTERM handler (installed for a run until reclaim(), calling this one after its own)
     # passes a first SIGTERM on itself; anything else reaches this handler directly
     if signal.getsignal(signum) is _handler:
         _pass_on(signum)
@@ -66,7 +66,7 @@ def installed() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _state["signal"] = None
+    _state["signal"], _state["installed"] = None, True
     previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     if PASSED_ON not in previous:
         previous[PASSED_ON] = signal.signal(PASSED_ON, _passed_on_handler)
@@ -75,8 +75,7 @@ def installed() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _state["signal"] = None
-        _state["children"] = None
+        _state["signal"], _state["children"], _state["installed"] = None, None, False
 
 
 def _pass_on(signum: int) -> None:
@@ -92,6 +91,15 @@ def forward_to(children) -> None:
     _state["children"] = children
     if children is not None and _state["signal"] is not None:
         _pass_on(_state["signal"])
+
+
+def reclaim() -> None:
+    """Within :func:`installed`: make this module's handler the SIGTERM handler again where Lightning put its
+    own for a run (called when prediction starts). Lightning's broadcasts from rank zero inside the signal
+    handler; with another rank already waiting in the end-of-extraction exchange, both waited forever."""
+    if (_state["installed"] and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is not _handler):
+        signal.signal(signal.SIGTERM, _handler)  # Lightning's teardown puts back what it found: this handler
 
 
 def requested() -> bool:

@@ -475,6 +475,79 @@ def test_ddp_spawn_extracts_every_protein_once(tmp_path, tiny):
             torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
 
 
+# Imported at start-up by every process: rank zero's batches take 2 s each (rank 1's share is done long before).
+SLOW_RANK_ZERO_HOOK = """
+import importlib.abc, importlib.util, os, sys, time
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.extractor":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            original = module.AttentionExtractor.predict_step
+
+            def slow(self, batch, batch_idx):
+                if os.environ.get("LOCAL_RANK", "0") == "0":
+                    time.sleep(2)
+                return original(self, batch, batch_idx)
+
+            module.AttentionExtractor.predict_step = slow
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_another_rank_waits_at_the_end_stops_them_all(tmp_path, tiny):
+    """SIGTERM to the first process while rank 1, its share done, waits for it at the end of the extraction:
+    every process stops, one message. Before, Lightning's own SIGTERM handler broadcast from rank zero inside the
+    signal handler while rank 1 waited in the final barrier: both waited forever."""
+    import hashlib
+    import signal
+    import time
+
+    from allo_lightning.data.batching import token_budget_batches
+
+    proteins = random_proteins(10, lo=20, hi=40, seed=8)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_RANK_ZERO_HOOK)
+    batches = token_budget_batches([p.length for p in proteins], 1, n_special=2)
+    folder = tmp_path / "cache" / tiny.identity
+    rank1 = [folder / (h := hashlib.sha256(proteins[i].sequence.encode()).hexdigest())[:2]
+             / f"{h}.stats-t{THETA!r}.safetensors" for b in batches[1::2] for i in b]
+    err = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(_extract_cli(fasta, tmp_path, 1), cwd=ROOT, env=_env(hook), stdout=subprocess.DEVNULL,
+                            stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not all(f.exists() for f in rank1):
+            assert proc.poll() is None and time.monotonic() < deadline, "rank 1 never finished its share"
+            time.sleep(0.1)
+        time.sleep(1)  # rank 1 is now waiting for rank zero, which is in its 2 s batches
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # its child then finds its peer gone
+        err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: interrupted by SIGTERM; finished proteins are cached: run the same command again to "
+                      "resume."], stderr[-4000:]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -351,6 +351,9 @@ class CacheWriter(BasePredictionWriter):
         if getattr(launcher, "procs", None):
             interrupt.forward_to(lambda: list(launcher.procs))
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        interrupt.reclaim()  # SIGTERM handled as described in allo_lightning.interrupt, not by Lightning's handler
+
     def close(self, raise_errors: bool = True) -> None:
         """Every queued entry on disk (then the writer's error, if any, is raised)."""
         if self._writer is not None:
