@@ -128,11 +128,13 @@ def _predicted_sites(p, values, mapping, atoms_cache: dict) -> tuple[list, dict]
     """Ranked sites of one protein (spatial patches on its structure, else sequence segments) and what
     predictions.json records about them."""
     from .sites import predicted_sites, success
-    from .structures import read_atoms
+    from .structures import KEEP_STRUCTURES, read_atoms
 
     atoms = None
     if mapping is not None:
         if mapping.path not in atoms_cache:
+            while len(atoms_cache) >= KEEP_STRUCTURES:  # the last few: memory independent of the proteins
+                atoms_cache.pop(next(iter(atoms_cache)))
             atoms_cache[mapping.path] = read_atoms(mapping.path)
         atoms = atoms_cache[mapping.path]
     sites, criterion = predicted_sites(values, p.sequence, mapping.residues if mapping else None, atoms,

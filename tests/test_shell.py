@@ -17,7 +17,7 @@ import torch
 from allo_lightning import evaluate, fit, predict, report
 from allo_lightning import extract as extract_cmd
 from allo_lightning import heads as heads_cmd
-from allo_lightning.errors import UserError
+from allo_lightning.errors import Interrupted, UserError
 from allo_lightning.shell import COMMANDS, console_main
 
 from .conftest import REPO, random_proteins, write_table
@@ -241,6 +241,40 @@ def _signal_after_first(monkeypatch, target, method):
     return sent
 
 
+class _Child:  # a process Lightning started (subprocess.Popen's part that interrupt uses)
+    def __init__(self):
+        self.sent = []
+
+    def poll(self):
+        return None
+
+    def send_signal(self, signum):
+        self.sent.append(signum)
+
+
+def test_a_signal_is_passed_on_to_the_started_processes_even_one_received_before_they_joined():
+    """Several processes started by Lightning: a signal to the first process alone (kill, timeout) reaches the
+    others, also one received while they were starting (before Lightning's own handler exists); as the
+    passed-on signal, which a child takes only as a first signal (after Ctrl-C, which reaches every process,
+    the child still finishes its batch: a second SIGINT would stop it at once)."""
+    from allo_lightning import interrupt
+
+    child = _Child()
+    with interrupt.installed(), interrupt.graceful():
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded, nobody to tell yet
+        assert interrupt.requested() and child.sent == []
+        interrupt.forward_to(lambda: [child])
+        assert child.sent == [interrupt.PASSED_ON]
+        interrupt.forward_to(None)
+
+    with interrupt.installed(), interrupt.graceful():  # in a child: Ctrl-C, then the first process passes it on
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), interrupt.PASSED_ON)  # not a second signal: no stop at once
+        with pytest.raises(Interrupted) as e:
+            interrupt.check()
+        assert e.value.exit_code == 128 + signal.SIGINT
+
+
 def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_path, capsys, monkeypatch):
     from allo_lightning.attention import AttentionExtractor, StatsCache
     from allo_lightning.backbone import load_backbone
@@ -260,6 +294,20 @@ def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_pat
     monkeypatch.undo()
     summary = extract_cmd.main(args)  # resumes
     assert summary["from_cache"] == 1 and summary["computed"] == 5
+
+
+def test_sigterm_after_the_last_batch_still_stops_the_command(tmp_path, capsys, monkeypatch):
+    """A signal that comes after the last batch was checked (while Lightning ends the run) stops the command
+    like any other (every protein is cached). Before, it was recorded and forgotten: the command went on and
+    exited 0 (so did a ddp_spawn run, whose batches run in other processes)."""
+    from allo_lightning.attention.extractor import CacheWriter
+
+    table = write_table(tmp_path / "t.tsv", random_proteins(3, lo=20, hi=30, seed=5))
+    sent = _signal_after_first(monkeypatch, CacheWriter, "on_predict_end")
+    with pytest.raises(SystemExit) as e:
+        extract_cmd.main(base(tmp_path, table))
+    err = capsys.readouterr().err
+    assert sent and e.value.code == 128 + signal.SIGTERM and "interrupted by SIGTERM" in err, err
 
 
 def test_sigterm_during_a_windowed_protein_stops_between_windows(tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 
 from allo_lightning.errors import InputError
 from allo_lightning.structures import (
+    KEEP_STRUCTURES,
     UNMAPPED_B,
     ChainMapping,
     Residue,
@@ -323,6 +324,43 @@ def test_structures_for_checks_every_protein(files):
         structures_for(proteins, files / "complex.pdb", "A", StructureOptions())
     got = structures_for(proteins[:1], files / "complex.pdb", None, StructureOptions())
     assert got["P1"].chain == "B"
+
+
+def test_a_folder_of_structures_is_read_one_at_a_time(files, tmp_path, monkeypatch):
+    """A structure per protein (a folder of <id>.pdb, e.g. a proteome's models): predict maps them all before
+    the backbone runs, then finds each protein's predicted sites on its structure; the structures read stay in
+    memory only a few at a time (both caches held every file: memory grew with the number of proteins)."""
+    import shutil
+    import weakref
+
+    import allo_lightning.structures.resolve as resolve
+    from allo_lightning import predict
+    from allo_lightning.data.protein import Protein
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    proteins = [Protein(f"P{i}", SEQ) for i in range(12)]
+    for p in proteins:
+        shutil.copy(files / "complex.pdb", folder / f"{p.id}.pdb")
+    refs, most = [], []
+
+    def tracked(path):
+        atoms = read_atoms(path)
+        refs.append(weakref.ref(atoms))
+        most.append(sum(r() is not None for r in refs))
+        return atoms
+
+    monkeypatch.setattr(resolve, "read_atoms", tracked)
+    monkeypatch.setattr("allo_lightning.structures.read_atoms", tracked)
+    mappings = structures_for(proteins, folder, "B", StructureOptions())
+    assert sorted(mappings) == sorted(p.id for p in proteins)
+    assert max(most) <= KEEP_STRUCTURES + 1, f"{max(most)} structures held at once"
+    most.clear()
+    refs.clear()
+    atoms_cache: dict = {}
+    for p in proteins:
+        predict._predicted_sites(p, scores_for(), mappings[p.id], atoms_cache)
+    assert max(most) <= KEEP_STRUCTURES + 1 and len(atoms_cache) <= KEEP_STRUCTURES, f"{max(most)} structures held"
 
 
 def test_chain_residues_skip_ligands_and_water(files):

@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
-from .. import interrupt
+from .. import distributed, interrupt
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
@@ -178,11 +178,16 @@ def extract(
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, backbone.alphabet.tokenize, max_tokens, bucket, batches=batches,
                                     n_special=backbone.alphabet.n_special)
-        with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
-            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
-            trainer.predict(module, datamodule=data, return_predictions=False)
-        # several processes: every rank has written its entries before any rank reads one
-        trainer.strategy.barrier("extraction written")
+        failure = None
+        try:
+            with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
+                warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
+                trainer.predict(module, datamodule=data, return_predictions=False)
+            interrupt.check()  # a signal after the last batch's check (or, ddp_spawn, to this process alone)
+        except BaseException as e:  # noqa: BLE001 - raised by settle (several processes: told to the others first)
+            failure = e
+        # several processes: every rank has written its entries (or failed) before any rank reads one
+        distributed.settle(trainer, failure)
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
 
