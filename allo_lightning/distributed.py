@@ -72,6 +72,89 @@ def end_shared_phase() -> None:
         torch.set_num_threads(_state["threads"])
 
 
+def settle(trainer, failure: BaseException | None) -> None:
+    """The end of an extraction (``failure``: how this process's share ended, None when it went well).
+
+    One process: ``failure`` is raised as it is. Several: every process tells the others how its share
+    ended (this exchange is also the barrier after which every entry is complete, so no rank ever reads
+    another's unfinished entry). When all went well nothing more happens. When any failed (an error, a
+    signal), every process stops, and only rank zero says why: its own failure, else the first other
+    process's (one line, with that process's exit status; a bug is re-raised with its traceback, which that
+    process printed). The other processes leave quietly with status 0: a process Lightning started that
+    exits otherwise makes Lightning kill every process, rank zero included, before it has said why; and
+    a rank waiting in a barrier for a rank that failed got a gloo traceback (or, with NCCL, waited)."""
+    if trainer.world_size <= 1 or not _initialized():
+        if failure is not None:
+            raise _spawned_user_error(failure, trainer.world_size) or failure
+        trainer.strategy.barrier("extraction written")
+        return
+    import torch.distributed as dist
+
+    from .errors import ProcessFailed, UserError
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = None
+    if failure is not None:
+        user = isinstance(failure, UserError)
+        mine = {"rank": rank, "user": user, "code": int(getattr(failure, "exit_code", 2)) if user else 1,
+                "message": " ".join(str(failure).split()) if user else f"{type(failure).__name__}: {failure}"}
+    from . import interrupt
+
+    outcomes: list = [None] * world
+    try:
+        with interrupt.graceful():  # a signal now (e.g. passed on by rank zero) is only noted: the exchange ends
+            dist.all_gather_object(outcomes, mine)
+    except RuntimeError as e:  # a process died without a word (killed, out of memory): gloo's connection error
+        if failure is not None:
+            raise failure from None
+        raise ProcessFailed(f"another process of this {world}-process run stopped before its share of the "
+                            f"extraction was done ({type(e).__name__}); finished proteins are cached: run the same "
+                            "command again to resume.") from None
+    failed = [o for o in outcomes if o is not None]
+    if not failed:
+        if rank == 0:
+            interrupt.check()  # a signal during the exchange stops the command (the other ranks leave anyway)
+        return
+    dist.destroy_process_group()
+    _state["shared_phase_over"] = True
+    if rank != 0:
+        if failure is not None and not isinstance(failure, UserError):
+            import traceback
+
+            traceback.print_exception(failure, file=sys.stderr)  # a bug keeps its traceback
+        sys.stdout.flush()
+        sys.stderr.flush()
+        raise SystemExit(0)
+    if failure is not None:
+        raise failure
+    first = failed[0]
+    if not first["user"]:
+        raise RuntimeError(f"process {first['rank']} of {world} failed ({first['message']}); its traceback is above")
+    err = ProcessFailed(f"process {first['rank']} of {world}: {first['message']}")
+    err.exit_code = first["code"]
+    raise err
+
+
+def _spawned_user_error(failure: BaseException, world: int):
+    """``--trainer.strategy ddp_spawn``: torch gives a spawned process's error as the text of its traceback;
+    when it ends in one of this package's user errors, that error as one line (a ProcessFailed), else None."""
+    import re
+
+    from . import errors
+
+    if type(failure).__name__ != "ProcessRaisedException":
+        return None
+    last = [line for line in str(failure).splitlines() if line.strip()][-1:] or [""]
+    m = re.match(r"allo_lightning\.errors\.(\w+): (.*)$", last[0])
+    kind = getattr(errors, m.group(1), None) if m else None
+    if not (isinstance(kind, type) and issubclass(kind, errors.UserError)):
+        return None
+    err = errors.ProcessFailed(f"process {getattr(failure, 'error_index', '?')} of {world}: {m.group(2)}")
+    err.exit_code = int(getattr(kind, "exit_code", 2))
+    err.__suppress_context__ = True
+    return err
+
+
 def one_device(trainer_kwargs: dict) -> dict:
     """Trainer arguments for an extraction after the shared phase: rank zero's device alone."""
     return {**trainer_kwargs, "devices": 1, "num_nodes": 1, "strategy": "auto"}

@@ -68,6 +68,13 @@ class OutputError(UserError, OSError):
     """An output (or cache) location that cannot be written."""
 
 
+class ProcessFailed(UserError, RuntimeError):
+    """Another process of a multi-process run (``--trainer.devices N``, ``--trainer.num_nodes M``) failed with
+    a user error or a signal; the message is that process's, and ``exit_code`` its exit status."""
+
+    exit_code = 2
+
+
 class Interrupted(UserError):
     """The run was stopped by a signal (SIGTERM, SIGINT); finished work is kept."""
 

@@ -39,7 +39,8 @@ log = logging.getLogger("allo_lightning.evaluate")  # not __name__: "__main__" u
 
 
 def _flags(parser) -> None:
-    parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
+    parser.add_argument("--checkpoint", type=str, required=True, metavar="FILE",
+                        help="probe checkpoint written by fit")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples (over proteins) per interval")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--plots", type=bool, default=True, help="write plots/<id>.png per protein")
@@ -95,8 +96,8 @@ def _per_protein_outputs(out, data, scores, metrics: dict, threshold: float, bac
         if hit is not None:
             judged.append(hit)
         rows.append([p.id, len(y), m["n_sites"], base, m["auprc"], lift, m["auroc"], m["precision_at_k"],
-                     best_rank, None if hit is None else int(hit["top1"]), None if hit is None else int(hit["top3"]),
-                     int(windowed)])
+                     best_rank, None if hit is None else hit["top1"], None if hit is None else hit["top3"],
+                     windowed])  # 0/1 flags: the writer writes them 0/1 (tables.COUNT_FLAGS)
         lines.append(f"  {p.id} ({len(y)} residues, {m['n_sites']} sites, base rate {base:.3f}): AUPRC "
                      f"{_fmt(m['auprc'])}" + (f" ({lift:.1f}x base)" if lift is not None else "")
                      + f", AUROC {_fmt(m['auroc'])}, precision@{top_k} {_fmt(m['precision_at_k'])}"
@@ -145,7 +146,7 @@ def main(cfg) -> dict:
     t0 = time.perf_counter()
     # torch, Lightning and the backbone only once the command line is parsed and checked (--help and flag
     # errors answer without them)
-    from .backbone import TINY_MEANINGLESS, context_length, meaningless_message
+    from .backbone import context_length, meaningless_message
     from .data import load_proteins
     from .pipeline import (
         bootstrap_bytes,
@@ -219,7 +220,7 @@ def main(cfg) -> dict:
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": ckpt.theta,
         "heads": [list(h) for h in ckpt.spec.heads], "meaningless": backbone.meaningless,
         "heads_fallback": ckpt.config.get("heads_fallback"),  # why the top-ranked heads were used, or None
-        "note": TINY_MEANINGLESS if backbone.meaningless else "",
+        "note": backbone.note,
     })
     write_csv(out / "scores.csv", *data.rows(scores, probabilities))
     per_protein_lines = _per_protein_outputs(out, data, scores, metrics, ckpt.threshold, backbone.label,
@@ -232,10 +233,10 @@ def main(cfg) -> dict:
     ci = metrics["intervals"]["auprc"]
     log.info(f"{len(proteins)} proteins, {metrics['n_residues']} residues, {metrics['n_sites']} sites "
              f"(base rate {metrics['base_rate']:.3f})")
-    log.info(f"AUPRC {_fmt(metrics['auprc'])} (95 % over proteins {_fmt(ci['lo'])}-{_fmt(ci['hi'])}), "
-             f"AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking score: "
-             f"F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; precision@{cfg.probe.top_k} "
-             f"{_fmt(metrics['precision_at_k'])}, mean per-protein AUPRC {_fmt(metrics['protein_auprc'])}")
+    log.info(f"AUPRC {_fmt(metrics['auprc'])} (95 % bootstrap interval over proteins {_fmt(ci['lo'])}-"
+             f"{_fmt(ci['hi'])}), AUROC {_fmt(metrics['auroc'])}, at threshold {ckpt.threshold:.3f} on the ranking "
+             f"score: F1 {_fmt(metrics['f1'])}, MCC {_fmt(metrics['mcc'])}; means per protein: precision@"
+             f"{cfg.probe.top_k} {_fmt(metrics['precision_at_k'])}, AUPRC {_fmt(metrics['protein_auprc'])}")
     for line in per_protein_lines:
         log.info(line)
     for w in warnings:

@@ -83,7 +83,7 @@ def check_checkpoint_path(path: Path, overwrite: bool) -> Path:
 @command("fit", __doc__, sections=("model", "data", "trainer", "heads", "probe"), flags=_flags)
 def main(cfg) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
-    from .backbone import TINY_MEANINGLESS, meaningless_message
+    from .backbone import meaningless_message
     from .pipeline import load_inputs, run_extraction
     from .plots.probe import pr_curves
     from .probe import SCORE_MEANING, save_checkpoint, train_val_test, undefined_warning
@@ -129,7 +129,7 @@ def main(cfg) -> dict:
         "features": run.spec.names(),
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": cfg.model.theta,
         "meaningless": backbone.meaningless,
-        "note": TINY_MEANINGLESS if backbone.meaningless else "",
+        "note": backbone.note,
         "warnings": warnings,
         "checkpoint": str(ckpt_path),
         "config": cfg.as_dict(),
@@ -137,7 +137,9 @@ def main(cfg) -> dict:
     if not split.test:
         metrics["test_note"] = NO_TEST
     if choice.analysis is not None and hasattr(choice.analysis, "provenance"):
-        metrics["head_analysis"] = choice.analysis.provenance()
+        # the analysis ran on (protein, statistics) pairs, which carry no backbone or theta: name the run's own
+        metrics["head_analysis"] = {**choice.analysis.provenance(), "backbone_identity": backbone.identity,
+                                    "theta": cfg.model.theta}
     if split.test:
         write_csv(out / "test_scores.csv", *run.test_set.rows(run.test_scores, run.test_probabilities))
         pr_curves({f"probe on {len(choice.heads)} heads": (run.test_set.y, run.test_scores)}, out / "pr_curve.png",
@@ -156,12 +158,12 @@ def main(cfg) -> dict:
              f"{' '.join(metrics['heads'])}")
     if choice.fallback:
         log.warning(f"FALLBACK: {choice.fallback}")
-    log.info(f"probe {cfg.probe.kind}: {run.epochs} epochs (best {run.best_epoch}), threshold {run.threshold:.3f} "
-             "on the ranking score (not a probability)")
+    log.info(f"probe {cfg.probe.kind}: {run.epochs} epochs (weights kept: epoch {run.best_epoch}, counted from 0), "
+             f"threshold {run.threshold:.3f} on the ranking score (not a probability)")
     if split.test:
         log.info(f"test ({len(split.test)} proteins): AUPRC {_fmt(test['auprc'])} (base rate {test['base_rate']:.3f}), "
-                 f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])}, "
-                 f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])}")
+                 f"AUROC {_fmt(test['auroc'])}, F1 {_fmt(test['f1'])}, MCC {_fmt(test['mcc'])} at the threshold, "
+                 f"precision@{cfg.probe.top_k} {_fmt(test['precision_at_k'])} (mean per protein)")
     else:
         log.info(f"note: {NO_TEST}")
     for w in warnings:

@@ -98,7 +98,8 @@ def main(cfg) -> dict:
              "attention_to_sites": str(out / "attention_to_sites.csv")}
     # heads.json last: its presence means the run finished
     write_heads_json(out / "heads.json", analysis, backbone=backbone.name, meaningless=backbone.meaningless,
-                     files=files, seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
+                     note=backbone.note, files=files,
+                     seconds={"extraction": round(t_extract, 2), "scoring": round(t_score, 3)})
 
     log.info(analysis.summary())
     if analysis.fallback:  # in the summary too; a warning is shown under -q

@@ -163,6 +163,7 @@ def remove_recorded(out_dir: str | Path, marker: str) -> list[Path]:
 
 
 _LOCKS: dict[str, int] = {}  # output folder -> open file descriptor holding its lock (this process)
+_MADE: dict[str, Path] = {}  # folder check_writable_dir created -> the outermost folder it created for it
 LOCK_NAME = ".allo_lightning.lock"
 
 
@@ -195,11 +196,33 @@ def lock_out_dir(path: str | Path) -> None:
     _LOCKS[key] = fd
 
 
-def release_locks() -> None:
-    """Release the output folders locked by this process (the end of a command)."""
+def release_locks(failed: bool = False) -> None:
+    """Release the output folders locked by this process (the end of a command). ``failed`` (the command
+    stopped on an error): a folder it created (:func:`check_writable_dir`: output, checkpoint or cache
+    folder) that holds nothing but its lock is removed, with the parents it created, so a mistyped input
+    leaves no empty folder behind (rank zero only: the other ranks may end first)."""
     while _LOCKS:
         _, fd = _LOCKS.popitem()
         os.close(fd)  # closing the descriptor releases its flock
+    if failed and _MADE:  # (not before: --help and flag errors end here too, and import no torch)
+        from .distributed import is_rank_zero
+
+        failed = is_rank_zero()
+    made = sorted(_MADE.items(), key=lambda kv: -len(Path(kv[0]).parts)) if failed else []
+    _MADE.clear()
+    for key, top in made:  # the deepest first: a folder made inside another made one is gone before its parent
+        folder = Path(key)
+        try:
+            if {e.name for e in os.scandir(folder)} - {LOCK_NAME}:
+                continue
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+            while True:
+                folder.rmdir()  # refuses a folder that is not empty: nothing else is ever removed
+                if folder == top:
+                    break
+                folder = folder.parent
+        except OSError:
+            continue
 
 
 def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite: bool, marker: str,
@@ -295,8 +318,11 @@ def check_writable_dir(path: str | Path, what: str) -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder. Give a folder path.")
+    made = next((a for a in reversed((path, *path.parents)) if not a.exists()), None)  # the outermost new one
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if made is not None:  # removed again at the end of the command if nothing was written (release_locks)
+            _MADE.setdefault(str(path.resolve()), made.resolve())
         fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
         os.close(fd)
         os.unlink(probe)

@@ -52,12 +52,13 @@ log = logging.getLogger("allo_lightning.predict")  # not __name__: "__main__" un
 
 
 def _flags(parser) -> None:
-    parser.add_argument("--checkpoint", type=str, required=True, help="probe checkpoint written by fit")
+    parser.add_argument("--checkpoint", type=str, required=True, metavar="FILE",
+                        help="probe checkpoint written by fit")
     parser.add_argument("--data.path", type=Optional[str], default=None,
                         help="proteins to score: a FASTA file or a table (id, sequence, sites; sites may be empty), "
                              "detected as elsewhere")
     parser.add_argument("--fasta", type=Optional[str], default=None, help="FASTA file (same as --data.path FILE)")
-    parser.add_argument("--out", type=str, required=True, help="output folder")
+    parser.add_argument("--out", type=str, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--top", type=int, default=10, help="residues shown per protein on the terminal")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--data.long", type=Literal["window", "skip", "error"], default="window",
@@ -127,11 +128,13 @@ def _predicted_sites(p, values, mapping, atoms_cache: dict) -> tuple[list, dict]
     """Ranked sites of one protein (spatial patches on its structure, else sequence segments) and what
     predictions.json records about them."""
     from .sites import predicted_sites, success
-    from .structures import read_atoms
+    from .structures import KEEP_STRUCTURES, read_atoms
 
     atoms = None
     if mapping is not None:
         if mapping.path not in atoms_cache:
+            while len(atoms_cache) >= KEEP_STRUCTURES:  # the last few: memory independent of the proteins
+                atoms_cache.pop(next(iter(atoms_cache)))
             atoms_cache[mapping.path] = read_atoms(mapping.path)
         atoms = atoms_cache[mapping.path]
     sites, criterion = predicted_sites(values, p.sequence, mapping.residues if mapping else None, atoms,
@@ -141,8 +144,9 @@ def _predicted_sites(p, values, mapping, atoms_cache: dict) -> tuple[list, dict]
 
 
 def _site_line(sites, n: int = 3) -> str:
-    return "; ".join(f"#{t.rank} {' '.join(t.labels[:6])}{' ...' if len(t.labels) > 6 else ''} (score {t.score:.3f}"
-                     + ("" if t.hit is None else f", {'hit' if t.hit else 'miss'}") + ")" for t in sites[:n])
+    return "; ".join(f"#{t.rank} {' '.join(t.labels[:6])}{' ...' if len(t.labels) > 6 else ''} "
+                     f"(sum of scores {t.score:.3f}" + ("" if t.hit is None else f", {'hit' if t.hit else 'miss'}")
+                     + ")" for t in sites[:n])
 
 
 PARTIAL = "predictions.csv.partial"  # rows of a run not finished yet (resumed by the same command)
@@ -255,7 +259,7 @@ def main(cfg) -> dict:
     # errors answer without them)
     import torch
 
-    from .backbone import TINY_MEANINGLESS, meaningless_message
+    from .backbone import meaningless_message
     from .pipeline import (
         check_environment,
         load_checkpoint_backbone,
@@ -366,7 +370,7 @@ def main(cfg) -> dict:
     chosen = _top_proteins(best, per_protein)
     order = sorted(range(len(proteins)), key=lambda i: (-best[i], i))
     protein_rank = {i: k for k, i in enumerate(order, start=1)}
-    notes = [f"Backbone {backbone.label}. " + (TINY_MEANINGLESS if backbone.meaningless else ""),
+    notes = [f"Backbone {backbone.label}. " + backbone.note,
              "Score = the probe's ranking score (higher = more likely allosteric), not a probability."]
     files = {proteins[i].id: [out / "pymol" / f"{names[proteins[i].id]}.pml",
                               out / "chimerax" / f"{names[proteins[i].id]}.cxc"]
@@ -382,7 +386,7 @@ def main(cfg) -> dict:
         mapping = mappings.get(p.id)
         where = _where_columns(mapping, p.length, bool(structure))
         record = write_protein_scripts(out, p.id, names[p.id], p.sequence, values, mapping, chain, top_n, notes,
-                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"))
+                                       known=p.sites or (), unmapped_b=cfg.get("unmapped_b"), note=backbone.note)
         sites, site_info = _predicted_sites(p, values, mapping, atoms_cache)
         if cfg.get("plots"):
             from .plots.predict import score_profile
@@ -418,7 +422,7 @@ def main(cfg) -> dict:
             "n_proteins": len(proteins), "per_protein": per_protein, "proteins": described,
             "file_names": {p.id: names[p.id] for p in proteins if p.id in with_files},
             "resumed_after": done, "meaningless": backbone.meaningless,
-            "note": TINY_MEANINGLESS if backbone.meaningless else "", "seconds": round(time.perf_counter() - t0, 2)}
+            "note": backbone.note, "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "predictions.json", info)
     publish(partial, out / "predictions.csv")  # last: its presence means the run finished
     meta.unlink(missing_ok=True)

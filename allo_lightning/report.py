@@ -127,7 +127,7 @@ def main(cfg, analyse=None) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
     import torch
 
-    from .backbone import TINY_MEANINGLESS, meaningless_message
+    from .backbone import meaningless_message
     from .pipeline import load_inputs, run_extraction
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
@@ -200,7 +200,8 @@ def main(cfg, analyse=None) -> dict:
                 ys.append(run.test_set.y)
                 ss.append(run.test_scores)
         log.info(f"fold {f + 1}/{len(splits)} ({split.name}): {len(split.train)} train / {len(split.val)} val / "
-                 f"{len(split.test)} test proteins, {len(subsets)} probes, {time.perf_counter() - t0:.0f} s")
+                 f"{len(split.test)} test proteins, {len(same)} probes trained for {len(subsets)} rows and draws, "
+                 f"{time.perf_counter() - t0:.0f} s since the start")
         if choice.fallback:
             log.warning(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
     full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
@@ -235,7 +236,7 @@ def main(cfg, analyse=None) -> dict:
     n_test = [len(s.test) for s in splits]
     md = [f"# Head-subset report ({backbone.name})", ""]
     if backbone.meaningless:
-        md += [f"**{TINY_MEANINGLESS}**", ""]
+        md += [f"**{backbone.note}**", ""]
     scheme_line = {
         "kfold": f"cluster {len(splits)}-fold (by `{cfg.probe.split}`)",
         "logo": f"leave one {cfg.probe.split} out ({len(splits)} folds)",
@@ -307,7 +308,7 @@ def main(cfg, analyse=None) -> dict:
                "comparison_test": "two-sided permutation test over test proteins, Holm-adjusted across rows",
                "backbone": backbone.name,
                "backbone_identity": backbone.identity, "meaningless": backbone.meaningless,
-               "note": TINY_MEANINGLESS if backbone.meaningless else "",
+               "note": backbone.note,
                "seconds": round(time.perf_counter() - t0, 2), "config": cfg.as_dict()}
     write_json(out / "report.json", summary)
     cols = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auroc", "f1", "mcc")

@@ -20,6 +20,7 @@ an unknown section or key is refused (with the closest valid name).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import errno
@@ -198,6 +199,7 @@ class _Reader:
 
     def __init__(self, spec: Spec, argv: list[str]) -> None:
         self.spec, self.argv, self.own = spec, argv, frozenset()
+        self.listed: tuple[str, ...] = ()  # the command's own settings, for messages
         self.path: str | None = None  # the --config file being read, as given
         self.files: dict[str, dict] = {}
         self.given: dict[str, str] = {}  # see _gather_lists
@@ -234,9 +236,7 @@ class _Reader:
                 out[key] = flat[key] = value
                 continue
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                raise InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)"
-                                 if close else "") + f". Sections: {', '.join(known)}.")
+                raise self._unknown_key(path, key, known)
             if value is None:
                 continue
             if not isinstance(value, dict):
@@ -251,6 +251,21 @@ class _Reader:
                 if key in self.spec.sections or f"{key}.{sub}" in self.own:
                     out.setdefault(key, {})[sub] = flat[f"{key}.{sub}"] = v
         return out
+
+    def _unknown_key(self, path: str, key: str, known: list[str]) -> InputError:
+        """A top-level key that is neither a section nor one of the command's own flags: the closest name
+        among what this command reads (a command without sections, such as bench, lists its own flags)."""
+        own = [k for k in self.listed if "." not in k]
+        if not self.spec.sections:
+            names = own + [k for k in TOP_LEVEL if k not in own]
+            close = difflib.get_close_matches(key, names, n=1)
+            return InputError(f"--config {path}: unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)"
+                              if close else "") + f". Settings of {self.spec.name}: {', '.join(names)}.")
+        own = [k for k in own if k not in known]
+        close = difflib.get_close_matches(key, known + own, n=1)
+        return InputError(f"--config {path}: unknown section {key!r}" + (f" (did you mean {close[0]!r}?)"
+                          if close else "") + f". Sections: {', '.join(known)}"
+                          + (f"; settings of {self.spec.name}: {', '.join(own)}." if own else "."))
 
     def _flag_of(self, text: str) -> str:
         for i, tok in enumerate(self.argv):
@@ -305,6 +320,17 @@ def build_parser(spec: Spec, prog: str | None = None, reader: _Reader | None = N
     reader.own = frozenset(o[2:] for o in _option_strings(parser) if not o.endswith("+")) \
         | {a.dest for a in parser._actions if any(o.startswith("--") for o in a.option_strings)} \
         - {"config", "help"}
+    # the settings an unknown-key message names: the documented ones, as config.yaml records them
+    reader.listed = tuple(sorted({a.dest for a in parser._actions if a.help != argparse.SUPPRESS
+                                  and any(o.startswith("--") for o in a.option_strings)}
+                                 - {"config", "help", "version", "quiet", "verbose"} - set(SECTIONS)))
+    # --help is made of docstrings (the command module's, the config sections' and their fields'): their reST
+    # ``literals`` read as plain text
+    parser.description = (parser.description or "").replace("``", "")
+    for item in (*parser._actions, *parser._action_groups):
+        for attr in ("help", "description", "title"):
+            if isinstance(getattr(item, attr, None), str):
+                setattr(item, attr, getattr(item, attr).replace("``", ""))
     return parser
 
 
@@ -415,6 +441,20 @@ def _culprit(parser, reader: _Reader, argv: list[str]) -> InputError | None:
     return None
 
 
+def _missing(parser, reader: _Reader, argv: list[str]) -> InputError | None:
+    """The required flags neither the command line nor a ``--config`` file gave, named as flags with what
+    they are (jsonargparse says ``the following arguments are required: out``)."""
+    given = {tok.partition("=")[0] for tok in argv} | {key for values in reader.files.values() for key in values}
+    missing = [a for a in parser._actions if a.required and a.dest not in given
+               and not any(o in given for o in a.option_strings)]
+    if not missing:
+        return None
+    flags = [f"{a.option_strings[0]} {a.metavar or 'VALUE'}" for a in missing]
+    what = "; ".join(f"{a.option_strings[0]}: {a.help}" for a in missing)
+    return InputError(f"missing {' and '.join(flags)} ({what}). Add {'them' if len(flags) > 1 else 'it'} to the "
+                      "command line; see --help.")
+
+
 def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) -> Config:
     """Parse and check ``args`` for ``spec``; any problem is an :class:`InputError` naming the flag."""
     from jsonargparse import ArgumentError
@@ -436,7 +476,8 @@ def parse(spec: Spec, args: list[str] | None = None, prog: str | None = None) ->
     try:
         ns = parser.parse_args(argv)
     except ArgumentError as e:
-        raise reader.refused or _culprit(parser, reader, argv) or InputError(_one_line(str(e))) from None
+        raise reader.refused or _culprit(parser, reader, argv) or _missing(parser, reader, argv) \
+            or InputError(_one_line(str(e))) from None
     if reader.refused:
         raise reader.refused
     values = ns.as_dict()
@@ -470,6 +511,7 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
     from . import distributed, interrupt, messages
 
     messages.quiet_lightning()
+    done = False
     try:
         with interrupt.installed():
             cfg = parse(spec, args, prog)
@@ -477,7 +519,9 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
             if spec.check is not None:
                 spec.check(cfg)
             distributed.begin_command()  # imports torch; several processes: see allo_lightning.distributed
-            return body(cfg)
+            result = body(cfg)
+            done = True
+            return result
     except Interrupted as e:
         raise SystemExit(report_error(e)) from None
     except UserError as e:
@@ -494,7 +538,7 @@ def _run(spec: Spec, body: Callable[[Config], Any], args: list[str] | None, prog
         from .outputs import release_locks
 
         messages.unconfigure()
-        release_locks()  # the output folder's lock (outputs.lock_out_dir) ends with the command
+        release_locks(failed=not done)  # the output folder's lock (outputs.lock_out_dir) ends with the command
 
 
 def command(name: str, description: str | None, sections: tuple[str, ...], flags: Callable | None = None,
@@ -542,10 +586,12 @@ def console_main(argv: list[str] | None = None) -> None:
 
         print(f"allo_lightning {__version__}")
         return None
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a misuse like any other: one line on stderr (it printed the usage on stdout, exit 2)
+        print(f"error: give a command: {', '.join(COMMANDS)}. allo-lightning --help says what each does.",
+              file=sys.stderr)
+        raise SystemExit(2)
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
-        if not argv:
-            raise SystemExit(2)
         return None
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

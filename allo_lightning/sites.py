@@ -177,6 +177,5 @@ def site_rows(pid: str, sites: Sequence[Site]) -> list[list]:
     for t in sites:
         c = t.centre or (None, None, None)
         rows.append([pid, t.rank, len(t.positions), " ".join(t.labels), " ".join(str(p) for p in t.positions),
-                     t.score, t.score / len(t.positions), t.best, *c, t.dca,
-                     None if t.hit is None else int(t.hit)])
+                     t.score, t.score / len(t.positions), t.best, *c, t.dca, t.hit])  # hit: 0/1 (tables.COUNT_FLAGS)
     return rows

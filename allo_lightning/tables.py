@@ -6,8 +6,10 @@ raw values; :func:`format_cell`):
 
 - missing or undefined (``None``, NaN): an empty cell;
 - ``bool`` (also numpy's): ``true`` / ``false``;
-- integers (also numpy's): as they are (``12``, ``-3``); flags meant to be summed (label, predicted,
-  windowed) are integers 0/1 and stay so;
+- integers (also numpy's): as they are (``12``, ``-3``);
+- flags meant to be summed, the columns named in :data:`COUNT_FLAGS` (``label``, ``predicted``, ``windowed``,
+  ``hit``, ``site_top1``, ``site_top3``): 0/1, also when the caller passes a ``bool`` (every other yes/no
+  column, e.g. heads.csv's ``selected``, is ``true`` / ``false``);
 - other real numbers: 9 significant digits, trailing zeros dropped (``format(x, ".9g")``: ``0.25``,
   ``1e-12``, ``0.333333333``, ``12``); ``inf`` / ``-inf``. Nine digits write every float32 value exactly
   (the model, the statistics and the probe compute in float32), so rankings, ties and metrics
@@ -42,6 +44,9 @@ from typing import Any
 
 from .outputs import atomic_path
 
+# columns whose yes/no values are written 0/1 (counts you can sum: sites.csv's hit column summed over the
+# rank-1 rows is the number of top-1 hits), whatever the caller passes; README, "Output tables and file names"
+COUNT_FLAGS = ("label", "predicted", "windowed", "hit", "site_top1", "site_top3")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
 
@@ -64,7 +69,7 @@ def format_cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return escape_cell(value)
-    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":
+    if _is_bool(value):
         return "true" if value else "false"  # numpy's bool_ is neither bool nor a number
     if isinstance(value, numbers.Integral):
         return str(int(value))
@@ -87,7 +92,11 @@ def _cells(row: Row, columns: Sequence[str]) -> list[str]:
     values = [row.get(c) for c in columns] if isinstance(row, Mapping) else list(row)
     if len(values) != len(columns):
         raise ValueError(f"a row has {len(values)} cells for {len(columns)} columns")
-    return [format_cell(v) for v in values]
+    return [format_cell(int(v) if c in COUNT_FLAGS and _is_bool(v) else v) for c, v in zip(columns, values)]
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b"
 
 
 def _write(f, columns: Sequence[str], rows: Iterable[Row]) -> None:

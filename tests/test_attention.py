@@ -167,7 +167,7 @@ def test_extract_refuses_protein_longer_than_context(tiny, tmp_path):
     from allo_lightning.data import Protein
 
     long = Protein(id="LONG1", sequence="A" * (tiny.max_length + 1), source="x.tsv:7")
-    with pytest.raises(ValueError, match=r"x\.tsv:7.*LONG1.*limit of 2048"):
+    with pytest.raises(ValueError, match=r"x\.tsv, line 7, id 'LONG1'.*limit of 2048"):
         extract([long], tiny, cache_dir=tmp_path, trainer_kwargs=CPU, long="error")
 
 

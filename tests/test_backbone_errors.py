@@ -27,7 +27,7 @@ def test_extract_refuses_a_too_long_protein_before_computing_anything(tmp_path, 
         extract(proteins, tiny, cache_dir=str(tmp_path / "c"), trainer_kwargs=CPU, long="error")
     msg = str(info.value)
     assert "'huge'" in msg and f"{limit + 1} residues" in msg and f"limit of {limit}" in msg
-    assert "in.tsv:3" in msg and "Split it into domains" in msg
+    assert "in.tsv, line 3" in msg and "Split it into domains" in msg
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.safetensors"))  # nothing run
 
 

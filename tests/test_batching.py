@@ -66,6 +66,10 @@ def test_ranks_split_batches_without_loss_or_duplicates(world):
 class _FakeTrainer:
     def __init__(self, rank, world):
         self.global_rank, self.world_size = rank, world
+        self.strategy = self  # every rank forms the same batches here: rank zero's plan is its own
+
+    def broadcast(self, obj, src=0):
+        return obj
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

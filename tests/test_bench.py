@@ -4,6 +4,8 @@ smoke run works, and the original per-head loop agrees with the package's statis
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -113,9 +115,12 @@ def test_bench_config_yaml_replays_the_run(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(first))
     again = resolved_config(shell.parse(bench_main.spec, ["--config", str(tmp_path / "c.yaml")]))
     assert again == first and first["max_tokens"] == 4096 and first["kernels"] == ["fused", "chunked"]
-    with pytest.raises(InputError, match="unknown section 'max_tokns'"):
-        (tmp_path / "d.yaml").write_text("max_tokns: 5\n")
+    # bench has no sections: a misspelt key is named against bench's own settings, not "Sections: model, ..."
+    (tmp_path / "d.yaml").write_text("max_tokns: 5\n")
+    with pytest.raises(InputError, match=r"unknown setting 'max_tokns' \(did you mean 'max_tokens'\?\)\. "
+                                         r"Settings of bench: .*\bmax_tokens\b") as e:
         shell.parse(bench_main.spec, ["--config", str(tmp_path / "d.yaml")])
+    assert "section" not in str(e.value) and "max-tokens" not in str(e.value) and "help" not in str(e.value)
 
 
 @pytest.mark.slow
@@ -251,3 +256,32 @@ def test_scoring_bench_agrees_with_the_original_loop(capsys):
     assert summary.startswith("scoring_speedup=")
     diff = float(re.search(r"seed score from the statistics\|[^:]*: ([0-9.e+-]+)", text).group(1))
     assert diff < 1e-6 and "8 of 8 heads testable" in text, text
+
+
+@pytest.mark.slow
+def test_table_stops_on_a_signal_and_marks_failed_rows(monkeypatch, capsys):
+    """bench --table: a signal (Interrupted, as SIGTERM raises in extract) stops the table at once (one
+    failed row was caught and the table timed on); a row that fails for another reason is FAILED and its
+    ratios read n/a in the summary (they printed ``nanx``)."""
+    from allo_lightning.bench import table
+    from allo_lightning.errors import Interrupted
+
+    def stopped(*_a, **_k):
+        raise Interrupted("stopped by SIGTERM")
+
+    monkeypatch.setattr(table, "extract_on", stopped)
+    with pytest.raises(Interrupted):
+        table.run_table(torch.device("cpu"), max_tokens=512, residues=150, shape="tiny", kernels=("chunked",))
+    out = capsys.readouterr().out
+    assert "plain forward fp32" in out and "FAILED" not in out and "summary" not in out
+
+    def broken(*_a, **_k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(table, "extract_on", broken)
+    results = table.run_table(torch.device("cpu"), max_tokens=512, residues=150, shape="tiny", kernels=("chunked",))
+    out = capsys.readouterr().out
+    assert "extract fp32 [chunked]" not in results and "plain forward fp32" in results
+    assert "FAILED: RuntimeError: out of memory" in out and "nan" not in out
+    assert "extract / plain n/a" in out and "bf16 vs fp32 end to end [chunked]: n/a" in out
+    assert re.search(r"fp32 \[chunked\]: extract / plain n/a, extract / probs n/a, statistics / plain \d+\.\d{3}x", out)

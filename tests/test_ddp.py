@@ -303,6 +303,263 @@ def test_two_nodes_of_one_process_through_lightning_environment(tmp_path):
     assert len(rows) > 1
 
 
+def _extract_cli(fasta: Path, tmp: Path, max_tokens: int) -> list[str]:
+    return [sys.executable, "-m", "allo_lightning.extract", "--model.backbone", "tiny", "--data.path", str(fasta),
+            "--model.max_tokens", str(max_tokens), "--model.cache_dir", str(tmp / "cache"),
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp / "out")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny, strategy):
+    """Rank 1 cannot write one of its entries (a file where its cache shard folder goes): one error line from
+    rank zero naming the protein, exit 2, no traceback. Before, rank zero waited in the final barrier and got
+    gloo's 'Connection closed by peer' traceback (exit 1; Lightning's watcher may also kill it: 137); under
+    ddp_spawn torch's ProcessRaisedException traceback (exit 1)."""
+    import hashlib
+
+    from allo_lightning.data.batching import token_budget_batches
+
+    proteins = random_proteins(10, lo=20, hi=60, seed=3)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    batches = token_budget_batches([p.length for p in proteins], 200, n_special=2)
+    mine = {i for b in batches[0::2] for i in b}
+    shard = lambda p: hashlib.sha256(p.sequence.encode()).hexdigest()[:2]  # noqa: E731
+    victim = next(p for i, p in enumerate(proteins[::-1]) if len(proteins) - 1 - i not in mine
+                  and all(shard(proteins[j]) != shard(p) for j in mine))
+    folder = tmp_path / "cache" / tiny.identity
+    folder.mkdir(parents=True)
+    (folder / shard(victim)).write_text("in the way")
+    cmd = [c if c != "ddp" else strategy for c in _extract_cli(fasta, tmp_path, 200)]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    log = res.stdout[-2000:] + res.stderr[-4000:]
+    assert res.returncode == 2, log
+    assert "Traceback" not in res.stderr and "[rank" not in res.stderr, log
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: process 1 of 2: ") and repr(victim.id) in errors[0], log
+
+
+# Imported at start-up by every process (on PYTHONPATH): Lightning's second process (LOCAL_RANK=1) notes its
+# pid, then waits before it joins, so that a signal to the first process comes while it waits for the second.
+SLOW_CHILD_HOOK = """
+import os, time
+if os.environ.get("LOCAL_RANK") == "1" and os.environ.get("ALLO_TEST_CHILD"):
+    with open(os.environ["ALLO_TEST_CHILD"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(4)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [15, 2])
+def test_a_signal_to_the_first_process_while_the_others_start_stops_them_all(tmp_path, tiny, signum):
+    """SIGTERM (``kill``, ``timeout``) or SIGINT to the process Lightning runs the other ranks from, while
+    they are still starting (before Lightning's own handler, which passes SIGTERM on, exists): every rank stops
+    after its batch in flight, one message, and the same command resumes. Before, rank 1 never heard of it:
+    it extracted its whole share alone after the first process had exited, then failed in the barrier with a
+    traceback."""
+    import signal
+    import time
+
+    proteins = random_proteins(160, lo=60, hi=120, seed=5)
+    fasta = tmp_path / "many.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_CHILD_HOOK)
+    child_pid = tmp_path / "child.pid"
+    out, err = (tmp_path / "stdout.txt").open("w"), (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(_extract_cli(fasta, tmp_path, 1), cwd=ROOT, env=_env(hook, ALLO_TEST_CHILD=str(child_pid)),
+                            stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not (child_pid.exists() and child_pid.read_text()) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the second process never started"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=300)
+        child = int(child_pid.read_text())
+        deadline = time.monotonic() + 60
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child), "the second process goes on alone"
+    finally:
+        for pid in [proc.pid] + ([int(child_pid.read_text())] if child_pid.exists() and child_pid.read_text() else []):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        out.close()
+        err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 128 + signum, stderr[-4000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "interrupted by" in errors[0], stderr[-4000:]
+    n = len(list((tmp_path / "cache").rglob("*.safetensors")))
+    assert n < len(proteins) // 4, f"{n} entries: a rank went on after the signal"
+    res = subprocess.run(_extract_cli(fasta, tmp_path, 1), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == len(proteins) - n and summary["from_cache"] == n
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    assert all(cache.complete(p.sequence) for p in proteins)
+
+
+# Imported at start-up by every process: the token budget differs between the ranks, as it does on GPUs (each
+# rank sizes it from the free memory it sees when it starts): 150 tokens on rank zero, 4096 on rank 1.
+RANK_BUDGET_HOOK = """
+import importlib.abc, importlib.util, os, sys
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.run":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            budget = 4096 if os.environ.get("LOCAL_RANK", "0") == "1" else 150
+            module.token_budget = lambda *args, **kwargs: budget
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_would_form_other_batches_run_rank_zeros(tmp_path, tiny):
+    """Every rank runs rank zero's batches, whatever budget it would have chosen itself: every protein is
+    extracted exactly once. Before, rank 1 (one batch of everything, so nothing for it) and rank zero (batches
+    0, 2, 4 of its 5) left proteins out, and rank zero's reading of them failed."""
+    proteins = random_proteins(10, lo=20, hi=40, seed=2)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RANK_BUDGET_HOOK)
+    cmd = [c for c in _extract_cli(fasta, tmp_path, 0) if c not in ("--model.max_tokens", "0")]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(hook), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == 10 and summary["proteins"] == 10
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    assert all(cache.complete(p.sequence) for p in proteins)
+
+
+@pytest.mark.slow
+def test_ddp_spawn_extracts_every_protein_once(tmp_path, tiny):
+    """``--trainer.strategy ddp_spawn`` (README: one of the strategies): Lightning pickles the callbacks into the
+    processes it spawns. Before, the cache writer's background threads could not be pickled: a TypeError
+    traceback ('cannot pickle _thread.lock'), nothing extracted."""
+    proteins = random_proteins(10, lo=20, hi=60, seed=3)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    cmd = [c if c != "ddp" else "ddp_spawn" for c in _extract_cli(fasta, tmp_path, 200)]
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    log = res.stdout[-2000:] + res.stderr[-4000:]
+    assert res.returncode == 0 and "Traceback" not in res.stderr, log
+    assert "custom batch sampler" not in res.stderr and "LeafSpec" not in res.stderr, log  # as quiet as ddp
+    assert json.loads((tmp_path / "out" / "extraction.json").read_text())["computed"] == 10
+    single = extract(proteins, tiny, THETA, cache_dir=str(tmp_path / "single"),
+                     trainer_kwargs={**CPU, "default_root_dir": str(tmp_path / "single_root")}, max_tokens=200)
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    for p, ref in single:
+        got = cache.load(p.sequence)
+        for name in ("received", "count", "mass", "total"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
+
+
+# Imported at start-up by every process: rank zero's batches take 2 s each (rank 1's share is done long before).
+SLOW_RANK_ZERO_HOOK = """
+import importlib.abc, importlib.util, os, sys, time
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.extractor":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            original = module.AttentionExtractor.predict_step
+
+            def slow(self, batch, batch_idx):
+                if os.environ.get("LOCAL_RANK", "0") == "0":
+                    time.sleep(2)
+                return original(self, batch, batch_idx)
+
+            module.AttentionExtractor.predict_step = slow
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_another_rank_waits_at_the_end_stops_them_all(tmp_path, tiny):
+    """SIGTERM to the first process while rank 1, its share done, waits for it at the end of the extraction:
+    every process stops, one message. Before, Lightning's own SIGTERM handler broadcast from rank zero inside the
+    signal handler while rank 1 waited in the final barrier: both waited forever."""
+    import hashlib
+    import signal
+    import time
+
+    from allo_lightning.data.batching import token_budget_batches
+
+    proteins = random_proteins(10, lo=20, hi=40, seed=8)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_RANK_ZERO_HOOK)
+    batches = token_budget_batches([p.length for p in proteins], 1, n_special=2)
+    folder = tmp_path / "cache" / tiny.identity
+    rank1 = [folder / (h := hashlib.sha256(proteins[i].sequence.encode()).hexdigest())[:2]
+             / f"{h}.stats-t{THETA!r}.safetensors" for b in batches[1::2] for i in b]
+    err = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(_extract_cli(fasta, tmp_path, 1), cwd=ROOT, env=_env(hook), stdout=subprocess.DEVNULL,
+                            stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not all(f.exists() for f in rank1):
+            assert proc.poll() is None and time.monotonic() < deadline, "rank 1 never finished its share"
+            time.sleep(0.1)
+        time.sleep(1)  # rank 1 is now waiting for rank zero, which is in its 2 s batches
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # its child then finds its peer gone
+        err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: interrupted by SIGTERM; finished proteins are cached: run the same command again to "
+                      "resume."], stderr[-4000:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     _worker(Path(sys.argv[1]))

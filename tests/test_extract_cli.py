@@ -25,7 +25,9 @@ def test_smoke_config_with_flag_overrides(tmp_path, capsys):
     ])
     # the config's family/limit subset applies to bundled data only: the file is used whole
     assert summary["proteins"] == 3 and summary["computed"] == 3
-    assert json.loads((out / "extraction.json").read_text())["backbone_identity"] == summary["backbone_identity"]
+    saved = json.loads((out / "extraction.json").read_text())
+    assert saved["backbone_identity"] == summary["backbone_identity"]
+    assert saved["meaningless"] is True and "'tiny' backbone" in saved["note"] and "NOTHING" in saved["note"]
     printed = capsys.readouterr().out
     assert "cache: " in printed and "mean NOTHING" in printed
     # run records: the resolved settings (replayable) and the log of what was printed
@@ -84,3 +86,15 @@ def test_bundled_subsets():
     assert seed["P29274_Na"].sites == (52, 91, 280)
     short = load_proteins(DataConfig(bundled="gpcr"), max_length=1000)
     assert all(p.length <= 1000 for p in short) and len(short) == 13  # GRM5 (1212) is longer
+
+
+def test_the_note_of_a_random_backbone_names_that_backbone():
+    """Every JSON, report.md and script of a random-backbone run carries ``backbone.note``: it named 'tiny' for
+    esm2_tiny too."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny, esm2_tiny = load_backbone("tiny"), load_backbone("esm2_tiny")
+    assert "'tiny' backbone" in tiny.note and "NOTHING" in tiny.note
+    assert "'esm2_tiny' backbone" in esm2_tiny.note and "NOTHING" in esm2_tiny.note

@@ -145,6 +145,7 @@ def test_help_lists_the_flags_under_the_right_name(ran, cmd):
                     "evaluate": "--checkpoint", "predict": "--checkpoint", "report": "--report.folds",
                     "bench": "--quick"}[cmd]
             assert flag in r["stdout"], where
+            assert "``" not in r["stdout"], where  # the docstring's reST literals are plain text in --help
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

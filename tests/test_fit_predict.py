@@ -6,14 +6,22 @@ import contextlib
 import csv
 import io
 import json
+import re
 
 import pytest
 from biotite.structure.io.pdb import PDBFile
 
 from allo_lightning import fit, predict
 
-from .conftest import common, random_proteins, write_table
+from .conftest import REPO, common, random_proteins, write_table
 from .test_tables import assert_table_policy
+
+
+def documented(name: str, starts: str) -> set[str]:
+    """The names in backticks of the README's Outputs row of file ``name`` whose text starts with ``starts``."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` | {starts}"))
+    return set(re.findall(r"`([A-Za-z0-9_]+)`", row))
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +47,14 @@ def test_fit_writes_metrics_checkpoint_and_says_so(fitted):
     for key in ("auprc", "auroc", "base_rate", "f1", "mcc", "precision_at_k", "threshold", "heads"):
         assert key in saved
     assert 0 < saved["base_rate"] < 1 and saved["meaningless"] is True and "NOTHING" in saved["note"]
+    assert set(saved) - documented("metrics.json", "test `auprc`") == set()  # the README names every key
+    # the terminal names its numbers: "20 epochs (best 14)" read as the 14th epoch (best_epoch is 0-based)
+    assert (f"{saved['epochs']} epochs (weights kept: epoch {saved['best_epoch']}, counted from 0)" in out
+            and f"precision@{saved['config']['probe']['top_k']} {saved['precision_at_k']:.3f} (mean per protein)"
+            in out), out
+    analysis = saved["head_analysis"]  # its backbone and theta are the run's (they were null)
+    assert (analysis["backbone_identity"], analysis["theta"]) == (saved["backbone_identity"], saved["theta"])
+    assert analysis["backbone_identity"].startswith("tiny-") and analysis["theta"] == 0.3
     assert "NOTHING" in out
     assert (tmp_path / "run" / "pr_curve.png").stat().st_size > 0
     assert "test_scores.csv" in assert_table_policy(tmp_path / "run")  # one formatting policy (tables.py)
@@ -212,6 +228,7 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     got = evaluate.main(_eval_args(tmp_path, ckpt, table, tmp_path / "eval"))
     captured = capsys.readouterr()
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(saved) - documented("metrics.json", "pooled `auprc`") == set()  # the README names every key
     rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
     assert list(rows[0]) == ["id", "position", "residue", "label", "score", "probability"]
     # every residue of the table, in order, 1-based, with its label
@@ -239,6 +256,11 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     # these proteins trained the probe: said, not hidden
     assert set(saved["seen_in_training"]) == set(metrics["split"]["train"]) | set(metrics["split"]["val"])
     assert "optimistic" in captured.err and "NOTHING" in captured.out and saved["meaningless"] is True
+    # the summary line names its numbers: the interval is a bootstrap one, precision@k a mean over proteins
+    ci = saved["intervals"]["auprc"]
+    assert (f"AUPRC {saved['auprc']:.3f} (95 % bootstrap interval over proteins {ci['lo']:.3f}-{ci['hi']:.3f})"
+            in captured.out and f"means per protein: precision@{saved['top_k']} {saved['precision_at_k']:.3f}, "
+            f"AUPRC {saved['protein_auprc']:.3f}" in captured.out), captured.out
     assert got["auprc"] == pytest.approx(saved["auprc"])
     # per protein: a table recomputed from scores.csv with sklearn, one terminal line and one figure each
     table_rows = list(csv.DictReader((tmp_path / "eval" / "per_protein.csv").open()))
@@ -314,7 +336,8 @@ def test_evaluate_refuses_unlabelled_proteins_and_other_backbone(fitted, capsys)
     fasta.write_text(">a\nACDEFGHIKLMNPQRSTVWY\n")
     with pytest.raises(SystemExit) as e:
         evaluate.main(_eval_args(tmp_path, ckpt, fasta, tmp_path / "e1"))
-    assert e.value.code == 2 and "no site labels" in capsys.readouterr().err
+    # named like every other input error: file, line, id (it said "x.fasta:1: protein 'a' has ...")
+    assert e.value.code == 2 and f"error: {fasta}, line 1, id 'a': no site labels" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         evaluate.main(_eval_args(tmp_path, ckpt, tmp_path / "train.tsv", tmp_path / "e2")
                       + ["--model.backbone", "esm2_tiny"])
@@ -412,6 +435,8 @@ def test_predict_with_structure_maps_scores_onto_chain_or_refuses(fitted, capsys
         assert (r["chain"], r["resnum"], r["icode"]) == tuple(str(x) for x in want)
     score = {int(r["position"]): float(r["score"]) for r in rows}
     by_residue = {v: score[p] for p, v in layout.items()}
+    remarks = [x for x in (out / "structures" / "rec_1.pdb").read_text().splitlines() if x.startswith("REMARK 999")]
+    assert "mean NOTHING" in " ".join(x[11:].strip() for x in remarks)  # the tiny backbone's copy says so itself
     written = PDBFile.read(str(out / "structures" / "rec_1.pdb")).get_structure(model=1, extra_fields=["b_factor"])
     for i in range(written.array_length()):
         key = (str(written.chain_id[i]), int(written.res_id[i]), str(written.ins_code[i]))
@@ -472,7 +497,13 @@ def test_predict_table_input_structure_table_leaving_a_protein_out_and_sites(fit
     rec_info = info["proteins"][0]
     assert rec_info["site_criterion"].startswith("DCA") and set(rec_info["site_success"]) == {"top1", "top3"}
     assert info["site_success"]["n"] == 2 and "sites: #1" in printed and "site success" in printed
+    # a site's printed number is sites.csv's score, named as the sum it is (it said "score 1.300", above
+    # the residue scores' 0..1)
+    assert f"(sum of scores {float(first[0]['score']):.3f}" in printed.split("rec/1 (", 1)[1]
     assert info["data"] == str(table) and layout[6] == ("A", 55, "A")
+    # the README names every key, of the run and of a protein with and without a structure
+    keys = set(info) | {k for p in info["proteins"] for k in p}
+    assert keys - documented("predictions.json", "the run") == set()
     assert {"predictions.csv", "proteins.csv", "sites.csv"} <= set(assert_table_policy(out))  # centres, DCA
 
 

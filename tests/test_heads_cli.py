@@ -42,6 +42,7 @@ def test_heads_command_writes_the_documented_files(tmp_path, capsys):
     assert meta["selected"] == [list(h) for h in analysis.selected] and len(meta["selected"]) == 2
     assert meta["backbone_identity"].startswith("tiny-") and meta["theta"] == 0.3
     assert meta["strategy"] == "top_k" and meta["fallback"] is None and meta["meaningless"] is True
+    assert "'tiny' backbone" in meta["note"] and "NOTHING" in meta["note"]  # as every JSON of a tiny run says
     proteins = load_proteins(DataConfig(bundled="asd", family="GPCR", limit=4))
     assert meta["proteins"] == [p.id for p in proteins]
 
@@ -101,6 +102,7 @@ def test_heads_small_run_succeeds(tmp_path, capsys):
     assert len(rows) == 8 and sum(r["selected"] == "true" for r in rows) == 3
     meta = json.loads((tmp_path / "out" / "heads.json").read_text())
     assert len(meta["selected"]) == 3 and meta["selected"] == [list(h) for h in result["analysis"].selected]
+    assert meta["meaningless"] is True and "'tiny' backbone" in meta["note"] and "NOTHING" in meta["note"]
     assert "mean NOTHING" in capsys.readouterr().out
     assert "heads.csv" in assert_table_policy(tmp_path / "out")  # one formatting policy (tables.py)
     # heads with too few confident pairs are untestable: their p- and q-values are undefined, an empty cell

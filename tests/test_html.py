@@ -323,6 +323,9 @@ def test_evaluate_and_report_pages_show_intervals_and_comparisons(tmp_path):
     (rep / "comparison.csv").write_text("baseline,auprc_diff,lo,hi,selected_better\nall,0.1,0.02,0.2,yes\n")
     text = write_report(rep, "report").read_text()
     assert "<td>selected</td>" in text and "<td>yes</td>" in text and NOTE in "".join(scan(text).text)
+    # the verdict is a permutation test's; the bootstrap gives only the descriptive interval (the heading said
+    # "paired bootstrap")
+    assert "paired permutation test" in text and "(paired bootstrap)" not in text
 
 
 def test_viewer_gets_mmcif_as_pdb_with_insertion_codes(tmp_path):
@@ -508,15 +511,11 @@ def test_a_capture_inside_a_command_keeps_the_commands_run_log(tmp_path):
     assert log.startswith("# allo_lightning heads outer") and "outer line" in log, log
 
 
-def test_html_rebuild_usage_and_which_command_a_folder_is(tmp_path, capsys, monkeypatch):
-    """No argument: the usage and exit 2 (-h: exit 0). A folder with metrics.json is fit's when it has a
-    training_log or test_scores.csv (a fit without a test split has no test_scores.csv), else evaluate's."""
+def test_html_rebuild_tells_fit_from_evaluate(tmp_path, capsys, monkeypatch):
+    """A folder with metrics.json is fit's when it has a training_log or test_scores.csv (a fit without a test
+    split has no test_scores.csv), else evaluate's."""
     import allo_lightning.html.__main__ as rebuild
 
-    for argv, code in (([], 2), (["-h"], 0), (["--help"], 0)):
-        with pytest.raises(SystemExit) as e:
-            rebuild.main(argv)
-        assert e.value.code == code and "python -m allo_lightning.html DIR" in capsys.readouterr().out
     monkeypatch.setattr(rebuild, "write_report", lambda out, command: command)
     for files, command in ((["training_log/"], "fit"), (["test_scores.csv"], "fit"),
                            (["training_log/", "test_scores.csv"], "fit"), ([], "evaluate")):
@@ -541,3 +540,22 @@ def test_a_page_is_rebuilt_again_without_a_manifest(tmp_path, capsys):
             manifest.unlink()
         main([str(out)])
         assert capsys.readouterr().out.strip().endswith("report.html")
+
+
+def test_html_rebuild_usage_and_a_missing_folder(tmp_path, capsys):
+    """No argument printed the module docstring (reST backticks) on stdout with exit 2 and no error line; a
+    folder that does not exist was called a folder with "no outputs"."""
+    from allo_lightning.html.__main__ import main
+
+    for args, phrase in (([], "give the output folder of a command"),
+                         ([str(tmp_path / "nope")], "nope: no such folder")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        out, err = capsys.readouterr()
+        assert e.value.code == 2 and not out and err.startswith("error: ") and err.count("\n") == 1, (out, err)
+        assert phrase in err, err
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and out.startswith("usage: python -m allo_lightning.html DIR [COMMAND]") and not err
+    assert "``" not in out

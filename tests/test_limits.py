@@ -276,7 +276,7 @@ def test_protein_sites_out_of_range_refused():
         Protein("a", "MKTA", sites=(1.5, "2"))  # was "outside 1..4"
     with pytest.raises(InputError, match=r"^protein 'a': sites \[.*9\)?\] are outside 1..4"):
         Protein("a", "MKTA", sites=(np.int64(9),))
-    with pytest.raises(InputError, match="^f.tsv:3: protein 'a': sites"):
+    with pytest.raises(InputError, match="^f.tsv, line 3, id 'a': sites"):
         Protein("a", "MKTA", sites=(0,), source="f.tsv:3")
     assert Protein("a", "MKTA", sites=(1, np.int64(4))).labels().tolist() == [1, 0, 0, 1]
     with pytest.raises(InputError) as info:

@@ -122,6 +122,34 @@ def test_top_must_not_be_negative(tmp_path, fasta, capsys):
     _no_work(tmp_path, tmp_path / "out")
 
 
+def test_a_refused_input_leaves_no_output_folder_behind(tmp_path, capsys):
+    """A bad input refused after the output folder was made (and locked) left that folder, holding only the
+    hidden lock file, and the parents made for it; a folder that was there before stays."""
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">q1\nMKTAYJAK\n")
+    out = tmp_path / "new" / "deeper" / "out"
+    _refused(capsys, _args(tmp_path, bad, out), "bad.fasta, line 1", "unknown residue letter")
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    _refused(capsys, _args(tmp_path, bad, mine / "sub"), "unknown residue letter")
+    assert (mine / "sub").is_dir() and not outputs._MADE
+
+
+def test_a_refused_fit_leaves_no_empty_checkpoint_folder(tmp_path, capsys):
+    """fit made the checkpoint folder (to check it is writable) before reading the table: a refused table
+    left it empty. The output folder keeps the run's record of the error (run.log)."""
+    from allo_lightning import fit
+
+    from .conftest import common
+
+    table = tmp_path / "t.tsv"
+    table.write_text("id\tsequence\tsites\nA\tMKTAYJAK\t2\n")
+    refused(capsys, fit.main, common(tmp_path, table) + ["--trainer.default_root_dir", str(tmp_path / "run"),
+            "--probe.checkpoint_dir", str(tmp_path / "ck" / "new")], "t.tsv, line 2", "unknown residue letter")
+    assert not (tmp_path / "ck").exists() and "unknown residue letter" in (tmp_path / "run" / "run.log").read_text()
+
+
 def _full(*a, **k):
     raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -193,7 +221,7 @@ def test_heads_refuses_a_users_map_file_and_a_planted_maps_link(tmp_path, capsys
 
 def _command_args(tmp_path, command: str, out) -> tuple:
     """(main, flags) of a small run of ``command`` into ``out`` on the tiny backbone."""
-    from allo_lightning import evaluate, fit, heads, report
+    from allo_lightning import evaluate, extract, fit, heads, report
 
     from .conftest import common, random_proteins, write_table
 
@@ -212,6 +240,10 @@ def _command_args(tmp_path, command: str, out) -> tuple:
         return heads.main, [f for i, f in enumerate(flags) if not (f.startswith("--probe.") or
                                                                    flags[i - 1].startswith("--probe."))] \
             + ["--heads.plot_proteins", "1"]
+    if command == "extract":
+        other = ("--probe.", "--heads.")  # sections extract does not take
+        return extract.main, [f for i, f in enumerate(flags) if not (f.startswith(other)
+                                                                     or flags[i - 1].startswith(other))]
     if command == "fit":
         return fit.main, flags + ["--probe.checkpoint_dir", str(tmp_path / "ckpt"), "--probe.max_epochs", "2"]
     # report: refused, or stopped at the backbone (a whole run is in the slow set)
@@ -230,10 +262,11 @@ def _no_backbone(monkeypatch):
 
 
 # a folder on the way to a file each command writes: the probe's training log, the page's files
-LINKS = {"heads": "report_files", "fit": "training_log", "evaluate": "report_files", "report": "report_files"}
+LINKS = {"heads": "report_files", "fit": "training_log", "evaluate": "report_files", "report": "report_files",
+         "extract": "run.log"}
 # a file of the user's at a fixed name each command writes
 MINE = {"heads": "attention_to_sites.csv", "fit": "training_log/metrics.csv", "evaluate": "scores.csv",
-        "report": "config.yaml"}
+        "report": "config.yaml", "extract": "run.log"}  # extract replaced a user's run.log (its check was links-only)
 
 
 @pytest.mark.parametrize("command", list(LINKS))
@@ -247,7 +280,8 @@ def test_no_command_writes_through_a_link_planted_in_its_output_folder(tmp_path,
     for extra in ((), ("--overwrite",)):
         refused(capsys, main, args + list(extra), str(out / LINKS[command]), "symbolic link")
     assert list(elsewhere.iterdir()) == []
-    assert sorted(p.name for p in out.iterdir()) == sorted([LINKS[command], outputs.LOCK_NAME])  # nothing written
+    # nothing written (the folder's lock file aside: extract takes none)
+    assert sorted(p.name for p in out.iterdir() if p.name != outputs.LOCK_NAME) == [LINKS[command]]
 
 
 @pytest.mark.parametrize("command", list(MINE))

@@ -4,6 +4,7 @@ intervals, paired comparisons, data efficiency with draws, and the AlphaMissense
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_alphamissense_without_the_data_proteins_is_refused_before_any_work(tmp_
     assert "none of the 6 proteins of the data" in err and not (tmp_path / "o" / "report.csv").exists()
 
 
-def test_report_small_run_succeeds(tmp_path):
+def test_report_small_run_succeeds(tmp_path, capsys):
     """A small successful report run in the inner loop (the full check above is slow): 10 proteins,
     2 folds, one k, one epoch, no embedding rows."""
     proteins = random_proteins(10, lo=20, hi=30, seed=4)
@@ -101,3 +102,10 @@ def test_report_small_run_succeeds(tmp_path):
     assert all(r["test_proteins"] == "10" for r in rows)
     assert (out / "report.md").stat().st_size > 0 and sum(summary["test_proteins_per_fold"]) == 10
     assert {"report.csv", "comparison.csv", "data_efficiency.csv"} <= set(assert_table_policy(out))
+    # each fold's line says what its numbers are: the probes trained (identical feature sets once) for the
+    # rows and draws, and the time since the start (it said "24 probes, 50 s": 50 s was not the fold's time)
+    folds = [re.fullmatch(r"fold (\d)/2 \(\w+\): \d+ train / \d+ val / \d+ test proteins, (\d+) probes trained for "
+                          r"(\d+) rows and draws, (\d+) s since the start", line)
+             for line in capsys.readouterr().out.splitlines() if line.startswith("fold ")]
+    assert len(folds) == 2 and all(folds), folds
+    assert all(0 < int(m[2]) <= int(m[3]) for m in folds) and int(folds[0][4]) <= int(folds[1][4])

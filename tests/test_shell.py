@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from allo_lightning import evaluate, fit, predict, report
 from allo_lightning import extract as extract_cmd
-from allo_lightning import fit, predict, report
 from allo_lightning import heads as heads_cmd
-from allo_lightning.errors import UserError
+from allo_lightning.errors import Interrupted, UserError
 from allo_lightning.shell import COMMANDS, console_main
 
 from .conftest import REPO, random_proteins, write_table
@@ -85,6 +85,24 @@ def test_bad_flags_are_refused_at_parse_time(tmp_path, table, capsys, no_model, 
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # nothing done
 
 
+@pytest.mark.parametrize("main, args, flags", [
+    (predict.main, ["--data.path", "x.fasta"], ["--checkpoint FILE", "--out DIR"]),
+    (predict.main, ["--checkpoint", "c.safetensors", "--data.path", "x.fasta"], ["--out DIR"]),
+    (evaluate.main, ["--data.path", "x.tsv"], ["--checkpoint FILE"]),
+])
+def test_a_missing_required_flag_is_named_as_the_flag_to_add(capsys, no_model, main, args, flags):
+    """It said ``error: the following arguments are required: checkpoint, out`` (argparse's words, no flag)."""
+    err = refused(capsys, main, args, "missing", *flags, "probe checkpoint written by fit" if
+                  "--checkpoint FILE" in flags else "output folder")
+    assert "the following arguments" not in err and ("--checkpoint" in err) == ("--checkpoint FILE" in flags)
+
+
+def test_a_required_flag_given_in_a_config_file_is_not_missing(tmp_path, capsys, no_model):
+    (tmp_path / "c.yaml").write_text(f"checkpoint: {tmp_path / 'none.safetensors'}\nout: {tmp_path / 'o'}\n")
+    err = refused(capsys, predict.main, ["--config", str(tmp_path / "c.yaml"), "--data.path", "x.fasta"], "x.fasta")
+    assert "missing" not in err and "required" not in err
+
+
 def test_report_train_sizes_and_folds_are_checked(tmp_path, table, capsys, no_model):
     refused(capsys, report.main, base(tmp_path, table) + ["--report.train_sizes", "0", "2"], "--report.train_sizes")
     refused(capsys, report.main, base(tmp_path, table) + ["--report.folds", "1"], "--report.folds")
@@ -121,6 +139,9 @@ def test_fit_checkpoint_that_is_a_folder(tmp_path, table, capsys, no_model):
     (bytes(range(256)) * 4, "not a text file"),
     (b"model:\n  backbone: tiny\n  thetta: 0.3\n", "did you mean model.theta"),
     (b"modle:\n  backbone: tiny\n", "did you mean 'model'"),
+    # a misspelt own flag of fit is matched against fit's settings too, and they are listed
+    (b"overwrit: true\n", "did you mean 'overwrite'?). Sections: model, data, trainer, heads, probe, report, seed; "
+                           "settings of fit: checkpoint, overwrite."),
     (b"probe:\n  kind: svm\n", "'svm'"),
     (b"model: [unclosed\n", "line"),
     (b"- a\n- b\n", "expected sections"),
@@ -181,6 +202,10 @@ def test_console_script_lists_commands_and_suggests(capsys):
     with pytest.raises(SystemExit) as e:
         console_main(["fitt"])
     assert e.value.code == 2 and "Did you mean 'fit'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        console_main([])  # printed the usage on stdout with exit 2 and no error line
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and not out and err.count("\n") == 1 and err.startswith("error: give a command: extract")
 
 
 def test_help_of_a_command_is_short_and_its_own(capsys):
@@ -216,6 +241,40 @@ def _signal_after_first(monkeypatch, target, method):
     return sent
 
 
+class _Child:  # a process Lightning started (subprocess.Popen's part that interrupt uses)
+    def __init__(self):
+        self.sent = []
+
+    def poll(self):
+        return None
+
+    def send_signal(self, signum):
+        self.sent.append(signum)
+
+
+def test_a_signal_is_passed_on_to_the_started_processes_even_one_received_before_they_joined():
+    """Several processes started by Lightning: a signal to the first process alone (kill, timeout) reaches the
+    others, also one received while they were starting (before Lightning's own handler exists); as the
+    passed-on signal, which a child takes only as a first signal (after Ctrl-C, which reaches every process,
+    the child still finishes its batch: a second SIGINT would stop it at once)."""
+    from allo_lightning import interrupt
+
+    child = _Child()
+    with interrupt.installed(), interrupt.graceful():
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded, nobody to tell yet
+        assert interrupt.requested() and child.sent == []
+        interrupt.forward_to(lambda: [child])
+        assert child.sent == [interrupt.PASSED_ON]
+        interrupt.forward_to(None)
+
+    with interrupt.installed(), interrupt.graceful():  # in a child: Ctrl-C, then the first process passes it on
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), interrupt.PASSED_ON)  # not a second signal: no stop at once
+        with pytest.raises(Interrupted) as e:
+            interrupt.check()
+        assert e.value.exit_code == 128 + signal.SIGINT
+
+
 def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_path, capsys, monkeypatch):
     from allo_lightning.attention import AttentionExtractor, StatsCache
     from allo_lightning.backbone import load_backbone
@@ -235,6 +294,20 @@ def test_sigterm_during_extract_keeps_the_finished_batch_and_says_resume(tmp_pat
     monkeypatch.undo()
     summary = extract_cmd.main(args)  # resumes
     assert summary["from_cache"] == 1 and summary["computed"] == 5
+
+
+def test_sigterm_after_the_last_batch_still_stops_the_command(tmp_path, capsys, monkeypatch):
+    """A signal that comes after the last batch was checked (while Lightning ends the run) stops the command
+    like any other (every protein is cached). Before, it was recorded and forgotten: the command went on and
+    exited 0 (so did a ddp_spawn run, whose batches run in other processes)."""
+    from allo_lightning.attention.extractor import CacheWriter
+
+    table = write_table(tmp_path / "t.tsv", random_proteins(3, lo=20, hi=30, seed=5))
+    sent = _signal_after_first(monkeypatch, CacheWriter, "on_predict_end")
+    with pytest.raises(SystemExit) as e:
+        extract_cmd.main(base(tmp_path, table))
+    err = capsys.readouterr().err
+    assert sent and e.value.code == 128 + signal.SIGTERM and "interrupted by SIGTERM" in err, err
 
 
 def test_sigterm_during_a_windowed_protein_stops_between_windows(tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 
 from allo_lightning.errors import InputError
 from allo_lightning.structures import (
+    KEEP_STRUCTURES,
     UNMAPPED_B,
     ChainMapping,
     Residue,
@@ -193,6 +194,31 @@ def test_cif_other_columns_and_categories_unchanged(files, tmp_path):
     assert pct[35] == pytest.approx(34 / 39, abs=1e-4) and pct[3] == pytest.approx(2 / 39, abs=1e-4)
 
 
+
+@pytest.mark.parametrize("suffix", ["pdb", "cif"])
+def test_a_note_travels_with_the_scored_structure(files, tmp_path, suffix):
+    """A random backbone's scored structure says so itself (it is opened without the scripts): PDB REMARK 999
+    lines before the coordinates, mmCIF a category; nothing else changes, and no note means no addition."""
+    from biotite.structure.io import pdbx
+
+    note = ("NOTE: the 'tiny' backbone is a random, untrained model built in code for tests and the offline quick "
+            "start; its attention and every score made from it mean NOTHING biologically.")
+    m = map_chain("P1", SEQ, files / f"complex.{suffix}", "A")
+    plain = write_scored_structure(m, scores_for(), tmp_path / f"plain.{suffix}")
+    noted = write_scored_structure(m, scores_for(), tmp_path / f"noted.{suffix}", note=note)
+    if suffix == "pdb":
+        a, b = plain.read_text().splitlines(), noted.read_text().splitlines()
+        remarks = [x for x in b if x.startswith("REMARK 999 ")]
+        assert " ".join(x[11:].strip() for x in remarks) == note and all(len(x) <= 80 for x in remarks)
+        assert [x for x in b if not x.startswith("REMARK 999 ")] == a and not any("REMARK 999" in x for x in a)
+        first = b.index(remarks[0])
+        assert not any(x.startswith(("ATOM", "HETATM", "MODEL")) for x in b[:first])
+        assert bfactor_mismatches(noted, expected_chain_a(), scores_for(), other=UNMAPPED_B) == []
+    else:
+        a, b = pdbx.CIFFile.read(str(plain)).block, pdbx.CIFFile.read(str(noted)).block
+        assert list(b) == list(a) + ["allo_lightning_note"] and "allo_lightning_note" not in a
+        assert b["allo_lightning_note"]["text"].as_item() == note
+
 def test_best_chain_chosen_without_chain_and_refusal(files):
     m = map_chain("P1", SEQ, files / "complex.cif")
     assert m.chain == "B" and m.coverage == 1.0 and m.identity == 1.0
@@ -298,6 +324,43 @@ def test_structures_for_checks_every_protein(files):
         structures_for(proteins, files / "complex.pdb", "A", StructureOptions())
     got = structures_for(proteins[:1], files / "complex.pdb", None, StructureOptions())
     assert got["P1"].chain == "B"
+
+
+def test_a_folder_of_structures_is_read_one_at_a_time(files, tmp_path, monkeypatch):
+    """A structure per protein (a folder of <id>.pdb, e.g. a proteome's models): predict maps them all before
+    the backbone runs, then finds each protein's predicted sites on its structure; the structures read stay in
+    memory only a few at a time (both caches held every file: memory grew with the number of proteins)."""
+    import shutil
+    import weakref
+
+    import allo_lightning.structures.resolve as resolve
+    from allo_lightning import predict
+    from allo_lightning.data.protein import Protein
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    proteins = [Protein(f"P{i}", SEQ) for i in range(12)]
+    for p in proteins:
+        shutil.copy(files / "complex.pdb", folder / f"{p.id}.pdb")
+    refs, most = [], []
+
+    def tracked(path):
+        atoms = read_atoms(path)
+        refs.append(weakref.ref(atoms))
+        most.append(sum(r() is not None for r in refs))
+        return atoms
+
+    monkeypatch.setattr(resolve, "read_atoms", tracked)
+    monkeypatch.setattr("allo_lightning.structures.read_atoms", tracked)
+    mappings = structures_for(proteins, folder, "B", StructureOptions())
+    assert sorted(mappings) == sorted(p.id for p in proteins)
+    assert max(most) <= KEEP_STRUCTURES + 1, f"{max(most)} structures held at once"
+    most.clear()
+    refs.clear()
+    atoms_cache: dict = {}
+    for p in proteins:
+        predict._predicted_sites(p, scores_for(), mappings[p.id], atoms_cache)
+    assert max(most) <= KEEP_STRUCTURES + 1 and len(atoms_cache) <= KEEP_STRUCTURES, f"{max(most)} structures held"
 
 
 def test_chain_residues_skip_ligands_and_water(files):

@@ -109,7 +109,7 @@ def _reason(e: BaseException) -> str:
         return e.strerror
     import re
 
-    m = re.search(r"code: (\d+)", str(e))
+    m = re.search(r"(?:code: |os error )(\d+)", str(e))  # "IoError(Os { code: 28 ...", "... (os error 28)"
     return os.strerror(int(m.group(1))) if m else f"{type(e).__name__}: {e}"
 
 
@@ -339,11 +339,20 @@ class BackgroundWriter:
     def __init__(self, cache: StatsCache, max_pending: int = 8, workers: int | None = None) -> None:
         self.cache = cache
         self.workers = max(1, int(workers if workers is not None else min(4, max(1, (os.cpu_count() or 2) // 2))))
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_pending)))
+        self.max_pending = max(1, int(max_pending))
+        self._queue: queue.Queue = queue.Queue(maxsize=self.max_pending)
         self._error: tuple[str, BaseException] | None = None
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.written = 0
+
+    def __getstate__(self) -> dict:  # a fresh writer, nothing queued: threads, locks and queues are not pickled
+        if self._threads:
+            raise AlloError("a BackgroundWriter with entries in flight cannot be copied to another process")
+        return {"cache": self.cache, "max_pending": self.max_pending, "workers": self.workers}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["cache"], state["max_pending"], state["workers"])
 
     def _run(self, cache: StatsCache) -> None:
         while True:

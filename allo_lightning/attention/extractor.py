@@ -338,6 +338,22 @@ class CacheWriter(BasePredictionWriter):
             self.written.append(pid)
         interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
 
+    def setup(self, trainer, pl_module, stage) -> None:
+        import warnings
+
+        from ..messages import quiet_lightning
+
+        quiet_lightning()  # in processes of their own (ddp_spawn), which start without the command's filters
+        warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
+        # several processes started by Lightning (children of this one, which has them once they have joined):
+        # a signal to this process alone is passed on to them (see allo_lightning.interrupt)
+        launcher = getattr(trainer.strategy, "launcher", None)
+        if getattr(launcher, "procs", None):
+            interrupt.forward_to(lambda: list(launcher.procs))
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        interrupt.reclaim()  # SIGTERM handled as described in allo_lightning.interrupt, not by Lightning's handler
+
     def close(self, raise_errors: bool = True) -> None:
         """Every queued entry on disk (then the writer's error, if any, is raised)."""
         if self._writer is not None:
@@ -350,4 +366,5 @@ class CacheWriter(BasePredictionWriter):
         self.close(raise_errors=False)  # the run fails with its own error; finished proteins are kept
 
     def teardown(self, trainer, pl_module, stage) -> None:
+        interrupt.forward_to(None)
         self.close(raise_errors=False)  # drained already by one of the hooks above; this is a safety net

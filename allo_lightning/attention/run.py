@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
-from .. import interrupt
+from .. import distributed, interrupt
 from ..backbone import Backbone
 from ..data.batching import ExtractionDataModule, token_budget_batches
 from ..data.protein import Protein
@@ -64,10 +67,28 @@ class Extraction:
         return len(self.proteins)
 
 
+class ExtractionBar(TQDMProgressBar):
+    """Lightning's progress bar, named for what it counts (``extracting``, batches of proteins through the
+    backbone) and drawn on stderr like predict's ``scoring`` bar. Lightning's own said ``Predicting
+    DataLoader 0`` in every command (``extract`` included) and wrote to stdout, among the results."""
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(desc="extracting", unit="batch", position=2 * self.process_position, disable=self.is_disabled,
+                    leave=True, dynamic_ncols=True, file=sys.stderr, smoothing=0, bar_format=self.BAR_FORMAT)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.has_dataloader_changed(dataloader_idx):  # as Lightning's, without "DataLoader 0" in the name
+            bar = self.predict_progress_bar
+            bar.reset()
+            bar.total, bar.initial = convert_inf(self.total_predict_batches_current_dataloader), 0
+
+
 def predict_trainer(trainer_kwargs: dict | None, callbacks: list) -> L.Trainer:
     """The extraction's Trainer (quiet: see :func:`allo_lightning.messages.quiet_lightning`)."""
     quiet_lightning()
     kwargs = {k: v for k, v in (trainer_kwargs or {}).items() if k not in _PREDICT_DROP and v is not None}
+    if kwargs.get("enable_progress_bar", True):
+        callbacks = [*callbacks, ExtractionBar()]
     return L.Trainer(**kwargs, logger=False, enable_checkpointing=False, callbacks=callbacks,
                      use_distributed_sampler=False)
 
@@ -157,11 +178,16 @@ def extract(
         trainer = predict_trainer(trainer_kwargs, [writer])
         data = ExtractionDataModule(unique, backbone.alphabet.tokenize, max_tokens, bucket, batches=batches,
                                     n_special=backbone.alphabet.n_special)
-        with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
-            warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
-            trainer.predict(module, datamodule=data, return_predictions=False)
-        # several processes: every rank has written its entries before any rank reads one
-        trainer.strategy.barrier("extraction written")
+        failure = None
+        try:
+            with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
+                warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
+                trainer.predict(module, datamodule=data, return_predictions=False)
+            interrupt.check()  # a signal after the last batch's check (or, ddp_spawn, to this process alone)
+        except BaseException as e:  # noqa: BLE001 - raised by settle (several processes: told to the others first)
+            failure = e
+        # several processes: every rank has written its entries (or failed) before any rank reads one
+        distributed.settle(trainer, failure)
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
 
@@ -200,7 +226,7 @@ def split_long(proteins: Sequence[Protein], max_length: int, long: str = "window
     if too_long and long == "error":
         p = too_long[0]
         raise InputError(
-            f"{p.source or p.id}: protein {p.id!r} has {p.length} residues, more than {backbone_name}'s limit "
+            f"{p.where}: {p.length} residues, more than {backbone_name}'s limit "
             f"of {max_length}. Split it into domains or remove it (or leave out --data.long error: "
             "long proteins are then run as overlapping windows); nothing was computed."
         )

@@ -159,6 +159,11 @@ class Backbone(nn.Module):
         return self.name.startswith("tiny") or self.name.endswith("tiny")
 
     @property
+    def note(self) -> str:
+        """The note every output of a random backbone carries (its own name in it), else empty."""
+        return f"NOTE: {meaningless_message(self.name)}" if self.meaningless else ""
+
+    @property
     def label(self) -> str:
         """Name for plot titles: tiny backbones are marked as meaningless."""
         return f"{self.name} (random: meaningless)" if self.meaningless else self.name

@@ -26,7 +26,17 @@ import time
 
 import torch
 
+from ..errors import Interrupted
 from .common import THETA, emit, extract_on, make_backbone, sync
+
+
+def ratio(a: float, b: float, digits: int) -> str:
+    """``a / b`` as ``1.234x``, or ``n/a`` where either row failed (was ``nanx``)."""
+    return f"{a / b:.{digits}f}x" if a == a and b == b and b > 0 else "n/a"
+
+
+def secs(a: float) -> str:
+    return f"{a:.2f} s" if a == a else "failed"
 
 
 def table_proteins(max_length: int = 2048, residues: int | None = None):
@@ -84,6 +94,8 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
                 fn()
                 sync(device)
                 best = min(best, time.perf_counter() - t0)
+        except Interrupted:  # a signal stops the whole table (its summary would time nothing)
+            raise
         except Exception as e:  # noqa: BLE001 - one failed row must not lose the others
             emit(f"  {label:44s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
             return float("nan")
@@ -140,10 +152,10 @@ def run_table(device: torch.device, max_tokens: int = 16384, residues: int | Non
             s = results.get(f"forward + statistics {dtype_name} [{kernel}]", float("nan"))
             p = results.get(f"plain forward {dtype_name}", float("nan"))
             q = results.get(f"forward + probabilities {dtype_name}", float("nan"))
-            emit(f"  {dtype_name} [{kernel}]: extract / plain {e / p:.3f}x, extract / probs {e / q:.3f}x, "
-                 f"statistics / plain {s / p:.3f}x, statistics / probs {s / q:.3f}x")
+            emit(f"  {dtype_name} [{kernel}]: extract / plain {ratio(e, p, 3)}, extract / probs {ratio(e, q, 3)}, "
+                 f"statistics / plain {ratio(s, p, 3)}, statistics / probs {ratio(s, q, 3)}")
     for kernel in kernels:
         a = results.get(f"extract fp32 [{kernel}]", float("nan"))
         b = results.get(f"extract bf16 [{kernel}]", float("nan"))
-        emit(f"  bf16 vs fp32 end to end [{kernel}]: {a / b:.2f}x (extract fp32 {a:.2f} s, bf16 {b:.2f} s)")
+        emit(f"  bf16 vs fp32 end to end [{kernel}]: {ratio(a, b, 2)} (extract fp32 {secs(a)}, bf16 {secs(b)})")
     return results

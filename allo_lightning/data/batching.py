@@ -102,7 +102,11 @@ class ExtractionDataModule(L.LightningDataModule):
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
-        sampler = RankBatchSampler(self.batches(), rank, world)
+        batches = self.batches()
+        if world > 1:  # every rank runs rank zero's plan: ranks that formed their own (a token budget from another
+            # device's free memory, the cache seen at another moment) ran some proteins twice and others never
+            batches = self.trainer.strategy.broadcast(batches, src=0)
+        sampler = RankBatchSampler(batches, rank, world)
         return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=partial(collate, tokenize=self.tokenize),
                           num_workers=self.num_workers)
 

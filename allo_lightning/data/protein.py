@@ -56,7 +56,7 @@ class Protein:
         """Checks for proteins made in Python (the file readers have already checked their own): the
         sequence is upper-cased as the readers do (the tokenizers know upper-case letters only), and
         letters, length and sites (1-based, within the sequence) are checked."""
-        where = f"{self.source}: protein {self.id!r}" if self.source else f"protein {self.id!r}"
+        where = self.where
         if not isinstance(self.sequence, str) or not self.sequence:
             raise InputError(f"{where}: empty or missing sequence.", pid=self.id, todo="Give the amino-acid sequence.")
         seq = self.sequence.translate(_ASCII_UPPER)
@@ -82,6 +82,14 @@ class Protein:
                                  todo="Give 1-based residue positions.")
 
     @property
+    def where(self) -> str:
+        """Where the protein is, for messages, as the file readers say it: ``FILE, line N, id 'X'``."""
+        path, _, line = self.source.rpartition(":")
+        if path and line.isdigit():
+            return f"{path}, line {line}, id {self.id!r}"
+        return f"{self.source}, id {self.id!r}" if self.source else f"protein {self.id!r}"
+
+    @property
     def length(self) -> int:
         return len(self.sequence)
 
@@ -90,7 +98,7 @@ class Protein:
         import numpy as np
 
         if self.sites is None:
-            raise InputError(f"{self.source or self.id}: protein {self.id!r} has no site labels. Give it in a "
+            raise InputError(f"{self.where}: no site labels. Give the protein in a "
                              "table with a 'sites' or 'labels' column (FASTA files carry no labels).",
                              pid=self.id, todo="Give it in a table with a 'sites' or 'labels' column.")
         y = np.zeros(len(self.sequence), dtype=np.int64)

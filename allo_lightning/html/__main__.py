@@ -6,15 +6,25 @@ from pathlib import Path
 from .build import MARKERS, PAGE_FILES, write_report
 from .page import FILES_DIR, VIEWER
 
+USAGE = """usage: python -m allo_lightning.html DIR [COMMAND]
+
+(Re)build DIR/report.html from the outputs a command wrote in the folder DIR. COMMAND (predict, heads,
+fit, evaluate or report) picks the page when several commands wrote into DIR; without it the page is
+that of predict, heads or report, else fit or evaluate, whichever outputs are there."""
+
 FILES = {"predictions.json": "predict", "heads.json": "heads", "report.json": "report"}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0 if argv else 2)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        raise SystemExit(0)
+    if not argv:
+        _fail("give the output folder of a command: python -m allo_lightning.html DIR [COMMAND] (see --help).")
     out = Path(argv[0])
+    if not out.is_dir():
+        _fail(f"{out}: no such folder. Give the output folder of a command (e.g. outputs/smoke).")
     if len(argv) > 2:
         _fail(f"unexpected argument {argv[2]!r}. Usage: python -m allo_lightning.html DIR [COMMAND].")
     if len(argv) > 1 and argv[1] not in MARKERS:

@@ -247,7 +247,9 @@ def _report(out: Path):
     body += ("<h2>Metrics per head subset</h2><p class='small muted'>Means over folds; _lo/_hi: 95 % bootstrap "
              "interval over test proteins; _sd: over folds (random rows: over draws). See report.md.</p>"
              "<div class='scroll'>" + _csv_table(out / "report.csv") + "</div>"
-             + "<h2>Selected heads against each baseline (paired bootstrap)</h2>" + _csv_table(out / "comparison.csv")
+             + "<h2>Selected heads against each baseline</h2><p class='small muted'>p_value: two-sided paired "
+             "permutation test over the test proteins, p_holm: Holm-adjusted over the rows; delta_lo/delta_hi: paired "
+             "bootstrap interval, descriptive only. See report.md.</p>" + _csv_table(out / "comparison.csv")
              + _img(out, "pr_curves.png", "test PR curves pooled over folds")
              + "<h2>Data efficiency</h2>" + _csv_table(out / "data_efficiency.csv")
              + _img(out, "data_efficiency.png", "test AUPRC against the number of training proteins"))

@@ -38,7 +38,7 @@ def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protei
     groups: dict[str, list[Protein]] = {}
     for p in proteins:
         if p.sites is None:
-            raise InputError(f"{p.source or p.id}: protein {p.id!r} has no site labels; the probe needs "
+            raise InputError(f"{p.where}: no site labels; the probe needs "
                              "labelled proteins (a table with a 'sites' column).")
         groups.setdefault(group_of(p, by), []).append(p)
     keys = sorted(groups)

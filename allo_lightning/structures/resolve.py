@@ -105,19 +105,25 @@ def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None =
     return out
 
 
+KEEP_STRUCTURES = 4  # structures kept in memory while proteins are mapped or scored: proteins sharing a file
+#                     (the chains of one complex in a table) are usually listed together
+
+
 def structures_for(proteins: Sequence, spec: str | Path, chain: str | None, options: StructureOptions,
                    name_of=None) -> Mapping[str, ChainMapping]:
     """Resolve and align every protein's structure (checked before any expensive work)."""
     if chain is not None:
         check_chain_id(chain, "--chain")
     requests = resolve_structures(spec, [p.id for p in proteins], chain, name_of)
-    cache: dict[Path, tuple[object, References]] = {}
+    cache: dict[Path, tuple[object, References]] = {}  # the last few files read (a folder: one per protein)
     out = {}
     for p in proteins:
         req = requests.get(p.id)
         if req is None:
             continue
         if req.path not in cache:
+            while len(cache) >= KEEP_STRUCTURES:  # memory independent of the number of structures
+                cache.pop(next(iter(cache)))
             cache[req.path] = (read_atoms(req.path), read_references(req.path))
         atoms, refs = cache[req.path]
         out[p.id] = map_chain(p.id, p.sequence, req.path, req.chain, options, atoms=atoms, references=refs)

@@ -157,10 +157,10 @@ def chimerax_script(info: ScriptInput, model: str = "#1") -> str:
 def write_protein_scripts(out: str | Path, pid: str, name: str, sequence: str, scores: Sequence[float],
                           mapping: ChainMapping | None, chain: str | None = None, top: int = 10,
                           header: Sequence[str] = (), known: Sequence[int] = (),
-                          unmapped_b: float | None = UNMAPPED_B) -> dict:
+                          unmapped_b: float | None = UNMAPPED_B, note: str = "") -> dict:
     """Write ``out/pymol/<name>.pml``, ``out/chimerax/<name>.cxc`` and, with a ``mapping``,
-    ``out/structures/<name>.<pdb|cif>`` for one protein. Returns what predictions.json records
-    (:func:`structure_record`)."""
+    ``out/structures/<name>.<pdb|cif>`` (carrying ``note``, a random backbone's) for one protein. Returns
+    what predictions.json records (:func:`structure_record`)."""
     from ..outputs import write_text
 
     out = Path(out)
@@ -168,7 +168,7 @@ def write_protein_scripts(out: str | Path, pid: str, name: str, sequence: str, s
         info = ScriptInput.sequence_numbered(pid, name, sequence, scores, chain or "A", top, header, known)
     else:
         rel = f"structures/{name}.{mapping.fmt}"
-        write_scored_structure(mapping, scores, out / rel, unmapped_b)
+        write_scored_structure(mapping, scores, out / rel, unmapped_b, note)
         b_note = ("crystallographic B kept on the other atoms" if unmapped_b is None else
                   f"B-factor {unmapped_b:g} on every other atom")
         lines = [(f"Structure {mapping.path} (written as {rel} with B-factor = raw score on the mapped residues, "

@@ -5,12 +5,14 @@ waters, unmapped residues, header records) is left unchanged: PDB files are edit
 columns only) and mmCIF files category by category (the ``B_iso_or_equiv`` column only, plus a category
 ``allo_lightning_score`` with the score and percentile of every mapped residue). Atoms of unmapped
 residues get B-factor ``UNMAPPED_B`` (-1, a value no score takes) unless asked to keep their
-crystallographic B.
+crystallographic B. A ``note`` (a random backbone's: its scores mean nothing) is added as ``REMARK 999``
+lines before the coordinates of a PDB file, and as the category ``allo_lightning_note`` of an mmCIF file.
 """
 
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,22 +46,33 @@ def _pdb_key(line: str) -> tuple[str, int, str, str] | None:
 
 
 SCORE_CATEGORY = "allo_lightning_score"  # mmCIF category written next to atom_site
+NOTE_CATEGORY = "allo_lightning_note"  # mmCIF: the note of the run (a random backbone's), as ``text``
+COORDINATES = ("MODEL ", "ATOM  ", "HETATM", "ANISOU", "TER")
+
+
+def _pdb_remarks(note: str, end: str) -> list[str]:
+    """``note`` as PDB REMARK 999 lines (80 columns at most)."""
+    return [f"REMARK 999 {chunk}".ljust(80) + end for chunk in textwrap.wrap(note, 69)]
 
 
 def write_scored_structure(mapping: ChainMapping, scores: Sequence[float], dst: str | Path,
-                           unmapped_b: float | None = UNMAPPED_B) -> Path:
+                           unmapped_b: float | None = UNMAPPED_B, note: str = "") -> Path:
     """Copy the structure to ``dst`` (same format) with B-factor = score on the mapped residues of the
     mapped chain (every model) and ``unmapped_b`` on every other atom (other chains, ligands, waters,
     unmapped residues; ``None`` keeps their crystallographic B); everything else unchanged. An mmCIF
     copy also gets the category ``_allo_lightning_score`` (one row per mapped residue: auth_asym_id,
     auth_seq_id, pdbx_PDB_ins_code, auth_comp_id, seq_position (1-based), score, percentile), so the
-    scores survive a program that rewrites B-factors."""
+    scores survive a program that rewrites B-factors. ``note`` (e.g. a random backbone's) goes into the copy:
+    PDB ``REMARK 999`` lines before the coordinates, mmCIF the category ``allo_lightning_note``."""
     by_key = residue_scores(mapping, scores)
     dst = Path(dst)
     if mapping.fmt == "pdb":
         lines = read_text(mapping.path, "latin-1").splitlines(keepends=True)
         out = []
         for line in lines:
+            if note and line.startswith(COORDINATES):
+                out += _pdb_remarks(note, line[len(line.rstrip("\r\n")):] or "\n")
+                note = ""
             if line.startswith(("ATOM  ", "HETATM")):
                 key = _pdb_key(line)
                 value = by_key.get(key, unmapped_b) if key is not None else unmapped_b
@@ -112,6 +125,8 @@ def write_scored_structure(mapping: ChainMapping, scores: Sequence[float], dst: 
             "seq_position": [str(k) for _, k, _, _ in rows],
             "score": [f"{v:.6f}" for *_, v, _ in rows],
             "percentile": [f"{q:.4f}" for *_, q in rows]})
+    if note:
+        block[NOTE_CATEGORY] = pdbx.CIFCategory({"text": [note]})
     with atomic_path(dst) as tmp:
         cif.write(str(tmp))
     return dst
