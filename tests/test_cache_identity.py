@@ -147,3 +147,51 @@ def test_a_read_only_cache_that_holds_every_entry_is_used(tmp_path, monkeypatch,
     finally:
         cache.chmod(0o755)
     assert sorted(p.name for p in cache.rglob("*")) == before
+
+
+# -- planted survivors (a mutation run on the cache, issue 19) -----------------------------------------------
+
+def _stats(L: int, windows: int, heads=None) -> cache_mod.ProteinStats:
+    g = torch.Generator().manual_seed(L)
+    r = torch.rand(2, 3, L, generator=g)
+    return cache_mod.ProteinStats(received=r, count=r.round(), mass=r * 2, total=r.sum(-1), windows=windows,
+                                  heads=heads)
+
+
+def test_a_windowed_entry_keeps_its_window_count(tmp_path):
+    """Statistics read back from the cache say they were stitched from windows (``windows``, ``windowed``),
+    as when computed: a full entry and a partial one (early exit)."""
+    seq = "MKTAYIAKQRQISFVKSHFSRQ" * 3
+    full = StatsCache(tmp_path, "tiny-x", 0.3, window=(CONTEXT, 8))
+    full.save(seq, _stats(len(seq), 3))
+    back = full.load(seq)
+    assert back.windows == 3 and back.windowed
+    heads = [(0, 1), (1, 2)]
+    part = StatsCache(tmp_path, "tiny-y", 0.3, window=(CONTEXT, 8))
+    part.save(seq, _stats(len(seq), 4, heads=heads))
+    back = part.load(seq, heads=heads)
+    assert back.partial and back.windows == 4 and back.windowed
+
+
+def test_window_settings_are_bound_exactly_for_proteins_longer_than_the_context():
+    """A protein of exactly the context's length is one window (its entry serves any overlap); one residue
+    more is windowed (its entry is bound to the overlap)."""
+    assert cache_mod.window_key(CONTEXT, (CONTEXT, 8)) == cache_mod.window_key(CONTEXT, (CONTEXT, 24)) == ""
+    assert cache_mod.window_key(CONTEXT + 1, (CONTEXT, 8)) != cache_mod.window_key(CONTEXT + 1, (CONTEXT, 24))
+    assert cache_mod.window_key(CONTEXT + 1, None) == ""
+
+
+@pytest.mark.parametrize("value, expected", [("", None), ("  ", None), ("~/allo_x", "~/allo_x"),
+                                             ("/tmp/allo_x", "/tmp/allo_x")])
+def test_the_cache_variable_is_read_as_the_command_line_reads_it(monkeypatch, value, expected):
+    """``ALLO_LIGHTNING_CACHE`` for the Python API (``extract(..., cache_dir=None)``): empty or blank counts as
+    unset (never the current folder), ``~`` is expanded (never a literal ``./~`` folder); the same folder as
+    the command line's (config.resolve_cache_dir). Was: '' -> '.', '~/x' -> './~/x'."""
+    import os
+
+    from allo_lightning.config import resolve_cache_dir
+
+    monkeypatch.setenv("ALLO_LIGHTNING_CACHE", value)
+    want = os.path.expanduser(expected or "~/.cache/allo_lightning")
+    assert str(cache_mod.default_cache_dir()) == want == resolve_cache_dir(None)
+    assert str(StatsCache(None, "tiny-x", 0.3).root) == want

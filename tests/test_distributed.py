@@ -25,6 +25,8 @@ def clean_env(monkeypatch):
     ({"RANK": "2"}, False),                           # torchrun
     ({"GROUP_RANK": "1"}, False),
     ({"SLURM_PROCID": "0"}, True),
+    ({"RANK": "main"}, True),                         # not a number: some other tool's variable, not a rank
+    ({"RANK": "main", "LOCAL_RANK": "1"}, False),
 ])
 def test_rank_zero_from_the_environment(clean_env, env, zero):
     for key, value in env.items():
@@ -50,3 +52,36 @@ def test_only_rank_zero_prepares_the_output_folder(clean_env, tmp_path):
 def test_a_later_extraction_on_rank_zero_uses_its_device_alone():
     kw = {"accelerator": "cuda", "devices": 4, "num_nodes": 2, "strategy": "ddp", "default_root_dir": "x"}
     assert distributed.one_device(kw) == {**kw, "devices": 1, "num_nodes": 1, "strategy": "auto"}
+
+
+# -- planted survivors (a mutation run on distributed.py, issue 19) ------------------------------------------
+
+@pytest.fixture
+def fresh_state(monkeypatch):
+    for key in ("shared_phase_over", "threads"):
+        monkeypatch.setitem(distributed._state, key, distributed._state[key])
+
+
+def test_other_ranks_leave_with_exit_status_zero(clean_env, fresh_state):
+    """After the shared extraction a rank other than zero ends with status 0: a launcher (torchrun, srun) takes
+    a non-zero status for a failed worker and stops the whole job, rank zero's work with it."""
+    distributed.begin_command()
+    clean_env.setenv("LOCAL_RANK", "1")
+    with pytest.raises(SystemExit) as e:
+        distributed.end_shared_phase()
+    assert e.value.code == 0 and distributed.shared_phase_over()
+
+
+def test_rank_zero_gets_its_thread_count_back_after_the_shared_phase(clean_env, fresh_state):
+    """A launcher lowers the thread count of each process (shared CPUs); rank zero then goes on alone (scores,
+    probe) with the count it started with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        distributed.begin_command()
+        torch.set_num_threads(threads + 1)  # as a launcher changes it during the shared phase
+        distributed.end_shared_phase()
+        assert torch.get_num_threads() == threads and distributed.shared_phase_over()
+    finally:
+        torch.set_num_threads(threads)

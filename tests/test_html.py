@@ -352,7 +352,7 @@ def test_viewer_gets_mmcif_as_pdb_with_insertion_codes(tmp_path):
     ("fit", ["--config", "configs/gpcr.yaml", "--probe.kind", "mlp", "--seed", "3", "--checkpoint", "c.safetensors"]),
     ("evaluate", ["--checkpoint", "c.safetensors", "--data.path", "t.tsv", "--bootstrap", "50"]),
     ("predict", ["--checkpoint", "c", "--fasta", "f.fasta", "--out", "o", "--chain", "B", "--data.long", "skip",
-                 "--plots", "false", "--min_identity", "0.5"]),
+                 "--plots", "false", "--min_identity", "0.5", "--unmapped_b", "null"]),  # null: not the default
     ("report", ["--config", "configs/smoke.yaml", "--report.ks", "1", "2", "--report.scheme", "logo"]),
 ])
 def test_config_yaml_replays_every_setting(tmp_path, name, args):
@@ -452,6 +452,94 @@ def test_html_rebuild_refusals_are_one_line(tmp_path, capsys, files, args, phras
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and phrase in err, err
     assert not (tmp_path / "report.html").exists()
+
+
+# -- planted survivors (a mutation run on records.py and the page rebuild, issue 19) -------------------------
+
+def test_run_log_of_a_bug_keeps_its_traceback_and_no_colour_codes(tmp_path):
+    """run.log of a run that ends in a bug has the traceback; terminal colour codes are removed."""
+    from allo_lightning.records import record_run
+    from allo_lightning.shell import command
+
+    def body(cfg):
+        record_run(cfg, tmp_path)
+        print("\x1b[1;31mwarning\x1b[0m in colour")
+        raise KeyError("a bug")
+
+    main = command("fit", "test", sections=("model",))(body)
+    with pytest.raises(BaseException):  # noqa: B017 - whatever the shell makes of a bug, run.log has it
+        main([])
+    log = (tmp_path / "run.log").read_text()
+    assert "warning in colour" in log and "\x1b" not in log, log
+    assert "Traceback" in log and "KeyError: 'a bug'" in log, log
+
+
+def test_only_rank_zero_writes_the_run_records(tmp_path, monkeypatch):
+    """config.yaml and run.log are written by rank zero only (another rank's would replace them)."""
+    from allo_lightning import distributed
+    from allo_lightning.heads import main as heads_main
+    from allo_lightning.records import capture, record_run
+    from allo_lightning.shell import parse
+
+    cfg = parse(heads_main.spec, ["--config", "configs/smoke.yaml"])
+    for key in distributed.RANK_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with capture(["other rank"]):
+        record_run(cfg, tmp_path)
+        print("rank one")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("LOCAL_RANK", "0")  # negative control
+    with capture(["rank zero"]):
+        record_run(cfg, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "run.log"]
+
+
+def test_a_capture_inside_a_command_keeps_the_commands_run_log(tmp_path):
+    """A command run from inside another one's capture (the Python API): the outer run.log is still written."""
+    from allo_lightning.heads import main as heads_main
+    from allo_lightning.records import capture, record_run
+    from allo_lightning.shell import parse
+
+    cfg = parse(heads_main.spec, ["--config", "configs/smoke.yaml"])
+    with capture(["outer"]):
+        record_run(cfg, tmp_path)
+        with capture(["inner"]):
+            print("inner line")
+        print("outer line")
+    log = (tmp_path / "run.log").read_text()
+    assert log.startswith("# allo_lightning heads outer") and "outer line" in log, log
+
+
+def test_html_rebuild_tells_fit_from_evaluate(tmp_path, capsys, monkeypatch):
+    """A folder with metrics.json is fit's when it has a training_log or test_scores.csv (a fit without a test
+    split has no test_scores.csv), else evaluate's."""
+    import allo_lightning.html.__main__ as rebuild
+
+    monkeypatch.setattr(rebuild, "write_report", lambda out, command: command)
+    for files, command in ((["training_log/"], "fit"), (["test_scores.csv"], "fit"),
+                           (["training_log/", "test_scores.csv"], "fit"), ([], "evaluate")):
+        out = tmp_path / "-".join(files or ["none"]).replace("/", "")
+        out.mkdir()
+        (out / "metrics.json").write_text("{}")
+        for f in files:
+            (out / f).mkdir() if f.endswith("/") else (out / f).write_text("")
+        rebuild.main([str(out)])
+        assert capsys.readouterr().out.strip() == command, files
+
+
+def test_a_page_is_rebuilt_again_without_a_manifest(tmp_path, capsys):
+    """Rebuilding the page of a folder whose manifest is gone (an older run, or outputs copied with ``cp -r
+    out/*``, which leaves hidden files behind): the page files there are replaced, not refused as a user's."""
+    from allo_lightning.html.__main__ import main
+
+    out = tmp_path / "old"
+    synthetic_predict(out, ["P1", "P2"])
+    for _ in range(2):
+        for manifest in out.glob(".allo_lightning.*.files.json"):
+            manifest.unlink()
+        main([str(out)])
+        assert capsys.readouterr().out.strip().endswith("report.html")
 
 
 def test_html_rebuild_usage_and_a_missing_folder(tmp_path, capsys):

@@ -136,6 +136,101 @@ def test_per_protein_all_and_a_negative_number(setup, capsys):
     assert not (tmp / "negative").exists()
 
 
+# -- planted survivors (a mutation run on predict's streaming writer and resume, issue 19) --------------------
+
+def test_a_score_equal_to_the_threshold_is_predicted(setup, monkeypatch):
+    """predicted = score >= threshold (as predictions.json says), also for a score exactly at the threshold,
+    in predictions.csv and in the counts of proteins.csv."""
+    import numpy as np
+
+    from allo_lightning import pipeline
+
+    tmp, fasta = setup
+    predict.main(_args(tmp, fasta, tmp / "thr0", "--per_protein", "0"))
+    scores = [float(r["score"]) for r in csv.DictReader((tmp / "thr0" / "predictions.csv").open())]
+    threshold = float(np.float32(sorted(scores)[len(scores) // 2]))  # a score of the run, exactly (float32)
+    load = pipeline.load_probe_checkpoint
+
+    def at_a_score(cfg, command):
+        ckpt = load(cfg, command)
+        ckpt.threshold = threshold
+        return ckpt
+
+    monkeypatch.setattr(pipeline, "load_probe_checkpoint", at_a_score)
+    out = tmp / "thr"
+    info = predict.main(_args(tmp, fasta, out, "--per_protein", "0"))
+    assert info["threshold"] == threshold
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert any(float(np.float32(r["score"])) == threshold for r in rows)
+    for r in rows:
+        assert r["predicted"] == str(int(float(np.float32(r["score"])) >= threshold)), r
+    counts = {r["id"]: int(r["predicted"]) for r in csv.DictReader((out / "proteins.csv").open())}
+    assert counts == {pid: sum(int(r["predicted"]) for r in rows if r["id"] == pid) for pid in counts}
+
+
+def test_rows_of_another_checkpoint_are_not_resumed(setup, monkeypatch, capsys):
+    """A run stopped with one checkpoint, then the same command with a re-fitted checkpoint in the same place:
+    the rows of the old checkpoint are not taken over (the resume is bound to the checkpoint's bytes)."""
+    tmp, fasta = setup
+    refit = tmp / "refit"
+    refit.mkdir()
+    ckpt = refit / "probe.safetensors"
+    ckpt.write_bytes((tmp / "probe.safetensors").read_bytes())
+    original, calls = predict.rows_text, []
+
+    def stopping(header, rows):
+        calls.append(1)
+        if len(calls) == 4:  # after the header and 2 proteins
+            raise Interrupted("interrupted by SIGTERM")
+        return original(header, rows)
+
+    args = _args(tmp, fasta, tmp / "ck", "--per_protein", "0")
+    args[args.index("--checkpoint") + 1] = str(ckpt)
+    monkeypatch.setattr(predict, "rows_text", stopping)
+    with pytest.raises(SystemExit):
+        predict.main(args)
+    monkeypatch.setattr(predict, "rows_text", original)
+    table = write_table(tmp / "refit.tsv", random_proteins(10, lo=30, hi=50, seed=6))  # other training proteins
+    with contextlib.redirect_stdout(io.StringIO()):
+        fit.main(common(tmp, table) + ["--trainer.default_root_dir", str(refit / "run"), "--checkpoint", str(ckpt),
+                                       "--overwrite"])
+    capsys.readouterr()
+    predict.main(args)
+    assert "starting over" in capsys.readouterr().out
+    whole = list(args)
+    whole[whole.index("--out") + 1] = str(tmp / "ck_whole")
+    predict.main(whole)
+    assert (tmp / "ck" / "predictions.csv").read_bytes() == (tmp / "ck_whole" / "predictions.csv").read_bytes()
+
+
+def test_resumed_rows_are_bound_to_every_setting_they_depend_on(setup):
+    """What a partial file is resumed under (predict._settings) changes with each setting the rows depend on:
+    the checkpoint's and proteins' bytes, the structure options, the long-protein policy, the model settings."""
+    from types import SimpleNamespace
+
+    tmp, fasta = setup
+    values = {"fasta": str(fasta), "structure": None, "chain": None, "min_identity": 0.9, "min_coverage": 0.1,
+              "data.long": "window"}
+    model = {"dtype": "fp32", "max_tokens": None, "bucket": True, "window_overlap": 256}
+
+    def settings(ckpt=tmp / "probe.safetensors", **changes):
+        v = {**values, **{k.replace("__", "."): x for k, x in changes.items() if k.replace("__", ".") in values}}
+        m = {**model, **{k: x for k, x in changes.items() if k in model}}
+        cfg = SimpleNamespace(get=lambda k, d=None: v.get(k, d), model=SimpleNamespace(**m))
+        return predict._settings(cfg, SimpleNamespace(path=ckpt), ["id", "score"])
+
+    other = tmp / "other.fasta"
+    other.write_text(fasta.read_text() + ">extra\nMKV\n")
+    base = settings()
+    assert settings() == base
+    for change in ({"ckpt": tmp / "refit_or_not.safetensors"}, {"fasta": str(other)}, {"structure": "x.pdb"},
+                   {"chain": "B"}, {"min_identity": 0.5}, {"min_coverage": 0.5}, {"data__long": "skip"},
+                   {"dtype": "bf16"}, {"max_tokens": 1000}, {"bucket": False}, {"window_overlap": 64}):
+        if "ckpt" in change:
+            change["ckpt"].write_bytes((tmp / "probe.safetensors").read_bytes() + b" ")
+        assert settings(**change) != base, change
+
+
 @pytest.mark.slow
 def test_killed_process_resumes_to_the_rows_of_an_uninterrupted_run(setup, tmp_path):
     """A real process killed (SIGKILL: no clean-up at all) while it writes rows, then the same command again."""

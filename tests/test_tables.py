@@ -234,3 +234,65 @@ def test_a_tampered_manifest_never_deletes_outside_the_folder(tmp_path):
     manifest.write_text("not json")  # a damaged manifest: nothing deleted, no crash
     _run(out, ["C"], overwrite=True)
     assert (out / "pymol" / "B.pml").exists()
+
+
+def test_overwrite_never_deletes_through_a_folder_replaced_by_a_link(tmp_path):
+    """A per-protein folder of an earlier run replaced by a link to elsewhere (``pymol -> ~/work``): the
+    next ``--overwrite`` run deletes nothing there, though the manifest lists ``pymol/A.pml`` (planted
+    survivor: the link check on the recorded file's folder dropped)."""
+    out = tmp_path / "out"
+    _run(out, ["A"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "A.pml").write_text("keep")
+    (out / "pymol" / "A.pml").unlink()
+    (out / "pymol").rmdir()
+    (out / "pymol").symlink_to(elsewhere, target_is_directory=True)
+    prepare_out_dir(out, True, "predictions.csv")
+    assert (elsewhere / "A.pml").read_text() == "keep"
+    assert (out / "pymol").is_symlink()  # the link itself is left for the user (the claim refuses it)
+
+
+# -- planted survivors (a mutation run on the table writer and reader, issue 19) ---------------------------
+
+def test_a_text_that_only_starts_like_a_number_is_neutralised():
+    """``+1-2`` or ``-1+A1`` start like a number but are formulas: a number is recognised only whole."""
+    for text in ("+1-2", "-1+A1", "-2e5+cmd|' /C calc'!A0", "+.5*A1", "-1e-05x", "-0.5 "):
+        assert escape_cell(text) == "'" + text, text
+        assert _raw_cells(csv_text(["id"], [[text]]))[1] == ["'" + text]
+    for number in ("-1", "+1", "-1e-05", "+.5"):
+        assert escape_cell(number) == number
+
+
+def test_a_table_that_is_not_utf8_is_one_located_error(tmp_path, capsys):
+    """A table re-saved as Latin-1 (a spreadsheet's export) is one InputError naming the file and line, also
+    when the page is rebuilt (not a UnicodeDecodeError traceback)."""
+    from allo_lightning.errors import InputError
+    from allo_lightning.html.__main__ import main
+
+    table = tmp_path / "heads.csv"
+    table.write_bytes("layer,head,note\r\n0,1,ok\r\n0,2,caf\u00e9\r\n".encode("latin-1"))
+    with pytest.raises(InputError, match="heads.csv, line .*not a readable table") as e:
+        read_csv(table)
+    assert e.value.path == str(table)
+    (tmp_path / "heads.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "heads"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "heads.csv" in err, err
+
+
+def test_rows_whose_cells_are_all_empty_are_kept(tmp_path):
+    """A row of missing values is a row: the reader gives back as many rows as were written."""
+    for columns, rows in ((["a"], [[None], [2], [None]]),
+                          (["a", "b"], [[None, None], [1, None], [None, float("nan")]])):
+        path = write_csv(tmp_path / "t.csv", columns, rows)
+        back = read_csv(path)
+        assert len(back) == len(rows) and [r["a"] for r in back] == ["" if r[0] is None else str(r[0]) for r in rows]
+
+
+def test_the_smallest_floats_are_written_not_rounded_to_zero():
+    """A p-value below 1e-300 (exact null distributions reach it; float64 subnormals) keeps its digits."""
+    for p in (1e-300, 3.7e-305, 1e-310, 5e-324):
+        assert float(format_cell(p)) == pytest.approx(p, rel=1e-8) and float(format_cell(p)) > 0, p
+    assert format_cell(-1e-310) == "-1e-310"

@@ -36,7 +36,10 @@ from .stats import ProteinStats
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ALLO_LIGHTNING_CACHE", Path.home() / ".cache" / "allo_lightning"))
+    """``$ALLO_LIGHTNING_CACHE``, else ~/.cache/allo_lightning, read as the command line reads it
+    (config.resolve_cache_dir): an empty or blank variable counts as unset (never the current folder) and a
+    leading ``~`` is expanded (never a literal ``./~`` folder)."""
+    return Path(os.environ.get("ALLO_LIGHTNING_CACHE", "").strip() or "~/.cache/allo_lightning").expanduser()
 
 
 def sequence_hash(sequence: str) -> str:
