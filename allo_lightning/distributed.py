@@ -85,6 +85,10 @@ def settle(trainer, failure: BaseException | None) -> None:
     a rank waiting in a barrier for a rank that failed got a gloo traceback (or, with NCCL, waited)."""
     if trainer.world_size <= 1 or not _initialized():
         if failure is not None:
+            from . import interrupt
+
+            if trainer.world_size > 1 and interrupt.requested():  # ddp_spawn, this process stopped: its message
+                interrupt.check()
             raise _spawned_user_error(failure, trainer.world_size) or failure
         trainer.strategy.barrier("extraction written")
         return

@@ -7,6 +7,8 @@
   (``--trainer.devices 2 --trainer.strategy ddp``) writes the same files as one process: the same bytes
   for the tables, the same JSON but for timings and the command line. Before, ``heads`` on 2 processes
   died (rank 1 read a cache entry rank 0 was still writing, or found rank 0's heads.csv).
+- The same for ``--trainer.strategy ddp_spawn`` (every rank spawned by Lightning; the first process waits),
+  and a signal to its first process (or Ctrl-C) stops every spawned process after its batch in flight.
 - 3 processes and 2 batches (a rank with nothing to do) for ``extract``: no traceback, every entry.
 - Two "machines" of one process each, started by the test with Lightning's environment variables
   (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``, ``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; loopback only)
@@ -208,7 +210,8 @@ def _inputs(tmp: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path, strategy):
     table, fasta = _inputs(tmp_path)
     ckpt = tmp_path / "one" / "fit" / "probe.safetensors"
     one = _commands(tmp_path, table, fasta, ckpt, "one")
@@ -219,7 +222,7 @@ def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path)
         writes = tmp_path / f"writes-{name}.log"
         env = _env(hook, ALLO_TEST_WRITES=str(writes), ALLO_TEST_OUT=str(tmp_path / "two"))
         res = subprocess.run([sys.executable, "-m", f"allo_lightning.{module}", *args, "--trainer.devices", "2",
-                              "--trainer.strategy", "ddp"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              "--trainer.strategy", strategy], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=900)
         log = res.stdout[-2000:] + res.stderr[-4000:]
         assert res.returncode == 0, f"{name}: exit {res.returncode}\n{log}"
@@ -546,6 +549,102 @@ def test_sigterm_while_another_rank_waits_at_the_end_stops_them_all(tmp_path, ti
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: interrupted by SIGTERM; finished proteins are cached: run the same command again to "
                       "resume."], stderr[-4000:]
+
+
+# Imported at start-up by every process: each batch of a process spawned by ddp_spawn logs its proteins and its
+# process id when it starts (ALLO_TEST_STARTED), then takes 1 s, so that a signal comes while batches are in flight.
+SLOW_SPAWNED_HOOK = """
+import importlib.abc, importlib.util, os, sys, time
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.extractor":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            original = module.AttentionExtractor.predict_step
+
+            def slow(self, batch, batch_idx):
+                with open(os.environ["ALLO_TEST_STARTED"], "a") as f:
+                    f.write(f"{os.getpid()} {' '.join(batch['ids'])}\\n")
+                time.sleep(1)
+                return original(self, batch, batch_idx)
+
+            module.AttentionExtractor.predict_step = slow
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,group", [(15, False), (2, False), (2, True)], ids=["SIGTERM", "SIGINT", "ctrl-c"])
+def test_ddp_spawn_a_signal_stops_every_process_after_its_batch(tmp_path, tiny, signum, group):
+    """``--trainer.strategy ddp_spawn``: SIGTERM or SIGINT to the first process (``kill``, ``timeout``; the
+    processes it spawned do not get it), or Ctrl-C (the whole process group): every spawned process stops after
+    its batch in flight, whose proteins are cached; exit 128 + signal, one message; the same command resumes.
+    Before, the spawned processes never heard of a signal to the first one and extracted their whole share
+    first (then the command stopped: 'interrupted')."""
+    import signal
+    import time
+
+    proteins = random_proteins(40, lo=20, hi=30, seed=6)
+    fasta = tmp_path / "forty.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_SPAWNED_HOOK)
+    started = tmp_path / "started.txt"
+    cmd = [c if c != "ddp" else "ddp_spawn" for c in _extract_cli(fasta, tmp_path, 1)]
+    out, err = (tmp_path / "stdout.txt").open("w"), (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(hook, ALLO_TEST_STARTED=str(started)), stdout=out, stderr=err,
+                            start_new_session=group)
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    pids: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while not any(cache.complete(p.sequence) for p in proteins):
+            assert proc.poll() is None and time.monotonic() < deadline, "no protein was ever extracted"
+            time.sleep(0.1)
+        time.sleep(0.5)  # both spawned processes are in a batch
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        rc = proc.wait(timeout=120)
+        pids = {int(line.split()[0]) for line in started.read_text().splitlines()}
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in pids), "a spawned process goes on alone"
+    finally:
+        for pid in [proc.pid, *pids]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        out.close()
+        err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 128 + signum and "Traceback" not in stderr, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: interrupted by {signal.Signals(signum).name}; finished proteins are cached: run the "
+                      "same command again to resume."], stderr[-4000:]
+    assert len(pids) == 2, "both spawned processes extracted"
+    by_id = {p.id: p for p in proteins}
+    begun = [pid for line in started.read_text().splitlines() for pid in line.split()[1:]]
+    n = sum(cache.complete(p.sequence) for p in proteins)
+    assert n <= len(begun) < len(proteins) // 2, f"{len(begun)} batches begun: a process went on after the signal"
+    assert all(cache.complete(by_id[pid].sequence) for pid in begun), "a batch in flight was lost"
+    res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == len(proteins) - n and summary["from_cache"] == n
+    assert all(cache.complete(p.sequence) for p in proteins)
 
 
 def _alive(pid: int) -> bool:

@@ -313,6 +313,13 @@ class AttentionExtractor(L.LightningModule):
         return None
 
 
+def spawned(trainer) -> bool:
+    """Does this trainer run in processes spawned by Lightning (``ddp_spawn``; its hooks then run there)?"""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
 class CacheWriter(BasePredictionWriter):
     """Writes each protein's statistics to the cache as soon as its batch is done (so an interrupted
     run keeps its finished proteins), then stops the run if a signal arrived meanwhile (see
@@ -328,6 +335,7 @@ class CacheWriter(BasePredictionWriter):
         self.cache = cache
         self.written: list[str] = []
         self._writer = BackgroundWriter(cache, max_pending) if background else None
+        self.stop_flag = None  # ddp_spawn: the first process's stop flag (interrupt.spawn_flag), inherited
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for pid, seq, stats in prediction:
@@ -336,7 +344,7 @@ class CacheWriter(BasePredictionWriter):
             else:
                 self.cache.save(seq, stats)
             self.written.append(pid)
-        interrupt.check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
+        self._check()  # a SIGTERM / Ctrl-C during this batch stops here, with the batch cached
 
     def setup(self, trainer, pl_module, stage) -> None:
         import warnings
@@ -350,6 +358,20 @@ class CacheWriter(BasePredictionWriter):
         launcher = getattr(trainer.strategy, "launcher", None)
         if getattr(launcher, "procs", None):
             interrupt.forward_to(lambda: list(launcher.procs))
+        if spawned(trainer):  # a process spawned by Lightning: it handles signals itself, and the flag
+            interrupt.spawned_worker(self.stop_flag)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._check()  # a signal before this batch (a process still starting, ddp_spawn's flag): none begun
+
+    def _check(self) -> None:
+        """Stop if a signal came: every queued entry on disk first (a process spawned by ddp_spawn ends at
+        once after the error, without Lightning's on_exception and teardown hooks, which drain the queue)."""
+        try:
+            interrupt.check()
+        except BaseException:
+            self.close(raise_errors=False)
+            raise
 
     def on_predict_start(self, trainer, pl_module) -> None:
         interrupt.reclaim()  # SIGTERM handled as described in allo_lightning.interrupt, not by Lightning's handler

@@ -19,7 +19,7 @@ from ..data.protein import Protein
 from ..errors import AlloError, InputError, OutputError
 from ..messages import quiet_lightning
 from .cache import StatsCache
-from .extractor import AttentionExtractor, CacheWriter, token_budget, window_plan
+from .extractor import AttentionExtractor, CacheWriter, spawned, token_budget, window_plan
 from .stats import ProteinStats
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,10 @@ def extract(
                                     embedding_layer if embeddings else None)
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
+        if spawned(trainer):  # ddp_spawn: a signal to this process reaches the processes it spawns
+            writer.stop_flag = interrupt.spawn_flag()
+            # torch's "Terminating process N via signal SIGTERM" (the others, once one stopped): the error says why
+            logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
         data = ExtractionDataModule(unique, backbone.alphabet.tokenize, max_tokens, bucket, batches=batches,
                                     n_special=backbone.alphabet.n_special)
         failure = None
