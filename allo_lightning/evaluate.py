@@ -199,8 +199,8 @@ def main(cfg) -> dict:
     from .probe.checkpoint import seen_in_training
 
     trained_on, by_id_only = seen_in_training(ckpt.config, proteins)  # by sequence digest (ids: old files)
-    warnings = [w for w in [undefined_warning(metrics, f"the {len(proteins)} proteins of the table"), by_id_only]
-                if w]
+    warnings = [w for w in [undefined_warning(metrics, f"the {len(proteins)} proteins of the table"), by_id_only,
+                            ckpt.calibration.warning if ckpt.calibration else None] if w]
     if trained_on:
         warnings.append(f"warning: {len(trained_on)} of these proteins trained or validated this probe "
                         f"({', '.join(trained_on[:5])}{' ...' if len(trained_on) > 5 else ''}): its metrics on them "

@@ -130,7 +130,8 @@ def main(cfg) -> dict:
         "backbone": backbone.name, "backbone_identity": backbone.identity, "theta": cfg.model.theta,
         "meaningless": backbone.meaningless,
         "note": backbone.note,
-        "warnings": warnings,
+        # fit_split has logged a collapsed calibration already: listed here, not logged again below
+        "warnings": warnings + ([run.calibration.warning] if run.calibration and run.calibration.warning else []),
         "checkpoint": str(ckpt_path),
         "config": cfg.as_dict(),
     }

@@ -432,6 +432,8 @@ def main(cfg) -> dict:
              + (f", structures: {out / 'structures'}" if mappings else "")
              + (f", plots: {out / 'plots'}" if cfg.get("plots") else "") + ")")
     log.info(f"report: {write_report(out, 'predict')} (open it in a browser)")
+    if ckpt.calibration is not None and ckpt.calibration.warning:  # the probability column, at a glance
+        log.warning(f"probability column: {ckpt.calibration.collapsed}")
     if backbone.meaningless:
         log.warning(meaningless_message(backbone.name))
     return info

@@ -4,6 +4,7 @@ head lists, never how heads are chosen."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from .data.protein import Protein
 from .probe import FeatureSpec, ProbeRun, Split, head_spec, items_of, train_probe
 
 Analyse = Callable[..., Any]
+log = logging.getLogger(__name__)
 
 
 def _analyse() -> Analyse:
@@ -57,7 +59,8 @@ def fit_split(split: Split, stats: Mapping[str, ProteinStats], probe_cfg, heads_
               trainer_kwargs: dict | None = None, analyse: Analyse | None = None,
               max_epochs: int | None = None, spec: FeatureSpec | None = None) -> FitResult:
     """Select heads on ``split.train`` (unless ``spec`` is given), train on train, stop early and pick
-    the threshold on val, test on test."""
+    the threshold on val, test on test. A collapsed calibration (one probability for every residue:
+    the scores do not rank the validation sites) is logged as a warning."""
     train = items_of(split.train, stats)
     if spec is None:
         choice = select_heads(train, heads_cfg, seed, analyse)
@@ -66,4 +69,6 @@ def fit_split(split: Split, stats: Mapping[str, ProteinStats], probe_cfg, heads_
         choice = HeadChoice(list(spec.heads), None, None)
     run = train_probe(spec, train, items_of(split.val, stats), items_of(split.test, stats), probe_cfg, seed,
                       trainer_kwargs, max_epochs)
+    if run.calibration is not None and run.calibration.warning:
+        log.warning(run.calibration.collapsed)
     return FitResult(split, choice, run)

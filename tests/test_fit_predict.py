@@ -83,7 +83,8 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
              "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
              "--trainer.enable_progress_bar", "false"]
     predict.main(pargs)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     pred = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
     assert list(pred[0]) == ["id", "position", "residue", "score", "probability", "rank", "predicted", "windowed"]
     assert {r["windowed"] for r in pred} == {"0"}  # short proteins: one window, not marked
@@ -94,6 +95,10 @@ def test_predict_round_trip_matches_fit_scores(fitted, capsys):
         assert float(r["probability"]) == pytest.approx(want[(r["id"], int(r["position"]))][1], abs=1e-5)
     info = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert "not a probability" in info["score_meaning"]["score"].lower()
+    # a constant probability column is said, in predictions.json and on stderr (once)
+    constant = len({r["probability"] for r in pred}) == 1
+    assert ("COLLAPSED" in info["score_meaning"]["probability"]) == constant
+    assert captured.err.count("probability column: the calibrated probability is constant") == int(constant)
     first = [r for r in pred if r["id"] == pred[0]["id"]]
     assert [int(r["position"]) for r in first] == list(range(1, len(first) + 1))  # 1-based
     assert sorted(int(r["rank"]) for r in first) == list(range(1, len(first) + 1))
@@ -212,6 +217,24 @@ def test_fit_metrics_json_recomputed_from_test_scores_csv(fitted):
     assert saved["val"]["auprc"] is not None and 0 <= saved["val"]["f1"] <= 1
 
 
+def test_fit_says_when_its_calibration_collapsed(fitted):
+    """The tiny backbone's scores do not rank the validation sites, so Platt collapses to the validation base
+    rate: one probability for every residue. Legitimate, but said (metrics.json warnings, score_meaning),
+    never left for the user to discover in test_scores.csv (issue: 0.0297 for every residue, unexplained)."""
+    tmp_path, args, metrics, out = fitted
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    cal = saved["calibration"]
+    probs = {round(float(r["probability"]), 6) for r in csv.DictReader((tmp_path / "run" / "test_scores.csv").open())}
+    constant = cal["params"]["a"] == 0
+    assert constant == (len(probs) == 1)
+    said = [w for w in saved["warnings"] if "calibrated probability is constant" in w]
+    assert bool(said) == constant and ("COLLAPSED" in saved["score_meaning"]["probability"]) == constant
+    if constant:  # the value and why: the validation base rate
+        rate = cal["n_pos"] / cal["n"]
+        assert next(iter(probs)) == pytest.approx(rate, abs=1e-6)
+        assert f"{rate:.4g} for every residue" in said[0] and "do not rank the validation sites" in said[0]
+
+
 def _eval_args(tmp_path, ckpt, table, out):
     return ["--checkpoint", str(ckpt), "--data.path", str(table), "--trainer.default_root_dir", str(out),
             "--model.cache_dir", str(tmp_path / "cache"), "--trainer.accelerator", "cpu",
@@ -230,6 +253,9 @@ def test_evaluate_scores_every_residue_and_matches_sklearn(fitted, capsys):
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(saved) - documented("metrics.json", "pooled `auprc`") == set()  # the README names every key
     rows = list(csv.DictReader((tmp_path / "eval" / "scores.csv").open()))
+    constant = len({r["probability"] for r in rows}) == 1  # a collapsed calibration is said, once
+    assert sum("calibrated probability is constant" in w for w in saved["warnings"]) == int(constant)
+    assert captured.err.count("calibrated probability is constant") == int(constant)
     assert list(rows[0]) == ["id", "position", "residue", "label", "score", "probability"]
     # every residue of the table, in order, 1-based, with its label
     assert [(r["id"], int(r["position"]), r["residue"], int(r["label"])) for r in rows] == [

@@ -337,3 +337,112 @@ def test_probe_package_does_not_choose_heads():
             if isinstance(node, ast.ImportFrom):
                 assert "analysis" not in (node.module or ""), f"{path.name} imports {node.module}"
     assert not hasattr(probe_pkg, "select_heads") and not hasattr(probe_pkg, "fit_split")
+
+
+# -- calibration: reliability with a planted signal, collapse said (newcomer's 0.0297 for every residue) ----------
+
+def _reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
+    """(mean predicted, observed rate, size) per quantile bin of the predicted probability."""
+    order = np.argsort(p, kind="stable")
+    return [(float(p[b].mean()), float(y[b].mean()), len(b)) for b in np.array_split(order, bins)]
+
+
+def _reliable(p: np.ndarray, y: np.ndarray) -> bool:
+    """Every bin's mean prediction within 4 binomial sd (+0.01 for the fit's own error) of its observed rate."""
+    return all(abs(m - o) <= 4 * math.sqrt(max(o * (1 - o), 1e-4) / n) + 0.01 for m, o, n in _reliability(p, y))
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibration_is_reliable_on_fresh_residues_with_a_planted_signal(method):
+    """True P(site | score) known (logistic in logit(score), sites ~6 %); fitted on 5000 'validation' residues,
+    the map is non-constant, monotone and reliable per bin on 50000 fresh ones. Controls: the raw score and a
+    map fitted on other labels fail the same check."""
+    from allo_lightning.probe import Calibration
+
+    rng = np.random.default_rng(0)
+
+    def draw(n, intercept=-3.5):
+        s = 1 / (1 + np.exp(-(rng.normal(0.5, 1.5, n))))  # a class-weighted probe: scores far above the base rate
+        z = np.log(s) - np.log1p(-s)
+        return torch.from_numpy(s), torch.from_numpy((rng.random(n) < 1 / (1 + np.exp(-(1.3 * z + intercept))))
+                                                     .astype(np.int64))
+
+    (sv, yv), (st, yt) = draw(5000), draw(50000)
+    cal = Calibration.fit(sv, yv, method)
+    p, y = cal(st).double().numpy(), yt.numpy()
+    assert cal.collapsed is None and cal.warning is None and "COLLAPSED" not in cal.meaning
+    assert len(np.unique(p)) >= 5 and p.max() - p.min() > 0.3  # it separates residues
+    order = np.argsort(st.numpy())
+    assert (np.diff(p[order]) >= -1e-7).all()  # monotone in the score
+    assert _reliable(p, y), _reliability(p, y)
+    assert not _reliable(st.numpy(), y)  # the raw score is not a probability
+    so, yo = draw(5000, intercept=-1.5)  # other proteins, other base rate: a map fitted there is off here
+    assert not _reliable(Calibration.fit(so, yo, method)(st).double().numpy(), y)
+
+
+def test_collapsed_calibration_is_said_with_its_value_and_reason():
+    from allo_lightning.probe import Calibration
+    from allo_lightning.probe.calibration import PROBABILITY_MEANING
+
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(500, generator=g) < 0.05).long()
+    s = torch.sigmoid(torch.randn(500, generator=g) + 2.0 * y)
+    rate = float(y.float().mean())
+    for method in ("platt", "isotonic"):
+        good = Calibration.fit(s, y, method)
+        assert good.collapsed is None and good.warning is None
+        assert good.meaning == PROBABILITY_MEANING.format(method=method, n_pos=good.n_pos, n=good.n)
+        flat = Calibration.fit(1 - s, y, method)  # scores that rank the sites backwards: the base rate for all
+        probs = flat(1 - s)
+        assert flat.levels == 1 and torch.allclose(probs, torch.full_like(probs, rate), atol=1e-6)
+        assert flat.warning.startswith("warning: the calibrated probability is constant: ")
+        assert f"{rate:.4g} for every residue" in flat.warning and f"{int(y.sum())} sites among 500" in flat.warning
+        assert "COLLAPSED: the calibrated probability is constant" in flat.meaning
+        again = Calibration.from_config(json.loads(json.dumps(flat.to_config())))  # a saved checkpoint says so too
+        assert again.warning == flat.warning
+    two = Calibration.from_config({"method": "isotonic", "params": {"x": [0.1, 0.5, 0.6, 0.9],
+                                                                    "y": [0.02, 0.02, 0.3, 0.3]}, "n": 9, "n_pos": 2})
+    assert two.levels == 2 and "only 2 distinct probabilities (0.02, 0.3)" in two.warning
+
+
+def test_calibration_fitted_on_validation_only_and_collapse_logged_by_fit_split(caplog):
+    """train_probe's calibration is sklearn's fit on the VALIDATION scores and labels (not test's); a planted
+    signal gives non-constant, monotone probabilities, calibrated in the large on the test proteins. When the
+    validation proteins' signal is reversed, the map collapses and fit_split (the notebook API) warns."""
+    from sklearn.linear_model import LogisticRegression
+
+    from allo_lightning.probe import Calibration
+
+    ps = random_proteins(40, lo=40, hi=80, seed=1)
+    stats = {}
+    for p in ps:
+        s = fake_stats(p)
+        s.received[0, 1] += torch.as_tensor(p.labels(), dtype=torch.float32) * 0.4
+        stats[p.id] = s
+    sp = train_val_test(ps, "protein", 0.3, 0.3, 0)
+    cfg = ProbeConfig(batch_size=128, max_epochs=8, patience=3)
+    spec = head_spec([(0, 1)], cfg)
+    with caplog.at_level("WARNING", logger="allo_lightning"):
+        run = fit_split(sp, stats, cfg, None, trainer_kwargs=CPU, spec=spec).run
+    assert not [r for r in caplog.records if "calibrat" in r.getMessage()]
+    vs, vy = run.val_scores.double().numpy(), run.val_set.y.numpy()
+    z = np.log(vs) - np.log1p(-vs)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], vy)
+    assert run.calibration.params == pytest.approx({"a": lr.coef_[0, 0], "b": lr.intercept_[0]}, abs=1e-4)
+    assert (run.calibration.n, run.calibration.n_pos) == (len(vy), int(vy.sum()))
+    on_test = Calibration.fit(run.test_scores, run.test_set.y, "platt")
+    assert on_test.params != pytest.approx(run.calibration.params, abs=1e-3)  # the test set played no part
+    p, ts, ty = run.test_probabilities.double().numpy(), run.test_scores.numpy(), run.test_set.y.numpy()
+    assert run.calibration.collapsed is None and len(np.unique(p)) > 100
+    assert (np.diff(p[np.argsort(ts)]) >= -1e-7).all()
+    assert abs(p.mean() - ty.mean()) < 0.04 < abs(ts.mean() - ty.mean())  # calibrated in the large; raw is not
+    lo, *_, hi = _reliability(p, ty, bins=4)
+    assert hi[0] > lo[0] + 0.1 and hi[1] > lo[1] + 0.1  # predicted and observed rise together
+    # reversed signal on the validation proteins: the scores rank them backwards, Platt collapses, and says so
+    for p_ in sp.val:
+        stats[p_.id].received[0, 1] -= torch.as_tensor(p_.labels(), dtype=torch.float32) * 1.2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="allo_lightning"):
+        run = fit_split(sp, stats, cfg, None, trainer_kwargs=CPU, spec=spec).run
+    said = [r.getMessage() for r in caplog.records if "calibrated probability is constant" in r.getMessage()]
+    assert run.calibration.levels == 1 and len(said) == 1 and f"{float(run.val_set.y.float().mean()):.4g}" in said[0]

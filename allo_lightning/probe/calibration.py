@@ -11,7 +11,11 @@ near the class boundary of a balanced problem, not at a 50 % chance of being all
 - ``isotonic``: a monotone step function (scikit-learn's IsotonicRegression, clipped at the ends).
 
 Both are monotone non-decreasing in the score, so rankings and the decision threshold (always on the
-score) are unchanged.
+score) are unchanged. When the validation scores do not rank the sites (e.g. the random ``tiny``
+backbone), the fitted map collapses: one probability (the validation base rate) for every residue,
+or only a few distinct ones. That is the right answer on such scores, not a fault, but it is easy to
+misread: :attr:`Calibration.collapsed` says so, and ``meaning`` and ``warning`` carry it into the
+outputs and the log.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ PROBABILITY_MEANING = ("probability: the score calibrated on the validation prot
                        "among {n} residues): an estimate of P(allosteric) for proteins like those")
 
 _EPS = 1e-6
+MIN_LEVELS = 3  # fewer distinct probabilities than this on the validation residues: a collapsed calibration
 
 
 def _logit(scores: np.ndarray) -> np.ndarray:
@@ -92,8 +97,38 @@ class Calibration:
         return torch.from_numpy(p).float()
 
     @property
+    def levels(self) -> int | None:
+        """How many distinct probabilities the map gives the validation residues it was fitted on: 1 for
+        a constant map, None for Platt with a positive slope (one per distinct score)."""
+        if self.method == "platt":
+            return 1 if self.params["a"] == 0 else None
+        return len(set(self.params["y"]))
+
+    @property
+    def collapsed(self) -> str | None:
+        """Why the map is (nearly) constant, or None when it separates residues (see module docstring)."""
+        levels = self.levels
+        if levels is None or levels >= MIN_LEVELS:
+            return None
+        values = sorted(set(self.params["y"])) if self.method == "isotonic" else [1 / (1 + np.exp(-self.params["b"]))]
+        if levels == 1:
+            return (f"the calibrated probability is constant: {values[0]:.4g} for every residue, the base rate of "
+                    f"the validation residues it was fitted on ({self.n_pos} sites among {self.n}), because the "
+                    "probe's scores do not rank the validation sites (expected with a random backbone such as "
+                    "tiny); score still orders residues")
+        return (f"the {self.method} calibration gives only {levels} distinct probabilities "
+                f"({', '.join(f'{v:.4g}' for v in values)}) on the validation residues it was fitted on "
+                f"({self.n_pos} sites among {self.n}): the probe's scores barely rank the validation sites")
+
+    @property
+    def warning(self) -> str | None:
+        """A ``warning: ...`` line when the map is collapsed, else None."""
+        return f"warning: {self.collapsed}" if self.collapsed else None
+
+    @property
     def meaning(self) -> str:
-        return PROBABILITY_MEANING.format(method=self.method, n_pos=self.n_pos, n=self.n)
+        text = PROBABILITY_MEANING.format(method=self.method, n_pos=self.n_pos, n=self.n)
+        return f"{text}; COLLAPSED: {self.collapsed}" if self.collapsed else text
 
     def to_config(self) -> dict:
         return {"method": self.method, "params": self.params, "n": self.n, "n_pos": self.n_pos,
