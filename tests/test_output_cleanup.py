@@ -145,3 +145,18 @@ def test_other_ranks_and_successes_remove_nothing(tmp_path, monkeypatch):
     outputs.check_writable_dir(tmp_path / "r1", "x")
     _fail()
     assert (tmp_path / "r1").is_dir() and not outputs._MADE
+
+
+def test_a_folder_this_run_made_but_another_run_locked_first_stays(tmp_path):
+    """This run made the folder, another run locked it before this one could: its lock (and folder) stay."""
+    out = tmp_path / "out"
+    outputs.check_writable_dir(out, "the output folder")
+    fd = os.open(out / outputs.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(outputs.OutputError, match="another run is writing"):
+            outputs.lock_out_dir(out)
+        _fail()
+        assert os.stat(out / outputs.LOCK_NAME).st_ino == os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
