@@ -163,7 +163,7 @@ def remove_recorded(out_dir: str | Path, marker: str) -> list[Path]:
 
 
 _LOCKS: dict[str, int] = {}  # output folder -> open file descriptor holding its lock (this process)
-_MADE: dict[str, Path] = {}  # folder check_writable_dir created -> the outermost folder it created for it
+_MADE: dict[str, tuple[int, int]] = {}  # a folder check_writable_dir created (its real path) -> (st_dev, st_ino)
 LOCK_NAME = ".allo_lightning.lock"
 
 
@@ -189,6 +189,9 @@ def lock_out_dir(path: str | Path) -> None:
                           "folder.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held, there = os.fstat(fd), os.lstat(lock)  # a failed run tidying its folder may have just removed the
+        if (held.st_dev, held.st_ino) != (there.st_dev, there.st_ino):  # file opened: its lock would be nobody's
+            raise OSError
     except OSError:
         os.close(fd)
         raise OutputError(f"another run is writing into the output folder {path} now. Wait for it to finish, or "
@@ -198,31 +201,60 @@ def lock_out_dir(path: str | Path) -> None:
 
 def release_locks(failed: bool = False) -> None:
     """Release the output folders locked by this process (the end of a command). ``failed`` (the command
-    stopped on an error): a folder it created (:func:`check_writable_dir`: output, checkpoint or cache
-    folder) that holds nothing but its lock is removed, with the parents it created, so a mistyped input
-    leaves no empty folder behind (rank zero only: the other ranks may end first)."""
-    while _LOCKS:
-        _, fd = _LOCKS.popitem()
-        os.close(fd)  # closing the descriptor releases its flock
+    stopped on an error): the folders it created (:func:`check_writable_dir`: output, checkpoint or cache
+    folders and the parents made for them) that hold nothing, or nothing but this process's lock, are removed
+    first (the lock still held), so a mistyped input leaves no empty folder behind; a folder that is not the
+    one created (replaced since, or reached through a link now) stays. Rank zero only: the other ranks may end
+    first."""
     if failed and _MADE:  # (not before: --help and flag errors end here too, and import no torch)
         from .distributed import is_rank_zero
 
-        failed = is_rank_zero()
-    made = sorted(_MADE.items(), key=lambda kv: -len(Path(kv[0]).parts)) if failed else []
+        if is_rank_zero():
+            _remove_made()
     _MADE.clear()
-    for key, top in made:  # the deepest first: a folder made inside another made one is gone before its parent
+    while _LOCKS:
+        _, fd = _LOCKS.popitem()
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+def _remove_made() -> None:
+    for key in sorted(_MADE, key=lambda k: -len(Path(k).parts)):  # the deepest first
         folder = Path(key)
         try:
-            if {e.name for e in os.scandir(folder)} - {LOCK_NAME}:
-                continue
-            (folder / LOCK_NAME).unlink(missing_ok=True)
-            while True:
-                folder.rmdir()  # refuses a folder that is not empty: nothing else is ever removed
-                if folder == top:
-                    break
-                folder = folder.parent
+            st = os.lstat(folder)
+            if (st.st_dev, st.st_ino) != _MADE[key] or os.path.realpath(folder) != key:
+                continue  # not the folder this run made (replaced since, or a link now on the way)
+            names = {e.name for e in os.scandir(folder)}
+            if names - {LOCK_NAME} or (names and key not in _LOCKS):
+                continue  # something in it, or another run's lock
+            if names:
+                (folder / LOCK_NAME).unlink()
+            folder.rmdir()  # refuses a folder that is not empty: nothing else is ever removed
         except OSError:
             continue
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """``path.mkdir(parents=True, exist_ok=True)`` that returns the folders this call made itself (outermost
+    first): one another process made at the same moment is not among them."""
+    try:
+        os.mkdir(path)
+        return [path]
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        made = _make_folders(path.parent)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return []
+    try:
+        os.mkdir(path)
+        made.append(path)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+    return made
 
 
 def check_out_files(out_dir: str | Path, files: Iterable[str | Path], overwrite: bool, marker: str,
@@ -318,11 +350,10 @@ def check_writable_dir(path: str | Path, what: str) -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder. Give a folder path.")
-    made = next((a for a in reversed((path, *path.parents)) if not a.exists()), None)  # the outermost new one
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if made is not None:  # removed again at the end of the command if nothing was written (release_locks)
-            _MADE.setdefault(str(path.resolve()), made.resolve())
+        for made in _make_folders(path):  # removed again if the command fails before writing in it (release_locks)
+            st = os.stat(made)
+            _MADE.setdefault(os.path.realpath(made), (st.st_dev, st.st_ino))
         fd, probe = tempfile.mkstemp(dir=path, prefix=".allo_write_test.")
         os.close(fd)
         os.unlink(probe)
