@@ -72,7 +72,7 @@ def end_shared_phase() -> None:
         torch.set_num_threads(_state["threads"])
 
 
-def settle(trainer, failure: BaseException | None) -> None:
+def settle(trainer, failure: BaseException | None, joined: bool = True) -> None:
     """The end of an extraction (``failure``: how this process's share ended, None when it went well).
 
     One process: ``failure`` is raised as it is. Several: every process tells the others how its share
@@ -82,7 +82,8 @@ def settle(trainer, failure: BaseException | None) -> None:
     process's (one line, with that process's exit status; a bug is re-raised with its traceback, which that
     process printed). The other processes leave quietly with status 0: a process Lightning started that
     exits otherwise makes Lightning kill every process, rank zero included, before it has said why; and
-    a rank waiting in a barrier for a rank that failed got a gloo traceback (or, with NCCL, waited)."""
+    a rank waiting in a barrier for a rank that failed got a gloo traceback (or, with NCCL, waited).
+    ``joined`` False (this process failed before the batch plan was shared): the failure is raised at once."""
     if trainer.world_size <= 1 or not _initialized():
         if failure is not None:
             from . import interrupt
@@ -92,6 +93,11 @@ def settle(trainer, failure: BaseException | None) -> None:
             raise _spawned_user_error(failure, trainer.world_size) or failure
         trainer.strategy.barrier("extraction written")
         return
+    if failure is not None and not joined:
+        # failed before every rank took the batch plan (e.g. out of memory in one rank's setup): the others wait
+        # in Lightning's own collectives, not in this exchange, which would then never end; raised as it is, the
+        # others' collective fails at once (gloo's connection error) and they stop too
+        raise failure
     import torch.distributed as dist
 
     from .errors import ProcessFailed, UserError

@@ -344,6 +344,48 @@ def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny, strategy
     assert len(errors) == 1 and errors[0].startswith("error: process 1 of 2: ") and repr(victim.id) in errors[0], log
 
 
+# Imported at start-up by every process: the second process's backbone module fails in its setup (as an out of
+# memory on one GPU would), before the batch plan is shared
+SETUP_FAILS_HOOK = """
+import importlib.abc, importlib.util, os, sys
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.extractor":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+        def exec_module(module):
+            load(module)
+            if os.environ.get("LOCAL_RANK", "0") == "1":
+                def setup(self, stage):
+                    raise RuntimeError("CUDA out of memory (simulated, rank 1 setup)")
+                module.AttentionExtractor.setup = setup
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_before_the_plan_is_shared_does_not_hang_the_run(tmp_path):
+    """Rank 1 fails in its setup while rank zero waits in Lightning's own collectives: the end-of-extraction
+    exchange (distributed.settle) must not be entered (rank 1 waited in it, rank zero in Lightning's barrier,
+    both until gloo's 30-minute timeout). The run now stops within seconds with a non-zero status."""
+    proteins = random_proteins(10, lo=20, hi=60, seed=3)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SETUP_FAILS_HOOK)
+    try:
+        res = subprocess.run(_extract_cli(fasta, tmp_path, 200), cwd=ROOT, env=_env(hook), capture_output=True,
+                             text=True, timeout=150)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung after one rank failed in its setup")
+    assert res.returncode != 0 and "simulated, rank 1 setup" in res.stderr, res.stderr[-3000:]
+
+
 # Imported at start-up by every process (on PYTHONPATH): Lightning's second process (LOCAL_RANK=1) notes its
 # pid, then waits before it joins, so that a signal to the first process comes while it waits for the second.
 SLOW_CHILD_HOOK = """

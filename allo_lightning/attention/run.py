@@ -191,7 +191,7 @@ def extract(
         except BaseException as e:  # noqa: BLE001 - raised by settle (several processes: told to the others first)
             failure = e
         # several processes: every rank has written its entries (or failed) before any rank reads one
-        distributed.settle(trainer, failure)
+        distributed.settle(trainer, failure, joined=getattr(data, "plan_shared", False))
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
 

@@ -106,6 +106,7 @@ class ExtractionDataModule(L.LightningDataModule):
         if world > 1:  # every rank runs rank zero's plan: ranks that formed their own (a token budget from another
             # device's free memory, the cache seen at another moment) ran some proteins twice and others never
             batches = self.trainer.strategy.broadcast(batches, src=0)
+            self.plan_shared = True  # every rank got this far: the end-of-extraction exchange (settle) is safe
         sampler = RankBatchSampler(batches, rank, world)
         return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=partial(collate, tokenize=self.tokenize),
                           num_workers=self.num_workers)
