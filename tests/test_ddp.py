@@ -60,6 +60,11 @@ def _worker(out: Path) -> None:
     kw = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
           "default_root_dir": str(out / "root")}
     extract(ddp_proteins(), backbone, THETA, cache_dir=str(out / "cache"), trainer_kwargs=kw, max_tokens=MAX_TOKENS)
+    # as every command does after its extraction: the process group closed before the interpreter exits (left to
+    # the exit, gloo's threads sometimes aborted a rank: "terminate called without an active exception", -6)
+    from allo_lightning import distributed
+
+    distributed.end_shared_phase()
 
 
 def _free_port() -> int:
