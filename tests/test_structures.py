@@ -488,3 +488,23 @@ def test_mapping_table_errors_name_the_file_line_after_a_multiline_cell(tmp_path
     data = b'id,structure,chain,note\nP1,a.pdb,A,"two\nlines"\nQ9,a.pdb,A,\n'
     with pytest.raises(InputError, match=r"map.csv, line 4, id 'Q9': not among the proteins"):
         _table_result(tmp_path, data)
+
+
+def test_mapping_table_missing_or_unreadable_file_names_the_table_line(tmp_path):
+    """A path in a mapping table that does not exist (typically written relative to the working folder, while
+    the table's paths are read from the table's folder) or has a suffix this package does not read: one line
+    naming the table, the line and the id, and where a relative path is read from (before, only the structure
+    file was named, 'Check the path given to --structure', though --structure gave the table)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.pdb").write_text("")
+    table = tmp_path / "data" / "map.csv"
+    table.write_text("id,structure,chain\nP1,a.pdb,A\nP2,data/a.pdb,A\n")
+    with pytest.raises(InputError) as e:
+        resolve_structures(table, ["P1", "P2"])
+    msg = str(e.value)
+    assert msg.startswith(f"{table}, line 3, id 'P2': structure file ") and "not found" in msg, msg
+    assert "table's folder" in msg and str(tmp_path / "data") in msg and "\n" not in msg
+    assert (e.value.line, e.value.pid) == (3, "P2")
+    table.write_text("id,structure,chain\nP1,a.xyz,A\n")
+    with pytest.raises(InputError, match=r"map.csv, line 2, id 'P1': .*a.xyz: not a structure file"):
+        resolve_structures(table, ["P1"])

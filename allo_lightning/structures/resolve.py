@@ -100,7 +100,16 @@ def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None =
                              todo="Fix the path.")
         p = Path(path)
         p = p if p.is_absolute() else spec.parent / p
-        structure_format(p)
+        where = f"{spec}, line {line}, id {pid!r}"
+        try:
+            structure_format(p)
+        except InputError as e:  # the suffix: named with the table line that gave the path
+            raise InputError(f"{where}: {e}", path=spec, line=line, pid=pid, todo=e.todo) from None
+        if not p.is_file():  # checked here, where the line is known (read_atoms would name only the file)
+            raise InputError(f"{where}: structure file {_shown(str(p), 200)} not found (a relative path is read from "
+                             f"the table's folder, {_shown(str(spec.parent), 200)}). Fix the path, or give it "
+                             "relative to the table or absolute.", path=spec, line=line, pid=pid,
+                             todo="Fix the path.")
         out[pid] = StructureRequest(p, ch or chain)
     return out
 
