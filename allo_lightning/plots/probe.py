@@ -110,7 +110,7 @@ def per_protein_auprc(rows: Sequence[dict], path: str | Path, title: str = "per-
     ax.set(xlabel="average precision", xlim=(0, min(1.02, 1.1 * top)), ylim=(-0.7, len(usable) - 0.3),
            title=title + note)
     if usable:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it never hides a protein
     else:
         ax.text(0.5, 0.5, "no protein with a labelled site", ha="center", va="center", transform=ax.transAxes)
     return save_figure(fig, path)
