@@ -357,3 +357,15 @@ def test_read_rows_other_tables_by_the_same_rules(tmp_path):
     assert "line 3: 3 field(s) but the header has 2" in str(refused(lambda: list(read_rows(p, "x").rows(2))))
     assert "Give a table with columns id, structure" in str(refused(read_rows, write(tmp_path, "z.csv", ""),
                                                                    "id, structure"))
+
+
+def test_fasta_rcsb_headers_give_the_entry_and_entity(tmp_path):
+    """RCSB PDB's FASTA (the sequence download of an entry, e.g. 4EIY) names each entity
+    ``>4EIY_1|Chain A|...`` or ``>4EIY_2|Chains B, C|...``: the id is ``4EIY_1``, not the first word
+    ``4EIY_1|Chain`` (which every output, file name and mapping-table row then had to carry). Other pipes
+    in a first word stay as they were (NCBI ``gi|...|ref|...|``)."""
+    text = (">4EIY_1|Chain A|Adenosine receptor A2a/Soluble cytochrome b562|Homo sapiens (9606)\nMKTAYI\n"
+            ">4eiy_2|Chains B, C|nanobody|Lama glama (9844)\nMKTT\n"
+            ">gi|4501969|ref|NP_000015.1| beta-2\nMKA\n")
+    assert [p.id for p in read_proteins(write(tmp_path, "rcsb.fasta", text))] == [
+        "4EIY_1", "4eiy_2", "gi|4501969|ref|NP_000015.1|"]

@@ -326,13 +326,19 @@ def _parse_fasta(text: str, path: Path, max_length: int | None) -> list[Protein]
     return proteins
 
 
+_RCSB_ENTITY = re.compile(r"^[0-9][A-Za-z0-9]{3}_[0-9]+$")  # 4EIY_1 of RCSB's ">4EIY_1|Chain A|..."
+
+
 def fasta_id(header: str) -> str:
-    """The id of a FASTA header: the first word, or the accession of UniProt's ``db|ACC|NAME``."""
+    """The id of a FASTA header: the first word, the accession of UniProt's ``db|ACC|NAME``, or the entry and
+    entity of RCSB PDB's ``4EIY_1|Chain A|...`` (whose first word would be ``4EIY_1|Chain``)."""
     words = header.split()
     first = words[0] if words else ""
     parts = first.split("|")
     if len(parts) >= 3 and parts[0] in ("sp", "tr") and parts[1]:
         return parts[1]
+    if len(parts) == 2 and parts[1] in ("Chain", "Chains") and _RCSB_ENTITY.match(parts[0]):
+        return parts[0]
     return first
 
 
