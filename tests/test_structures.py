@@ -320,8 +320,15 @@ def test_structures_for_checks_every_protein(files):
     from allo_lightning.data.protein import Protein
 
     proteins = [Protein("P1", SEQ), Protein("bad", OTHER[:10] + "MMMMMMMMMM")]
-    with pytest.raises(InputError, match="'bad'"):
+    with pytest.raises(InputError, match="'bad'") as e:
         structures_for(proteins, files / "complex.pdb", "A", StructureOptions())
+    # one file given for several proteins: the error says how to give each protein its own (the README's
+    # A2A-on-4EIY example refuses ADRB2 that way); a lone protein's error does not
+    assert "aligned to every protein (2 here)" in str(e.value) and "id, structure, chain" in str(e.value)
+    assert "\n" not in str(e.value) and e.value.pid == "bad"
+    with pytest.raises(InputError, match="'bad'") as e:
+        structures_for(proteins[1:], files / "complex.pdb", "A", StructureOptions())
+    assert "every protein" not in str(e.value)
     got = structures_for(proteins[:1], files / "complex.pdb", None, StructureOptions())
     assert got["P1"].chain == "B"
 

@@ -124,6 +124,7 @@ def structures_for(proteins: Sequence, spec: str | Path, chain: str | None, opti
     if chain is not None:
         check_chain_id(chain, "--chain")
     requests = resolve_structures(spec, [p.id for p in proteins], chain, name_of)
+    one_file = Path(spec).is_file() and _suffix(spec) in STRUCTURE_SUFFIXES
     cache: dict[Path, tuple[object, References]] = {}  # the last few files read (a folder: one per protein)
     out = {}
     for p in proteins:
@@ -135,5 +136,13 @@ def structures_for(proteins: Sequence, spec: str | Path, chain: str | None, opti
                 cache.pop(next(iter(cache)))
             cache[req.path] = (read_atoms(req.path), read_references(req.path))
         atoms, refs = cache[req.path]
-        out[p.id] = map_chain(p.id, p.sequence, req.path, req.chain, options, atoms=atoms, references=refs)
+        try:
+            out[p.id] = map_chain(p.id, p.sequence, req.path, req.chain, options, atoms=atoms, references=refs)
+        except InputError as e:
+            if not (one_file and len(proteins) > 1):
+                raise
+            raise InputError(f"{e} One --structure file is aligned to every protein ({len(proteins)} here): to give "
+                             "each protein its own structure (or none), pass a table with columns id, structure, "
+                             "chain, or a folder of <id>.pdb / <id>.cif files.", path=e.path, line=e.line, pid=e.pid,
+                             todo=e.todo) from None
     return out
