@@ -62,11 +62,12 @@ def heads_label(heads) -> list[str]:
     return [head_label(ly, h) for ly, h in heads]
 
 
-def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_kwargs) -> list[dict]:
+def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_kwargs, t0: float) -> list[dict]:
     """Data-efficiency probes: per fold and training size, ``report.efficiency_draws`` draws of the
     training proteins (validation drawn in proportion; early stopping on it as in every probe).
     ``full_runs``: (fold, row name) -> test scores of the main rows, reused for the whole training set;
-    a draw identical to an earlier one (small folds) reuses its probes."""
+    a draw identical to an earlier one (small folds) reuses its probes. Each fold's end is logged (this stage
+    trains more probes than the folds' rows and printed nothing for minutes)."""
     import random
 
     from .probe import FeatureSpec, head_spec, items_of, train_probe
@@ -78,7 +79,9 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
     for f, split in enumerate(splits):
         test = items_of(split.test, stats)
         done: dict = {}
-        for d in efficiency_plan(split, rcfg.train_sizes, rcfg.efficiency_draws, cfg.seed, f):
+        trained = 0
+        plan = efficiency_plan(split, rcfg.train_sizes, rcfg.efficiency_draws, cfg.seed, f)
+        for d in plan:
             key = (frozenset(p.id for p in d.train), frozenset(p.id for p in d.val))
             train, val = items_of(d.train, stats), items_of(d.val, stats)
             if key not in done:
@@ -98,6 +101,7 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
                         outcome[name] = full_runs[(f, reuse[name])]
                         continue
                     run = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs, rcfg.max_epochs)
+                    trained += 1
                     outcome[name] = (run.test["auprc"], run.test["base_rate"], run.test_scores.numpy())
                 done[key] = (outcome, bool(choice.fallback))
             outcome, fell_back = done[key]
@@ -106,6 +110,8 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
                                 "n_val": len(d.val), "draw": d.draw, "fold": f, "auprc": auprc,
                                 "base_rate": base_rate, "scores": scores,
                                 "fallback": fell_back and name == "selected heads"})
+        log.info(f"data efficiency fold {f + 1}/{len(splits)} ({split.name}): {trained} probes trained for "
+                 f"{len(plan)} draws of training proteins, {time.perf_counter() - t0:.0f} s since the start")
     return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
 
 
@@ -206,7 +212,7 @@ def main(cfg, analyse=None) -> dict:
             log.warning(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
     full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
                  for r in col.results if r["draw"] is None}
-    efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs)
+    efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs, t0)
     fallbacks = [c.fallback for c in choices]
     rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed, fallbacks=fallbacks)
     sel_name = rows[0]["subset"] if rows else "selected"

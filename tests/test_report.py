@@ -104,8 +104,16 @@ def test_report_small_run_succeeds(tmp_path, capsys):
     assert {"report.csv", "comparison.csv", "data_efficiency.csv"} <= set(assert_table_policy(out))
     # each fold's line says what its numbers are: the probes trained (identical feature sets once) for the
     # rows and draws, and the time since the start (it said "24 probes, 50 s": 50 s was not the fold's time)
+    printed = capsys.readouterr().out.splitlines()
     folds = [re.fullmatch(r"fold (\d)/2 \(\w+\): \d+ train / \d+ val / \d+ test proteins, (\d+) probes trained for "
                           r"(\d+) rows and draws, (\d+) s since the start", line)
-             for line in capsys.readouterr().out.splitlines() if line.startswith("fold ")]
+             for line in printed if line.startswith("fold ")]
     assert len(folds) == 2 and all(folds), folds
+    # the data-efficiency stage (more probes than the rows: it ran for minutes in silence) says where it is
+    efficiency = [re.fullmatch(r"data efficiency fold (\d)/2 \(\w+\): (\d+) probes trained for (\d+) draws of "
+                               r"training proteins, (\d+) s since the start", line)
+                  for line in printed if line.startswith("data efficiency fold ")]
+    assert len(efficiency) == 2 and all(efficiency), printed
+    assert [int(m[1]) for m in efficiency] == [1, 2] and int(efficiency[0][4]) >= int(folds[1][4])
+    assert all(int(m[3]) >= 2 for m in efficiency)  # size 1 and the whole training set
     assert all(0 < int(m[2]) <= int(m[3]) for m in folds) and int(folds[0][4]) <= int(folds[1][4])
