@@ -133,6 +133,7 @@ def main(cfg, analyse=None) -> dict:
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
     from .probe import items_of, train_probe
+    from .probe.bootstrap import COVERAGE
     from .probe.splits import group_of
     from .reporting import (
         COLUMNS,
@@ -315,6 +316,7 @@ def main(cfg, analyse=None) -> dict:
                "comparison_test": ("two-sided exact permutation test, Holm-adjusted across rows: fixed rows "
                                    f"swapped per test unit (split group: {cfg.probe.split}), random rows by rotating "
                                    "whole head sets (null: selected = one more random draw; p >= 2 / (draws + 1))"),
+               "interval_coverage": COVERAGE,
                "backbone": backbone.name,
                "backbone_identity": backbone.identity, "meaningless": backbone.meaningless,
                "note": backbone.note,

@@ -3,7 +3,7 @@
     python -m tests.honesty_sims nulls [sets B]        # head null: P(p<=.05), BH q<.1 under no relation
     python -m tests.honesty_sims random-rows [runs D]  # selected vs random heads: per protein vs head sets
     python -m tests.honesty_sims homologs [runs]       # fixed rows with homologous test proteins
-    python -m tests.honesty_sims coverage [runs]       # coverage of the report's bootstrap interval
+    python -m tests.honesty_sims coverage [runs]       # coverage of the report's and evaluate's intervals
 
 Generators are independent of tests/calibration.py (own proteins, pockets of site runs, AR(1) attention).
 """
@@ -124,11 +124,11 @@ def homologs(runs=400, per_cluster=2, clusters_per_fold=(2, 2, 1, 1, 1)):
               f"studies, {len(clusters_per_fold)} folds, clusters of {per_cluster})", flush=True)
 
 
-def coverage(runs=400, n_boot=500):
+def coverage(runs=400, n_boot=500, fold_sets=(SIZES, (6,) * 5, (20,) * 5, (14,), (50,))):
     """Coverage of the report's 95 % interval (mean over folds of the pooled fold AUPRC, proteins resampled
     within folds) for the expected value of that same statistic (Monte Carlo truth over 4000 studies).
-    Proteins differ: signal times 1 + N(0, 0.5) per protein."""
-    for sizes in (SIZES, (6,) * 5, (20,) * 5):
+    Proteins differ: signal times 1 + N(0, 0.5) per protein. One fold of n: evaluate's interval over n proteins."""
+    for sizes in fold_sets:
         def study(rng, sizes=sizes):
             folds, scores = [], []
             for n_prot in sizes:
