@@ -62,7 +62,8 @@ def heads_label(heads) -> list[str]:
     return [head_label(ly, h) for ly, h in heads]
 
 
-def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_kwargs, t0: float) -> list[dict]:
+def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_kwargs, t0: float,
+                units=None) -> list[dict]:
     """Data-efficiency probes: per fold and training size, ``report.efficiency_draws`` draws of the
     training proteins (validation drawn in proportion; early stopping on it as in every probe).
     ``full_runs``: (fold, row name) -> test scores of the main rows, reused for the whole training set;
@@ -112,7 +113,7 @@ def _efficiency(splits, stats, cfg, choices, analyse, folds, full_runs, trainer_
                                 "fallback": fell_back and name == "selected heads"})
         log.info(f"data efficiency fold {f + 1}/{len(splits)} ({split.name}): {trained} probes trained for "
                  f"{len(plan)} draws of training proteins, {time.perf_counter() - t0:.0f} s since the start")
-    return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed)
+    return efficiency_rows(results, folds, rcfg.n_boot, cfg.seed, units)
 
 
 def best_layer_hidden(cfg, backbone, proteins, choices) -> dict[int, dict]:
@@ -131,6 +132,7 @@ def best_layer_hidden(cfg, backbone, proteins, choices) -> dict[int, dict]:
 @command("report", __doc__, sections=("model", "data", "trainer", "heads", "probe", "report"), flags=_flags)
 def main(cfg, analyse=None) -> dict:
     # torch, Lightning and the backbone only once the command line is parsed (--help answers without them)
+    import numpy as np
     import torch
 
     from .backbone import meaningless_message
@@ -138,6 +140,8 @@ def main(cfg, analyse=None) -> dict:
     from .plots.probe import data_efficiency as plot_efficiency
     from .plots.probe import pr_curves
     from .probe import items_of, train_probe
+    from .probe.bootstrap import COVERAGE
+    from .probe.splits import group_of
     from .reporting import (
         COLUMNS,
         COMPARISON_COLUMNS,
@@ -198,8 +202,11 @@ def main(cfg, analyse=None) -> dict:
                 same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs,
                                         rcfg.max_epochs)
             run = same[key]
-            if len(col.folds) == f:
-                col.add_fold(run.test_set.y.numpy(), run.test_set.index.numpy())
+            if len(col.folds) == f:  # the unit of the intervals and tests: a test protein's split group
+                index = run.test_set.index.numpy()
+                keys = [group_of(p, cfg.probe.split) for p in run.test_set.proteins]
+                unit = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+                col.add_fold(run.test_set.y.numpy(), index, np.array([unit[k] for k in keys])[index])
             col.add(name, draw, f, len(spec.heads), note, run.test, run.test_scores.numpy(), run.threshold)
             if draw in (None, 0):
                 ys, ss = curves.setdefault(name if draw is None else f"{name} (draw 0)", ([], []))
@@ -212,7 +219,8 @@ def main(cfg, analyse=None) -> dict:
             log.warning(f"FALLBACK fold {f + 1} ({split.name}): {choice.fallback}")
     full_runs = {(r["fold"], r["name"]): (r["metrics"]["auprc"], r["metrics"]["base_rate"], r["scores"])
                  for r in col.results if r["draw"] is None}
-    efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs, t0)
+    efficiency = _efficiency(splits, stats, cfg, choices, analyse, col.folds, full_runs, trainer_kwargs, t0,
+                             col.units)
     fallbacks = [c.fallback for c in choices]
     rows, comparisons = aggregate(col, rcfg.n_boot, cfg.seed, fallbacks=fallbacks)
     sel_name = rows[0]["subset"] if rows else "selected"
@@ -274,13 +282,15 @@ def main(cfg, analyse=None) -> dict:
            to_markdown(rows, COLUMNS), f"## Selected heads (`{sel_name}`) against each baseline", "",
            f"`delta_auprc`: AUPRC of `{sel_name}` minus that of the row (mean over folds); `delta_lo`/`delta_hi`: "
            "paired bootstrap over test proteins, descriptive only (too narrow with few test proteins). "
-           "`p_value`: two-sided permutation test over the test proteins (per protein the score sets of the two "
-           "rows, or of selected and every random draw, are rotated; exact under the null that they are "
-           "exchangeable per protein, independent across proteins); `p_holm`: Holm-adjusted over the "
+           "`p_value`: two-sided exact permutation test. Fixed rows: the two rows' score sets swapped per test "
+           f"unit (the split's `{cfg.probe.split}` groups, so homologs of one cluster swap together; exact under the "
+           "null that they are exchangeable per unit, independent across units). Random rows: whole head sets "
+           "rotated, selected and every random draw (exact under the null that the selected heads are one more "
+           "random draw; p >= 2 / (draws + 1), so a verdict needs at least 40 draws); `p_holm`: Holm-adjusted over the "
            f"{len(comparisons)} rows; `p_floor`: the smallest attainable p; `rotations`: how many rotations "
            "(all of them = exact, else Monte Carlo). `selected_better`: yes / no (worse) when p_holm < 0.05, "
-           "`not resolved` otherwise, `no verdict (too few test proteins)` when even p_floor adjusted for the "
-           "rows cannot reach 0.05.", "",
+           "`not resolved` otherwise, `no verdict (too few test proteins)` (or `random draws`) when even p_floor "
+           "adjusted for the rows cannot reach 0.05.", "",
            to_markdown(comparisons, COMPARISON_COLUMNS), "## Data efficiency", "",
            f"Test AUPRC against the number of training proteins: {rcfg.efficiency_draws} random draws of n training "
            "proteins per size and fold, validation proteins drawn in proportion (round(n_val x n / n_train), at "
@@ -311,7 +321,10 @@ def main(cfg, analyse=None) -> dict:
                "heads_strategy": cfg.heads.strategy,
                "multiplicity": ("none: strategy original selects on uncorrected per-head p-values"
                                 if cfg.heads.strategy == "original" else None),
-               "comparison_test": "two-sided permutation test over test proteins, Holm-adjusted across rows",
+               "comparison_test": ("two-sided exact permutation test, Holm-adjusted across rows: fixed rows "
+                                   f"swapped per test unit (split group: {cfg.probe.split}), random rows by rotating "
+                                   "whole head sets (null: selected = one more random draw; p >= 2 / (draws + 1))"),
+               "interval_coverage": COVERAGE,
                "backbone": backbone.name,
                "backbone_identity": backbone.identity, "meaningless": backbone.meaningless,
                "note": backbone.note,

@@ -219,13 +219,21 @@ def _sd(values) -> float:
 @dataclass
 class Collected:
     """Everything the probes of one report produced: per fold the test residues (labels, protein
-    index), per (row, draw, fold) the metrics and the test scores."""
+    index, and the independent unit of every residue: its protein's split group, so that the proteins of
+    one cluster are resampled and rotated together), per (row, draw, fold) the metrics and the test scores."""
 
     folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    units: list[np.ndarray] = field(default_factory=list)
 
-    def add_fold(self, labels, index) -> None:
+    def add_fold(self, labels, index, units=None) -> None:
+        """``units``: per residue, its unit (e.g. the cluster of its protein); None: the protein."""
         self.folds.append((np.asarray(labels), np.asarray(index)))
+        self.units.append(np.asarray(index if units is None else units))
+
+    def unit_folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per fold (labels, unit of every residue): what the bootstrap resamples and the paired test rotates."""
+        return [(y, u) for (y, _), u in zip(self.folds, self.units)]
 
     def add(self, name: str, draw: int | None, fold: int, n_heads: int, note: str, metrics: dict, scores,
             threshold: float | None = None) -> None:
@@ -266,16 +274,20 @@ def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0, fallbacks: Sequ
               alpha: float = 0.05, n_perm: int = 4000) -> tuple[list[dict], list[dict]]:
     """Rows of report.csv (means over folds; random rows: over draws, sd over the draws) with 95 %
     bootstrap intervals over test proteins, and the paired comparison of ``selected`` with every other
-    row: the AUPRC difference with a descriptive paired bootstrap interval, and a permutation test over
-    test proteins (probe.paired: exact under exchangeability) with Holm's adjustment over the rows; the
-    verdict ``selected_better`` comes from the adjusted p only.
+    row: the AUPRC difference with a descriptive paired bootstrap interval, and an exact permutation test
+    with Holm's adjustment over the rows; the verdict ``selected_better`` comes from the adjusted p only.
+    Fixed rows: the score sets rotated per test unit (protein, or cluster: ``col.units``; exact under
+    per-unit exchangeability). Random rows: whole head sets rotated (exact under "selected is one more
+    random draw"; p >= 2 / (draws + 1)), since a head set's quality is shared by every protein.
 
     ``fallbacks``: per fold, why the selection fell back to the top-ranked heads (None where it did
     not); the ``selected`` row is then renamed (:func:`selected_name`) and ``fallback_folds`` says how
     many folds fell back."""
-    from .probe.paired import holm, paired_permutation, verdict
+    from .probe.paired import holm, paired_permutation, set_rotation_test, verdict
 
-    fb = FoldBootstrap(col.folds, n_boot=n_boot, seed=seed)
+    units = col.unit_folds()
+    fb = FoldBootstrap(units, n_boot=n_boot, seed=seed)
+    n_test = sum(len(np.unique(g)) for _, g in col.folds)
     values = {}
     rows = []
     fell = [f for f in (fallbacks or []) if f]
@@ -283,7 +295,7 @@ def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0, fallbacks: Sequ
         sub = [r for r in col.results if r["name"] == name]
         draws = sorted({r["draw"] for r in sub if r["draw"] is not None})
         row: dict = {"subset": name, "n_heads": _mean([r["n_heads"] for r in sub]),
-                     "folds": len({r["fold"] for r in sub}), "test_proteins": fb.n_proteins,
+                     "folds": len({r["fold"] for r in sub}), "test_proteins": n_test,
                      "note": " ".join(dict.fromkeys(r["note"] for r in sub if r["note"]))}
         if name == "selected" and fallbacks is not None:
             per_fold = {r["fold"]: r["n_heads"] for r in sub}
@@ -320,17 +332,24 @@ def aggregate(col: Collected, n_boot: int = 1000, seed: int = 0, fallbacks: Sequ
                 continue
             pb, bb = values[(name, "auprc")]
             iv = fb.interval_of(pa - pb, ba - bb)
-            t = paired_permutation(col.folds, sel, col.draws_of(name), n_mc=n_perm, seed=seed * 7_919 + k)
+            random_row = any(r["draw"] is not None for r in col.results if r["name"] == name)
+            if random_row:  # the head sets are the unit: a set's quality is shared by all proteins (probe.paired)
+                t = set_rotation_test(units, sel, col.draws_of(name))
+            else:
+                t = paired_permutation(units, sel, col.draws_of(name), n_mc=n_perm, seed=seed * 7_919 + k)
+            t["too_few"] = "random draws" if random_row else "test proteins"
             tests.append(t)
             comparisons.append({"subset": name, "delta_auprc": iv.estimate, "delta_lo": iv.lo, "delta_hi": iv.hi,
                                 "p_value": t["p_value"], "p_floor": t["p_floor"],
-                                "rotations": f"{t['n_rotations']} {'exact' if t['exact'] else 'Monte Carlo'}",
-                                "test_proteins": fb.n_proteins})
+                                "rotations": (f"{t['n_rotations']} head sets exact" if t["too_few"] == "random draws"
+                                              else f"{t['n_rotations']} {'exact' if t['exact'] else 'Monte Carlo'}"),
+                                "test_proteins": n_test})
         m = sum(1 for t in tests if not t["identical"] and not math.isnan(t["p_value"]))
         adjusted = holm([float("nan") if t["identical"] else t["p_value"] for t in tests])
         for c, t, p_adj in zip(comparisons, tests, adjusted):
             c["p_holm"] = p_adj
-            c["selected_better"] = verdict(c["delta_auprc"], p_adj, t["p_floor"], m, t["identical"], alpha)
+            c["selected_better"] = verdict(c["delta_auprc"], p_adj, t["p_floor"], m, t["identical"], alpha,
+                                           t["too_few"])
     return rows, comparisons
 
 
@@ -374,14 +393,15 @@ def efficiency_plan(split: Split, sizes: Sequence[int], draws: int = 5, seed: in
 
 
 def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000,
-                    seed: int = 0) -> list[dict]:
+                    seed: int = 0, units: list[np.ndarray] | None = None) -> list[dict]:
     """results: dicts features, label ("1", "2", ..., "all"), n, n_val, draw, fold, auprc, base_rate, scores.
     One row per (features, label): ``fallback_runs`` (selected heads: how many of the fold x draw runs
     fell back to the top-ranked heads because no head passed the selection); ``n_train_val`` = training +
     validation proteins the point used (the
     validation proteins stop training early and set the threshold); mean over draws of the mean over folds,
     the bootstrap interval over
-    the test proteins of those folds, and the sd over draws (training-set variability)."""
+    the test proteins of those folds (``units``: per fold the unit of every residue, resampled together, as
+    :attr:`Collected.units`; None: proteins), and the sd over draws (training-set variability)."""
     rows = []
     for name in dict.fromkeys(r["features"] for r in results):
         labels = sorted({r["label"] for r in results if r["features"] == name},
@@ -390,7 +410,8 @@ def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarra
             sub = [r for r in results if r["features"] == name and r["label"] == label]
             fold_ids = sorted({r["fold"] for r in sub})
             draws = sorted({r["draw"] for r in sub})
-            fb = FoldBootstrap([folds[f] for f in fold_ids], n_boot=n_boot, seed=seed)
+            fb = FoldBootstrap([(folds[f][0], folds[f][1] if units is None else units[f]) for f in fold_ids],
+                               n_boot=n_boot, seed=seed)
             score_sets = []
             for d in draws:
                 per_fold = {r["fold"]: r["scores"] for r in sub if r["draw"] == d}
@@ -404,7 +425,7 @@ def efficiency_rows(results: list[dict], folds: list[tuple[np.ndarray, np.ndarra
                          "fallback_runs": (f"{sum(1 for r in sub if r.get('fallback'))}/{len(sub)}"
                                            if name == "selected heads" else ""),
                          "auprc": _mean(per_draw), "auprc_lo": iv.lo, "auprc_hi": iv.hi, "auprc_sd": _sd(per_draw),
-                         "folds": len(fold_ids), "test_proteins": fb.n_proteins,
+                         "folds": len(fold_ids), "test_proteins": sum(len(np.unique(folds[f][1])) for f in fold_ids),
                          "base_rate": _mean([r["base_rate"] for r in sub])})
     return rows
 

@@ -100,6 +100,28 @@ def test_splits_never_share_a_cluster(seed):
     assert sorted(tested) == sorted(p.id for p in ps)  # every protein tested exactly once
 
 
+@pytest.mark.parametrize("by", ["cluster", "protein"])
+def test_a_sequence_under_two_ids_is_never_trained_on_and_tested(by):
+    """The same sequence under another id (the bundled ASD table has 4 such sets, e.g. Q76353, F2WR39 and
+    F2WR52; with --probe.split protein they were dealt out independently) or in another cluster lands in
+    one part of every split; check() refuses a split that shares one."""
+    rng = random.Random(0)
+    seqs = ["".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(40)) for _ in range(10)]
+    ps = [Protein(f"P{i}", seqs[i], sites=(3, 4), cluster=f"c{i}") for i in range(10)]
+    ps += [Protein("dupA", seqs[0], sites=(3, 4), cluster="other"), Protein("dupB", seqs[0], sites=(5,))]
+    for seed in range(10):
+        for sp in [train_val_test(ps, by, 0.2, 0.2, seed), *kfold(ps, 4, by, 0.2, seed),
+                   *leave_one_out(ps, by, 0.2, seed)]:
+            parts = [{p.sequence for p in part} for part in (sp.train, sp.val, sp.test)]
+            assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2]), sp.name
+    sp = train_val_test(ps[:10] + ps[11:], by, 0.2, 0.2, 0)
+    where = next(part for part in (sp.train, sp.val, sp.test) if any(p.id == "P0" for p in part))
+    other = sp.val if where is sp.train else sp.train
+    leaked = type(sp)(*(part + [ps[10]] if part is other else part for part in (sp.train, sp.val, sp.test)))
+    with pytest.raises(AssertionError, match="sequence"):  # dupA: P0's sequence, its own id and cluster
+        check(leaked, by)
+
+
 def test_check_catches_a_shared_cluster():
     ps = _clustered()
     sp = train_val_test(ps, "cluster", 0.2, 0.2, 0)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from .bootstrap import bootstrap_ci, pooled_metric
+from .bootstrap import COVERAGE, bootstrap_ci, pooled_metric
 from .metrics import compute_metrics, precision_at_k
 from .train import ResidueSet
 
@@ -48,7 +48,8 @@ def evaluate_scores_with_intervals(data: ResidueSet, scores: torch.Tensor, thres
     metrics["n_proteins_with_sites"] = len({int(i) for i in data.index[data.y == 1].tolist()})
     cis = bootstrap_ci(data.y.numpy(), scores.double().numpy(), groups=data.index.numpy(), n_boot=n_boot, seed=seed,
                        level=level)
-    metrics["intervals"] = {m: {**iv.as_dict(), "over": "proteins (percentile bootstrap)"} for m, iv in cis.items()}
+    metrics["intervals"] = {m: {**iv.as_dict(), "over": "proteins (percentile bootstrap)", "coverage": COVERAGE}
+                            for m, iv in cis.items()}
     for m, iv in cis.items():
         metrics[f"{m}_lo"], metrics[f"{m}_hi"] = iv.lo, iv.hi
     metrics["per_protein"] = per_protein(data, scores, top_k)

@@ -1,11 +1,16 @@
 """Splits by protein or by cluster: no protein, and no cluster, in two of train / validation / test.
 
 A protein without a ``cluster`` is its own cluster. ``by="protein"`` ignores clusters (every protein
-its own group). Groups are shuffled with the seed and dealt out, so splits are reproducible.
+its own group). Proteins with the SAME sequence (under different ids, or in different clusters) are
+always in one group: a sequence is never both trained on and tested. Near-identical homologs are kept
+together only through the ``cluster`` column (cluster your proteins, e.g. at 30 % identity); nothing
+here compares sequences that differ. Groups are shuffled with the seed and dealt out, so splits are
+reproducible.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -35,12 +40,25 @@ def group_of(protein: Protein, by: str) -> str:
 
 
 def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protein]]:
-    groups: dict[str, list[Protein]] = {}
+    parent: dict[str, str] = {}  # union-find over group keys: keys sharing a sequence become one group
+
+    def root(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    first_key: dict[str, str] = {}
     for p in proteins:
         if p.sites is None:
             raise InputError(f"{p.where}: no site labels; the probe needs "
                              "labelled proteins (a table with a 'sites' column).")
-        groups.setdefault(group_of(p, by), []).append(p)
+        k = group_of(p, by)
+        a, b = root(k), root(first_key.setdefault(p.sequence, k))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[str, list[Protein]] = {}
+    for p in proteins:
+        groups.setdefault(root(group_of(p, by)), []).append(p)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     return [groups[k] for k in keys]
@@ -126,11 +144,12 @@ def make_splits(proteins: Sequence[Protein], scheme: str, folds: int, by: str, v
 
 
 def check(split: Split, by: str = "cluster") -> Split:
-    """Raise if a protein or a cluster is in two parts, or if training or validation has no site."""
+    """Raise if a protein, a cluster or a sequence is in two parts, or if training or validation has no site."""
     parts = {"train": split.train, "val": split.val, "test": split.test}
     seen: dict[str, str] = {}
     for name, ps in parts.items():
-        for key in {group_of(p, by) for p in ps} | {f"protein:{p.id}" for p in ps}:
+        for key in ({group_of(p, by) for p in ps} | {f"protein:{p.id}" for p in ps}
+                    | {"sequence " + hashlib.sha256(p.sequence.encode()).hexdigest()[:12] for p in ps}):
             if key in seen and seen[key] != name:
                 raise AssertionError(f"{key} is in both {seen[key]} and {name} of {split.name}")
             seen[key] = name
