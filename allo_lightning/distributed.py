@@ -10,23 +10,53 @@ point nothing is written to an output folder by a rank other than zero.
 Lightning starts the other processes itself (it runs the same command line again with ``LOCAL_RANK`` set)
 or a cluster does (SLURM's ``srun``, ``torchrun``, or the variables ``MASTER_ADDR``, ``MASTER_PORT``,
 ``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set by hand); a process tells its rank from the variables
-those launchers set, before any model is loaded."""
+those launchers set, before any model is loaded.
+
+Called from Python (the API: ``extract(..., trainer_kwargs={"strategy": "ddp", ...})`` in a user's script), every
+process runs the whole script, as with any Lightning script: ``extract`` shares the work as above and returns
+every protein's statistics on every rank (no rank leaves). The process group its Trainer made stays open for the
+rest of the script (a later Trainer of the script reuses it, as Lightning expects) and is closed when the
+interpreter exits (:func:`close_at_exit`)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
 # Variables with which Lightning's launchers, SLURM, torchrun and LSF give a process its place; global
 # rank zero is the process where every one that is set is 0.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-_state = {"shared_phase_over": False, "threads": None}
+_state = {"shared_phase_over": False, "threads": None, "close_at_exit": False}
 
 
 def _initialized() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def group_open() -> bool:
+    """Is a process group open in this process (e.g. one the caller made before calling the API)?"""
+    return _initialized()
+
+
+def close_at_exit() -> None:
+    """Close the process group an extraction's Trainer opened when the interpreter exits (once registered).
+
+    Lightning closes the group it opens only for NCCL; a gloo group left to the interpreter's own teardown
+    sometimes aborted a process ("terminate called without an active exception", status -6, or a stray line on
+    stderr). Closing it is local to each process: no rank waits for another."""
+    if not _state["close_at_exit"]:
+        _state["close_at_exit"] = True
+        atexit.register(_close_group)
+
+
+def _close_group() -> None:
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 def is_rank_zero() -> bool:

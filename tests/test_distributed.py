@@ -85,3 +85,56 @@ def test_rank_zero_gets_its_thread_count_back_after_the_shared_phase(clean_env, 
         assert torch.get_num_threads() == threads and distributed.shared_phase_over()
     finally:
         torch.set_num_threads(threads)
+
+
+# -- the API on several processes: the process group an extraction opened is closed at exit --------------------
+
+@pytest.fixture
+def gloo_group(monkeypatch):
+    """A one-process gloo group, as Lightning's DDP opens one; closed after the test whatever happened."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def exit_handlers(monkeypatch):
+    """The handlers allo_lightning registers for the interpreter's exit (captured, not registered; those of other
+    modules, e.g. torch's compiler imported meanwhile, are registered as usual)."""
+    import atexit
+
+    handlers: list = []
+    register = atexit.register
+    monkeypatch.setitem(distributed._state, "close_at_exit", False)
+    monkeypatch.setattr(atexit, "register", lambda f, *a, **k: handlers.append(f) if f is distributed._close_group
+                        else register(f, *a, **k))
+    return handlers
+
+
+def test_the_group_closes_at_exit_once_registered(gloo_group, exit_handlers):
+    """Lightning closes the group it opens only for NCCL; left to the interpreter's teardown a gloo group sometimes
+    aborted a process of a user's script ('terminate called without an active exception', -6)."""
+    distributed.close_at_exit()
+    distributed.close_at_exit()
+    assert len(exit_handlers) == 1, "one handler, however many extractions"
+    assert gloo_group.is_initialized()  # open for the rest of the script (a later Trainer reuses it)
+    exit_handlers[0]()
+    assert not gloo_group.is_initialized()
+    exit_handlers[0]()  # closed already (e.g. by a command's end of the shared phase): nothing to do
+
+
+def test_a_group_the_caller_opened_is_left_to_the_caller(gloo_group, exit_handlers, tmp_path, tiny):
+    from allo_lightning.attention import extract
+    from tests.conftest import CPU, random_proteins
+
+    extract(random_proteins(2, lo=10, hi=20, seed=0), tiny, 0.3, cache_dir=str(tmp_path / "cache"),
+            trainer_kwargs={**CPU, "default_root_dir": str(tmp_path)})
+    assert gloo_group.is_initialized() and not exit_handlers

@@ -183,6 +183,7 @@ def extract(
         data = ExtractionDataModule(unique, backbone.alphabet.tokenize, max_tokens, bucket, batches=batches,
                                     n_special=backbone.alphabet.n_special)
         failure = None
+        owned = not distributed.group_open()  # a group this Trainer opens (ddp) is closed at exit, not the caller's
         try:
             with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
                 warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
@@ -191,6 +192,8 @@ def extract(
         except BaseException as e:  # noqa: BLE001 - raised by settle (several processes: told to the others first)
             failure = e
         # several processes: every rank has written its entries (or failed) before any rank reads one
+        if owned and distributed.group_open():
+            distributed.close_at_exit()
         distributed.settle(trainer, failure, joined=getattr(data, "plan_shared", False))
         result.computed = [unique[i].id for i in sorted(missing)]
     return result
