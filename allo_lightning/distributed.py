@@ -27,7 +27,7 @@ import sys
 # Variables with which Lightning's launchers, SLURM, torchrun and LSF give a process its place; global
 # rank zero is the process where every one that is set is 0.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-_state = {"shared_phase_over": False, "threads": None, "close_at_exit": False}
+_state = {"shared_phase_over": False, "threads": None, "close_at_exit": False, "command": False}
 
 
 def _initialized() -> bool:
@@ -79,6 +79,28 @@ def is_rank_zero() -> bool:
 def shared_phase_over() -> bool:
     """True once the first extraction of this command is over (see the module docstring)."""
     return _state["shared_phase_over"]
+
+
+def in_shared_phase() -> bool:
+    """True during a command's first extraction (the shared one), until :func:`end_shared_phase`."""
+    return _state["command"] and not _state["shared_phase_over"]
+
+
+def joins_regardless(trainer) -> bool:
+    """In a command's shared extraction, must this process enter ``trainer.predict`` even when its own look at the
+    cache found nothing to run? Yes when it is one of several processes that a launcher started (Lightning's
+    other ranks, srun, torchrun, variables set by hand): rank zero's plan decides what runs, and a rank that
+    looked at the cache at another moment (another job filling it meanwhile, a network file system showing it
+    late) and stayed out left the others waiting for it in the rendezvous until gloo's 30-minute timeout. Not
+    the first process of Lightning's own launcher: it starts the others only when it enters predict itself."""
+    if not in_shared_phase() or trainer.world_size <= 1:
+        return False
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        return False  # ddp_spawn: the spawned processes get the first process's plan
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    return bool(getattr(env, "creates_processes_externally", False))
 
 
 def end_shared_phase() -> None:
@@ -214,5 +236,6 @@ def begin_command() -> None:
     import torch
 
     _state["shared_phase_over"] = False
+    _state["command"] = True
     _state["threads"] = torch.get_num_threads()
     quiet_other_ranks()
