@@ -58,7 +58,7 @@ def test_a_later_extraction_on_rank_zero_uses_its_device_alone():
 
 @pytest.fixture
 def fresh_state(monkeypatch):
-    for key in ("shared_phase_over", "threads"):
+    for key in ("shared_phase_over", "threads", "command"):
         monkeypatch.setitem(distributed._state, key, distributed._state[key])
 
 
@@ -138,3 +138,75 @@ def test_a_group_the_caller_opened_is_left_to_the_caller(gloo_group, exit_handle
     extract(random_proteins(2, lo=10, hi=20, seed=0), tiny, 0.3, cache_dir=str(tmp_path / "cache"),
             trainer_kwargs={**CPU, "default_root_dir": str(tmp_path)})
     assert gloo_group.is_initialized() and not exit_handlers
+
+
+# -- planted survivors (a mutation run on distributed.py, this branch) ----------------------------------------
+
+def _trainer(world: int = 2, external: bool = True, spawn: bool = False):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    launcher = object.__new__(_MultiProcessingLauncher) if spawn else None
+    env = SimpleNamespace(creates_processes_externally=external)
+    return SimpleNamespace(world_size=world, strategy=SimpleNamespace(cluster_environment=env, launcher=launcher))
+
+
+def test_who_joins_a_shared_extraction_with_nothing_of_its_own_to_run(clean_env, fresh_state, monkeypatch):
+    """A process a launcher started (Lightning's other ranks, srun, torchrun) enters the shared extraction of a command
+    whatever its own look at the cache found; not the first process of Lightning's own launcher (it starts the
+    others only by entering), not ddp_spawn (one plan, pickled), not one process, not the API, not after the phase."""
+    monkeypatch.setitem(distributed._state, "command", False)
+    assert not distributed.joins_regardless(_trainer())  # the API: each call decides from its own look
+    distributed.begin_command()
+    assert distributed.in_shared_phase()
+    assert distributed.joins_regardless(_trainer())
+    assert not distributed.joins_regardless(_trainer(external=False))
+    assert not distributed.joins_regardless(_trainer(world=1))
+    assert not distributed.joins_regardless(_trainer(spawn=True))
+    distributed.end_shared_phase()
+    assert not distributed.in_shared_phase() and not distributed.joins_regardless(_trainer())
+
+
+def test_the_end_of_the_shared_phase_happens_once(clean_env, fresh_state, gloo_group):
+    """A later extraction of the command (on rank zero's device alone) ends in end_shared_phase again: it must leave
+    alone whatever is open by then."""
+    distributed.begin_command()
+    gloo_group.destroy_process_group()
+    distributed.end_shared_phase()
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_port()}", rank=0, world_size=1)
+    distributed.end_shared_phase()
+    assert dist.is_initialized()
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_other_ranks_print_nothing_on_stdout(clean_env, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    distributed.quiet_other_ranks()
+    kept = sys.stdout
+    assert not getattr(kept, "_allo_quiet", False), "rank zero speaks"
+    clean_env.setenv("LOCAL_RANK", "1")
+    distributed.quiet_other_ranks()
+    assert sys.stdout is not kept and sys.stdout._allo_quiet
+
+
+def test_a_spawned_process_error_keeps_its_exit_status():
+    """ddp_spawn gives a spawned process's error as its traceback text: the one line and the exit status of the
+    error it ends in (an interruption: 130, not 2)."""
+    ProcessRaisedException = type("ProcessRaisedException", (Exception,), {})
+    failure = ProcessRaisedException("Traceback ...\nallo_lightning.errors.Interrupted: interrupted by SIGTERM\n")
+    failure.error_index = 1
+    err = distributed._spawned_user_error(failure, 2)
+    assert str(err) == "process 1 of 2: interrupted by SIGTERM" and err.exit_code == 130
+    assert distributed._spawned_user_error(ProcessRaisedException("Traceback ...\nKeyError: 'x'\n"), 2) is None
