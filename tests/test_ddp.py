@@ -11,7 +11,10 @@
   died (rank 1 read a cache entry rank 0 was still writing, or found rank 0's heads.csv).
 - The same for ``--trainer.strategy ddp_spawn`` (every rank spawned by Lightning; the first process waits),
   and a signal to its first process (or Ctrl-C) stops every spawned process after its batch in flight.
-- 3 processes and 2 batches (a rank with nothing to do) for ``extract``: no traceback, every entry.
+- 3 processes and 2 batches (a rank with nothing to do) for ``extract`` (the values of one process) and for every
+  other command (the files of one process): no traceback, nothing waits.
+- A process whose own look at the cache finds nothing to run (another job filled it, a network file system shows it
+  late) still takes part in a command's shared extraction, under Lightning's launcher and as a cluster node.
 - Two "machines" of one process each, started by the test with Lightning's environment variables
   (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``, ``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; loopback only)
   and ``--trainer.num_nodes 2``, as a cluster would: ``fit`` gives the files of one process.
