@@ -10,23 +10,53 @@ point nothing is written to an output folder by a rank other than zero.
 Lightning starts the other processes itself (it runs the same command line again with ``LOCAL_RANK`` set)
 or a cluster does (SLURM's ``srun``, ``torchrun``, or the variables ``MASTER_ADDR``, ``MASTER_PORT``,
 ``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set by hand); a process tells its rank from the variables
-those launchers set, before any model is loaded."""
+those launchers set, before any model is loaded.
+
+Called from Python (the API: ``extract(..., trainer_kwargs={"strategy": "ddp", ...})`` in a user's script), every
+process runs the whole script, as with any Lightning script: ``extract`` shares the work as above and returns
+every protein's statistics on every rank (no rank leaves). The process group its Trainer made stays open for the
+rest of the script (a later Trainer of the script reuses it, as Lightning expects) and is closed when the
+interpreter exits (:func:`close_at_exit`)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
 # Variables with which Lightning's launchers, SLURM, torchrun and LSF give a process its place; global
 # rank zero is the process where every one that is set is 0.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-_state = {"shared_phase_over": False, "threads": None}
+_state = {"shared_phase_over": False, "threads": None, "close_at_exit": False, "command": False}
 
 
 def _initialized() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def group_open() -> bool:
+    """Is a process group open in this process (e.g. one the caller made before calling the API)?"""
+    return _initialized()
+
+
+def close_at_exit() -> None:
+    """Close the process group an extraction's Trainer opened when the interpreter exits (once registered).
+
+    Lightning closes the group it opens only for NCCL; a gloo group left to the interpreter's own teardown
+    sometimes aborted a process ("terminate called without an active exception", status -6, or a stray line on
+    stderr). Closing it is local to each process: no rank waits for another."""
+    if not _state["close_at_exit"]:
+        _state["close_at_exit"] = True
+        atexit.register(_close_group)
+
+
+def _close_group() -> None:
+    if _initialized():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 def is_rank_zero() -> bool:
@@ -49,6 +79,28 @@ def is_rank_zero() -> bool:
 def shared_phase_over() -> bool:
     """True once the first extraction of this command is over (see the module docstring)."""
     return _state["shared_phase_over"]
+
+
+def in_shared_phase() -> bool:
+    """True during a command's first extraction (the shared one), until :func:`end_shared_phase`."""
+    return _state["command"] and not _state["shared_phase_over"]
+
+
+def joins_regardless(trainer) -> bool:
+    """In a command's shared extraction, must this process enter ``trainer.predict`` even when its own look at the
+    cache found nothing to run? Yes when it is one of several processes that a launcher started (Lightning's
+    other ranks, srun, torchrun, variables set by hand): rank zero's plan decides what runs, and a rank that
+    looked at the cache at another moment (another job filling it meanwhile, a network file system showing it
+    late) and stayed out left the others waiting for it in the rendezvous until gloo's 30-minute timeout. Not
+    the first process of Lightning's own launcher: it starts the others only when it enters predict itself."""
+    if not in_shared_phase() or trainer.world_size <= 1:
+        return False
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        return False  # ddp_spawn: the spawned processes get the first process's plan
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    return bool(getattr(env, "creates_processes_externally", False))
 
 
 def end_shared_phase() -> None:
@@ -184,5 +236,6 @@ def begin_command() -> None:
     import torch
 
     _state["shared_phase_over"] = False
+    _state["command"] = True
     _state["threads"] = torch.get_num_threads()
     quiet_other_ranks()

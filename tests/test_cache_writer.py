@@ -12,7 +12,7 @@ import torch
 
 from allo_lightning.attention import StatsCache, extract
 from allo_lightning.attention.cache import BackgroundWriter
-from allo_lightning.errors import OutputError
+from allo_lightning.errors import AlloError, OutputError
 from tests.conftest import CPU, fake_stats, random_proteins
 
 
@@ -151,3 +151,65 @@ def test_several_writer_threads_write_every_entry_once(tmp_path):
     for p, s in zip(proteins, stats):
         got = cache.load(p.sequence)
         assert torch.equal(got.count, s.count) and torch.equal(got.mass, s.mass)
+
+
+# -- planted survivors (a mutation run on the background writer) ----------------------------------------------
+
+def test_entries_queued_behind_a_failed_one_are_dropped(tmp_path):
+    """The first entry fails while three wait in the queue: those are not written (the run is failing; on a full
+    disk each would fail again, one by one) and the error is the first one's."""
+    cache = StatsCache(str(tmp_path), "fake-backbone", 0.3)
+    writer = BackgroundWriter(cache, max_pending=8, workers=1)
+    release, calls = threading.Event(), []
+
+    def broken(sequence, stats):
+        calls.append(sequence)
+        release.wait(5)
+        raise OSError(28, "No space left on device")
+
+    writer.cache.save = broken
+    p = random_proteins(4, lo=10, hi=12, seed=6)
+    for q in p:
+        writer.submit(q.id, q.sequence, fake_stats(q))
+    release.set()
+    with pytest.raises(OutputError, match=r"'P0'.*No space left"):
+        writer.close()
+    assert calls == [p[0].sequence]
+
+
+def test_an_output_error_of_the_cache_is_named_once_with_its_protein(tmp_path):
+    """StatsCache.save's own OutputError (one line naming the cache folder, e.g. a file where a shard folder goes)
+    gets the protein in front, not the generic 'writing ... failed (OutputError: ...)' wrapping around it."""
+    cache = StatsCache(str(tmp_path), "fake-backbone", 0.3)
+    writer = BackgroundWriter(cache, workers=1)
+
+    def refused(sequence, stats):
+        raise OutputError("the cache folder X/ab is a file. Move it away.")
+
+    writer.cache.save = refused
+    q = random_proteins(1, lo=10, hi=12, seed=7)[0]
+    writer.submit(q.id, q.sequence, fake_stats(q))
+    with pytest.raises(OutputError) as e:
+        writer.close()
+    assert str(e.value) == "protein 'P0': the cache folder X/ab is a file. Move it away."
+
+
+def test_a_writer_with_entries_in_flight_is_not_copied(tmp_path):
+    """ddp_spawn pickles the callbacks into the processes it spawns: a writer still holding queued entries must not
+    become a fresh, empty copy (those entries would never be written); an idle one is copied fresh."""
+    import pickle
+
+    cache = StatsCache(str(tmp_path), "fake-backbone", 0.3)
+    writer = BackgroundWriter(cache, workers=1)
+    release = threading.Event()
+    saved = writer.cache.save
+    writer.cache.save = lambda sequence, stats: (release.wait(5), saved(sequence, stats))
+    q = random_proteins(1, lo=10, hi=12, seed=8)[0]
+    writer.submit(q.id, q.sequence, fake_stats(q))
+    with pytest.raises(AlloError, match="in flight"):
+        pickle.dumps(writer)
+    release.set()
+    writer.close()
+    del writer.cache.save  # the test's slow save is not picklable
+    copy = pickle.loads(pickle.dumps(writer))
+    assert copy.workers == 1 and copy.written == 0 and cache.complete(q.sequence)

@@ -2,14 +2,19 @@
 
 - Extraction on 2 processes: every protein's statistics written exactly once, with the values of a
   single-process run (a subprocess ``python -m tests.test_ddp OUT`` so that Lightning's ``ddp`` launcher
-  can start the second rank by running the same module again; each rank logs the ids it wrote).
+  can start the second rank by running the same module again; each rank logs the ids it wrote). Called from
+  Python like this (the API), every rank gets every protein back and allo_lightning closes the process group at
+  exit (before, a script that did not close it itself sometimes aborted: "terminate called", -6).
 - Every command (heads, fit, evaluate, predict, report) on 2 processes started by Lightning itself
   (``--trainer.devices 2 --trainer.strategy ddp``) writes the same files as one process: the same bytes
   for the tables, the same JSON but for timings and the command line. Before, ``heads`` on 2 processes
   died (rank 1 read a cache entry rank 0 was still writing, or found rank 0's heads.csv).
 - The same for ``--trainer.strategy ddp_spawn`` (every rank spawned by Lightning; the first process waits),
   and a signal to its first process (or Ctrl-C) stops every spawned process after its batch in flight.
-- 3 processes and 2 batches (a rank with nothing to do) for ``extract``: no traceback, every entry.
+- 3 processes and 2 batches (a rank with nothing to do) for ``extract`` (the values of one process) and for every
+  other command (the files of one process): no traceback, nothing waits.
+- A process whose own look at the cache finds nothing to run (another job filled it, a network file system shows it
+  late) still takes part in a command's shared extraction, under Lightning's launcher and as a cluster node.
 - Two "machines" of one process each, started by the test with Lightning's environment variables
   (``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT``, ``NODE_RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; loopback only)
   and ``--trainer.num_nodes 2``, as a cluster would: ``fit`` gives the files of one process.
@@ -46,7 +51,15 @@ def ddp_proteins():
 
 
 def _worker(out: Path) -> None:
-    """Runs on every rank: extraction through 2-process DDP, logging what this rank wrote."""
+    """Runs on every rank: extraction through 2-process DDP from Python (the API, as in a user's script), logging
+    what this rank wrote, what extract returned here, and whether the process group was still open when the
+    interpreter exited (an exit handler registered first runs last)."""
+    import atexit
+
+    import torch.distributed as dist
+
+    rank = os.environ.get("LOCAL_RANK", "0")
+    atexit.register(lambda: (out / f"open-at-exit-rank{rank}.txt").write_text(str(dist.is_initialized())))
     written: list[str] = []
     original = CacheWriter.write_on_batch_end
 
@@ -59,12 +72,13 @@ def _worker(out: Path) -> None:
     backbone = load_backbone("tiny", seed=0)
     kw = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False,
           "default_root_dir": str(out / "root")}
-    extract(ddp_proteins(), backbone, THETA, cache_dir=str(out / "cache"), trainer_kwargs=kw, max_tokens=MAX_TOKENS)
-    # as every command does after its extraction: the process group closed before the interpreter exits (left to
-    # the exit, gloo's threads sometimes aborted a rank: "terminate called without an active exception", -6)
-    from allo_lightning import distributed
-
-    distributed.end_shared_phase()
+    result = extract(ddp_proteins(), backbone, THETA, cache_dir=str(out / "cache"), trainer_kwargs=kw,
+                     max_tokens=MAX_TOKENS)
+    # every rank goes on with the script and gets every protein (the other rank's entries included)
+    (out / f"result-rank{rank}.txt").write_text("\n".join(p.id for p, s in result if s.count.numel()) + "\n")
+    # nothing else: the process group extract's Trainer opened is closed at exit by allo_lightning itself (left
+    # to the interpreter's teardown, gloo's threads sometimes aborted a rank: "terminate called without an active
+    # exception", -6)
 
 
 def _free_port() -> int:
@@ -110,6 +124,10 @@ def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
     res = subprocess.run([sys.executable, "-m", "tests.test_ddp", str(tmp_path)], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "terminate called" not in res.stderr and "Traceback" not in res.stderr, res.stderr[-3000:]
+    for r in (0, 1):  # the API leaves no process group to the interpreter's teardown, on either rank
+        assert (tmp_path / f"open-at-exit-rank{r}.txt").read_text() == "False", f"rank {r}: group open at exit"
+        assert sorted((tmp_path / f"result-rank{r}.txt").read_text().split()) == sorted(p.id for p in proteins)
 
     logs = {r: (tmp_path / f"written-rank{r}.txt").read_text().split() for r in (0, 1)}
     assert logs[0] and logs[1], "both ranks should have written proteins"
@@ -130,28 +148,29 @@ def test_ddp_two_cpu_processes_write_every_protein_once(tmp_path, tiny):
 CMD_TOKENS = 200  # 10 proteins of 30-50 residues: 5 batches, so both ranks extract
 
 
-def _cli(tmp: Path, cache: str, heads: bool = True, probe: bool = True) -> list[str]:
-    base = ["--model.backbone", "tiny", "--model.cache_dir", str(tmp / cache), "--model.max_tokens", str(CMD_TOKENS),
+def _cli(tmp: Path, cache: str, heads: bool = True, probe: bool = True, tokens: int = CMD_TOKENS) -> list[str]:
+    base = ["--model.backbone", "tiny", "--model.cache_dir", str(tmp / cache), "--model.max_tokens", str(tokens),
             "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
     return base + (["--heads.n_permutations", "100"] if heads else []) + (
         ["--probe.max_epochs", "5", "--probe.batch_size", "128"] if probe else [])
 
 
-def _commands(tmp: Path, table: Path, fasta: Path, ckpt: Path, tag: str) -> dict[str, tuple[str, list[str]]]:
+def _commands(tmp: Path, table: Path, fasta: Path, ckpt: Path, tag: str,
+              tokens: int = CMD_TOKENS) -> dict[str, tuple[str, list[str]]]:
     """Command lines of heads, fit, evaluate, predict and report writing under ``tmp/tag``; each command has
     a cache of its own, so that each one extracts (shares the work) instead of finding it cached. evaluate
     and predict score the same (reference) checkpoint in both runs."""
     out, data = tmp / tag, ["--data.path", str(table)]
     return {
-        "heads": ("heads", _cli(tmp, f"cache-{tag}-heads", probe=False) + data
+        "heads": ("heads", _cli(tmp, f"cache-{tag}-heads", probe=False, tokens=tokens) + data
                   + ["--trainer.default_root_dir", str(out / "heads")]),
-        "fit": ("fit", _cli(tmp, f"cache-{tag}-fit") + data + ["--trainer.default_root_dir", str(out / "fit"),
-                                                              "--checkpoint", str(out / "fit" / "probe.safetensors")]),
-        "evaluate": ("evaluate", _cli(tmp, f"cache-{tag}-evaluate", heads=False, probe=False) + data + [
+        "fit": ("fit", _cli(tmp, f"cache-{tag}-fit", tokens=tokens) + data + [
+            "--trainer.default_root_dir", str(out / "fit"), "--checkpoint", str(out / "fit" / "probe.safetensors")]),
+        "evaluate": ("evaluate", _cli(tmp, f"cache-{tag}-evaluate", heads=False, probe=False, tokens=tokens) + data + [
             "--checkpoint", str(ckpt), "--bootstrap", "50", "--trainer.default_root_dir", str(out / "evaluate")]),
-        "predict": ("predict", _cli(tmp, f"cache-{tag}-predict", heads=False, probe=False) + [
+        "predict": ("predict", _cli(tmp, f"cache-{tag}-predict", heads=False, probe=False, tokens=tokens) + [
             "--checkpoint", str(ckpt), "--fasta", str(fasta), "--out", str(out / "predict")]),
-        "report": ("report", _cli(tmp, f"cache-{tag}-report") + data + [
+        "report": ("report", _cli(tmp, f"cache-{tag}-report", tokens=tokens) + data + [
             "--trainer.default_root_dir", str(out / "report"), "--report.folds", "2", "--report.max_epochs", "2",
             "--report.train_sizes", "[1]", "--report.efficiency_draws", "1", "--report.random_seeds", "2",
             "--report.ks", "[1, 3]", "--report.n_boot", "100"]),
@@ -217,37 +236,59 @@ def _inputs(tmp: Path) -> tuple[Path, Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
 def test_every_command_on_two_processes_writes_what_one_process_writes(tmp_path, strategy):
+    _every_command_as_one_process(tmp_path, strategy, 2, CMD_TOKENS)
+
+
+def _every_command_as_one_process(tmp_path: Path, strategy: str, devices: int, tokens: int,
+                                  names: tuple[str, ...] = tuple(LAST_LINE)) -> None:
+    """Each command of ``names`` on ``devices`` processes writes the files of one process (both with ``tokens``)."""
     table, fasta = _inputs(tmp_path)
     ckpt = tmp_path / "one" / "fit" / "probe.safetensors"
-    one = _commands(tmp_path, table, fasta, ckpt, "one")
-    _reference(tmp_path, one)
-    two = _commands(tmp_path, table, fasta, ckpt, "two")
+    one = _commands(tmp_path, table, fasta, ckpt, "one", tokens)
+    _reference(tmp_path, {k: v for k, v in one.items() if k in names or k == "fit"})  # fit: the checkpoint
+    two = _commands(tmp_path, table, fasta, ckpt, "two", tokens)
     hook = _hook(tmp_path)
     for name, (module, args) in two.items():
+        if name not in names:
+            continue
         writes = tmp_path / f"writes-{name}.log"
         env = _env(hook, ALLO_TEST_WRITES=str(writes), ALLO_TEST_OUT=str(tmp_path / "two"))
-        res = subprocess.run([sys.executable, "-m", f"allo_lightning.{module}", *args, "--trainer.devices", "2",
-                              "--trainer.strategy", strategy], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=900)
+        res = subprocess.run([sys.executable, "-m", f"allo_lightning.{module}", *args, "--trainer.devices",
+                              str(devices), "--trainer.strategy", strategy], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=900)
         log = res.stdout[-2000:] + res.stderr[-4000:]
         assert res.returncode == 0, f"{name}: exit {res.returncode}\n{log}"
-        assert "Traceback" not in res.stderr, f"{name}: a rank failed\n{log}"
-        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in res.stdout + res.stderr, f"{name}: extraction was not shared\n{log}"
+        assert "Traceback" not in res.stderr and "terminate called" not in res.stderr, f"{name}: a rank failed\n{log}"
+        last = f"GLOBAL_RANK: {devices - 1}, MEMBER: {devices}/{devices}"
+        assert last in res.stdout + res.stderr, f"{name}: extraction was not shared\n{log}"
         entries = list((tmp_path / f"cache-two-{name}").rglob("*.safetensors"))
         assert entries, f"{name}: nothing extracted"
         want, got = _files(tmp_path / "one" / name), _files(tmp_path / "two" / name)
         assert sorted(got) == sorted(want), name
         for rel in want:
-            assert got[rel] == want[rel], f"{name}: {rel} differs between 1 and 2 processes"
+            assert got[rel] == want[rel], f"{name}: {rel} differs between 1 and {devices} processes"
         # the work after extraction ran once (rank 0): its last line once, every output written by rank 0 only
         assert res.stdout.count(LAST_LINE[name]) == 1, f"{name}: the command ran more than once\n{res.stdout}"
-        # each message once: rank 1 runs the command up to the end of the extraction, but only rank 0 speaks
+        # each message once: the other ranks run the command up to the end of the extraction, but only rank 0 speaks
         warned = [line for line in res.stderr.splitlines() if line.startswith("WARNING: ")]
         assert len(warned) == len(set(warned)), f"{name}: a warning printed by several ranks\n{res.stderr}"
-        if name == "report":  # said before the extraction, by both ranks' code
+        if name == "report":  # said before the extraction, by every rank's code
             assert "WARNING: report.random_seeds=2; at least 5 are recommended" in warned, res.stderr
         who = [line.split(" ", 2) for line in writes.read_text().splitlines()]
         assert who and all(node == local == "0" for node, local, _ in who), f"{name}: written by other ranks: {who}"
+
+
+@pytest.mark.slow
+def test_every_command_on_more_processes_than_batches_writes_what_one_process_writes(tmp_path):
+    """3 processes, 2 batches (10 proteins of 30-50 residues, 300 tokens; predict's 6 proteins: 1 batch, so 2 ranks
+    without one): a rank left without a batch runs an empty one (Lightning refuses a rank with none), writes
+    nothing, and neither fails nor waits; every command writes the files of one process."""
+    from allo_lightning.data.batching import token_budget_batches
+
+    proteins = random_proteins(10, lo=30, hi=50, seed=4)  # as _inputs
+    assert len(token_budget_batches([p.length for p in proteins], 300, n_special=2)) == 2
+    assert len(token_budget_batches([p.length for p in proteins[:6]], 300, n_special=2)) == 1
+    _every_command_as_one_process(tmp_path, "ddp", 3, 300)
 
 
 @pytest.mark.slow
@@ -270,6 +311,12 @@ def test_more_processes_than_batches(tmp_path, tiny):
     assert summary["computed"] == 10 and summary["proteins"] == 10
     cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
     assert all(cache.complete(p.sequence) for p in proteins)
+    single = extract(proteins, tiny, THETA, cache_dir=str(tmp_path / "single"),  # the values of one process
+                     trainer_kwargs={**CPU, "default_root_dir": str(tmp_path / "single_root")}, max_tokens=300)
+    for p, ref in single:
+        got = cache.load(p.sequence)
+        for name in ("received", "count", "mass", "total"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -455,6 +502,101 @@ def test_a_signal_to_the_first_process_while_the_others_start_stops_them_all(tmp
     assert summary["computed"] == len(proteins) - n and summary["from_cache"] == n
     cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
     assert all(cache.complete(p.sequence) for p in proteins)
+
+
+# Imported at start-up by every process: the cache, as the process NODE_RANK:LOCAL_RANK = ALLO_TEST_RANK sees it, holds
+# every entry (ALLO_TEST_VIEW complete: another job filled it just before this process looked) or none (missing: a
+# network file system shows it late).
+CACHE_VIEW_HOOK = """
+import importlib.abc, importlib.util, os, sys
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "allo_lightning.attention.cache":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            me = os.environ.get("NODE_RANK", "0") + ":" + os.environ.get("LOCAL_RANK", "0")
+            if me == os.environ["ALLO_TEST_RANK"]:
+                view = os.environ["ALLO_TEST_VIEW"] == "complete"
+                module.StatsCache.complete = lambda self, *args, **kwargs: view
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_whose_cache_looks_complete_still_takes_its_share(tmp_path, tiny):
+    """Rank 1 finds every entry in the cache (it looked at another moment than rank zero, or saw another view of
+    it) while rank zero finds them missing: rank 1 still enters the shared extraction and runs its share of rank
+    zero's plan; every entry is written. Before, rank 1 skipped it and left (status 0) while rank zero waited for
+    it in the rendezvous until gloo's 30-minute timeout (and a SIGTERM then took as long)."""
+    import signal
+
+    proteins = random_proteins(10, lo=20, hi=40, seed=1)
+    fasta = tmp_path / "ten.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CACHE_VIEW_HOOK)
+    proc = subprocess.Popen(_extract_cli(fasta, tmp_path, 100), cwd=ROOT, env=_env(hook, ALLO_TEST_RANK="0:1",
+                            ALLO_TEST_VIEW="complete"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("rank zero waited for a rank that found nothing to run")
+    assert proc.returncode == 0 and "Traceback" not in stderr, stdout[-2000:] + stderr[-4000:]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == 10
+    cache = StatsCache(tmp_path / "cache", tiny.identity, THETA)
+    assert all(cache.complete(p.sequence) for p in proteins)
+
+
+@pytest.mark.slow
+def test_a_cluster_rank_zero_whose_cache_is_complete_still_meets_the_others(tmp_path, tiny):
+    """Two "machines" started by the cluster (here the test): every entry is in the cache, but node 1 sees none of
+    them. Rank zero still enters the shared extraction, whose plan (its own: nothing to run) node 1 follows.
+    Before, rank zero went on alone and node 1 waited for it in the rendezvous until gloo's 30-minute timeout."""
+    import signal
+
+    proteins = random_proteins(6, lo=20, hi=40, seed=1)
+    fasta = tmp_path / "six.fasta"
+    fasta.write_text("".join(f">{p.id}\n{p.sequence}\n" for p in proteins))
+    extract(proteins, tiny, THETA, cache_dir=str(tmp_path / "cache"),
+            trainer_kwargs={**CPU, "default_root_dir": str(tmp_path / "first")}, max_tokens=100)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CACHE_VIEW_HOOK)
+    port = str(_free_port())
+    cmd = [c if c != "2" else "1" for c in _extract_cli(fasta, tmp_path, 100)] + ["--trainer.num_nodes", "2"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=_env(hook, MASTER_PORT=port, NODE_RANK=str(node), WORLD_SIZE="2",
+                                                      LOCAL_RANK="0", ALLO_TEST_RANK="1:0", ALLO_TEST_VIEW="missing"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+              for node in (0, 1)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=240))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("a process waited for a rank that found nothing to run")
+    for node, (p, (so, se)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0 and "Traceback" not in se, f"node {node}: {so[-2000:]}{se[-4000:]}"
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1][0] + outs[1][1]
+    summary = json.loads((tmp_path / "out" / "extraction.json").read_text())
+    assert summary["computed"] == 0 and summary["from_cache"] == 6
 
 
 # Imported at start-up by every process: the token budget differs between the ranks, as it does on GPUs (each

@@ -559,3 +559,27 @@ def test_html_rebuild_usage_and_a_missing_folder(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert e.value.code == 0 and out.startswith("usage: python -m allo_lightning.html DIR [COMMAND]") and not err
     assert "``" not in out
+
+
+def test_a_page_shows_its_own_commands_settings_in_a_shared_folder(tmp_path):
+    """heads run into fit's folder (outputs/smoke) replaces config.yaml and run.log with its own: fit's page, rebuilt
+    (python -m allo_lightning.html outputs/smoke fit), shows fit's settings from metrics.json and links no record
+    of another command. Before, it showed heads's config.yaml as fit's settings and linked it for replay."""
+    out = tmp_path / "smoke"
+    out.mkdir()
+    fit_config = {"probe": {"max_epochs": 4321}, "seed": 0}
+    (out / "metrics.json").write_text(json.dumps({
+        "auprc": 0.5, "auroc": 0.6, "base_rate": 0.1, "threshold": 0.4, "heads": ["L0H1"], "n_proteins": {"train": 1},
+        "backbone": "tiny", "backbone_identity": "tiny", "meaningless": True, "note": NOTE, "config": fit_config,
+        "epochs": 3, "best_epoch": 1, "val": {"auprc": 0.4}}))
+    (out / "config.yaml").write_text("# allo_lightning heads: every setting of this run. Replay it with\n"
+                                     "#   allo-lightning heads --config smoke/config.yaml\nheads:\n  top_k: 8765\n")
+    (out / "run.log").write_text("# allo_lightning heads --config configs/smoke.yaml\n# started ...\n")
+    text = write_report(out, "fit").read_text()
+    assert "4321" in text and "8765" not in text
+    assert "href='config.yaml'" not in text and "href='run.log'" not in text
+    (out / "config.yaml").write_text("# allo_lightning fit: every setting of this run. Replay it with\n"
+                                     "#   allo-lightning fit --config smoke/config.yaml\nprobe:\n  max_epochs: 1234\n")
+    (out / "run.log").write_text("# allo_lightning fit --config configs/smoke.yaml\n# started ...\n")
+    text = write_report(out, "fit").read_text()  # its own records: read and linked
+    assert "1234" in text and "href='config.yaml'" in text and "href='run.log'" in text

@@ -262,3 +262,33 @@ def test_killed_process_resumes_to_the_rows_of_an_uninterrupted_run(setup, tmp_p
     assert res.returncode == 0 and "resuming:" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     for name in ("predictions.csv", "proteins.csv"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("column", [1, 2], ids=["position", "residue"])
+def test_a_partial_row_that_does_not_match_its_protein_ends_the_resumed_prefix(setup, monkeypatch, capsys, column):
+    """The partial rows of the same settings, one of protein N1's rows altered (its position or its residue, as a
+    damaged file or an edit would): resuming keeps N0 only, and the rows end as those of an uninterrupted run
+    (planted survivors of a mutation run: without the position and residue checks N1's altered row was kept)."""
+    tmp, fasta = setup
+    out = tmp / f"altered-{column}"
+    predict.main(_args(tmp, fasta, out, "--per_protein", "0"))
+    whole = (out / "predictions.csv").read_bytes()
+    (out / "predictions.csv").unlink()
+
+    def stopped(src, dst):  # every row written, stopped before the rename: the partial rows and settings stay
+        raise Interrupted("interrupted by SIGTERM")
+
+    monkeypatch.setattr(predict, "publish", stopped)
+    with pytest.raises(SystemExit):
+        predict.main(_args(tmp, fasta, out, "--per_protein", "0", "--overwrite"))
+    monkeypatch.undo()
+    lines = (out / predict.PARTIAL).read_bytes().split(b"\r\n")
+    i = next(k for k, line in enumerate(lines) if line.startswith(b"N1,")) + 1  # N1's second row
+    cells = lines[i].split(b",")
+    cells[column] = b"99" if column == 1 else (b"W" if cells[2] != b"W" else b"Y")
+    lines[i] = b",".join(cells)
+    (out / predict.PARTIAL).write_bytes(b"\r\n".join(lines))
+    capsys.readouterr()
+    predict.main(_args(tmp, fasta, out, "--per_protein", "0"))
+    assert "resuming: 1 of 12 proteins" in capsys.readouterr().out
+    assert (out / "predictions.csv").read_bytes() == whole

@@ -171,11 +171,16 @@ def extract(
                         map_heads=map_heads, embeddings=embeddings, heads=heads,
                         windowed=[p.id for p in proteins if p.length > backbone.max_length],
                         max_length=backbone.max_length, window_overlap=window_overlap)
-    if batches:
-        module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype, heads, window_overlap,
-                                    embedding_layer if embeddings else None)
+    trainer = None
+    if batches or distributed.in_shared_phase():
         writer = CacheWriter(cache)
         trainer = predict_trainer(trainer_kwargs, [writer])
+        # nothing to run here, but one of several processes a launcher started: rank zero's plan decides
+        if not batches and not distributed.joins_regardless(trainer):
+            trainer = None
+    if trainer is not None:
+        module = AttentionExtractor(backbone, theta, map_heads, embeddings, dtype, heads, window_overlap,
+                                    embedding_layer if embeddings else None)
         if spawned(trainer):  # ddp_spawn: a signal to this process reaches the processes it spawns
             writer.stop_flag = interrupt.spawn_flag()
             # torch's "Terminating process N via signal SIGTERM" (the others, once one stopped): the error says why
@@ -183,6 +188,7 @@ def extract(
         data = ExtractionDataModule(unique, backbone.alphabet.tokenize, max_tokens, bucket, batches=batches,
                                     n_special=backbone.alphabet.n_special)
         failure = None
+        owned = not distributed.group_open()  # a group this Trainer opens (ddp) is closed at exit, not the caller's
         try:
             with warnings.catch_warnings(), interrupt.graceful():  # a signal: finish the batch in flight
                 warnings.filterwarnings("ignore", message=".*custom batch sampler.*")  # our sampler covers every index
@@ -191,6 +197,8 @@ def extract(
         except BaseException as e:  # noqa: BLE001 - raised by settle (several processes: told to the others first)
             failure = e
         # several processes: every rank has written its entries (or failed) before any rank reads one
+        if owned and distributed.group_open():
+            distributed.close_at_exit()
         distributed.settle(trainer, failure, joined=getattr(data, "plan_shared", False))
         result.computed = [unique[i].id for i in sorted(missing)]
     return result

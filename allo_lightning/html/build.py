@@ -58,16 +58,30 @@ def _img(out: Path, name: str, caption: str) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>") if (out / name).is_file() else ""
 
 
-def _settings(out: Path, info: dict) -> dict | None:
-    """The run's resolved settings: its config.yaml, else what its JSON output recorded."""
+def _own_record(out: Path, name: str, command: str) -> bool:
+    """Is ``out/name`` (config.yaml, run.log) the record of a ``command`` run? Commands sharing a folder (heads,
+    fit and report in outputs/smoke) each write their own: the folder keeps the last one, whose first line
+    names its command."""
+    try:
+        with open(out / name, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith((f"# allo_lightning {command}:", f"# allo_lightning {command} "))
+
+
+def _settings(out: Path, info: dict, command: str) -> dict | None:
+    """The run's resolved settings: its config.yaml (when that is this command's, not the record of another
+    command run into the same folder later), else what its JSON output recorded."""
     import yaml
 
-    try:
-        data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            return data
-    except (OSError, yaml.YAMLError):
-        pass
+    if _own_record(out, "config.yaml", command):
+        try:
+            data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                return data
+        except (OSError, yaml.YAMLError):
+            pass
     return info.get("config")
 
 
@@ -76,7 +90,8 @@ def _header(command: str, what: str, info: dict, out: Path) -> str:
     if info.get("meaningless") and not note:
         from ..backbone import TINY_MEANINGLESS as note
     return (f"<h1>allo_lightning {esc(command)}: {esc(what)}</h1>"
-            + settings_block(_settings(out, info), f"{info.get('backbone', '')} ({info.get('backbone_identity', '')})",
+            + settings_block(_settings(out, info, command),
+                             f"{info.get('backbone', '')} ({info.get('backbone_identity', '')})",
                              note if info.get("meaningless") else ""))
 
 
@@ -270,7 +285,9 @@ def write_report(out: str | Path, command: str) -> Path:
     if viewer:
         record_outputs(out, MARKERS[command], [out / FILES_DIR / n for n in ("3Dmol-min.js", "3Dmol-LICENSE.txt")])
     copy_assets(out, viewer)
-    if (out / "run.log").is_file() or (out / "config.yaml").is_file():
-        body += ("<p class='small muted'>Run records: <a href='config.yaml'>config.yaml</a> (replay with "
-                 "<code>--config</code>), <a href='run.log'>run.log</a>.</p>")
+    records = [(name, text) for name, text in (("config.yaml", "<a href='config.yaml'>config.yaml</a> (replay with "
+                                                "<code>--config</code>)"), ("run.log", "<a href='run.log'>run.log</a>"))
+               if _own_record(out, name, command)]  # another command's records (a shared folder) are not this run's
+    if records:
+        body += "<p class='small muted'>Run records: " + ", ".join(t for _, t in records) + ".</p>"
     return write_text(out / REPORT, document(f"allo_lightning {title}", body, data, viewer))
