@@ -141,7 +141,7 @@ def main(cfg, analyse=None) -> dict:
     from .plots.probe import pr_curves
     from .probe import items_of, train_probe
     from .probe.bootstrap import COVERAGE
-    from .probe.splits import group_of
+    from .probe.splits import group_keys
     from .reporting import (
         COLUMNS,
         COMPARISON_COLUMNS,
@@ -202,9 +202,9 @@ def main(cfg, analyse=None) -> dict:
                 same[key] = train_probe(spec, train, val, test, cfg.probe, cfg.seed, trainer_kwargs,
                                         rcfg.max_epochs)
             run = same[key]
-            if len(col.folds) == f:  # the unit of the intervals and tests: a test protein's split group
-                index = run.test_set.index.numpy()
-                keys = [group_of(p, cfg.probe.split) for p in run.test_set.proteins]
+            if len(col.folds) == f:  # the unit of the intervals and tests: a test protein's split group (its
+                index = run.test_set.index.numpy()  # cluster, merged with any cluster sharing a sequence with it)
+                keys = group_keys(run.test_set.proteins, cfg.probe.split)
                 unit = {k: i for i, k in enumerate(dict.fromkeys(keys))}
                 col.add_fold(run.test_set.y.numpy(), index, np.array([unit[k] for k in keys])[index])
             col.add(name, draw, f, len(spec.heads), note, run.test, run.test_scores.numpy(), run.threshold)

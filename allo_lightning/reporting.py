@@ -20,7 +20,7 @@ from .data.protein import Protein
 from .errors import AlloError, InputError
 from .probe.bootstrap import FoldBootstrap
 from .probe.features import FeatureSpec, head_spec
-from .probe.splits import Split, check, group_of, make_splits
+from .probe.splits import Split, check, group_keys, group_of, make_splits
 
 METRICS = ("auprc", "auroc", "f1", "mcc", "precision_at_k", "protein_auprc", "base_rate")
 COLUMNS = ("subset", "n_heads", "auprc", "auprc_lo", "auprc_hi", "auprc_sd", "auroc", "auroc_lo", "auroc_hi",
@@ -69,9 +69,9 @@ def transfer_split(test: Sequence[Protein], pool: Sequence[Protein], by: str = "
     test_keys = {group_of(p, by) for p in test} | {p.id for p in test} | {p.sequence for p in test}
     pool = [p for p in pool if group_of(p, by) not in test_keys and p.id not in test_keys
             and p.sequence not in test_keys]
-    groups: dict[str, list[Protein]] = {}
-    for p in pool:
-        groups.setdefault(group_of(p, by), []).append(p)
+    groups: dict[str, list[Protein]] = {}  # one sequence under two ids (4 sets in the ASD pool) is one group
+    for p, k in zip(pool, group_keys(pool, by)):
+        groups.setdefault(k, []).append(p)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     if len(keys) < 2:

@@ -122,6 +122,29 @@ def test_a_sequence_under_two_ids_is_never_trained_on_and_tested(by):
         check(leaked, by)
 
 
+@pytest.mark.parametrize("by", ["cluster", "protein"])
+def test_group_keys_of_test_proteins_are_their_split_groups(by):
+    """The report's unit (intervals, swaps) is group_keys of a fold's test proteins: it must be the split's group,
+    so one sequence under two ids or clusters is one unit (group_of alone made dupA, dupB and P0 three units that
+    were swapped and resampled independently, although their scores are the same residues')."""
+    from allo_lightning.probe.splits import _groups, group_keys
+
+    rng = random.Random(1)
+    seqs = ["".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(40)) for _ in range(10)]
+    ps = [Protein(f"P{i}", seqs[i], sites=(3, 4), cluster=f"c{i % 7}") for i in range(10)]
+    ps += [Protein("dupA", seqs[0], sites=(3, 4), cluster="other"), Protein("dupB", seqs[0], sites=(5,)),
+           Protein("lone", seqs[9] + "A", sites=(2,))]
+    for seed in range(5):
+        group = {p.id: i for i, g in enumerate(_groups(ps, by, seed)) for p in g}
+        for sp in kfold(ps, 3, by, 0.2, seed):
+            keys = group_keys(sp.test, by)
+            for a, ka in zip(sp.test, keys):
+                for b, kb in zip(sp.test, keys):
+                    assert (ka == kb) == (group[a.id] == group[b.id]), (sp.name, a.id, b.id)
+    keys = dict(zip([p.id for p in ps], group_keys(ps, by)))
+    assert keys["P0"] == keys["dupA"] == keys["dupB"] and keys["lone"] != keys["P9"]
+
+
 def test_check_catches_a_shared_cluster():
     ps = _clustered()
     sp = train_val_test(ps, "cluster", 0.2, 0.2, 0)

@@ -39,7 +39,10 @@ def group_of(protein: Protein, by: str) -> str:
     raise AlloError(f"unknown split {by!r}; choose cluster or protein.")
 
 
-def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protein]]:
+def group_keys(proteins: Sequence[Protein], by: str) -> list[str]:
+    """The split group of every protein of ``proteins``: its :func:`group_of` key, merged (union-find) with every
+    key that shares a sequence with it, so that one sequence under two ids or clusters is one group. The groups
+    of a split's test proteins alone are their groups in the split (a group is never in two parts)."""
     parent: dict[str, str] = {}  # union-find over group keys: keys sharing a sequence become one group
 
     def root(k: str) -> str:
@@ -49,16 +52,21 @@ def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protei
 
     first_key: dict[str, str] = {}
     for p in proteins:
-        if p.sites is None:
-            raise InputError(f"{p.where}: no site labels; the probe needs "
-                             "labelled proteins (a table with a 'sites' column).")
         k = group_of(p, by)
         a, b = root(k), root(first_key.setdefault(p.sequence, k))
         if a != b:
             parent[max(a, b)] = min(a, b)
-    groups: dict[str, list[Protein]] = {}
+    return [root(group_of(p, by)) for p in proteins]
+
+
+def _groups(proteins: Sequence[Protein], by: str, seed: int) -> list[list[Protein]]:
     for p in proteins:
-        groups.setdefault(root(group_of(p, by)), []).append(p)
+        if p.sites is None:
+            raise InputError(f"{p.where}: no site labels; the probe needs "
+                             "labelled proteins (a table with a 'sites' column).")
+    groups: dict[str, list[Protein]] = {}
+    for p, k in zip(proteins, group_keys(proteins, by)):
+        groups.setdefault(k, []).append(p)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     return [groups[k] for k in keys]
