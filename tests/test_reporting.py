@@ -214,3 +214,35 @@ def test_efficiency_rows_and_plot_count_training_plus_validation_proteins(tmp_pa
     monkeypatch.setattr(Axes, "errorbar", spy)
     data_efficiency(rows, tmp_path / "eff.png")
     assert seen["x"] == [3, 11]
+
+
+def test_a_fold_of_one_unit_gives_no_interval_not_a_zero_width_one():
+    """Leave one cluster out (or a fold whose test proteins are all one cluster) has ONE unit per fold: resampling
+    it always gives the fold itself, and the rows' and comparisons' 95 % intervals came out as [x, x], claiming
+    certainty from two test proteins. They are undefined (empty cells), the points and tests stay; a fold of two
+    units still gets an interval."""
+    rng = np.random.default_rng(4)
+
+    def collected(units_of_fold):
+        col = Collected()
+        for f, units in enumerate(units_of_fold):
+            y = np.zeros(60)
+            y[[3, 4, 5, 33, 34]] = 1
+            idx = np.repeat([0, 1], 30)  # two proteins per fold
+            col.add_fold(y, idx, np.asarray(units)[idx])
+        for name, draws in (("selected", [None]), ("all", [None]), ("random3", [0, 1, 2])):
+            for d in draws:
+                for f in range(len(units_of_fold)):
+                    s = rng.random(60)
+                    col.add(name, d, f, 3, "", {"auprc": average_precision_score(col.folds[f][0], s)}, s, 0.5)
+        return col
+
+    rows, comps = aggregate(collected([[0, 0], [5, 5]]), n_boot=200)  # both proteins of each fold: one cluster
+    for r in rows:
+        assert np.isnan(r["auprc_lo"]) and np.isnan(r["auprc_hi"]) and np.isnan(r["auroc_lo"]), r
+        assert np.isfinite(r["auprc"])
+    for c in comps:
+        assert np.isnan(c["delta_lo"]) and np.isnan(c["delta_hi"]) and np.isfinite(c["delta_auprc"]), c
+        assert c["selected_better"].startswith("no verdict"), c  # 2 folds of one unit: 4 swaps, p >= 0.5
+    rows, comps = aggregate(collected([[0, 1], [0, 1]]), n_boot=200)  # one protein per cluster: intervals exist
+    assert all(r["auprc_lo"] < r["auprc_hi"] for r in rows) and all(c["delta_lo"] < c["delta_hi"] for c in comps)

@@ -237,7 +237,9 @@ class FoldBootstrap:
     fold), recomputing every fold's metric and averaging as the row does. The draws are fixed at
     construction, so every row of a report, and the paired difference of two rows, uses the same ones.
 
-    ``folds``: per fold, (labels, groups) of its test residues in the order the scores will come in.
+    ``folds``: per fold, (labels, groups) of its test residues in the order the scores will come in. A fold whose
+    test residues are ONE group (unit) has no spread to resample: an interval that uses it is undefined (NaN),
+    not the zero-width interval the resampling would give.
     """
 
     def __init__(self, folds: Sequence[tuple], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> None:
@@ -263,6 +265,8 @@ class FoldBootstrap:
             return float("nan"), np.full(self.n_boot, np.nan)
         sorted_ = _Sorted(y, s, g)
         point = float(sorted_.metrics(np.ones((1, p)), (metric,))[metric][0])
+        if p < 2:  # one unit (all test proteins in one cluster, e.g. leave one cluster out): every resample is the
+            return point, np.full(self.n_boot, np.nan)  # fold itself; a zero-width interval would claim certainty
         boot = np.empty(self.n_boot)
         for a, b in _blocks(self.n_boot, len(y)):
             boot[a:b] = sorted_.metrics(weights[a:b], (metric,))[metric]
