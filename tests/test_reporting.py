@@ -225,7 +225,7 @@ def test_a_fold_of_one_unit_gives_no_interval_not_a_zero_width_one():
 
     def collected(units_of_fold):
         col = Collected()
-        for f, units in enumerate(units_of_fold):
+        for units in units_of_fold:
             y = np.zeros(60)
             y[[3, 4, 5, 33, 34]] = 1
             idx = np.repeat([0, 1], 30)  # two proteins per fold
