@@ -133,3 +133,15 @@ def test_fold_bootstrap_one_fold_equals_plain_bootstrap_and_averages_folds():
     flipped = [-s[:half], -s[half:]]
     two = fb2.interval([[s[:half], s[half:]], flipped], "auroc")
     assert two.estimate == pytest.approx((expect + (1 - expect)) / 2)
+
+
+def test_one_protein_has_no_interval_over_proteins():
+    """evaluate on a single protein: every resample is that protein, and the '95 % interval over proteins' was
+    [estimate, estimate]. It is undefined (NaN, shown 'undefined'); the estimate stays; two proteins get one."""
+    ys, ss = proteins(2, seed=5)
+    one = bootstrap_ci(ys[:1], ss[:1], n_boot=100)
+    for m, iv in one.items():
+        assert np.isnan(iv.lo) and np.isnan(iv.hi) and iv.n_valid == 0 and iv.n_proteins == 1, (m, iv)
+    assert one["auprc"].estimate == pytest.approx(average_precision_score(ys[0], ss[0]))
+    two = bootstrap_ci(ys, ss, n_boot=100)
+    assert all(iv.lo < iv.hi for iv in two.values())

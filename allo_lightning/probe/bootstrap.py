@@ -196,6 +196,8 @@ def bootstrap_ci(labels, scores, groups=None, metrics: Sequence[str] = METRICS, 
         return {m: Interval(nan, nan, nan, level, 0, n_boot, 0) for m in which}
     sorted_ = _Sorted(y, s, g)
     point = sorted_.metrics(np.ones((1, p)), which)
+    if p < 2:  # one protein: every resample is the data itself; no interval (a zero-width one would claim certainty)
+        return {m: _interval(point[m][0], np.full(n_boot, np.nan), level, p, n_boot) for m in which}
     weights = _draws(p, n_boot, seed)
     boot = {m: np.empty(n_boot) for m in which}
     for a, b in _blocks(n_boot, len(y)):
