@@ -103,6 +103,35 @@ os.replace = replace
 """
 
 
+def _on_import(module: str, patch: str) -> str:
+    """A sitecustomize.py (imported at start-up by every process that has it on PYTHONPATH) that runs ``patch``
+    once ``module`` is first imported: ``patch`` is the body of a function of the imported ``module``, with os,
+    sys and time imported."""
+    import textwrap
+
+    body = textwrap.indent(textwrap.dedent(patch).strip("\n"), " " * 12)
+    return f"""
+import importlib.abc, importlib.util, os, sys, time
+
+class _Patch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != {module!r}:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+{body}
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Patch())
+"""
+
+
 def _env(hook: Path | None = None, **extra) -> dict:
     path = ([str(hook)] if hook else []) + [str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
@@ -398,25 +427,12 @@ def test_a_rank_that_fails_is_one_error_line_and_exit_2(tmp_path, tiny, strategy
 
 # Imported at start-up by every process: the second process's backbone module fails in its setup (as an out of
 # memory on one GPU would), before the batch plan is shared
-SETUP_FAILS_HOOK = """
-import importlib.abc, importlib.util, os, sys
-class _Patch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "allo_lightning.attention.extractor":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
-        def exec_module(module):
-            load(module)
-            if os.environ.get("LOCAL_RANK", "0") == "1":
-                def setup(self, stage):
-                    raise RuntimeError("CUDA out of memory (simulated, rank 1 setup)")
-                module.AttentionExtractor.setup = setup
-        spec.loader.exec_module = exec_module
-        return spec
-sys.meta_path.insert(0, _Patch())
-"""
+SETUP_FAILS_HOOK = _on_import("allo_lightning.attention.extractor", """
+    if os.environ.get("LOCAL_RANK", "0") == "1":
+        def setup(self, stage):
+            raise RuntimeError("CUDA out of memory (simulated, rank 1 setup)")
+        module.AttentionExtractor.setup = setup
+""")
 
 
 @pytest.mark.slow
@@ -507,29 +523,12 @@ def test_a_signal_to_the_first_process_while_the_others_start_stops_them_all(tmp
 # Imported at start-up by every process: the cache, as the process NODE_RANK:LOCAL_RANK = ALLO_TEST_RANK sees it, holds
 # every entry (ALLO_TEST_VIEW complete: another job filled it just before this process looked) or none (missing: a
 # network file system shows it late).
-CACHE_VIEW_HOOK = """
-import importlib.abc, importlib.util, os, sys
-
-class _Patch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "allo_lightning.attention.cache":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
-
-        def exec_module(module):
-            load(module)
-            me = os.environ.get("NODE_RANK", "0") + ":" + os.environ.get("LOCAL_RANK", "0")
-            if me == os.environ["ALLO_TEST_RANK"]:
-                view = os.environ["ALLO_TEST_VIEW"] == "complete"
-                module.StatsCache.complete = lambda self, *args, **kwargs: view
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Patch())
-"""
+CACHE_VIEW_HOOK = _on_import("allo_lightning.attention.cache", """
+    me = os.environ.get("NODE_RANK", "0") + ":" + os.environ.get("LOCAL_RANK", "0")
+    if me == os.environ["ALLO_TEST_RANK"]:
+        view = os.environ["ALLO_TEST_VIEW"] == "complete"
+        module.StatsCache.complete = lambda self, *args, **kwargs: view
+""")
 
 
 @pytest.mark.slow
@@ -601,27 +600,10 @@ def test_a_cluster_rank_zero_whose_cache_is_complete_still_meets_the_others(tmp_
 
 # Imported at start-up by every process: the token budget differs between the ranks, as it does on GPUs (each
 # rank sizes it from the free memory it sees when it starts): 150 tokens on rank zero, 4096 on rank 1.
-RANK_BUDGET_HOOK = """
-import importlib.abc, importlib.util, os, sys
-
-class _Patch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "allo_lightning.attention.run":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
-
-        def exec_module(module):
-            load(module)
-            budget = 4096 if os.environ.get("LOCAL_RANK", "0") == "1" else 150
-            module.token_budget = lambda *args, **kwargs: budget
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Patch())
-"""
+RANK_BUDGET_HOOK = _on_import("allo_lightning.attention.run", """
+    budget = 4096 if os.environ.get("LOCAL_RANK", "0") == "1" else 150
+    module.token_budget = lambda *args, **kwargs: budget
+""")
 
 
 @pytest.mark.slow
@@ -668,33 +650,16 @@ def test_ddp_spawn_extracts_every_protein_once(tmp_path, tiny):
 
 
 # Imported at start-up by every process: rank zero's batches take 2 s each (rank 1's share is done long before).
-SLOW_RANK_ZERO_HOOK = """
-import importlib.abc, importlib.util, os, sys, time
+SLOW_RANK_ZERO_HOOK = _on_import("allo_lightning.attention.extractor", """
+    original = module.AttentionExtractor.predict_step
 
-class _Patch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "allo_lightning.attention.extractor":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
+    def slow(self, batch, batch_idx):
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            time.sleep(2)
+        return original(self, batch, batch_idx)
 
-        def exec_module(module):
-            load(module)
-            original = module.AttentionExtractor.predict_step
-
-            def slow(self, batch, batch_idx):
-                if os.environ.get("LOCAL_RANK", "0") == "0":
-                    time.sleep(2)
-                return original(self, batch, batch_idx)
-
-            module.AttentionExtractor.predict_step = slow
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Patch())
-"""
+    module.AttentionExtractor.predict_step = slow
+""")
 
 
 @pytest.mark.slow
@@ -742,34 +707,17 @@ def test_sigterm_while_another_rank_waits_at_the_end_stops_them_all(tmp_path, ti
 
 # Imported at start-up by every process: each batch of a process spawned by ddp_spawn logs its proteins and its
 # process id when it starts (ALLO_TEST_STARTED), then takes 1 s, so that a signal comes while batches are in flight.
-SLOW_SPAWNED_HOOK = """
-import importlib.abc, importlib.util, os, sys, time
+SLOW_SPAWNED_HOOK = _on_import("allo_lightning.attention.extractor", """
+    original = module.AttentionExtractor.predict_step
 
-class _Patch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "allo_lightning.attention.extractor":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
+    def slow(self, batch, batch_idx):
+        with open(os.environ["ALLO_TEST_STARTED"], "a") as f:
+            f.write(f"{os.getpid()} {' '.join(batch['ids'])}\\n")
+        time.sleep(1)
+        return original(self, batch, batch_idx)
 
-        def exec_module(module):
-            load(module)
-            original = module.AttentionExtractor.predict_step
-
-            def slow(self, batch, batch_idx):
-                with open(os.environ["ALLO_TEST_STARTED"], "a") as f:
-                    f.write(f"{os.getpid()} {' '.join(batch['ids'])}\\n")
-                time.sleep(1)
-                return original(self, batch, batch_idx)
-
-            module.AttentionExtractor.predict_step = slow
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _Patch())
-"""
+    module.AttentionExtractor.predict_step = slow
+""")
 
 
 @pytest.mark.slow
