@@ -30,15 +30,11 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID
 _state = {"shared_phase_over": False, "threads": None, "close_at_exit": False, "command": False}
 
 
-def _initialized() -> bool:
+def group_open() -> bool:
+    """Is a process group open in this process (e.g. one the caller made before calling the API)?"""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
-
-
-def group_open() -> bool:
-    """Is a process group open in this process (e.g. one the caller made before calling the API)?"""
-    return _initialized()
 
 
 def close_at_exit() -> None:
@@ -53,7 +49,7 @@ def close_at_exit() -> None:
 
 
 def _close_group() -> None:
-    if _initialized():
+    if group_open():
         import torch.distributed as dist
 
         dist.destroy_process_group()
@@ -61,7 +57,7 @@ def _close_group() -> None:
 
 def is_rank_zero() -> bool:
     """Is this process global rank zero (or the only process)?"""
-    if _initialized():
+    if group_open():
         import torch.distributed as dist
 
         return dist.get_rank() == 0
@@ -110,7 +106,7 @@ def end_shared_phase() -> None:
         return
     _state["shared_phase_over"] = True
     zero = is_rank_zero()
-    if _initialized():
+    if group_open():
         import torch.distributed as dist
 
         dist.destroy_process_group()
@@ -136,7 +132,7 @@ def settle(trainer, failure: BaseException | None, joined: bool = True) -> None:
     exits otherwise makes Lightning kill every process, rank zero included, before it has said why; and
     a rank waiting in a barrier for a rank that failed got a gloo traceback (or, with NCCL, waited).
     ``joined`` False (this process failed before the batch plan was shared): the failure is raised at once."""
-    if trainer.world_size <= 1 or not _initialized():
+    if trainer.world_size <= 1 or not group_open():
         if failure is not None:
             from . import interrupt
 

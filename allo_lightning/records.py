@@ -19,6 +19,22 @@ from .outputs import write_text
 
 CONFIG = "config.yaml"
 LOG = "run.log"
+_HEAD = "# allo_lightning "  # the first line of both records: the command, then its argv (run.log) or ":" (config.yaml)
+
+
+def written_by(path: Path) -> str | None:
+    """The command whose record (config.yaml, run.log) ``path`` is, from the first line written above; None for
+    a file that is not one. Commands sharing a folder (heads, fit and report in outputs/smoke) each write their
+    own records there: the folder keeps the last command's."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not first.startswith(_HEAD):
+        return None
+    word = first[len(_HEAD):].split(" ", 1)[0].strip()
+    return word.removesuffix(":") or None
 RUN_FILES = (CONFIG, LOG)  # what record_run writes: every command declares them (outputs.claim_out_files)
 NOT_RECORDED = ("overwrite", "config", "quiet", "verbose")  # actions of one run, not settings
 
@@ -100,7 +116,7 @@ def capture(argv: list[str] | None = None):
             tee.detach()
         out = _current.get("out")
         if out is not None and _rank_zero():
-            head = (f"# allo_lightning {_current.get('command', '')} {' '.join(map(str, _current['argv']))}\n"
+            head = (f"{_HEAD}{_current.get('command', '')} {' '.join(map(str, _current['argv']))}\n"
                     f"# started {_current['started']}, ended {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {status}\n")
             try:
                 write_text(Path(out) / LOG, head + clean_log("".join(buffer)))
@@ -139,7 +155,7 @@ def record_run(cfg, out: str | Path) -> None:
     out = Path(out)
     _current["out"] = out
     _current["command"] = cfg.spec.name
-    text = (f"# allo_lightning {cfg.spec.name}: every setting of this run. Replay it with\n"
+    text = (f"{_HEAD}{cfg.spec.name}: every setting of this run. Replay it with\n"
             f"#   allo-lightning {cfg.spec.name} --config {out / CONFIG} [flags that override it]\n"
             + yaml.safe_dump(resolved_config(cfg), sort_keys=False, allow_unicode=True))
     write_text(out / CONFIG, text)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..outputs import record_outputs, write_text
+from ..records import CONFIG, LOG, written_by
 from . import charts
 from .page import FILES_DIR, VIEWER_VERSION, copy_assets, document, esc, script_json, settings_block, table
 
@@ -58,26 +59,14 @@ def _img(out: Path, name: str, caption: str) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>") if (out / name).is_file() else ""
 
 
-def _own_record(out: Path, name: str, command: str) -> bool:
-    """Is ``out/name`` (config.yaml, run.log) the record of a ``command`` run? Commands sharing a folder (heads,
-    fit and report in outputs/smoke) each write their own: the folder keeps the last one, whose first line
-    names its command."""
-    try:
-        with open(out / name, encoding="utf-8") as f:
-            first = f.readline()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return first.startswith((f"# allo_lightning {command}:", f"# allo_lightning {command} "))
-
-
 def _settings(out: Path, info: dict, command: str) -> dict | None:
     """The run's resolved settings: its config.yaml (when that is this command's, not the record of another
     command run into the same folder later), else what its JSON output recorded."""
     import yaml
 
-    if _own_record(out, "config.yaml", command):
+    if written_by(out / CONFIG) == command:  # not the record of another command run into this folder later
         try:
-            data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+            data = yaml.safe_load((out / CONFIG).read_text(encoding="utf-8"))
             if isinstance(data, dict):
                 return data
         except (OSError, yaml.YAMLError):
@@ -285,9 +274,9 @@ def write_report(out: str | Path, command: str) -> Path:
     if viewer:
         record_outputs(out, MARKERS[command], [out / FILES_DIR / n for n in ("3Dmol-min.js", "3Dmol-LICENSE.txt")])
     copy_assets(out, viewer)
-    records = [(name, text) for name, text in (("config.yaml", "<a href='config.yaml'>config.yaml</a> (replay with "
-                                                "<code>--config</code>)"), ("run.log", "<a href='run.log'>run.log</a>"))
-               if _own_record(out, name, command)]  # another command's records (a shared folder) are not this run's
+    records = [text for name, text in ((CONFIG, f"<a href='{CONFIG}'>{CONFIG}</a> (replay with <code>--config</code>)"),
+                                       (LOG, f"<a href='{LOG}'>{LOG}</a>"))
+               if written_by(out / name) == command]  # another command's records (a shared folder) are not this run's
     if records:
-        body += "<p class='small muted'>Run records: " + ", ".join(t for _, t in records) + ".</p>"
+        body += "<p class='small muted'>Run records: " + ", ".join(records) + ".</p>"
     return write_text(out / REPORT, document(f"allo_lightning {title}", body, data, viewer))

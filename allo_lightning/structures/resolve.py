@@ -48,6 +48,11 @@ def _read_mapping_table(path: Path) -> list[tuple[int, str, str, str]]:
             for n, row in table.rows(max(i_id, i_st) + 1)]
 
 
+def _one_file(spec: Path) -> bool:
+    """Is ``--structure`` one structure file (aligned to every protein), not a folder or a mapping table?"""
+    return spec.is_file() and _suffix(spec) in STRUCTURE_SUFFIXES
+
+
 def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None = None,
                        name_of=None) -> dict[str, StructureRequest]:
     """Which structure (and chain) each protein gets from ``--structure``:
@@ -77,7 +82,7 @@ def resolve_structures(spec: str | Path, ids: Iterable[str], chain: str | None =
     if not spec.is_file():
         raise InputError(f"{spec}: not found. Give --structure a PDB/mmCIF file, a folder of them, or a table "
                          "with columns id, structure, chain.", path=spec, todo="Check the path.")
-    if _suffix(spec) in STRUCTURE_SUFFIXES:
+    if _one_file(spec):
         return {pid: StructureRequest(spec, chain) for pid in ids}
     if spec.suffix.lower() not in (".csv", ".tsv", ".txt", ".tab"):
         structure_format(spec)  # raises: names the accepted suffixes
@@ -124,7 +129,7 @@ def structures_for(proteins: Sequence, spec: str | Path, chain: str | None, opti
     if chain is not None:
         check_chain_id(chain, "--chain")
     requests = resolve_structures(spec, [p.id for p in proteins], chain, name_of)
-    one_file = Path(spec).is_file() and _suffix(spec) in STRUCTURE_SUFFIXES
+    one_file = _one_file(Path(spec))
     cache: dict[Path, tuple[object, References]] = {}  # the last few files read (a folder: one per protein)
     out = {}
     for p in proteins:
